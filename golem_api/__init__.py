@@ -1,4 +1,4 @@
-"""golem-api: run long-lived services on the Golem network, with an embedded local Golem network by default."""
+"""golem-api: run services on the Golem network, with an embedded local Golem network by default."""
 
 from golem_api.errors import (
     ActivityError,

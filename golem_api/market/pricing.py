@@ -87,7 +87,7 @@ class LinearPricing:
                 f"the price model meters {len(self.usage_vector)}: {list(self.usage_vector)!r}"
             )
         return self.start_price + sum(
-            (c * _decimal(u) for c, u in zip(self.coeffs, usage)), start=Decimal(0)
+            (c * _decimal(u) for c, u in zip(self.coeffs, usage, strict=True)), start=Decimal(0)
         )
 
     def cost_of(self, usage: Mapping[str, float | Decimal]) -> Decimal:

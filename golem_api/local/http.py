@@ -1,0 +1,87 @@
+"""HTTP plumbing shared by every API of the local node: error bodies, the app-key check, JSON bodies.
+
+The daemon answers errors as ``{"message": "…"}``; handlers raise :class:`HttpError` and the middleware
+turns it into that body, so that no handler builds an error response by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+__all__ = [
+    "HttpError",
+    "auth_middleware",
+    "error_middleware",
+    "json_response",
+    "read_json",
+]
+
+_log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+APP_KEY = web.AppKey("golem_api.app_key", str)
+
+
+class HttpError(Exception):
+    """Raised by a handler to answer ``status`` with ``{"message": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON answer; ``None`` is written as ``null``, as the daemon does."""
+    return web.Response(
+        status=status, body=json.dumps(body, separators=(",", ":")), content_type="application/json"
+    )
+
+
+def _error_response(status: int, message: str) -> web.Response:
+    return json_response({"message": message}, status=status)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body; 400 with the parser's words when it is not JSON."""
+    raw = await request.read()
+    if not raw.strip():
+        raise HttpError(400, "the request body is empty; a JSON body is required")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise HttpError(400, f"the request body is not valid JSON: {exc}") from exc
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn :class:`HttpError` and aiohttp's own HTTP errors into the daemon's ``{"message"}`` bodies."""
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return _error_response(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error_response(exc.status, exc.reason)
+    except Exception:
+        _log.exception("local node: %s %s failed", request.method, request.path)
+        return _error_response(500, f"internal error of the local node while serving {request.path}")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Require the node's app key as ``Authorization: Bearer <key>`` (or ``?authToken=<key>``)."""
+    expected = request.app[APP_KEY]
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header.lower().startswith("bearer ") else request.query.get("authToken")
+    if given != expected:
+        what = "no app key was given" if not given else "the app key is not valid"
+        return _error_response(401, f"Unauthorized: {what}")
+    return await handler(request)
