@@ -70,8 +70,12 @@ class ConstraintSyntaxError(ConfigurationError):
         self.reason = reason
         self.text = text
         self.position = position
-        caret = " " * position + "^"
-        super().__init__(f"{reason} at position {position}:\n  {text}\n  {caret}")
+        # Show only the line holding the offending character, with a caret under it.
+        line_start = text.rfind("\n", 0, position) + 1
+        line_end = text.find("\n", position)
+        line = text[line_start : None if line_end < 0 else line_end]
+        caret = " " * (position - line_start) + "^"
+        super().__init__(f"{reason} at position {position}:\n  {line}\n  {caret}")
 
 
 class NodeUnreachableError(GolemError):

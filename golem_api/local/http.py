@@ -39,9 +39,7 @@ class HttpError(Exception):
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON answer; ``None`` is written as ``null``, as the daemon does."""
-    return web.Response(
-        status=status, body=json.dumps(body, separators=(",", ":")), content_type="application/json"
-    )
+    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")), content_type="application/json")
 
 
 def _error_response(status: int, message: str) -> web.Response:

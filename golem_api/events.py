@@ -1,0 +1,331 @@
+"""Events: what happened, when, to whom. Frozen attrs values, delivered through an :class:`EventBus`.
+
+Every event stamps its own creation time (``timestamp``), taken when the event is made, not when this
+module was imported. Consumers subscribe for some event classes (or all of them) and are called in
+order of subscription; a consumer that raises is logged and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import TypeVar
+
+from attrs import define, field, frozen
+
+from golem_api.errors import ConfigurationError
+from golem_api.timestamps import utc_now
+
+__all__ = [
+    "ActivityCreated",
+    "ActivityDestroyed",
+    "AgreementConfirmed",
+    "AgreementCreated",
+    "AgreementRejected",
+    "AgreementTerminated",
+    "AllocationCreated",
+    "AllocationReleased",
+    "DebitNoteAccepted",
+    "DebitNoteRejected",
+    "DemandSubscribed",
+    "Event",
+    "EventBus",
+    "GolemStarted",
+    "GolemStopped",
+    "InvoiceAccepted",
+    "InvoiceReceived",
+    "NoOffersWarning",
+    "OfferReceived",
+    "OfferRejected",
+    "PaymentFailed",
+    "ProposalRejectedByProvider",
+    "Subscription",
+    "UnpaidAgreementsWarning",
+]
+
+_log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound="Event")
+
+
+@frozen
+class Event:
+    """Base of all events; ``timestamp`` is when the event was made (UTC)."""
+
+    timestamp: datetime = field(factory=utc_now, kw_only=True)
+
+
+# --- engine -------------------------------------------------------------------------------------
+
+
+@frozen
+class GolemStarted(Event):
+    """The engine is connected to a node; ``local`` tells whether it is the embedded local network."""
+
+    api_url: str
+    identity: str
+    local: bool
+
+
+@frozen
+class GolemStopped(Event):
+    """The engine has shut down and released what it held."""
+
+
+# --- market -------------------------------------------------------------------------------------
+
+
+@frozen
+class DemandSubscribed(Event):
+    """A demand was published on the market."""
+
+    subscription_id: str
+    constraints: str
+
+
+@frozen
+class OfferReceived(Event):
+    """A provider's offer matched the demand."""
+
+    proposal_id: str
+    provider_id: str
+    provider_name: str
+
+
+@frozen
+class OfferRejected(Event):
+    """The requestor's strategy turned an offer down; ``reason`` says why."""
+
+    proposal_id: str
+    provider_id: str
+    provider_name: str
+    reason: str
+
+
+@frozen
+class ProposalRejectedByProvider(Event):
+    """A provider turned down the requestor's counter-proposal."""
+
+    proposal_id: str
+    provider_id: str
+    provider_name: str
+    reason: str
+
+
+@frozen
+class NoOffersWarning(Event):
+    """No offer matched the demand within ``waited`` seconds: the demand may ask for too much."""
+
+    subscription_id: str
+    constraints: str
+    waited: float
+
+
+@frozen
+class AgreementCreated(Event):
+    """An agreement was proposed to a provider."""
+
+    agreement_id: str
+    provider_id: str
+    provider_name: str
+
+
+@frozen
+class AgreementConfirmed(Event):
+    """The provider approved the agreement: it is in force."""
+
+    agreement_id: str
+    provider_id: str
+    provider_name: str
+
+
+@frozen
+class AgreementRejected(Event):
+    """The provider did not approve the agreement (rejected, expired or timed out)."""
+
+    agreement_id: str
+    provider_id: str
+    provider_name: str
+    reason: str
+
+
+@frozen
+class AgreementTerminated(Event):
+    """The agreement ended; ``by`` is ``"requestor"`` or ``"provider"``."""
+
+    agreement_id: str
+    provider_id: str
+    provider_name: str
+    reason: str
+    by: str
+
+
+# --- activity -----------------------------------------------------------------------------------
+
+
+@frozen
+class ActivityCreated(Event):
+    """An activity started on a provider under an agreement."""
+
+    activity_id: str
+    agreement_id: str
+    provider_name: str
+
+
+@frozen
+class ActivityDestroyed(Event):
+    """An activity ended."""
+
+    activity_id: str
+    agreement_id: str
+    provider_name: str
+
+
+# --- payment ------------------------------------------------------------------------------------
+
+
+@frozen
+class AllocationCreated(Event):
+    """Funds were set aside for this run."""
+
+    allocation_id: str
+    amount: Decimal
+    platform: str
+
+
+@frozen
+class AllocationReleased(Event):
+    """The allocation was released; ``spent`` is what it paid."""
+
+    allocation_id: str
+    spent: Decimal
+
+
+@frozen
+class DebitNoteAccepted(Event):
+    """A debit note was accepted; ``amount`` is its cumulative total due."""
+
+    debit_note_id: str
+    agreement_id: str
+    activity_id: str
+    provider_name: str
+    amount: Decimal
+
+
+@frozen
+class DebitNoteRejected(Event):
+    """A debit note was not accepted; ``reason`` says why."""
+
+    debit_note_id: str
+    agreement_id: str
+    provider_name: str
+    amount: Decimal
+    reason: str
+
+
+@frozen
+class InvoiceReceived(Event):
+    """A provider sent an invoice."""
+
+    invoice_id: str
+    agreement_id: str
+    provider_name: str
+    amount: Decimal
+
+
+@frozen
+class InvoiceAccepted(Event):
+    """An invoice was accepted and will be paid."""
+
+    invoice_id: str
+    agreement_id: str
+    provider_name: str
+    amount: Decimal
+
+
+@frozen
+class PaymentFailed(Event):
+    """A debit note or invoice could not be accepted; ``reason`` says why."""
+
+    document_id: str
+    agreement_id: str
+    provider_name: str
+    reason: str
+
+
+@frozen
+class UnpaidAgreementsWarning(Event):
+    """On exit, these agreements had no accepted invoice within the wait."""
+
+    agreement_ids: tuple[str, ...]
+    waited: float
+
+
+# --- the bus ------------------------------------------------------------------------------------
+
+
+Consumer = Callable[[Event], None]
+
+
+@frozen
+class Subscription:
+    """A handle returned by :meth:`EventBus.subscribe`; pass it to :meth:`EventBus.unsubscribe`."""
+
+    consumer: Consumer
+    kinds: tuple[type[Event], ...]
+
+    def wants(self, event: Event) -> bool:
+        return not self.kinds or isinstance(event, self.kinds)
+
+
+@define
+class EventBus:
+    """Delivers events to subscribed consumers, synchronously and in order of subscription."""
+
+    _subscriptions: list[Subscription] = field(factory=list, init=False)
+
+    def subscribe(self, consumer: Consumer, *kinds: type[Event]) -> Subscription:
+        """Call ``consumer`` for every event of the given classes (all events when none are given)."""
+        for kind in kinds:
+            if not (isinstance(kind, type) and issubclass(kind, Event)):
+                raise ConfigurationError(f"can only subscribe to Event classes, got {kind!r}")
+        subscription = Subscription(consumer, tuple(kinds))
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop delivering to a subscription; unknown subscriptions are ignored."""
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to every consumer that wants it."""
+        for subscription in list(self._subscriptions):
+            if subscription.wants(event):
+                try:
+                    subscription.consumer(event)
+                except Exception:
+                    _log.exception("event consumer %r failed on %r", subscription.consumer, event)
+
+    async def wait_for(
+        self,
+        kind: type[E],
+        predicate: Callable[[E], bool] = lambda _: True,
+        *,
+        timeout: float,
+    ) -> E:
+        """The next event of class ``kind`` that satisfies ``predicate``; ``TimeoutError`` after ``timeout`` s."""
+        future: asyncio.Future[E] = asyncio.get_running_loop().create_future()
+
+        def consume(event: Event) -> None:
+            if isinstance(event, kind) and not future.done() and predicate(event):
+                future.set_result(event)
+
+        subscription = self.subscribe(consume, kind)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self.unsubscribe(subscription)

@@ -1,0 +1,276 @@
+"""``Golem``: the engine. It chooses the node, holds the budget, negotiates, and pays on the way out.
+
+With no app key configured (neither ``app_key=`` nor ``YAGNA_APPKEY``) it starts the embedded local Golem
+network inside the running event loop; with one, it talks to that yagna daemon. Everything it starts is
+entered on one :class:`contextlib.AsyncExitStack` and unwound in reverse order on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from golem_api.errors import ConfigurationError, GolemError
+from golem_api.events import (
+    Consumer,
+    Event,
+    EventBus,
+    GolemStarted,
+    GolemStopped,
+    UnpaidAgreementsWarning,
+)
+from golem_api.market.agreement import Agreement
+from golem_api.market.constraints import all_of
+from golem_api.market.negotiation import Demand
+from golem_api.market.strategy import LeastExpensiveLinearPayu, MarketStrategy
+from golem_api.payload import Payload
+from golem_api.payment.manager import PaymentManager
+from golem_api.rest.client import RestClient
+from golem_api.rest.config import ApiConfig
+from golem_api.summary import SummaryLogger
+from golem_api.timestamps import utc_now
+
+if TYPE_CHECKING:
+    from golem_api.local.config import LocalNetworkConfig
+    from golem_api.local.node import LocalNode
+
+__all__ = ["Golem", "payment_platform"]
+
+_log = logging.getLogger("golem_api")
+
+DEFAULT_EXPIRATION = timedelta(minutes=30)
+_MAINNETS = frozenset({"mainnet", "polygon"})
+
+
+def payment_platform(driver: str, network: str) -> str:
+    """The platform name for a driver and network: ``erc20-holesky-tglm``, ``erc20-polygon-glm``, …"""
+    token = "glm" if network in _MAINNETS else "tglm"
+    return f"{driver}-{network}-{token}"
+
+
+def _budget(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ConfigurationError(f"budget must be a number (e.g. 1.0 or '1.0'), got {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigurationError(f"budget must be a number (e.g. 1.0 or '1.0'), got {value!r}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ConfigurationError(f"budget must be a positive amount of tokens, got {value!r}")
+    return amount
+
+
+class Golem:
+    """The requestor engine: ``async with Golem(budget=1.0) as golem: …``.
+
+    Parameters mirror yapapi's: ``budget`` (tokens, any number type; kept as ``Decimal``), ``subnet_tag``,
+    ``payment_driver``, ``payment_network``, ``app_key`` / ``api_url`` (else ``YAGNA_APPKEY`` /
+    ``YAGNA_API_URL``). ``strategy`` scores offers (default :class:`LeastExpensiveLinearPayu`);
+    ``local_network`` configures the embedded network when it is used; ``invoice_timeout`` bounds the
+    wait for invoices on exit; ``event_consumer`` replaces the default summary log (``None`` for none).
+    Create it anywhere, even outside a running loop: nothing touches the loop before ``async with``.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: float | Decimal | str,
+        subnet_tag: str = "public",
+        payment_driver: str = "erc20",
+        payment_network: str = "holesky",
+        app_key: str | None = None,
+        api_url: str | None = None,
+        strategy: MarketStrategy | None = None,
+        local_network: LocalNetworkConfig | None = None,
+        invoice_timeout: float = 30.0,
+        event_consumer: Consumer | str | None = "default",
+    ) -> None:
+        self.budget = _budget(budget)
+        for name, value in (
+            ("subnet_tag", subnet_tag),
+            ("payment_driver", payment_driver),
+            ("payment_network", payment_network),
+        ):
+            if not isinstance(value, str) or not value or any(c in value for c in "()=*"):
+                raise ConfigurationError(f"{name} must be a plain non-empty name, got {value!r}")
+        if invoice_timeout < 0:
+            raise ConfigurationError(f"invoice_timeout must not be negative, got {invoice_timeout!r}")
+        self.subnet_tag = subnet_tag
+        self.payment_driver = payment_driver
+        self.payment_network = payment_network
+        self.payment_platform = payment_platform(payment_driver, payment_network)
+        self.strategy: MarketStrategy = strategy if strategy is not None else LeastExpensiveLinearPayu()
+        self._app_key = app_key
+        self._api_url = api_url
+        self._local_network = local_network
+        self._invoice_timeout = invoice_timeout
+        self.bus = EventBus()
+        self.summary: SummaryLogger | None = None
+        if event_consumer == "default":
+            self.summary = SummaryLogger()
+            self.bus.subscribe(self.summary)
+        elif callable(event_consumer):
+            self.bus.subscribe(event_consumer)
+        elif event_consumer is not None:
+            raise ConfigurationError(f"event_consumer must be callable or None, got {event_consumer!r}")
+        self.local_node: LocalNode | None = None
+        self.agreements: list[Agreement] = []
+        self._stack: AsyncExitStack | None = None
+        self._rest: RestClient | None = None
+        self._payments: PaymentManager | None = None
+        self._demands: list[Demand] = []
+
+    def __repr__(self) -> str:
+        where = "local network" if self.local_node else (self._api_url or "yagna")
+        state = "running" if self._stack else "stopped"
+        return f"<Golem budget={self.budget} platform={self.payment_platform} on {where}, {state}>"
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Golem:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect to the node (starting the local network when no app key is set) and allocate the budget."""
+        if self._stack is not None:
+            raise GolemError("this Golem is already started; use one `async with Golem(...)` at a time")
+        stack = AsyncExitStack()
+        self._stack = stack
+        try:
+            config, local = await self._connect(stack)
+            self._rest = await stack.enter_async_context(RestClient(config))
+            identity = await self._rest.identity()
+            self._payments = PaymentManager(self._rest, self.bus, budget=self.budget, platform=self.payment_platform)
+            await self._payments.start()
+            stack.push_async_callback(self._payments.stop)
+            stack.push_async_callback(self._settle)
+            self.bus.emit(GolemStarted(api_url=config.root_url, identity=identity.identity, local=local))
+        except BaseException:
+            self._stack = None
+            await stack.aclose()
+            raise
+
+    async def _connect(self, stack: AsyncExitStack) -> tuple[ApiConfig, bool]:
+        app_key = self._app_key or os.environ.get("YAGNA_APPKEY")
+        if app_key:
+            return ApiConfig.from_env(app_key=app_key, api_url=self._api_url), False
+        if self._api_url:
+            raise ConfigurationError(
+                f"api_url={self._api_url!r} was given without an app key: pass app_key= or set YAGNA_APPKEY "
+                "(`yagna app-key list` shows it), or drop api_url to use the embedded local network"
+            )
+        from golem_api.local.node import LocalNode
+
+        node = LocalNode(self._local_network)
+        self.local_node = await stack.enter_async_context(node)
+        _log.info(
+            "No YAGNA_APPKEY set: started the embedded local Golem network at %s with %d providers "
+            "(set YAGNA_APPKEY to use a yagna daemon)",
+            node.url,
+            len(node.providers),
+        )
+        return ApiConfig.for_node(node.url, node.app_key), True
+
+    async def stop(self) -> None:
+        """Withdraw demands, end agreements, pay invoices (bounded wait), release the allocation."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            await stack.aclose()
+        finally:
+            self.bus.emit(GolemStopped())
+
+    async def _settle(self) -> None:
+        for demand in self._demands:
+            await demand.close()
+        self._demands.clear()
+        for agreement in self.agreements:
+            try:
+                await agreement.terminate()
+            except GolemError as exc:
+                _log.warning("could not terminate %r: %s", agreement, exc)
+        assert self._payments is not None
+        ids = [a.agreement_id for a in self.agreements]
+        unpaid = await self._payments.wait_for_invoices(ids, self._invoice_timeout)
+        if unpaid:
+            self.bus.emit(UnpaidAgreementsWarning(agreement_ids=tuple(unpaid), waited=self._invoice_timeout))
+
+    # --- what users call ------------------------------------------------------------------------
+
+    @property
+    def spent(self) -> Decimal:
+        """What this run has accepted to pay so far."""
+        return self._payments.spent if self._payments else Decimal(0)
+
+    def _require_started(self) -> tuple[RestClient, PaymentManager]:
+        if self._rest is None or self._payments is None or self._stack is None:
+            raise GolemError("Golem is not started: use `async with Golem(budget=…) as golem:`")
+        return self._rest, self._payments
+
+    async def create_demand(
+        self,
+        payload: Payload,
+        *,
+        expiration: datetime | None = None,
+        no_offers_warning_after: float = 15.0,
+    ) -> Demand:
+        """Publish a demand for ``payload`` and start negotiating; ``await demand.agreement()`` for agreements."""
+        rest, payments = self._require_started()
+        if not isinstance(payload, Payload):
+            raise ConfigurationError(
+                f"payload must have demand_properties() and demand_constraints() (e.g. VmPayload), got {payload!r}"
+            )
+        expires = expiration or utc_now() + DEFAULT_EXPIRATION
+        if expires.tzinfo is None:
+            raise ConfigurationError(f"expiration {expires!r} has no timezone: use datetime.now(timezone.utc) + …")
+        if expires <= utc_now():
+            raise ConfigurationError(f"expiration {expires.isoformat()} is in the past")
+        decoration = await rest.payment.demand_decorations([payments.allocation_id])
+        properties: dict[str, Any] = {
+            "golem.srv.comp.expiration": int(expires.timestamp() * 1000),
+            "golem.node.debug.subnet": self.subnet_tag,
+            "golem.srv.caps.multi-activity": True,
+            **payload.demand_properties(),
+            **decoration.properties,
+        }
+        constraints = all_of(
+            f"(golem.node.debug.subnet={self.subnet_tag})",
+            "(golem.com.pricing.model=linear)",
+            *payload.demand_constraints(),
+            *decoration.constraints,
+        )
+        demand = Demand(
+            rest=rest,
+            bus=self.bus,
+            strategy=self.strategy,
+            properties=properties,
+            constraints=str(constraints),
+            payment_platform=self.payment_platform,
+            expiration=expires,
+            no_offers_warning_after=no_offers_warning_after,
+            on_agreement=self._adopt,
+        )
+        await demand.start()
+        self._demands.append(demand)
+        return demand
+
+    def _adopt(self, agreement: Agreement) -> None:
+        assert self._payments is not None
+        self.agreements.append(agreement)
+        self._payments.track(agreement)
+
+    def subscribe(self, consumer: Consumer, *kinds: type[Event]) -> Any:
+        """Shortcut for ``golem.bus.subscribe``."""
+        return self.bus.subscribe(consumer, *kinds)

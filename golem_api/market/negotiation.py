@@ -1,0 +1,352 @@
+"""A demand on the market and the negotiations it leads, up to approved agreements.
+
+The daemon's sequence: the market brings each matching offer as an ``Initial`` proposal; the requestor
+counters the ones its strategy accepts; the provider answers with a ``Draft``; only a Draft may become an
+agreement, which the requestor creates and confirms and the provider approves.
+
+One owned task collects the demand's events and counters acceptable offers at once, so that by the time
+an agreement is wanted the provider's Drafts are already waiting. :meth:`Demand.agreement` takes the best
+Draft (scores are asked again at that moment, so failures count) and turns it into an agreement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, field
+
+from golem_api.errors import (
+    AgreementError,
+    ApiError,
+    BadRequestError,
+    ConflictError,
+    GoneError,
+    MarketError,
+    NotFoundError,
+    RequestTimeoutError,
+)
+from golem_api.events import (
+    AgreementConfirmed,
+    AgreementCreated,
+    AgreementRejected,
+    AgreementTerminated,
+    DemandSubscribed,
+    Event,
+    EventBus,
+    NoOffersWarning,
+    OfferReceived,
+    OfferRejected,
+    ProposalRejectedByProvider,
+    Subscription,
+)
+from golem_api.market.agreement import Agreement
+from golem_api.market.strategy import MarketStrategy, Offer
+from golem_api.timestamps import utc_now
+
+if TYPE_CHECKING:
+    from golem_api.rest.client import RestClient
+    from golem_api.rest.models import Proposal
+
+__all__ = ["Demand"]
+
+_log = logging.getLogger(__name__)
+
+_CHOSEN_PLATFORM = "golem.com.payment.chosen-platform"
+# Mid-agreement payment properties a provider may announce; the requestor echoes them to agree.
+_ECHOED = (
+    "golem.com.scheme.payu.debit-note.interval-sec?",
+    "golem.com.scheme.payu.payment-timeout-sec?",
+)
+
+
+@define
+class _Draft:
+    """A provider's Draft answering our counter: ready to become an agreement."""
+
+    proposal_id: str
+    offer: Offer
+
+
+@define
+class _Stats:
+    offers: int = 0
+    rejected: dict[str, str] = field(factory=dict)  # provider name -> last reason
+
+
+class Demand:
+    """A demand subscription and its negotiations; use :meth:`agreement` to get approved agreements."""
+
+    def __init__(
+        self,
+        *,
+        rest: RestClient,
+        bus: EventBus,
+        strategy: MarketStrategy,
+        properties: Mapping[str, Any],
+        constraints: str,
+        payment_platform: str,
+        expiration: datetime,
+        no_offers_warning_after: float = 15.0,
+        approval_timeout: float = 15.0,
+        on_agreement: Callable[[Agreement], None] | None = None,
+    ) -> None:
+        self._rest = rest
+        self._bus = bus
+        self._strategy = strategy
+        self.properties = dict(properties)
+        self.constraints = constraints
+        self._platform = payment_platform
+        self._expiration = expiration
+        self._no_offers_warning_after = no_offers_warning_after
+        self._approval_timeout = approval_timeout
+        self._on_agreement = on_agreement
+        self._bus_subscription: Subscription | None = None
+        self.subscription_id: str | None = None
+        self._counters: dict[str, Offer] = {}  # our counter-proposal id -> the offer it answers
+        self._drafts: list[_Draft] = []
+        self._draft_arrived = asyncio.Event()
+        self._engaged: set[str] = set()  # providers with a live agreement from this demand
+        self._stats = _Stats()
+        self._collector: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<Demand {self.subscription_id} offers={self._stats.offers} drafts={len(self._drafts)}>"
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Publish the demand and start collecting offers."""
+        await self._subscribe()
+        self._bus_subscription = self._bus.subscribe(self._on_terminated, AgreementTerminated)
+        self._collector = asyncio.create_task(self._collect(), name=f"demand-{self.subscription_id}")
+
+    async def close(self) -> None:
+        """Stop collecting and withdraw the demand from the market."""
+        if self._bus_subscription is not None:
+            self._bus.unsubscribe(self._bus_subscription)
+            self._bus_subscription = None
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
+            self._collector = None
+        if self.subscription_id is not None:
+            with contextlib.suppress(NotFoundError, GoneError):
+                await self._rest.market.unsubscribe_demand(self.subscription_id)
+            self.subscription_id = None
+
+    async def _subscribe(self) -> None:
+        self.subscription_id = await self._rest.market.subscribe_demand(self.properties, self.constraints)
+        self._counters.clear()
+        self._drafts.clear()
+        self._bus.emit(DemandSubscribed(subscription_id=self.subscription_id, constraints=self.constraints))
+        _log.debug("demand %s subscribed: %s", self.subscription_id, self.constraints)
+
+    # --- collecting offers ------------------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        warn_at = loop.time() + self._no_offers_warning_after
+        warned = False
+        try:
+            while True:
+                assert self.subscription_id is not None
+                try:
+                    events = await self._rest.market.collect_demand_events(
+                        self.subscription_id, timeout=1.0 if not warned else 5.0, max_events=50
+                    )
+                except (NotFoundError, GoneError):
+                    _log.info("demand %s expired on the node; subscribing again", self.subscription_id)
+                    await self._subscribe()
+                    continue
+                for event in events:
+                    await self._handle(event)
+                if not warned and self._stats.offers == 0 and loop.time() >= warn_at:
+                    warned = True
+                    self._warn_no_offers()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._failure = exc
+            self._draft_arrived.set()
+            raise
+
+    def _warn_no_offers(self) -> None:
+        assert self.subscription_id is not None
+        _log.warning(
+            "no offer has matched the demand for %.0f s; it may ask for more than providers offer. Constraints: %s",
+            self._no_offers_warning_after,
+            self.constraints,
+        )
+        self._bus.emit(
+            NoOffersWarning(
+                subscription_id=self.subscription_id,
+                constraints=self.constraints,
+                waited=self._no_offers_warning_after,
+            )
+        )
+
+    async def _handle(self, event: object) -> None:
+        from golem_api.rest.models import ProposalEvent, ProposalRejectedEvent
+
+        if isinstance(event, ProposalEvent):
+            proposal = event.proposal
+            if proposal.state == "Initial":
+                await self._on_offer(proposal)
+            elif proposal.state == "Draft" and proposal.prev_proposal_id in self._counters:
+                del self._counters[proposal.prev_proposal_id]
+                # The Draft carries the provider's final terms; those are what the agreement holds.
+                draft_offer = Offer(proposal.proposal_id, proposal.issuer_id, proposal.properties)
+                self._drafts.append(_Draft(proposal.proposal_id, draft_offer))
+                self._draft_arrived.set()
+        elif isinstance(event, ProposalRejectedEvent):
+            offer = self._counters.pop(event.proposal_id, None)
+            if offer is not None:
+                reason = str((event.reason or {}).get("message", event.reason or "no reason given"))
+                self._stats.rejected[offer.provider_name] = reason
+                self._bus.emit(
+                    ProposalRejectedByProvider(
+                        proposal_id=event.proposal_id,
+                        provider_id=offer.provider_id,
+                        provider_name=offer.provider_name,
+                        reason=reason,
+                    )
+                )
+
+    async def _on_offer(self, proposal: Proposal) -> None:
+        assert self.subscription_id is not None
+        offer = Offer(proposal.proposal_id, proposal.issuer_id, proposal.properties)
+        self._stats.offers += 1
+        self._bus.emit(
+            OfferReceived(
+                proposal_id=offer.proposal_id,
+                provider_id=offer.provider_id,
+                provider_name=offer.provider_name,
+            )
+        )
+        verdict = self._strategy.judge(offer)
+        reason = verdict.reason
+        if verdict.accepted and f"golem.com.payment.platform.{self._platform}.address" not in offer.properties:
+            reason = f"no common payment platform: the requestor pays on {self._platform}"
+        elif verdict.accepted:
+            reason = ""
+        if reason:
+            self._stats.rejected[offer.provider_name] = reason
+            self._bus.emit(
+                OfferRejected(
+                    proposal_id=offer.proposal_id,
+                    provider_id=offer.provider_id,
+                    provider_name=offer.provider_name,
+                    reason=reason,
+                )
+            )
+            with contextlib.suppress(ApiError):
+                await self._rest.market.reject_proposal(self.subscription_id, offer.proposal_id, reason)
+            return
+        counter = dict(self.properties)
+        counter[_CHOSEN_PLATFORM] = self._platform
+        for key in _ECHOED:
+            value = offer.properties.get(key)
+            if isinstance(value, int | float) and value > 0:
+                counter[key] = value
+        try:
+            counter_id = await self._rest.market.counter_proposal(
+                self.subscription_id, offer.proposal_id, counter, self.constraints
+            )
+        except (BadRequestError, GoneError, NotFoundError, ConflictError) as exc:
+            _log.debug("could not counter %s from %s: %s", offer.proposal_id, offer.provider_name, exc)
+            return
+        self._counters[counter_id] = offer
+
+    # --- agreements -------------------------------------------------------------------------------
+
+    async def _best_draft(self, deadline: float) -> _Draft:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._failure is not None:
+                raise MarketError(f"collecting offers failed: {self._failure}") from self._failure
+            candidates = [d for d in self._drafts if d.offer.provider_id not in self._engaged]
+            scored = [(self._strategy.judge(d.offer).score, d) for d in candidates]
+            best = max(((s, d) for s, d in scored if s is not None), key=lambda pair: pair[0], default=None)
+            if best is not None:
+                self._drafts.remove(best[1])
+                return best[1]
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            self._draft_arrived.clear()
+            await asyncio.wait_for(self._draft_arrived.wait(), remaining)
+
+    async def agreement(self, timeout: float = 60.0) -> Agreement:
+        """The next approved agreement, best-scored provider first; ``MarketError`` after ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                draft = await self._best_draft(deadline)
+            except asyncio.TimeoutError:
+                raise MarketError(self._no_agreement_message(timeout)) from None
+            agreement = await self._try_agreement(draft, deadline)
+            if agreement is not None:
+                return agreement
+
+    async def _try_agreement(self, draft: _Draft, deadline: float) -> Agreement | None:
+        offer = draft.offer
+        valid_to = min(self._expiration, utc_now() + timedelta(hours=24))
+        try:
+            agreement_id = await self._rest.market.create_agreement(draft.proposal_id, valid_to)
+        except (BadRequestError, GoneError, ConflictError, NotFoundError) as exc:
+            _log.debug("draft %s from %s is stale: %s", draft.proposal_id, offer.provider_name, exc)
+            return None
+        names = {
+            "agreement_id": agreement_id,
+            "provider_id": offer.provider_id,
+            "provider_name": offer.provider_name,
+        }
+        self._bus.emit(AgreementCreated(**names))
+        self._engaged.add(offer.provider_id)
+        wait = max(0.1, min(self._approval_timeout, deadline - asyncio.get_running_loop().time()))
+        try:
+            await self._rest.market.confirm_agreement(agreement_id)
+            await self._rest.market.wait_for_approval(agreement_id, timeout=wait)
+        except (AgreementError, RequestTimeoutError, GoneError, ConflictError) as exc:
+            self._engaged.discard(offer.provider_id)
+            self._strategy.provider_failed(offer.provider_id)
+            self._bus.emit(AgreementRejected(**names, reason=str(exc)))
+            with contextlib.suppress(ApiError):
+                await self._rest.market.cancel_agreement(agreement_id)
+            return None
+        self._bus.emit(AgreementConfirmed(**names))
+        agreement = Agreement(
+            agreement_id=agreement_id,
+            provider_id=offer.provider_id,
+            provider_name=offer.provider_name,
+            offer_properties=offer.properties,
+            rest=self._rest,
+            bus=self._bus,
+        )
+        if self._on_agreement is not None:
+            self._on_agreement(agreement)
+        return agreement
+
+    def _on_terminated(self, event: Event) -> None:
+        # The provider is free again: its next offer may be used.
+        assert isinstance(event, AgreementTerminated)
+        self._engaged.discard(event.provider_id)
+
+    def _no_agreement_message(self, timeout: float) -> str:
+        stats = self._stats
+        text = f"no provider approved an agreement within {timeout:g} s ({stats.offers} offers seen"
+        if stats.rejected:
+            reasons = "; ".join(f"{name}: {why}" for name, why in sorted(stats.rejected.items()))
+            text += f"; turned down: {reasons}"
+        text += ")."
+        if stats.offers == 0:
+            text += f" No offer matched the demand's constraints {self.constraints}: ask for less, or check the subnet."
+        return text

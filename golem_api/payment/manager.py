@@ -1,0 +1,263 @@
+"""Paying providers: one allocation for the budget, debit notes and invoices accepted exactly once.
+
+Two owned tasks long-poll the node's debit-note and invoice events, starting at the allocation's own
+timestamp (the node's clock), so documents of earlier runs are not touched. A document is accepted only
+when it belongs to an agreement of this run and its new charge fits in what is left of the budget;
+otherwise it is refused (an event says why) and the agreement is terminated, since the daemon cannot
+reject documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from golem_api.errors import (
+    ApiError,
+    BadRequestError,
+    GoneError,
+    InsufficientFundsError,
+    NodeUnreachableError,
+    NotFoundError,
+    PaymentError,
+)
+from golem_api.events import (
+    AllocationCreated,
+    AllocationReleased,
+    DebitNoteAccepted,
+    DebitNoteRejected,
+    EventBus,
+    InvoiceAccepted,
+    InvoiceReceived,
+    PaymentFailed,
+)
+
+if TYPE_CHECKING:
+    from golem_api.market.agreement import Agreement
+    from golem_api.rest.client import RestClient
+    from golem_api.rest.models import Allocation, DebitNote, Invoice, PaymentEvent
+
+__all__ = ["PaymentManager"]
+
+_log = logging.getLogger(__name__)
+
+_RETRY_AFTER = 1.0  # seconds between polls after the node failed to answer
+
+
+class PaymentManager:
+    """Holds the allocation and accepts the documents of this run's agreements."""
+
+    def __init__(self, rest: RestClient, bus: EventBus, *, budget: Decimal, platform: str) -> None:
+        self._rest = rest
+        self._bus = bus
+        self.budget = budget
+        self.platform = platform
+        self.allocation: Allocation | None = None
+        self._agreements: dict[str, Agreement] = {}
+        self._accepted_debit: dict[str, Decimal] = {}  # activity id -> cumulative amount accepted
+        self._activity_agreement: dict[str, str] = {}
+        self._invoiced: dict[str, Decimal] = {}  # agreement id -> invoice amount accepted
+        self._handled: set[str] = set()
+        self._invoice_paid: dict[str, asyncio.Future[Decimal]] = {}
+        self._pollers: list[asyncio.Task[None]] = []
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the allocation for the budget and start accepting documents."""
+        try:
+            self.allocation = await self._rest.payment.create_allocation(
+                payment_platform=self.platform, total_amount=self.budget
+            )
+        except BadRequestError as exc:
+            if "insufficient" in exc.message.lower():
+                raise InsufficientFundsError(
+                    f"the budget of {self.budget} is more than the account holds on {self.platform}: "
+                    f"{exc.message}. Lower budget=, release old allocations, or fund the account "
+                    f"(on a testnet: `yagna payment fund`)",
+                    requested=self.budget,
+                    platform=self.platform,
+                ) from exc
+            raise PaymentError(
+                f"the node refused an allocation of {self.budget} on {self.platform}: {exc.message}. "
+                "Check payment_driver= and payment_network="
+            ) from exc
+        allocation = self.allocation
+        self._bus.emit(
+            AllocationCreated(allocation_id=allocation.allocation_id, amount=self.budget, platform=self.platform)
+        )
+        since = allocation.timestamp
+        self._pollers = [
+            asyncio.create_task(self._poll(self._rest.payment.collect_debit_note_events, since, self._on_debit_note)),
+            asyncio.create_task(self._poll(self._rest.payment.collect_invoice_events, since, self._on_invoice)),
+        ]
+
+    async def stop(self) -> None:
+        """Stop accepting documents and release the allocation."""
+        for task in self._pollers:
+            task.cancel()
+        for task in self._pollers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._pollers = []
+        if self.allocation is not None:
+            allocation_id, self.allocation = self.allocation.allocation_id, None
+            with contextlib.suppress(NotFoundError, GoneError):
+                await self._rest.payment.release_allocation(allocation_id)
+            self._bus.emit(AllocationReleased(allocation_id=allocation_id, spent=self.spent))
+
+    # --- what the engine asks -------------------------------------------------------------------
+
+    @property
+    def allocation_id(self) -> str:
+        if self.allocation is None:
+            raise PaymentError("no allocation: the payment manager is not started")
+        return self.allocation.allocation_id
+
+    @property
+    def spent(self) -> Decimal:
+        """What this run has accepted to pay so far."""
+        total = sum(self._invoiced.values(), start=Decimal(0))
+        for activity_id, amount in self._accepted_debit.items():
+            if self._activity_agreement.get(activity_id) not in self._invoiced:
+                total += amount
+        return total
+
+    def track(self, agreement: Agreement) -> None:
+        """Pay the documents of ``agreement``."""
+        self._agreements[agreement.agreement_id] = agreement
+        self._invoice_paid.setdefault(agreement.agreement_id, asyncio.get_running_loop().create_future())
+
+    async def wait_for_invoices(self, agreement_ids: Iterable[str], timeout: float) -> list[str]:
+        """Wait up to ``timeout`` s for the invoices of these agreements; return the ids still unpaid."""
+        futures = {a: self._invoice_paid[a] for a in agreement_ids if a in self._invoice_paid}
+        pending = [f for f in futures.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return [a for a, f in futures.items() if not f.done()]
+
+    # --- polling ----------------------------------------------------------------------------------
+
+    async def _poll(
+        self,
+        collect: Callable[..., Awaitable[list[PaymentEvent]]],
+        since: datetime,
+        handle: Callable[[str], Awaitable[None]],
+    ) -> None:
+        after = since
+        while True:
+            try:
+                events = await collect(after=after, timeout=5.0, max_events=100)
+            except (NodeUnreachableError, ApiError) as exc:
+                _log.warning("polling payment events failed, retrying in %.0f s: %s", _RETRY_AFTER, exc)
+                await asyncio.sleep(_RETRY_AFTER)
+                continue
+            for event in events:
+                after = max(after, event.event_date)
+                if event.event_type.endswith("ReceivedEvent") and event.document_id not in self._handled:
+                    self._handled.add(event.document_id)
+                    try:
+                        await handle(event.document_id)
+                    except (ApiError, NodeUnreachableError) as exc:
+                        _log.error("could not process %s: %s", event.document_id, exc)
+
+    def _remaining(self) -> Decimal:
+        return self.budget - self.spent
+
+    async def _on_debit_note(self, debit_note_id: str) -> None:
+        note = await self._rest.payment.get_debit_note(debit_note_id)
+        agreement = self._agreements.get(note.agreement_id)
+        if agreement is None:
+            _log.debug("debit note %s is for agreement %s of another run", debit_note_id, note.agreement_id)
+            return
+        already = self._accepted_debit.get(note.activity_id, Decimal(0))
+        charge = note.total_amount_due - already
+        reason = self._refusal(charge, agreement, note)
+        if reason:
+            await self._refuse(agreement, note.debit_note_id, note.total_amount_due, reason, debit=True)
+            return
+        await self._rest.payment.accept_debit_note(
+            debit_note_id, amount=note.total_amount_due, allocation_id=self.allocation_id
+        )
+        self._activity_agreement[note.activity_id] = note.agreement_id
+        self._accepted_debit[note.activity_id] = max(already, note.total_amount_due)
+        self._bus.emit(
+            DebitNoteAccepted(
+                debit_note_id=debit_note_id,
+                agreement_id=note.agreement_id,
+                activity_id=note.activity_id,
+                provider_name=agreement.provider_name,
+                amount=note.total_amount_due,
+            )
+        )
+
+    def _refusal(self, charge: Decimal, agreement: Agreement, note: DebitNote | Invoice) -> str:
+        if charge > self._remaining():
+            return f"it would charge {charge} more, but only {self._remaining()} of the budget of {self.budget} is left"
+        return ""
+
+    async def _refuse(
+        self, agreement: Agreement, document_id: str, amount: Decimal, reason: str, *, debit: bool
+    ) -> None:
+        _log.error("not paying %s from %r: %s", document_id, agreement.provider_name, reason)
+        if debit:
+            self._bus.emit(
+                DebitNoteRejected(
+                    debit_note_id=document_id,
+                    agreement_id=agreement.agreement_id,
+                    provider_name=agreement.provider_name,
+                    amount=amount,
+                    reason=reason,
+                )
+            )
+        else:
+            self._bus.emit(
+                PaymentFailed(
+                    document_id=document_id,
+                    agreement_id=agreement.agreement_id,
+                    provider_name=agreement.provider_name,
+                    reason=reason,
+                )
+            )
+        with contextlib.suppress(ApiError):
+            await agreement.terminate(f"payment refused: {reason}", success=False)
+
+    async def _on_invoice(self, invoice_id: str) -> None:
+        invoice = await self._rest.payment.get_invoice(invoice_id)
+        agreement = self._agreements.get(invoice.agreement_id)
+        if agreement is None:
+            _log.debug("invoice %s is for agreement %s of another run", invoice_id, invoice.agreement_id)
+            return
+        self._bus.emit(
+            InvoiceReceived(
+                invoice_id=invoice_id,
+                agreement_id=invoice.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=invoice.amount,
+            )
+        )
+        covered = sum((self._accepted_debit.get(a, Decimal(0)) for a in invoice.activity_ids), start=Decimal(0))
+        reason = self._refusal(max(invoice.amount - covered, Decimal(0)), agreement, invoice)
+        if reason:
+            await self._refuse(agreement, invoice_id, invoice.amount, reason, debit=False)
+            return
+        await self._rest.payment.accept_invoice(invoice_id, amount=invoice.amount, allocation_id=self.allocation_id)
+        self._invoiced[invoice.agreement_id] = invoice.amount
+        for activity_id in invoice.activity_ids:
+            self._activity_agreement[activity_id] = invoice.agreement_id
+        future = self._invoice_paid.get(invoice.agreement_id)
+        if future is not None and not future.done():
+            future.set_result(invoice.amount)
+        self._bus.emit(
+            InvoiceAccepted(
+                invoice_id=invoice_id,
+                agreement_id=invoice.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=invoice.amount,
+            )
+        )

@@ -1,0 +1,42 @@
+"""Typed values of the daemon's API: frozen attrs models, snake_case here, camelCase on the wire.
+
+Each model has ``from_json(data)``, which raises :class:`ValueError` naming the model and the field when
+the data does not fit; unknown extra fields are ignored.
+"""
+
+from golem_api.rest.models.activity import ActivityState, ActivityUsage
+from golem_api.rest.models.identity import Identity
+from golem_api.rest.models.market import (
+    Agreement,
+    AgreementEvent,
+    AgreementOperationEvent,
+    MarketEvent,
+    PropertyQueryEvent,
+    Proposal,
+    ProposalEvent,
+    ProposalRejectedEvent,
+    UnknownMarketEvent,
+    parse_market_event,
+)
+from golem_api.rest.models.payment import Allocation, DebitNote, DemandDecoration, Invoice, PaymentEvent
+
+__all__ = [
+    "ActivityState",
+    "ActivityUsage",
+    "Agreement",
+    "AgreementEvent",
+    "AgreementOperationEvent",
+    "Allocation",
+    "DebitNote",
+    "DemandDecoration",
+    "Identity",
+    "Invoice",
+    "MarketEvent",
+    "PaymentEvent",
+    "PropertyQueryEvent",
+    "Proposal",
+    "ProposalEvent",
+    "ProposalRejectedEvent",
+    "UnknownMarketEvent",
+    "parse_market_event",
+]

@@ -1,0 +1,38 @@
+# Sourced by scripts/main and scripts/test: installs what the project needs, idempotently.
+# - a virtual environment in .venv with golem-api and its test tools (reinstalled when pyproject.toml changes)
+# - bubblewrap, the sandbox of the local network's runtime (Debian/Ubuntu: apt-get; asks for root)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "golem-api needs Python 3.10 or newer; '$PYTHON' is $("$PYTHON" --version 2>&1 || echo missing)." >&2
+    echo "Install one, or point PYTHON= at it." >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.golem-api-installed"
+want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "==> installing golem-api and its test tools into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c 'import golem_api, aiohttp, attrs, statemachine, rich' >/dev/null
+    echo "$want" > "$stamp"
+fi
+
+if ! command -v bwrap >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""
+        [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        echo "==> installing bubblewrap (the local runtime's sandbox)"
+        $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq bubblewrap >/dev/null
+    else
+        echo "warning: bubblewrap (bwrap) is missing and apt-get is not available; install it with your package manager" >&2
+    fi
+fi

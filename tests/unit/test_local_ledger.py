@@ -1,0 +1,294 @@
+"""The local network's payment ledger: allocations, acceptance and who ends up holding what (no sockets)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from golem_api.local.eventlog import StrictClock
+from golem_api.local.http import HttpError
+from golem_api.local.ledger import DebitNote, Ledger, money
+
+PLATFORM = "erc20-holesky-tglm"
+REQUESTOR = "0x" + "a" * 40
+PROVIDER = "0x" + "b" * 40
+OTHER_PROVIDER = "0x" + "c" * 40
+D = Decimal
+
+
+def make_ledger(balance: str = "100") -> Ledger:
+    return Ledger(StrictClock(), REQUESTOR, D(balance), PLATFORM)
+
+
+def note(
+    ledger: Ledger, due: str, *, activity: str = "act-1", agreement: str = "agr-1", provider: str = PROVIDER
+) -> DebitNote:
+    return ledger.issue_debit_note(
+        agreement_id=agreement,
+        activity_id=activity,
+        provider_id=provider,
+        payee_addr=provider,
+        total_amount_due=D(due),
+        usage_counter_vector=[1.0, 0.0],
+    )
+
+
+def status_of(call: Callable[..., object], *args: object) -> tuple[int, str]:
+    with pytest.raises(HttpError) as caught:
+        call(*args)
+    return caught.value.status, caught.value.message
+
+
+def test_new_allocation_reserves_its_amount_and_reports_it() -> None:
+    ledger = make_ledger("10")
+    allocation = ledger.create_allocation(PLATFORM, D("6"))
+    assert allocation.address == REQUESTOR
+    assert allocation.payment_platform == PLATFORM
+    assert (allocation.total_amount, allocation.spent_amount, allocation.remaining_amount) == (D(6), D(0), D(6))
+    assert ledger.available == D("4")
+    assert ledger.allocations() == [allocation]
+
+
+def test_allocation_over_the_available_funds_is_refused_with_the_figures() -> None:
+    ledger = make_ledger("10")
+    ledger.create_allocation(PLATFORM, D("6"))
+    status, message = status_of(ledger.create_allocation, PLATFORM, D("5"))
+    assert status == 400
+    assert "Insufficient funds to make allocation: requested 5, available 4 on erc20-holesky-tglm" in message
+    assert "Release allocations or lower the budget" in message
+
+
+def test_released_allocation_gives_its_unspent_amount_back() -> None:
+    ledger = make_ledger("10")
+    first = ledger.create_allocation(PLATFORM, D("6"))
+    ledger.accept_debit_note(note(ledger, "2").document_id, D("2"), first.allocation_id)
+    ledger.release_allocation(first.allocation_id)
+    assert ledger.requestor_balance == D("8")
+    assert ledger.available == D("8")
+    assert ledger.create_allocation(PLATFORM, D("8")).total_amount == D("8")
+
+
+def test_release_unknown_is_404_and_twice_is_410() -> None:
+    ledger = make_ledger()
+    allocation = ledger.create_allocation(None, D("1"))  # no platform: the node's default
+    assert status_of(ledger.release_allocation, "nope")[0] == 404
+    ledger.release_allocation(allocation.allocation_id)
+    assert status_of(ledger.release_allocation, allocation.allocation_id)[0] == 410
+    assert status_of(ledger.allocation, allocation.allocation_id)[0] == 410
+
+
+def test_unknown_platform_foreign_address_and_non_positive_amounts_are_refused() -> None:
+    ledger = make_ledger()
+    status, message = status_of(ledger.create_allocation, "erc20-polygon-glm", D("1"))
+    assert status == 400
+    assert "erc20-polygon-glm" in message
+    assert PLATFORM in message
+    assert status_of(ledger.create_allocation, PLATFORM, D("1"), PROVIDER)[0] == 400
+    assert status_of(ledger.create_allocation, PLATFORM, D("0"))[0] == 400
+    assert status_of(ledger.create_allocation, PLATFORM, D("-1"))[0] == 400
+    assert ledger.allocations() == []
+
+
+def test_accept_requires_exactly_the_amount_due() -> None:
+    ledger = make_ledger()
+    allocation = ledger.create_allocation(PLATFORM, D("10"))
+    debit_note = note(ledger, "1.5")
+    status, message = status_of(
+        ledger.accept_debit_note, debit_note.document_id, D("1.4"), allocation.allocation_id
+    )
+    assert status == 400
+    assert "1.4" in message
+    assert "1.5" in message
+    assert debit_note.status == "RECEIVED"
+    ledger.accept_debit_note(debit_note.document_id, D("1.50"), allocation.allocation_id)  # same number
+    assert debit_note.status == "ACCEPTED"
+    assert ledger.provider_balance(PROVIDER) == D("1.5")
+
+
+def test_accepting_twice_answers_again_and_charges_once() -> None:
+    ledger = make_ledger()
+    allocation = ledger.create_allocation(PLATFORM, D("10"))
+    invoice = ledger.issue_invoice(
+        agreement_id="agr-1", activity_ids=[], provider_id=PROVIDER, payee_addr=PROVIDER, amount=D("3")
+    )
+    ledger.accept_invoice(invoice.document_id, D("3"), allocation.allocation_id)
+    ledger.accept_invoice(invoice.document_id, D("3"), allocation.allocation_id)
+    assert invoice.accept_calls == 2
+    assert invoice.accepted_amount == D("3")
+    assert invoice.status == "SETTLED"
+    assert ledger.provider_balance(PROVIDER) == D("3")
+    assert ledger.total_paid == D("3")
+    assert allocation.spent_amount == D("3")
+
+
+def test_debit_notes_charge_their_growth_and_the_invoice_the_rest() -> None:
+    ledger = make_ledger("100")
+    allocation = ledger.create_allocation(PLATFORM, D("20"))
+    first, second = note(ledger, "1"), note(ledger, "3")
+    assert second.previous_debit_note_id == first.document_id
+    ledger.accept_debit_note(second.document_id, D("3"), allocation.allocation_id)
+    ledger.accept_debit_note(first.document_id, D("1"), allocation.allocation_id)  # older: nothing new
+    assert (second.charged_amount, first.charged_amount) == (D("3"), D("0"))
+    third = note(ledger, "4.25")
+    ledger.accept_debit_note(third.document_id, D("4.25"), allocation.allocation_id)
+    assert third.charged_amount == D("1.25")
+
+    invoice = ledger.issue_invoice(
+        agreement_id="agr-1", activity_ids=["act-1"], provider_id=PROVIDER, payee_addr=PROVIDER, amount=D("5")
+    )
+    ledger.accept_invoice(invoice.document_id, D("5"), allocation.allocation_id)
+    assert invoice.charged_amount == D("0.75")
+    assert ledger.provider_balance(PROVIDER) == D("5")
+    assert ledger.requestor_balance == D("95")
+    assert (allocation.spent_amount, allocation.remaining_amount) == (D("5"), D("15"))
+    # a debit note that comes after the agreement was settled pays nothing more
+    late = note(ledger, "6")
+    ledger.accept_debit_note(late.document_id, D("6"), allocation.allocation_id)
+    assert ledger.provider_balance(PROVIDER) == D("5")
+
+
+def test_invoice_below_what_debit_notes_paid_charges_nothing() -> None:
+    ledger = make_ledger()
+    allocation = ledger.create_allocation(PLATFORM, D("10"))
+    ledger.accept_debit_note(note(ledger, "2").document_id, D("2"), allocation.allocation_id)
+    invoice = ledger.issue_invoice(
+        agreement_id="agr-1", activity_ids=["act-1"], provider_id=PROVIDER, payee_addr=PROVIDER, amount=D("1")
+    )
+    ledger.accept_invoice(invoice.document_id, D("1"), allocation.allocation_id)
+    assert invoice.charged_amount == 0
+    assert ledger.provider_balance(PROVIDER) == D("2")
+
+
+def test_accept_from_a_released_unknown_or_too_small_allocation_is_refused() -> None:
+    ledger = make_ledger()
+    small = ledger.create_allocation(PLATFORM, D("1"))
+    debit_note = note(ledger, "2")
+    status, message = status_of(ledger.accept_debit_note, debit_note.document_id, D("2"), small.allocation_id)
+    assert status == 400
+    assert "to pay 2, remaining 1" in message
+    assert status_of(ledger.accept_debit_note, debit_note.document_id, D("2"), "nope")[0] == 400
+    ledger.release_allocation(small.allocation_id)
+    assert status_of(ledger.accept_debit_note, debit_note.document_id, D("2"), small.allocation_id)[0] == 410
+    assert (small.spent_amount, small.remaining_amount) == (D(0), D(1))
+    assert debit_note.status == "RECEIVED"
+    assert ledger.provider_balance(PROVIDER) == 0
+    assert debit_note.accept_calls == 3
+
+
+def test_unknown_documents_are_404() -> None:
+    ledger = make_ledger()
+    assert status_of(ledger.accept_invoice, "nope", D("1"), "x")[0] == 404
+    assert status_of(ledger.debit_note, "nope")[0] == 404
+
+
+def test_each_provider_is_paid_its_own_documents() -> None:
+    ledger = make_ledger()
+    allocation = ledger.create_allocation(PLATFORM, D("10"))
+    mine = note(ledger, "1", activity="a1", agreement="g1")
+    theirs = note(ledger, "2", activity="a2", agreement="g2", provider=OTHER_PROVIDER)
+    assert theirs.previous_debit_note_id is None  # chains are per activity
+    ledger.accept_debit_note(mine.document_id, D("1"), allocation.allocation_id)
+    ledger.accept_debit_note(theirs.document_id, D("2"), allocation.allocation_id)
+    assert ledger.provider_balance(PROVIDER) == D("1")
+    assert ledger.provider_balance(OTHER_PROVIDER) == D("2")
+    assert ledger.payments_for_agreement("g2") == D("2")
+
+
+async def test_documents_announce_themselves_on_the_event_logs() -> None:
+    ledger = make_ledger()
+    allocation = ledger.create_allocation(PLATFORM, D("10"))
+    debit_note = note(ledger, "1")
+    ledger.accept_debit_note(debit_note.document_id, D("1"), allocation.allocation_id)
+    invoice = ledger.issue_invoice(
+        agreement_id="agr-1", activity_ids=["act-1"], provider_id=PROVIDER, payee_addr=PROVIDER, amount=D("1")
+    )
+    ledger.accept_invoice(invoice.document_id, D("1"), allocation.allocation_id)
+
+    notes = await ledger.debit_note_events.collect(after=None, timeout=0, max_events=10)
+    assert [(e["eventType"], e["debitNoteId"]) for e in notes] == [
+        ("DebitNoteReceivedEvent", debit_note.document_id),
+        ("DebitNoteAcceptedEvent", debit_note.document_id),
+    ]
+    invoices = await ledger.invoice_events.collect(after=None, timeout=0, max_events=10)
+    assert [e["eventType"] for e in invoices] == [
+        "InvoiceReceivedEvent",
+        "InvoiceAcceptedEvent",
+        "InvoiceSettledEvent",
+    ]
+    assert all(e["invoiceId"] == invoice.document_id for e in invoices)
+
+
+def test_demand_decorations_name_the_payer_address() -> None:
+    ledger = make_ledger()
+    allocation = ledger.create_allocation(PLATFORM, D("1"))
+    decorations = ledger.demand_decorations([allocation.allocation_id])
+    assert decorations == {
+        "properties": [
+            {"key": f"golem.com.payment.platform.{PLATFORM}.address", "value": REQUESTOR},
+            {"key": "golem.com.payment.protocol.version", "value": "3"},
+        ],
+        "constraints": [
+            f"(golem.com.payment.platform.{PLATFORM}.address=*)",
+            "(golem.com.payment.protocol.version>1)",
+        ],
+    }
+    assert status_of(ledger.demand_decorations, ["nope"])[0] == 400
+
+
+def test_money_is_plain_decimal_text() -> None:
+    assert money(D("10")) == "10"
+    assert money(D("1E+1")) == "10"
+    assert money(D("0.000000000000000001")) == "0.000000000000000001"
+    assert money(D("1.2500")) == "1.25"
+    assert money(D("-0")) == "0"
+
+
+amounts = st.decimals(min_value=D("0.01"), max_value=D("5"), places=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["note", "invoice", "release", "allocate"]), amounts, st.integers(0, 2)),
+        max_size=25,
+    )
+)
+def test_money_is_never_created_or_lost(steps: list[tuple[str, Decimal, int]]) -> None:
+    ledger = make_ledger("20")
+    allocation = ledger.create_allocation(PLATFORM, D("10"))
+    cumulative: dict[int, Decimal] = {}
+    for action, amount, activity in steps:
+        refused = 0
+        try:
+            if action == "note":
+                cumulative[activity] = cumulative.get(activity, D(0)) + amount
+                debit_note = note(ledger, str(cumulative[activity]), activity=f"a{activity}", agreement="g")
+                ledger.accept_debit_note(
+                    debit_note.document_id, debit_note.total_amount_due, allocation.allocation_id
+                )
+            elif action == "invoice":
+                invoice = ledger.issue_invoice(
+                    agreement_id="g",
+                    activity_ids=[],
+                    provider_id=PROVIDER,
+                    payee_addr=PROVIDER,
+                    amount=amount,
+                )
+                ledger.accept_invoice(invoice.document_id, amount, allocation.allocation_id)
+            elif action == "release":
+                ledger.release_allocation(allocation.allocation_id)
+            else:
+                allocation = ledger.create_allocation(PLATFORM, amount)
+        except HttpError as exc:
+            refused = exc.status
+        assert refused in (0, 400, 410)
+        for each in ledger.allocations():
+            assert each.spent_amount >= 0
+            assert each.remaining_amount >= 0
+            assert each.spent_amount + each.remaining_amount == each.total_amount
+        assert ledger.requestor_balance + ledger.provider_balance(PROVIDER) == D("20")
+        assert ledger.available >= 0
