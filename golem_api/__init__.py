@@ -1,5 +1,8 @@
 """golem-api: run services on the Golem network, with an embedded local Golem network by default."""
 
+from golem_api.activity.activity import (
+    Activity,
+)
 from golem_api.errors import (
     ActivityError,
     AgreementError,
@@ -21,25 +24,130 @@ from golem_api.errors import (
     RequestTimeoutError,
     ServerError,
 )
+from golem_api.events import (
+    ActivityCreated,
+    ActivityDestroyed,
+    AgreementConfirmed,
+    AgreementCreated,
+    AgreementRejected,
+    AgreementTerminated,
+    AllocationCreated,
+    AllocationReleased,
+    DebitNoteAccepted,
+    DebitNoteRejected,
+    DemandSubscribed,
+    Event,
+    EventBus,
+    GolemStarted,
+    GolemStopped,
+    InvoiceAccepted,
+    InvoiceReceived,
+    NoOffersWarning,
+    OfferReceived,
+    OfferRejected,
+    PaymentFailed,
+    ProposalRejectedByProvider,
+    Subscription,
+    UnpaidAgreementsWarning,
+)
+from golem_api.golem import (
+    Golem,
+)
+from golem_api.local.config import (
+    LocalNetworkConfig,
+    ProviderSpec,
+)
+from golem_api.local.node import (
+    LocalNode,
+)
+from golem_api.market.agreement import (
+    Agreement,
+)
+from golem_api.market.constraints import (
+    Constraint,
+    parse_constraints,
+)
+from golem_api.market.negotiation import (
+    Demand,
+)
+from golem_api.market.pricing import (
+    LinearPricing,
+)
+from golem_api.market.strategy import (
+    LeastExpensiveLinearPayu,
+    MarketStrategy,
+    Offer,
+    Verdict,
+)
+from golem_api.payload import (
+    CustomPayload,
+    Payload,
+    VmPayload,
+)
+from golem_api.summary import (
+    SummaryLogger,
+)
 
 __all__ = [
+    "Activity",
+    "ActivityCreated",
+    "ActivityDestroyed",
     "ActivityError",
+    "Agreement",
+    "AgreementConfirmed",
+    "AgreementCreated",
     "AgreementError",
+    "AgreementRejected",
+    "AgreementTerminated",
+    "AllocationCreated",
+    "AllocationReleased",
     "ApiError",
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
     "ConfigurationError",
     "ConflictError",
+    "Constraint",
     "ConstraintSyntaxError",
+    "CustomPayload",
+    "DebitNoteAccepted",
+    "DebitNoteRejected",
+    "Demand",
+    "DemandSubscribed",
+    "Event",
+    "EventBus",
+    "Golem",
     "GolemError",
+    "GolemStarted",
+    "GolemStopped",
     "GoneError",
     "InsufficientFundsError",
+    "InvoiceAccepted",
+    "InvoiceReceived",
+    "LeastExpensiveLinearPayu",
+    "LinearPricing",
+    "LocalNetworkConfig",
+    "LocalNode",
     "LocalNodeError",
     "MarketError",
+    "MarketStrategy",
+    "NoOffersWarning",
     "NodeUnreachableError",
     "NotFoundError",
+    "Offer",
+    "OfferReceived",
+    "OfferRejected",
+    "Payload",
     "PaymentError",
+    "PaymentFailed",
+    "ProposalRejectedByProvider",
+    "ProviderSpec",
     "RequestTimeoutError",
     "ServerError",
+    "Subscription",
+    "SummaryLogger",
+    "UnpaidAgreementsWarning",
+    "Verdict",
+    "VmPayload",
+    "parse_constraints",
 ]

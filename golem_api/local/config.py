@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from attrs import evolve, field, frozen
+from attrs import evolve, field, fields, frozen
 
 from golem_api.errors import ConfigurationError
 from golem_api.market.pricing import CPU_SEC, DURATION_SEC, LinearPricing
@@ -150,6 +150,12 @@ class LocalNetworkConfig:
         """
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ConfigurationError(f"count must be a whole number of providers (0 or more), not {count!r}")
+        known = {a.name for a in fields(ProviderSpec)}
+        unknown = sorted(set(spec_overrides) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown provider setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         providers = tuple(_default_spec(i, **spec_overrides) for i in range(1, count + 1))
         if "subnet" in spec_overrides:
             return cls(providers=providers, subnet=spec_overrides["subnet"])

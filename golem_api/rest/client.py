@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -100,7 +101,8 @@ class RestClient:
         return self._session
 
     def _timeout(self, total: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=total, sock_connect=self.connect_timeout)
+        limit = None if math.isinf(total) else total
+        return aiohttp.ClientTimeout(total=limit, sock_connect=self.connect_timeout)
 
     async def _request(
         self,
@@ -114,7 +116,8 @@ class RestClient:
         """Send ``route``, return ``parse(answer)``; every failure becomes a :class:`GolemError`.
 
         ``json`` is sent as a JSON body (``None`` sends ``null``); leave it out to send no body.
-        ``timeout`` replaces the client's request timeout (long-polls pass their own plus a margin).
+        ``timeout`` replaces the client's request timeout (long-polls pass their own plus a margin;
+        ``math.inf`` means no limit).
         """
         if route not in _KNOWN_ROUTES:
             raise ValueError(f"{route} is not in golem_api.rest.routes.ROUTES")
