@@ -138,8 +138,7 @@ class LocalNetworkConfig:
     def _check_platform(self, _attribute: Any, platform: str) -> None:
         if len(platform.split("-")) != 3 or not all(platform.split("-")):
             raise ConfigurationError(
-                f"payment_platform {platform!r} is not of the form driver-network-token, "
-                "e.g. 'erc20-holesky-tglm'"
+                f"payment_platform {platform!r} is not of the form driver-network-token, e.g. 'erc20-holesky-tglm'"
             )
 
     @classmethod

@@ -304,12 +304,8 @@ class Demand:
         except (BadRequestError, GoneError, ConflictError, NotFoundError) as exc:
             _log.debug("draft %s from %s is stale: %s", draft.proposal_id, offer.provider_name, exc)
             return None
-        names = {
-            "agreement_id": agreement_id,
-            "provider_id": offer.provider_id,
-            "provider_name": offer.provider_name,
-        }
-        self._bus.emit(AgreementCreated(**names))
+        aid, pid, name = agreement_id, offer.provider_id, offer.provider_name
+        self._bus.emit(AgreementCreated(agreement_id=aid, provider_id=pid, provider_name=name))
         self._engaged.add(offer.provider_id)
         wait = max(0.1, min(self._approval_timeout, deadline - asyncio.get_running_loop().time()))
         try:
@@ -318,11 +314,11 @@ class Demand:
         except (AgreementError, RequestTimeoutError, GoneError, ConflictError) as exc:
             self._engaged.discard(offer.provider_id)
             self._strategy.provider_failed(offer.provider_id)
-            self._bus.emit(AgreementRejected(**names, reason=str(exc)))
+            self._bus.emit(AgreementRejected(agreement_id=aid, provider_id=pid, provider_name=name, reason=str(exc)))
             with contextlib.suppress(ApiError):
                 await self._rest.market.cancel_agreement(agreement_id)
             return None
-        self._bus.emit(AgreementConfirmed(**names))
+        self._bus.emit(AgreementConfirmed(agreement_id=aid, provider_id=pid, provider_name=name))
         agreement = Agreement(
             agreement_id=agreement_id,
             provider_id=offer.provider_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from golem_api.errors import ConfigurationError
 from golem_api.rest import routes
 from golem_api.rest.models import ActivityState, ActivityUsage
 from golem_api.rest.models._fields import Fields, parse_id, parse_nothing
@@ -28,7 +29,7 @@ class ActivityApi:
     async def create_activity(self, agreement_id: str) -> str:
         """Start an activity on the provider of an approved agreement; returns the activity id."""
         if not agreement_id:
-            raise ValueError("agreement_id must not be empty")
+            raise ConfigurationError("agreement_id must not be empty")
         return await self._request(routes.CREATE_ACTIVITY, json=agreement_id, parse=_activity_id)
 
     async def destroy_activity(self, activity_id: str) -> None:

@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 _log = logging.getLogger("golem_api.rest")
 _KNOWN_ROUTES = frozenset(ROUTES)
+# aiohttp >= 3.10 raises ConnectionTimeoutError when connecting takes too long; 3.9 has no such class.
+_CONNECT_TIMEOUT: type[Exception] = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError)
 
 
 class RestClient:
@@ -142,15 +144,16 @@ class RestClient:
             ) as response:
                 status = response.status
                 text = await response.text()
-        except asyncio.TimeoutError as exc:
-            raise unreachable_error(route.method, url, f"no answer within {total:g} s") from exc
         except aiohttp.ClientConnectorError as exc:
             raise unreachable_error(route.method, url, str(exc.os_error) or type(exc).__name__) from exc
+        except _CONNECT_TIMEOUT as exc:
+            reason = f"no connection within {self.connect_timeout:g} s"
+            raise unreachable_error(route.method, url, reason) from exc
+        except asyncio.TimeoutError as exc:
+            raise unreachable_error(route.method, url, f"no answer within {total:g} s") from exc
         except aiohttp.ClientError as exc:
             raise unreachable_error(route.method, url, str(exc) or type(exc).__name__) from exc
-        _log.debug(
-            "%s %s -> %d (%.0f ms)", route.method, full_path, status, (time.monotonic() - started) * 1000
-        )
+        _log.debug("%s %s -> %d (%.0f ms)", route.method, full_path, status, (time.monotonic() - started) * 1000)
         if not 200 <= status < 300:
             raise error_for_status(route.method, full_path, status, text)
         try:

@@ -34,9 +34,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     410: GoneError,
 }
 
-_AUTH_HINT = (
-    "Check YAGNA_APPKEY (or app_key=): it must be an app key this node knows (`yagna app-key list`)"
-)
+_AUTH_HINT = "Check YAGNA_APPKEY (or app_key=): it must be an app key this node knows (`yagna app-key list`)"
 
 
 def node_message(body_text: str) -> str:

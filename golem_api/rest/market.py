@@ -92,9 +92,7 @@ class MarketApi:
 
     async def get_proposal(self, subscription_id: str, proposal_id: str) -> Proposal:
         """Fetch one proposal of a demand's negotiation."""
-        return await self._request(
-            routes.GET_PROPOSAL, subscription_id, proposal_id, parse=Proposal.from_json
-        )
+        return await self._request(routes.GET_PROPOSAL, subscription_id, proposal_id, parse=Proposal.from_json)
 
     # Requestor side: agreements.
 
@@ -202,9 +200,7 @@ class MarketApi:
             parse=parse_id,
         )
 
-    async def reject_demand_proposal(
-        self, subscription_id: str, proposal_id: str, reason: str | None = None
-    ) -> None:
+    async def reject_demand_proposal(self, subscription_id: str, proposal_id: str, reason: str | None = None) -> None:
         """Reject a requestor's proposal, ending that negotiation."""
         await self._request(
             routes.REJECT_DEMAND_PROPOSAL,

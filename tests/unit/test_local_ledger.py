@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from golem_api.local.activity import DEBIT_NOTE_INTERVAL, MULTI_ACTIVITY, ActivityHub, ActivityState, ManualTime
+from golem_api.local.config import ProviderSpec
 from golem_api.local.eventlog import StrictClock
 from golem_api.local.http import HttpError
 from golem_api.local.ledger import DebitNote, Ledger, money
+from golem_api.local.market import LocalMarket, ProposalEvent
+from golem_api.timestamps import parse_timestamp, utc_now
 
 PLATFORM = "erc20-holesky-tglm"
 REQUESTOR = "0x" + "a" * 40
@@ -97,9 +105,7 @@ def test_accept_requires_exactly_the_amount_due() -> None:
     ledger = make_ledger()
     allocation = ledger.create_allocation(PLATFORM, D("10"))
     debit_note = note(ledger, "1.5")
-    status, message = status_of(
-        ledger.accept_debit_note, debit_note.document_id, D("1.4"), allocation.allocation_id
-    )
+    status, message = status_of(ledger.accept_debit_note, debit_note.document_id, D("1.4"), allocation.allocation_id)
     assert status == 400
     assert "1.4" in message
     assert "1.5" in message
@@ -267,9 +273,7 @@ def test_money_is_never_created_or_lost(steps: list[tuple[str, Decimal, int]]) -
             if action == "note":
                 cumulative[activity] = cumulative.get(activity, D(0)) + amount
                 debit_note = note(ledger, str(cumulative[activity]), activity=f"a{activity}", agreement="g")
-                ledger.accept_debit_note(
-                    debit_note.document_id, debit_note.total_amount_due, allocation.allocation_id
-                )
+                ledger.accept_debit_note(debit_note.document_id, debit_note.total_amount_due, allocation.allocation_id)
             elif action == "invoice":
                 invoice = ledger.issue_invoice(
                     agreement_id="g",
@@ -292,3 +296,191 @@ def test_money_is_never_created_or_lost(steps: list[tuple[str, Decimal, int]]) -
             assert each.spent_amount + each.remaining_amount == each.total_amount
         assert ledger.requestor_balance + ledger.provider_balance(PROVIDER) == D("20")
         assert ledger.available >= 0
+
+
+# -- the activity hub: metering and billing on top of the ledger (in-process market, manual time) ------------
+
+OFFER_SPEC = ProviderSpec(name="p1", debit_note_interval_sec=10)
+
+
+def offer_properties(spec: ProviderSpec = OFFER_SPEC, *, multi: bool = False) -> dict[str, Any]:
+    return {
+        **spec.pricing.to_properties(),
+        DEBIT_NOTE_INTERVAL: spec.debit_note_interval_sec,
+        f"golem.com.payment.platform.{PLATFORM}.address": PROVIDER,
+        MULTI_ACTIVITY: multi,
+    }
+
+
+async def approved_agreement(market: LocalMarket, *, multi: bool = False, approve: bool = True) -> str:
+    """Negotiate in-process, as the requestor and the provider would over the market API."""
+    offer_props = offer_properties(multi=multi)
+    offer_id = market.subscribe_offer(PROVIDER, offer_props, "()")
+    demand_props = {f"golem.com.payment.platform.{PLATFORM}.address": REQUESTOR}
+    demand_id = market.subscribe_demand(REQUESTOR, demand_props, "()")
+    (initial,) = await market.collect_events(demand_id, timeout=0, max_events=10)
+    assert isinstance(initial, ProposalEvent)
+    counter = market.counter_proposal(demand_id, initial.proposal.proposal_id, demand_props, "()", by=REQUESTOR)
+    draft = market.counter_proposal(offer_id, counter, offer_props, "()", by=PROVIDER)
+    agreement_id = market.create_agreement(REQUESTOR, draft, utc_now() + timedelta(hours=1))
+    market.confirm(agreement_id, by=REQUESTOR)
+    if approve:
+        market.approve(agreement_id, by=PROVIDER)
+    return agreement_id
+
+
+@pytest.fixture
+async def billing() -> AsyncIterator[tuple[LocalMarket, Ledger, ActivityHub, ManualTime]]:
+    clock = StrictClock()
+    market = LocalMarket(clock)
+    ledger = Ledger(clock, REQUESTOR, D("100"), PLATFORM)
+    time = ManualTime()
+    hub = ActivityHub(market, ledger, providers={PROVIDER: OFFER_SPEC}, time_source=time)
+    yield market, ledger, hub, time
+    await hub.close()
+
+
+async def next_debit_notes(ledger: Ledger, after: datetime | None, count: int = 1) -> list[dict[str, Any]]:
+    """Wait (on the event log, not the clock) for ``count`` more debit-note events."""
+    found: list[dict[str, Any]] = []
+    while len(found) < count:
+        events = await ledger.debit_note_events.collect(after=after, timeout=5, max_events=count - len(found))
+        assert events, "no debit note came"
+        found += events
+        after = parse_timestamp(events[-1]["eventDate"])
+    return found
+
+
+def expected_cost(duration: float, spec: ProviderSpec = OFFER_SPEC) -> Decimal:
+    return spec.start_price + spec.price_duration_sec * D(str(duration))
+
+
+async def test_activity_bills_every_interval_then_once_more_when_destroyed(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, ledger, hub, time = billing
+    activity = await hub.create(await approved_agreement(market))
+    assert activity.state is ActivityState.INITIALIZED
+    assert activity.interval == 10
+    assert activity.usage() == [0.0, 0.0]
+
+    time.advance(10)
+    (event,) = await next_debit_notes(ledger, None)
+    first = ledger.debit_note(event["debitNoteId"])
+    assert first.usage_counter_vector == [10.0, 0.0]
+    assert first.total_amount_due == expected_cost(10)
+    assert first.payee_addr == PROVIDER
+    assert first.activity_id == activity.activity_id
+
+    time.advance(5)  # half an interval: no periodic note
+    await hub.destroy(activity.activity_id)
+    last = ledger.debit_notes()[-1]
+    assert last.previous_debit_note_id == first.document_id
+    assert last.usage_counter_vector == [15.0, 0.0]
+    assert last.total_amount_due == expected_cost(15)
+    assert hub.get(activity.activity_id).state is ActivityState.TERMINATED
+    assert not metering_tasks(activity.activity_id)
+
+    time.advance(100)  # usage stays frozen, and destroying twice changes nothing
+    await hub.destroy(activity.activity_id)
+    assert len(ledger.debit_notes()) == 2
+    assert activity.usage() == [15.0, 0.0]
+
+
+def metering_tasks(activity_id: str) -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks() if task.get_name().endswith(activity_id)]
+
+
+async def test_overcharging_provider_bills_its_factor(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, ledger, _, time = billing
+    greedy = ActivityHub(market, ledger, providers={PROVIDER: evolve(OFFER_SPEC, overcharge=3)}, time_source=time)
+    activity = await greedy.create(await approved_agreement(market))
+    time.advance(2)
+    await greedy.destroy(activity.activity_id)
+    assert ledger.debit_notes()[-1].total_amount_due == 3 * expected_cost(2)
+    await greedy.close()
+
+
+async def test_agreement_end_destroys_activities_and_invoices_their_sum(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, ledger, hub, time = billing
+    agreement_id = await approved_agreement(market, multi=True)
+    first = await hub.create(agreement_id)
+    time.advance(4)
+    second = await hub.create(agreement_id)  # allowed: the offer has multi-activity
+    time.advance(3)
+    await hub.agreement_ended(agreement_id, PROVIDER)
+    await hub.agreement_ended(agreement_id, PROVIDER)  # a second end invoices nothing more
+    assert (first.state, second.state) == (ActivityState.TERMINATED, ActivityState.TERMINATED)
+    assert first.reason == "the agreement ended"
+    (invoice,) = ledger.invoices()
+    assert invoice.activity_ids == [first.activity_id, second.activity_id]
+    assert invoice.amount == expected_cost(7) + expected_cost(3)
+
+    allocation = ledger.create_allocation(PLATFORM, D("10"))
+    for debit_note in ledger.debit_notes():
+        ledger.accept_debit_note(debit_note.document_id, debit_note.total_amount_due, allocation.allocation_id)
+    ledger.accept_invoice(invoice.document_id, invoice.amount, allocation.allocation_id)
+    assert ledger.provider_balance(PROVIDER) == invoice.amount
+    assert allocation.spent_amount == invoice.amount
+
+
+async def test_agreement_without_activities_gets_a_zero_invoice(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, ledger, hub, _ = billing
+    agreement_id = await approved_agreement(market)
+    await hub.agreement_ended(agreement_id, PROVIDER)
+    (invoice,) = ledger.invoices()
+    assert (invoice.amount, invoice.activity_ids, invoice.payee_addr) == (D(0), [], PROVIDER)
+    status, message = status_of_async_free(hub, agreement_id)
+    assert status == 400
+    assert "Terminated" in message or "ended" in message
+
+
+def status_of_async_free(hub: ActivityHub, agreement_id: str) -> tuple[int, str]:
+    """The hub refuses a terminated agreement before it awaits anything: check that synchronously."""
+    coroutine = hub.create(agreement_id)
+    with pytest.raises(HttpError) as caught:
+        coroutine.send(None)
+    coroutine.close()
+    return caught.value.status, caught.value.message
+
+
+async def test_activities_need_an_approved_agreement_of_their_own(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, _, hub, _ = billing
+    with pytest.raises(HttpError) as unknown:
+        await hub.create("no-such-agreement")
+    assert unknown.value.status == 404
+    pending = await approved_agreement(market, approve=False)
+    with pytest.raises(HttpError) as not_approved:
+        await hub.create(pending)
+    assert not_approved.value.status == 400
+    assert "Pending" in not_approved.value.message
+    single = await approved_agreement(market)
+    await hub.create(single)
+    with pytest.raises(HttpError) as second:
+        await hub.create(single)
+    assert second.value.status == 400
+    assert MULTI_ACTIVITY in second.value.message
+    with pytest.raises(HttpError) as not_mine:
+        await hub.create(single, by=PROVIDER)
+    assert not_mine.value.status == 403
+
+
+async def test_close_cancels_and_awaits_every_metering_task(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, ledger, hub, time = billing
+    activity = await hub.create(await approved_agreement(market))
+    assert metering_tasks(activity.activity_id)
+    await hub.close()
+    assert not metering_tasks(activity.activity_id)
+    time.advance(60)
+    assert ledger.debit_notes() == []  # closing bills nothing
+    assert activity.state is ActivityState.TERMINATED

@@ -1,0 +1,201 @@
+"""Every request the client can send exists in the official specs, with the query names it uses.
+
+``ROUTES`` is the client's whole wire surface: ``RestClient._request`` refuses any other route, and the
+second half of this file calls every public method of the API classes to check that together they use
+exactly the routes in the table. ``GET /me`` is the one call outside the published specs (the daemon
+serves it without a prefix; the contract notes list it), so it is checked by name only.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from golem_api.rest import routes
+from golem_api.rest.activity import ActivityApi
+from golem_api.rest.client import RestClient
+from golem_api.rest.config import API_PREFIXES, Api, ApiConfig
+from golem_api.rest.market import MarketApi
+from golem_api.rest.payment import PaymentApi
+from golem_api.rest.routes import ABSENT, ROUTES, Route
+
+SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "yagna"
+SPEC_FILES = {Api.MARKET: "market-api.yaml", Api.PAYMENT: "payment-api.yaml", Api.ACTIVITY: "activity-api.yaml"}
+OUTSIDE_THE_SPECS = {Route(Api.ROOT, "GET", "/me")}
+
+
+@cache
+def load(name: str) -> dict[str, Any]:
+    path = SPECS / name
+    assert path.is_file(), f"the official specs are expected in {SPECS} (shared/ beside the repository)"
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def resolve(entry: Mapping[str, Any], current: str) -> dict[str, Any]:
+    """Follow ``$ref`` (``file.yaml#/a/b`` or ``#/a/b``); keys beside the ``$ref`` win, as the specs use."""
+    if "$ref" not in entry:
+        return dict(entry)
+    file, _, pointer = entry["$ref"].partition("#")
+    file = file or current
+    node: Any = load(file)
+    for part in pointer.strip("/").split("/"):
+        node = node[part]
+    resolved = resolve(node, file)
+    resolved.update({key: value for key, value in entry.items() if key != "$ref"})
+    return resolved
+
+
+def spec_operation(route: Route) -> tuple[dict[str, Any], set[str]]:
+    """The spec's operation for ``route`` and the names of its query parameters."""
+    file = SPEC_FILES[route.api]
+    spec = load(file)
+    path_item = spec["paths"].get(route.template)
+    assert path_item is not None, f"{route}: no path {route.template!r} in {file}"
+    operation = path_item.get(route.method.lower())
+    assert operation is not None, f"{route}: {file} has {route.template} but no {route.method} on it"
+    parameters = [*path_item.get("parameters", []), *operation.get("parameters", [])]
+    query = {p["name"] for p in (resolve(entry, file) for entry in parameters) if p.get("in") == "query"}
+    return operation, query
+
+
+def test_the_table_has_no_duplicates() -> None:
+    assert len(set(ROUTES)) == len(ROUTES)
+
+
+@pytest.mark.parametrize("api", list(SPEC_FILES), ids=str)
+def test_the_prefixes_are_the_specs_server_urls(api: Api) -> None:
+    servers = [server["url"] for server in load(SPEC_FILES[api])["servers"]]
+    assert servers == [API_PREFIXES[api]]
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r not in OUTSIDE_THE_SPECS], ids=str)
+def test_each_route_exists_in_the_specs(route: Route) -> None:
+    _, spec_query = spec_operation(route)
+    unknown = set(route.query) - spec_query
+    assert not unknown, f"{route}: query parameters {sorted(unknown)} are not in the spec ({sorted(spec_query)})"
+
+
+def test_only_me_is_outside_the_specs() -> None:
+    outside = {route for route in ROUTES if route.api not in SPEC_FILES}
+    assert outside == OUTSIDE_THE_SPECS
+
+
+# ---- The API classes use exactly the routes of the table ----
+
+
+class Sent(Exception):
+    """Stops a call once the fake transport has seen its request."""
+
+
+class Recorder:
+    """A Requester that records the route and stops the call: no sockets, no parsing."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    async def __call__(
+        self,
+        route: Route,
+        *path_args: str,
+        params: Mapping[str, str | None] | None = None,
+        json: Any = ABSENT,
+        timeout: float | None = None,
+        parse: Callable[[Any], Any],
+    ) -> Any:
+        assert route in ROUTES
+        assert set(params or ()) <= set(route.query), f"{route} sent query {sorted(params or ())}"
+        route.expand(*path_args)
+        self.routes.append(route)
+        raise Sent
+
+
+WHEN = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
+
+Call = Callable[[Any], Awaitable[Any]]
+CALLS: dict[type, dict[str, Call]] = {
+    MarketApi: {
+        "subscribe_demand": lambda api: api.subscribe_demand({"a": 1}, "()"),
+        "unsubscribe_demand": lambda api: api.unsubscribe_demand("s"),
+        "collect_demand_events": lambda api: api.collect_demand_events("s"),
+        "counter_proposal": lambda api: api.counter_proposal("s", "p", {}, "()"),
+        "reject_proposal": lambda api: api.reject_proposal("s", "p"),
+        "get_proposal": lambda api: api.get_proposal("s", "p"),
+        "create_agreement": lambda api: api.create_agreement("p", WHEN),
+        "confirm_agreement": lambda api: api.confirm_agreement("a", "session"),
+        "wait_for_approval": lambda api: api.wait_for_approval("a"),
+        "cancel_agreement": lambda api: api.cancel_agreement("a"),
+        "get_agreement": lambda api: api.get_agreement("a"),
+        "terminate_agreement": lambda api: api.terminate_agreement("a", {"message": "done"}),
+        "collect_agreement_events": lambda api: api.collect_agreement_events(after=WHEN, app_session_id="x"),
+        "subscribe_offer": lambda api: api.subscribe_offer({}, "()"),
+        "unsubscribe_offer": lambda api: api.unsubscribe_offer("s"),
+        "collect_offer_events": lambda api: api.collect_offer_events("s"),
+        "counter_demand_proposal": lambda api: api.counter_demand_proposal("s", "p", {}, "()"),
+        "reject_demand_proposal": lambda api: api.reject_demand_proposal("s", "p", "no"),
+        "approve_agreement": lambda api: api.approve_agreement("a", app_session_id="x"),
+        "reject_agreement": lambda api: api.reject_agreement("a"),
+    },
+    PaymentApi: {
+        "create_allocation": lambda api: api.create_allocation(payment_platform="p", total_amount=Decimal(1)),
+        "get_allocation": lambda api: api.get_allocation("al"),
+        "list_allocations": lambda api: api.list_allocations(),
+        "release_allocation": lambda api: api.release_allocation("al"),
+        "demand_decorations": lambda api: api.demand_decorations(["al"]),
+        "collect_debit_note_events": lambda api: api.collect_debit_note_events(after=WHEN),
+        "collect_invoice_events": lambda api: api.collect_invoice_events(after=WHEN),
+        "get_debit_note": lambda api: api.get_debit_note("d"),
+        "list_debit_notes": lambda api: api.list_debit_notes(),
+        "accept_debit_note": lambda api: api.accept_debit_note("d", amount=Decimal(1), allocation_id="al"),
+        "get_invoice": lambda api: api.get_invoice("i"),
+        "list_invoices": lambda api: api.list_invoices(),
+        "accept_invoice": lambda api: api.accept_invoice("i", amount=Decimal(1), allocation_id="al"),
+    },
+    ActivityApi: {
+        "create_activity": lambda api: api.create_activity("a"),
+        "destroy_activity": lambda api: api.destroy_activity("act"),
+        "get_state": lambda api: api.get_state("act"),
+        "get_usage": lambda api: api.get_usage("act"),
+    },
+}
+
+
+def public_methods(cls: type) -> set[str]:
+    return {name for name, member in vars(cls).items() if inspect.iscoroutinefunction(member) and name[0] != "_"}
+
+
+@pytest.mark.parametrize("cls", list(CALLS), ids=lambda cls: cls.__name__)
+def test_every_public_method_is_exercised_here(cls: type) -> None:
+    assert public_methods(cls) == set(CALLS[cls]), "add the new method to CALLS"
+
+
+async def test_the_api_classes_use_exactly_the_routes_of_the_table() -> None:
+    recorder = Recorder()
+    for cls, calls in CALLS.items():
+        api = cls(recorder)
+        for call in calls.values():
+            with pytest.raises(Sent):
+                await call(api)
+    client = RestClient(ApiConfig.for_node("http://127.0.0.1:1", "key"))
+    client._request = recorder  # type: ignore[method-assign]
+    with pytest.raises(Sent):
+        await client.identity()
+    assert sorted(set(recorder.routes), key=str) == sorted(ROUTES, key=str)
+
+
+async def test_the_client_refuses_a_route_outside_the_table() -> None:
+    client = RestClient(ApiConfig.for_node("http://127.0.0.1:1", "key"))
+    scan = Route(Api.MARKET, "POST", "/scan")
+    with pytest.raises(ValueError, match=r"not in golem_api\.rest\.routes\.ROUTES"):
+        await client._request(scan, parse=lambda data: data)
+    with pytest.raises(ValueError, match="no query parameters"):
+        await client._request(routes.GET_AGREEMENT, "a", params={"timeout": "1"}, parse=lambda data: data)
+    await client.close()
