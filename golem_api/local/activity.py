@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import secrets
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -56,6 +57,8 @@ MULTI_ACTIVITY = "golem.srv.caps.multi-activity"
 DEFAULT_DEBIT_NOTE_INTERVAL = 120.0
 """Seconds between debit notes when neither side of the agreement names an interval."""
 
+_log = logging.getLogger(__name__)
+
 _WEI = Decimal("1e-18")  # amounts are kept to the token's 18 decimals
 
 
@@ -82,14 +85,14 @@ _TRANSITIONS: dict[str, tuple[frozenset[ActivityState], ActivityState]] = {
 
 
 class TimeSource(Protocol):
-    """Monotonic seconds and a way to wait for them to pass."""
+    """Monotonic seconds and a way to wait for a moment on that clock."""
 
     def monotonic(self) -> float:
         """Seconds on a clock that never goes back."""
         ...
 
-    async def sleep(self, seconds: float) -> None:
-        """Return once ``seconds`` have passed on this clock."""
+    async def sleep_until(self, moment: float) -> None:
+        """Return once :meth:`monotonic` has reached ``moment`` (at once if it has already)."""
         ...
 
 
@@ -100,9 +103,9 @@ class LoopTime:
         """The running loop's clock."""
         return asyncio.get_running_loop().time()
 
-    async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep``."""
-        await asyncio.sleep(seconds)
+    async def sleep_until(self, moment: float) -> None:
+        """``asyncio.sleep`` for what is left until ``moment``."""
+        await asyncio.sleep(max(moment - self.monotonic(), 0.0))
 
 
 class ManualTime:
@@ -117,10 +120,12 @@ class ManualTime:
         """The current manual time."""
         return self.now
 
-    async def sleep(self, seconds: float) -> None:
-        """Wait until :meth:`advance` has moved the time ``seconds`` further."""
+    async def sleep_until(self, moment: float) -> None:
+        """Wait until :meth:`advance` has moved the time to ``moment``."""
+        if moment <= self.now:
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + seconds, next(self._order), waiter))
+        heapq.heappush(self._sleepers, (moment, next(self._order), waiter))
         await waiter
 
     def advance(self, seconds: float) -> None:
@@ -164,7 +169,8 @@ class AgreementLookup(Protocol):
 
 
 def _interval(agreement: Agreement) -> float:
-    for properties in (agreement.demand.properties, agreement.offer.properties):
+    # The offer side is the provider's last counter-proposal: it holds the interval the provider accepted.
+    for properties in (agreement.offer.properties, agreement.demand.properties):
         value = properties.get(DEBIT_NOTE_INTERVAL)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
@@ -207,6 +213,7 @@ class Activity:
         self._time = time_source
         self._created = time_source.monotonic()
         self._meter: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()  # set once the last debit note (if any) is out and usage is frozen
 
     @property
     def live(self) -> bool:
@@ -233,9 +240,9 @@ class Activity:
         """The cumulative amount the provider bills for ``usage``: price model × overcharge, to 18 decimals."""
         return (self.pricing.cost(usage) * self.overcharge).quantize(_WEI)
 
-    def bill(self) -> None:
-        """Issue a debit note for the usage so far."""
-        usage = self.usage()
+    def bill(self, usage: list[float] | None = None) -> None:
+        """Issue a debit note for ``usage`` (by default the usage so far)."""
+        usage = self.usage() if usage is None else usage
         self.last_amount = self.amount_due(usage)
         self._ledger.issue_debit_note(
             agreement_id=self.agreement_id,
@@ -252,34 +259,51 @@ class Activity:
         self._meter = asyncio.create_task(self._metering(), name=f"metering of activity {self.activity_id}")
 
     async def _metering(self) -> None:
-        while True:
-            await self._time.sleep(self.interval)
-            self.bill()
+        # Deadlines count from the creation, so that a late start or a slow bill never shifts them;
+        # intervals that passed entirely while the loop was busy are billed once, not once each.
+        due = 1
+        try:
+            while True:
+                await self._time.sleep_until(self._created + due * self.interval)
+                self.bill()
+                due = int((self._time.monotonic() - self._created) // self.interval) + 1
+        except Exception:
+            _log.exception("activity %s: metering failed; no more periodic debit notes", self.activity_id)
 
     async def _stop(self, reason: str, *, bill: bool) -> None:
-        meter, self._meter = self._meter, None
-        if meter is not None:
-            meter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await meter
-        await self.runtime.stop()
-        if bill:
-            self.bill()
-        self.final_usage = self.usage()
-        self.reason = reason
+        try:
+            meter, self._meter = self._meter, None
+            if meter is not None:
+                meter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await meter
+            await self.runtime.stop()
+            usage = self.usage()
+            if bill:
+                self.bill(usage)
+            self.final_usage = usage
+            self.reason = reason
+        finally:
+            self._stopped.set()
 
     async def destroy(self, reason: str = "destroyed by the requestor") -> None:
-        """Stop metering and the runtime, issue the last debit note, and end ``Terminated``. Twice: no-op."""
-        if self.state == ActivityState.TERMINATED:
+        """Stop metering and the runtime, issue the last debit note, and end ``Terminated``.
+
+        A second call (say the agreement ends while the requestor destroys) waits for the first to finish,
+        so that whoever invoices afterwards sees the final amount.
+        """
+        if self.state is ActivityState.TERMINATED:
+            await self._stopped.wait()
             return
         self._transition("destroy")
         await self._stop(reason, bill=True)
 
     async def close(self) -> None:
         """Stop without billing (the node is shutting down)."""
-        if self.state != ActivityState.TERMINATED:
+        if self.state is not ActivityState.TERMINATED:
             self._transition("destroy")
             await self._stop("the local node shut down", bill=False)
+        await self._stopped.wait()
 
 
 class ActivityHub:
@@ -332,6 +356,8 @@ class ActivityHub:
             raise HttpError(403, f"agreement {agreement_id} is not yours: only its requestor may create activities")
         if agreement.state is not AgreementState.APPROVED:
             raise HttpError(400, f"agreement {agreement_id} is {agreement.state.value}, not Approved")
+        if agreement_id in self._invoiced:
+            raise HttpError(400, f"agreement {agreement_id} has ended: its provider has invoiced it")
         existing = [a for a in self._activities.values() if a.agreement_id == agreement_id]
         if existing and agreement.offer.properties.get(MULTI_ACTIVITY) is not True:
             raise HttpError(

@@ -139,17 +139,18 @@ class AgreementBook:
     async def terminate(self, agreement_id: str, by: str, reason: dict[str, Any] | None = None) -> None:
         """End an approved agreement: 409 while ``Proposal``/``Pending``, 410 when already final.
 
-        The termination observers are awaited (in order) before the parties get ``AgreementTerminatedEvent``.
+        Both parties get ``AgreementTerminatedEvent`` at once; then the termination observers are awaited in
+        the order they were added (one failing is logged and does not stop the others).
         """
         agreement = self.get_agreement(agreement_id, by=by)
         terminator = "Requestor" if by == agreement.requestor_id else "Provider"
         ended = self._transition(agreement, "terminate", terminator=terminator, reason=reason)
+        self._announce(ended, "AgreementTerminatedEvent")
         for observer in list(self._observers):
             try:
                 await observer(ended, terminator)
             except Exception:
                 _log.exception("termination observer %r failed for agreement %s", observer, agreement_id)
-        self._announce(ended, "AgreementTerminatedEvent")
 
     def add_termination_observer(self, observer: TerminationObserver) -> None:
         """Have ``observer(agreement, terminator)`` awaited whenever an agreement is terminated."""

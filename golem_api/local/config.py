@@ -20,16 +20,23 @@ from golem_api.market.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 __all__ = ["LocalNetworkConfig", "ProviderSpec"]
 
 
-def _to_decimal(value: object) -> Decimal:
-    """Money as ``Decimal``: ints, strings and ``Decimal`` as given; floats through ``str`` (no binary noise)."""
-    if isinstance(value, Decimal):
+def _to_decimal(value: Any) -> Any:
+    """Money as ``Decimal``: ints, decimal strings and ``Decimal`` as given, floats through ``str`` (no binary
+    noise). Anything else is left as it is, for the field's validator to refuse by name."""
+    if isinstance(value, (Decimal, bool)) or not isinstance(value, (int, float, str)):
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigurationError(f"{value!r} is not an amount: give a Decimal, an int or a decimal string")
     try:
         return Decimal(str(value).strip())
-    except InvalidOperation as exc:
-        raise ConfigurationError(f"{value!r} is not an amount: give a Decimal, an int or a decimal string") from exc
+    except InvalidOperation:
+        return value
+
+
+def _check_amount(attribute: Any, value: object) -> Decimal:
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise ConfigurationError(
+            f"{attribute.name} must be an amount (a Decimal, an int or a decimal string), not {value!r}"
+        )
+    return value
 
 
 def _non_empty(_instance: object, attribute: Any, value: str) -> None:
@@ -37,11 +44,14 @@ def _non_empty(_instance: object, attribute: Any, value: str) -> None:
         raise ConfigurationError(f"{attribute.name} must be a non-empty string, not {value!r}")
 
 
-def _positive(_instance: object, attribute: Any, value: float | int | Decimal) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or not value > 0:
+def _positive(_instance: object, attribute: Any, value: float | int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ConfigurationError(f"{attribute.name} must be a positive number, not {value!r}")
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise ConfigurationError(f"{attribute.name} must be a finite number, not {value!r}")
+
+
+def _positive_amount(_instance: object, attribute: Any, value: Decimal) -> None:
+    if not _check_amount(attribute, value) > 0:
+        raise ConfigurationError(f"{attribute.name} must be more than zero, not {value}")
 
 
 def _positive_int(instance: object, attribute: Any, value: int) -> None:
@@ -51,8 +61,8 @@ def _positive_int(instance: object, attribute: Any, value: int) -> None:
 
 
 def _price(_instance: object, attribute: Any, value: Decimal) -> None:
-    if not value.is_finite() or value < 0:
-        raise ConfigurationError(f"{attribute.name} must be a price of zero or more, not {value!r}")
+    if _check_amount(attribute, value) < 0:
+        raise ConfigurationError(f"{attribute.name} must be an amount of zero or more, not {value}")
 
 
 @frozen
@@ -74,7 +84,7 @@ class ProviderSpec:
     payment_timeout_sec: int = field(default=120, validator=_positive_int)
     runtime: str = field(default="vm", validator=_non_empty)
     subnet: str = field(default="public", validator=_non_empty)
-    overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive)
+    overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive_amount)
 
     @property
     def pricing(self) -> LinearPricing:
@@ -142,20 +152,22 @@ class LocalNetworkConfig:
             )
 
     @classmethod
-    def with_providers(cls, count: int, **spec_overrides: Any) -> LocalNetworkConfig:
-        """A network of ``count`` default providers, each built with ``spec_overrides`` (a ``name`` becomes a prefix).
+    def with_providers(cls, count: int, **settings: Any) -> LocalNetworkConfig:
+        """A network of ``count`` default providers (``local-provider-1`` …, each a tenth dearer).
 
-        ``subnet`` among the overrides is also the network's subnet.
+        Each keyword sets a network field (``requestor_balance``, ``payment_platform``, ``subnet``) or a
+        provider field of every provider (``cpu_threads``, ``overcharge``, …; a ``name`` becomes a prefix);
+        ``subnet`` sets both.
         """
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ConfigurationError(f"count must be a whole number of providers (0 or more), not {count!r}")
-        known = {a.name for a in fields(ProviderSpec)}
-        unknown = sorted(set(spec_overrides) - known)
+        network_fields = {a.name for a in fields(cls)} - {"providers"}
+        provider_fields = {a.name for a in fields(ProviderSpec)}
+        unknown = sorted(set(settings) - network_fields - provider_fields)
         if unknown:
             raise ConfigurationError(
-                f"unknown provider setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(network_fields | provider_fields))}"
             )
-        providers = tuple(_default_spec(i, **spec_overrides) for i in range(1, count + 1))
-        if "subnet" in spec_overrides:
-            return cls(providers=providers, subnet=spec_overrides["subnet"])
-        return cls(providers=providers)
+        spec_settings = {k: v for k, v in settings.items() if k in provider_fields}
+        providers = tuple(_default_spec(i, **spec_settings) for i in range(1, count + 1))
+        return cls(providers=providers, **{k: v for k, v in settings.items() if k in network_fields})

@@ -11,7 +11,9 @@ providers call it directly. It follows the daemon's rules:
 * agreements go ``Proposal -> Pending (confirm) -> Approved (provider) -> Terminated``, or end as
   ``Cancelled``, ``Rejected`` or ``Expired``; both parties get the agreement events.
 
-Errors carry the HTTP status the daemon answers (:class:`LocalMarketError` and its subclasses).
+The agreement lifecycle is inherited from :class:`~golem_api.local.agreements.AgreementBook`; the values and
+errors live in :mod:`golem_api.local.market_model` and are re-exported here. Errors carry the HTTP status
+the daemon answers (:class:`LocalMarketError` and its subclasses).
 A subscription whose ``golem.srv.comp.expiration`` (ms since the epoch) has passed is gone, and so are its
 proposals; an agreement not approved by its ``validTo`` expires.
 """
@@ -19,7 +21,6 @@ proposals; an agreement not approved by its ``validTo`` expires.
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -75,8 +76,6 @@ __all__ = [
     "Subscription",
     "TerminationObserver",
 ]
-
-_log = logging.getLogger(__name__)
 
 EXPIRATION = "golem.srv.comp.expiration"
 

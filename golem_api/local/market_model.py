@@ -1,7 +1,8 @@
 """The vocabulary of the local market: states, proposals, agreements, events and the errors it raises.
 
 Values are frozen: the market replaces a proposal or an agreement by an evolved copy on every change, so an
-event carries the object as it was when the event happened. :mod:`golem_api.local.market` holds the logic,
+event carries the object as it was when the event happened. :mod:`golem_api.local.market` holds matching
+and negotiation, :mod:`golem_api.local.agreements` the agreement lifecycle, and
 :mod:`golem_api.local.market_api` the wire shapes.
 """
 

@@ -177,8 +177,11 @@ class _PaymentRoutes:
         if "totalAmount" not in body:
             raise HttpError(400, "totalAmount is required: the amount to reserve, as a decimal string")
         timeout = body.get("timeout")
-        if timeout is not None and not isinstance(timeout, str):
-            raise HttpError(400, f"timeout must be an RFC 3339 timestamp, got {timeout!r}")
+        if timeout is not None:  # kept and shown, not enforced: allocations of the local node do not expire
+            try:
+                timeout = format_timestamp(parse_timestamp(str(timeout)))
+            except ValueError as exc:
+                raise HttpError(400, f"timeout must be an RFC 3339 timestamp, got {timeout!r}") from exc
         allocation = self.ledger.create_allocation(
             _platform_name(body.get("paymentPlatform"), self.ledger.platform),
             parse_money(body["totalAmount"], "totalAmount"),

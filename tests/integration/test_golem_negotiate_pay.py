@@ -53,6 +53,7 @@ async def test_agreements_with_all_three_providers_are_paid_once_each() -> None:
     assert total <= Decimal("1.0")
     assert golem.spent == total
     assert sorted(e.invoice_id for e in accepted) == sorted(i.document_id for i in invoices)
-    assert golem.summary is not None and golem.summary.total_paid == total
+    assert golem.summary is not None
+    assert golem.summary.total_paid == total
     for agreement in agreements:
         assert agreement.terminated

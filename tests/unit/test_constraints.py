@@ -37,17 +37,13 @@ def _printable(op: str, value: str) -> bool:
 
 
 @st.composite
-def any_comparison(
-    draw: st.DrawFn, attributes: st.SearchStrategy[str], values: st.SearchStrategy[str]
-) -> Constraint:
+def any_comparison(draw: st.DrawFn, attributes: st.SearchStrategy[str], values: st.SearchStrategy[str]) -> Constraint:
     op = draw(st.sampled_from(OPERATORS))
     value = draw(values.filter(lambda v: _printable(op, v)))
     return Comparison(draw(attributes), op, value)
 
 
-def trees(
-    attributes: st.SearchStrategy[str], values: st.SearchStrategy[str]
-) -> st.SearchStrategy[Constraint]:
+def trees(attributes: st.SearchStrategy[str], values: st.SearchStrategy[str]) -> st.SearchStrategy[Constraint]:
     leaves = st.one_of(attributes.map(Presence), any_comparison(attributes, values))
     return st.recursive(
         leaves,

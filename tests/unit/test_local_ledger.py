@@ -318,9 +318,9 @@ async def approved_agreement(market: LocalMarket, *, multi: bool = False, approv
     offer_id = market.subscribe_offer(PROVIDER, offer_props, "()")
     demand_props = {f"golem.com.payment.platform.{PLATFORM}.address": REQUESTOR}
     demand_id = market.subscribe_demand(REQUESTOR, demand_props, "()")
-    (initial,) = await market.collect_events(demand_id, timeout=0, max_events=10)
-    assert isinstance(initial, ProposalEvent)
-    counter = market.counter_proposal(demand_id, initial.proposal.proposal_id, demand_props, "()", by=REQUESTOR)
+    events = await market.collect_events(demand_id, timeout=0, max_events=10)
+    (initial,) = [e.proposal for e in events if isinstance(e, ProposalEvent) and e.proposal.offer_id == offer_id]
+    counter = market.counter_proposal(demand_id, initial.proposal_id, demand_props, "()", by=REQUESTOR)
     draft = market.counter_proposal(offer_id, counter, offer_props, "()", by=PROVIDER)
     agreement_id = market.create_agreement(REQUESTOR, draft, utc_now() + timedelta(hours=1))
     market.confirm(agreement_id, by=REQUESTOR)
@@ -436,18 +436,9 @@ async def test_agreement_without_activities_gets_a_zero_invoice(
     await hub.agreement_ended(agreement_id, PROVIDER)
     (invoice,) = ledger.invoices()
     assert (invoice.amount, invoice.activity_ids, invoice.payee_addr) == (D(0), [], PROVIDER)
-    status, message = status_of_async_free(hub, agreement_id)
-    assert status == 400
-    assert "Terminated" in message or "ended" in message
-
-
-def status_of_async_free(hub: ActivityHub, agreement_id: str) -> tuple[int, str]:
-    """The hub refuses a terminated agreement before it awaits anything: check that synchronously."""
-    coroutine = hub.create(agreement_id)
-    with pytest.raises(HttpError) as caught:
-        coroutine.send(None)
-    coroutine.close()
-    return caught.value.status, caught.value.message
+    with pytest.raises(HttpError) as ended:  # the agreement has ended: no more activities
+        await hub.create(agreement_id)
+    assert ended.value.status == 400
 
 
 async def test_activities_need_an_approved_agreement_of_their_own(
@@ -484,3 +475,29 @@ async def test_close_cancels_and_awaits_every_metering_task(
     time.advance(60)
     assert ledger.debit_notes() == []  # closing bills nothing
     assert activity.state is ActivityState.TERMINATED
+
+
+async def test_requestor_destroy_racing_the_agreement_end_still_invoices_the_final_amount(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, ledger, hub, time = billing
+    agreement_id = await approved_agreement(market)
+    activity = await hub.create(agreement_id)
+    time.advance(6)
+    await asyncio.gather(hub.destroy(activity.activity_id), hub.agreement_ended(agreement_id, PROVIDER))
+    (final,) = ledger.debit_notes()
+    (invoice,) = ledger.invoices()
+    assert final.total_amount_due == invoice.amount == expected_cost(6)
+
+
+async def test_missed_intervals_are_billed_once_and_the_schedule_keeps_its_phase(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, ledger, hub, time = billing
+    await hub.create(await approved_agreement(market))
+    time.advance(35)  # three intervals at once: one note, for 35 s
+    (first,) = await next_debit_notes(ledger, None)
+    time.advance(5)  # the next deadline is 40 s after creation, not 45
+    (second,) = await next_debit_notes(ledger, parse_timestamp(first["eventDate"]))
+    notes = [ledger.debit_note(e["debitNoteId"]).usage_counter_vector for e in (first, second)]
+    assert notes == [[35.0, 0.0], [40.0, 0.0]]

@@ -43,7 +43,8 @@ def test_cheapest_offer_scores_highest() -> None:
     strategy = LeastExpensiveLinearPayu()
     cheap = strategy.judge(offer("cheap", 0.0001, 0.0001, 0.0))
     dear = strategy.judge(offer("dear", 0.001, 0.001, 0.01))
-    assert cheap.score is not None and dear.score is not None
+    assert cheap.score is not None
+    assert dear.score is not None
     assert cheap.score > dear.score
 
 
@@ -75,7 +76,8 @@ def test_a_provider_that_failed_to_confirm_ranks_below_an_equal_one() -> None:
     strategy.provider_failed("0xflaky")
     flaky = strategy.judge(offer("flaky", 0.0001, 0.0001, 0.0))
     steady = strategy.judge(offer("steady", 0.0001, 0.0001, 0.0))
-    assert flaky.score is not None and steady.score is not None
+    assert flaky.score is not None
+    assert steady.score is not None
     assert flaky.score < steady.score
 
 

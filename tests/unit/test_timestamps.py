@@ -31,4 +31,4 @@ def test_garbage_and_naive_times_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="not an RFC 3339 timestamp: 'yesterday'"):
         parse_timestamp("yesterday")
     with pytest.raises(ValueError, match="no timezone"):
-        format_timestamp(datetime(2024, 1, 1))  # noqa: DTZ001
+        format_timestamp(datetime(2024, 1, 1))
