@@ -144,6 +144,14 @@ class LocalNetworkConfig:
                 raise ConfigurationError(f"provider names must be unique; {spec.name!r} is given twice")
             seen.add(spec.name)
 
+    @subnet.validator
+    def _check_subnet(self, _attribute: Any, subnet: str) -> None:
+        if self.providers and all(spec.subnet != subnet for spec in self.providers):
+            raise ConfigurationError(
+                f"no provider is on subnet {subnet!r} (theirs: {sorted({p.subnet for p in self.providers})}); "
+                "use with_providers(..., subnet=...) to move them all"
+            )
+
     @payment_platform.validator
     def _check_platform(self, _attribute: Any, platform: str) -> None:
         if len(platform.split("-")) != 3 or not all(platform.split("-")):

@@ -255,9 +255,11 @@ class LocalMarket(AgreementBook):
             raise MarketNotFoundError(f"proposal {proposal_id} not found in {sub.kind} {sub.subscription_id}")
         return proposal
 
-    def get_proposal(self, sub_id: str, proposal_id: str, *, by: str | None = None) -> Proposal:
+    def get_proposal(
+        self, sub_id: str, proposal_id: str, *, kind: str | None = None, by: str | None = None
+    ) -> Proposal:
         """A proposal of one of the subscription's negotiations (``Expired`` once the subscription is gone)."""
-        sub = self._lookup(None, sub_id, by)
+        sub = self._lookup(kind, sub_id, by)
         proposal = self._proposal_in(sub, proposal_id)
         pending = proposal.state in (ProposalState.INITIAL, ProposalState.DRAFT)
         if pending and not (self._live(sub) and self._live(self._counterpart(sub, proposal))):
@@ -274,13 +276,15 @@ class LocalMarket(AgreementBook):
         properties: Mapping[str, Any],
         constraints: str,
         *,
+        kind: str | None = None,
         by: str | None = None,
     ) -> str:
         """Answer the other side's proposal with ours (a ``Draft``); returns the new proposal's id.
 
         404 unknown; 400 own proposal or no longer matching; 410 already countered, rejected or expired.
+        ``kind`` (``"demand"``/``"offer"``), when given, is the side ``sub_id`` must be.
         """
-        sub = self._live_subscription(None, sub_id, by)
+        sub = self._live_subscription(kind, sub_id, by)
         previous = self._proposal_in(sub, proposal_id)
         if previous.issuer_id == sub.issuer_id:
             raise MarketBadRequestError(f"proposal {proposal_id} is your own: counter the other side's proposals")
@@ -315,10 +319,16 @@ class LocalMarket(AgreementBook):
         return proposal.proposal_id
 
     def reject_proposal(
-        self, sub_id: str, proposal_id: str, reason: dict[str, Any] | None = None, *, by: str | None = None
+        self,
+        sub_id: str,
+        proposal_id: str,
+        reason: dict[str, Any] | None = None,
+        *,
+        kind: str | None = None,
+        by: str | None = None,
     ) -> None:
         """Reject the other side's proposal; its issuer gets a ``ProposalRejectedEvent`` with ``reason``."""
-        sub = self._live_subscription(None, sub_id, by)
+        sub = self._live_subscription(kind, sub_id, by)
         proposal = self._proposal_in(sub, proposal_id)
         if proposal.issuer_id == sub.issuer_id:
             raise MarketBadRequestError(f"proposal {proposal_id} is your own: reject the other side's proposals")

@@ -194,6 +194,10 @@ def _guarded(handler: Handler) -> Handler:
     return guarded
 
 
+def _ids(request: web.Request) -> tuple[str, str]:
+    return request.match_info["subscription"], request.match_info["proposal"]
+
+
 def _empty(status: int) -> web.Response:
     return web.Response(status=status)
 
@@ -244,23 +248,29 @@ class _MarketApi:
 
         return handler
 
-    def _ids(self, request: web.Request) -> tuple[str, str]:
-        return request.match_info["subscription"], request.match_info["proposal"]
+    def counter(self, kind: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            sub_id, proposal_id = _ids(request)
+            properties, constraints = await _demand_offer_body(request)
+            new_id = self.market.counter_proposal(sub_id, proposal_id, properties, constraints, kind=kind, by=self.me)
+            return json_response(new_id)
 
-    async def counter(self, request: web.Request) -> web.StreamResponse:
-        sub_id, proposal_id = self._ids(request)
-        properties, constraints = await _demand_offer_body(request)
-        new_id = self.market.counter_proposal(sub_id, proposal_id, properties, constraints, by=self.me)
-        return json_response(new_id)
+        return handler
 
-    async def get_proposal(self, request: web.Request) -> web.StreamResponse:
-        sub_id, proposal_id = self._ids(request)
-        return json_response(proposal_json(self.market.get_proposal(sub_id, proposal_id, by=self.me)))
+    def get_proposal(self, kind: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            sub_id, proposal_id = _ids(request)
+            return json_response(proposal_json(self.market.get_proposal(sub_id, proposal_id, kind=kind, by=self.me)))
 
-    async def reject_proposal(self, request: web.Request) -> web.StreamResponse:
-        sub_id, proposal_id = self._ids(request)
-        self.market.reject_proposal(sub_id, proposal_id, await _reason(request), by=self.me)
-        return _empty(204)
+        return handler
+
+    def reject_proposal(self, kind: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            sub_id, proposal_id = _ids(request)
+            self.market.reject_proposal(sub_id, proposal_id, await _reason(request), kind=kind, by=self.me)
+            return _empty(204)
+
+        return handler
 
     # -- agreements ---------------------------------------------------------------------------------------
 
@@ -340,9 +350,9 @@ def add_market_routes(app: web.Application, market: LocalMarket, *, node_id: str
             ("GET", base, api.list_subscriptions(kind)),
             ("DELETE", f"{base}/{{subscription}}", api.unsubscribe(kind)),
             ("GET", f"{base}/{{subscription}}/events", api.events(kind)),
-            ("POST", proposal, api.counter),
-            ("GET", proposal, api.get_proposal),
-            ("POST", f"{proposal}/reject", api.reject_proposal),
+            ("POST", proposal, api.counter(kind)),
+            ("GET", proposal, api.get_proposal(kind)),
+            ("POST", f"{proposal}/reject", api.reject_proposal(kind)),
         ]
     agreement = "/agreements/{agreement}"
     routes += [

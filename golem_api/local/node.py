@@ -151,6 +151,7 @@ class LocalNode:
 
     async def stop(self) -> None:
         """Stop the providers and the activities, then close the server. Calling it twice is harmless."""
+        self._started = True  # a stopped node never starts (again)
         for provider in self.providers:
             await provider.stop()
         await self.activities.close()

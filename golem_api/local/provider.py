@@ -256,7 +256,8 @@ class LocalProvider:
         refusal = self._refusal(proposal)
         if refusal is not None:
             _log.debug("provider %s rejects proposal %s: %s", self.name, proposal.proposal_id, refusal)
-            self.market.reject_proposal(self.offer_id, proposal.proposal_id, {"message": refusal}, by=self.node_id)
+            reason = {"message": refusal}
+            self.market.reject_proposal(self.offer_id, proposal.proposal_id, reason, kind="offer", by=self.node_id)
             return
         terms = dict(self._offer_properties)
         for key in (DEBIT_NOTE_INTERVAL, PAYMENT_TIMEOUT):
@@ -264,7 +265,7 @@ class LocalProvider:
             if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > 0:
                 terms[key] = int(asked)
         counter_id = self.market.counter_proposal(
-            self.offer_id, proposal.proposal_id, terms, self._offer_constraints, by=self.node_id
+            self.offer_id, proposal.proposal_id, terms, self._offer_constraints, kind="offer", by=self.node_id
         )
         self._last_counter[proposal.demand_id] = counter_id
 

@@ -252,6 +252,9 @@ async def test_the_provider_side_routes_serve_offers(http: aiohttp.ClientSession
     status, offers = await call(http, "GET", f"{M}/offers")
     assert [o["offerId"] for o in offers] == [offer_id]
     assert await call(http, "GET", f"{M}/offers/{offer_id}/events", timeout=0) == (200, [])
+    # An offer is not a demand: the requestor-side routes do not know it.
+    assert (await call(http, "GET", f"{M}/demands/{offer_id}/events", timeout=0))[0] == 404
+    assert (await call(http, "GET", f"{M}/demands/{offer_id}/proposals/p"))[0] == 404
     assert await call(http, "DELETE", f"{M}/offers/{offer_id}") == (204, None)
 
 

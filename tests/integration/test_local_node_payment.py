@@ -23,7 +23,7 @@ NETWORK = LocalNetworkConfig.with_providers(1, debit_note_interval_sec=3600)
 
 
 class Client:
-    """A bare HTTP client of one node: each call returns (status, decoded JSON body or None)."""
+    """A bare HTTP client of one node (a session on its URL): each call returns (status, JSON body or None)."""
 
     def __init__(self, session: aiohttp.ClientSession, node: LocalNode) -> None:
         self.session = session
@@ -33,7 +33,7 @@ class Client:
         kwargs: dict[str, Any] = {"params": {k: str(v) for k, v in params.items()}}
         if body is not None:
             kwargs["json"] = body
-        async with self.session.request(method, self.node.url + path, **kwargs) as response:
+        async with self.session.request(method, path, **kwargs) as response:
             text = await response.text()
             return response.status, (await response.json(content_type=None)) if text else None
 
@@ -87,23 +87,25 @@ class Client:
         return str(agreement_id)
 
 
-async def running_client(config: LocalNetworkConfig) -> AsyncIterator[Client]:
-    async with LocalNode(config) as node:
-        headers = {"Authorization": f"Bearer {node.app_key}"}
-        async with aiohttp.ClientSession(headers=headers) as session:
-            yield Client(session, node)
+@pytest.fixture
+async def local_node() -> AsyncIterator[LocalNode]:
+    """Overrides the conftest's node (and so its ``http`` session): one provider that bills hourly."""
+    async with LocalNode(NETWORK) as node:
+        yield node
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[Client]:
-    async for each in running_client(NETWORK):
-        yield each
+def client(local_node: LocalNode, http: aiohttp.ClientSession) -> Client:
+    return Client(http, local_node)
 
 
 @pytest.fixture
 async def poor_client() -> AsyncIterator[Client]:
-    async for each in running_client(LocalNetworkConfig(providers=(), requestor_balance=Decimal(10))):
-        yield each
+    """A node without providers whose requestor holds 10 GLM."""
+    async with LocalNode(LocalNetworkConfig(providers=(), requestor_balance=Decimal(10))) as node:
+        headers = {"Authorization": f"Bearer {node.app_key}"}
+        async with aiohttp.ClientSession(base_url=node.url, headers=headers) as session:
+            yield Client(session, node)
 
 
 async def test_allocation_is_created_read_listed_and_released(client: Client) -> None:

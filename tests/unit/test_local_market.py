@@ -404,6 +404,29 @@ async def test_the_provider_refuses_a_payment_platform_it_is_not_paid_on(provide
     assert "erc20-polygon-glm" in rejection.reason["message"]
 
 
+async def test_the_provider_ends_an_agreement_once_its_demand_expires(provider: LocalProvider) -> None:
+    market = provider.market
+    billing = provider.billing
+    assert isinstance(billing, RecordingBilling)
+    watcher = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
+    await proposals(market, watcher, timeout=5)
+    soon = {"golem.srv.comp.expiration": market.now_ms() + 1000}
+    demand_id = market.subscribe_demand(REQUESTOR, demand_properties(extra=soon), DEMAND_CONSTRAINTS)
+    await counter_initial(market, demand_id, soon)
+    (draft,) = await proposals(market, demand_id, timeout=5)
+    agreement_id = market.create_agreement(REQUESTOR, draft.proposal_id, later())
+    market.confirm(agreement_id)
+    await market.wait_for_approval(agreement_id, timeout=5)
+    (approved,) = await market.agreement_events(REQUESTOR, after=None, timeout=0, max_events=10)
+
+    (ended,) = await market.agreement_events(REQUESTOR, after=approved.event_date, timeout=5, max_events=10)
+    assert (ended.event_type, ended.terminator) == ("AgreementTerminatedEvent", "Provider")
+    assert ended.reason is not None
+    assert "expired" in ended.reason["message"]
+    assert [p.state for p in await proposals(market, watcher, timeout=5)] == [ProposalState.INITIAL]
+    assert billing.ended == [(agreement_id, provider.node_id)]
+
+
 # -- configuration and identities -----------------------------------------------------------------------------
 
 
@@ -421,6 +444,8 @@ def test_with_providers_sets_network_and_provider_fields() -> None:
     assert (config.requestor_balance, config.subnet) == (Decimal(5), "dev")
     with pytest.raises(ConfigurationError, match="cpu_thread"):
         LocalNetworkConfig.with_providers(1, cpu_thread=8)
+    with pytest.raises(ConfigurationError, match="no provider is on subnet 'dev'"):
+        LocalNetworkConfig(subnet="dev")
 
 
 @pytest.mark.parametrize(
