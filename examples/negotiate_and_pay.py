@@ -16,7 +16,7 @@ from decimal import Decimal
 from rich.console import Console
 from rich.table import Table
 
-from golem_api import Golem, GolemError, InvoiceAccepted, LocalNetworkConfig, VmPayload
+from golem_api import Event, Golem, GolemError, InvoiceAccepted, LocalNetworkConfig, VmPayload
 
 
 async def main(providers: int, hold: float, budget: Decimal) -> None:
@@ -24,7 +24,12 @@ async def main(providers: int, hold: float, budget: Decimal) -> None:
     paid: dict[str, Decimal] = {}
     network = LocalNetworkConfig.with_providers(providers, debit_note_interval_sec=1)
     async with Golem(budget=budget, local_network=network) as golem:
-        golem.bus.subscribe(lambda e: paid.__setitem__(e.provider_name, e.amount), InvoiceAccepted)  # type: ignore[attr-defined]
+
+        def record(event: Event) -> None:
+            if isinstance(event, InvoiceAccepted):
+                paid[event.provider_name] = event.amount
+
+        golem.bus.subscribe(record, InvoiceAccepted)
         demand = await golem.create_demand(VmPayload(min_mem_gib=0.5, min_storage_gib=2.0))
         agreements = [await demand.agreement(timeout=20) for _ in range(providers)]
         table = Table(title="Agreements")
@@ -46,10 +51,10 @@ async def main(providers: int, hold: float, budget: Decimal) -> None:
     bill.add_column("provider")
     bill.add_column("invoice", justify="right")
     for name, amount in sorted(paid.items()):
-        bill.add_row(name, str(amount))
-    bill.add_row("[bold]total", f"[bold]{golem.spent}")
+        bill.add_row(name, f"{amount:.8f}")
+    bill.add_row("[bold]total", f"[bold]{golem.spent:.8f}")
     console.print(bill)
-    console.print(f"Budget {budget}, spent {golem.spent}.")
+    console.print(f"Budget {budget}, spent {golem.spent} (exact).")
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ class LocalNode:
         except BaseException:
             await self.stop()
             raise
-        _log.info("local Golem node at %s with %d providers", self.url, len(self.providers))
+        _log.debug("local Golem node at %s with %d providers", self.url, len(self.providers))
 
     async def stop(self) -> None:
         """Stop the providers and the activities, then close the server. Calling it twice is harmless."""

@@ -280,7 +280,7 @@ class LocalProvider:
             self.agreement_id = agreement_id
             expiration = agreement.demand.properties.get(EXPIRATION)
             self._agreement_expiration_ms = int(expiration) if isinstance(expiration, (int, float)) else None
-            _log.info("provider %s approved agreement %s", self.name, agreement_id)
+            _log.debug("provider %s approved agreement %s", self.name, agreement_id)
             return
         _log.debug("provider %s rejects agreement %s: %s", self.name, agreement_id, reason)
         self.market.reject_agreement(agreement_id, {"message": reason}, by=self.node_id)
