@@ -40,7 +40,7 @@ from golem_api.events import (
 if TYPE_CHECKING:
     from golem_api.market.agreement import Agreement
     from golem_api.rest.client import RestClient
-    from golem_api.rest.models import Allocation, DebitNote, Invoice, PaymentEvent
+    from golem_api.rest.models import Allocation, PaymentEvent
 
 __all__ = ["PaymentManager"]
 
@@ -177,7 +177,7 @@ class PaymentManager:
             return
         already = self._accepted_debit.get(note.activity_id, Decimal(0))
         charge = note.total_amount_due - already
-        reason = self._refusal(charge, agreement, note)
+        reason = self._refusal(charge)
         if reason:
             await self._refuse(agreement, note.debit_note_id, note.total_amount_due, reason, debit=True)
             return
@@ -196,7 +196,7 @@ class PaymentManager:
             )
         )
 
-    def _refusal(self, charge: Decimal, agreement: Agreement, note: DebitNote | Invoice) -> str:
+    def _refusal(self, charge: Decimal) -> str:
         if charge > self._remaining():
             return f"it would charge {charge} more, but only {self._remaining()} of the budget of {self.budget} is left"
         return ""
@@ -242,7 +242,7 @@ class PaymentManager:
             )
         )
         covered = sum((self._accepted_debit.get(a, Decimal(0)) for a in invoice.activity_ids), start=Decimal(0))
-        reason = self._refusal(max(invoice.amount - covered, Decimal(0)), agreement, invoice)
+        reason = self._refusal(max(invoice.amount - covered, Decimal(0)))
         if reason:
             await self._refuse(agreement, invoice_id, invoice.amount, reason, debit=False)
             return
