@@ -27,7 +27,8 @@ from golem_api.rest.market import MarketApi
 from golem_api.rest.payment import PaymentApi
 from golem_api.rest.routes import ABSENT, ROUTES, Route
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "yagna"
+# The official specs, copied unchanged into the repository (see tests/specs/yagna/SOURCE.md).
+SPECS = Path(__file__).resolve().parents[1] / "specs" / "yagna"
 SPEC_FILES = {Api.MARKET: "market-api.yaml", Api.PAYMENT: "payment-api.yaml", Api.ACTIVITY: "activity-api.yaml"}
 OUTSIDE_THE_SPECS = {Route(Api.ROOT, "GET", "/me")}
 
@@ -35,7 +36,7 @@ OUTSIDE_THE_SPECS = {Route(Api.ROOT, "GET", "/me")}
 @cache
 def load(name: str) -> dict[str, Any]:
     path = SPECS / name
-    assert path.is_file(), f"the official specs are expected in {SPECS} (shared/ beside the repository)"
+    assert path.is_file(), f"the official specs are expected in {SPECS} (copied from ya-client, see SOURCE.md there)"
     data: dict[str, Any] = yaml.safe_load(path.read_text())
     return data
 
