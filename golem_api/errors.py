@@ -20,7 +20,10 @@ The tree::
     │   ├── InsufficientFundsError  the budget is larger than the account holds
     │   └── BudgetExceededError     paying a document would go over the budget
     ├── ActivityError               running commands on a provider
+    │   ├── CommandExecutionError   a command of a script failed (command, index, message, stdout, stderr)
+    │   └── BatchTimeoutError       a script did not finish within its timeout
     └── LocalNodeError              the embedded local network could not start or run
+        └── SandboxUnavailableError the local runtime's sandbox (bubblewrap) is missing or does not work
 
 Messages say what happened, show the offending value and, where there is one, what to do about it.
 Context travels as attributes (``status``, ``path``, ``position``, …) so that code can act on it.
@@ -34,7 +37,9 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchTimeoutError",
     "BudgetExceededError",
+    "CommandExecutionError",
     "ConfigurationError",
     "ConflictError",
     "ConstraintSyntaxError",
@@ -47,6 +52,7 @@ __all__ = [
     "NotFoundError",
     "PaymentError",
     "RequestTimeoutError",
+    "SandboxUnavailableError",
     "ServerError",
 ]
 
@@ -162,5 +168,47 @@ class ActivityError(GolemError):
     """Something went wrong while running commands on a provider."""
 
 
+class CommandExecutionError(ActivityError):
+    """A command of a script failed on the provider.
+
+    Raised inside a service handler at the ``yield`` of the script, and by awaiting the failed command's
+    result (or the result of a command that did not run because an earlier one failed).
+    """
+
+    def __init__(
+        self,
+        command: str,
+        message: str,
+        *,
+        index: int,
+        stdout: str | None = None,
+        stderr: str | None = None,
+        activity_id: str | None = None,
+    ) -> None:
+        self.command = command
+        self.index = index
+        self.message = message
+        self.stdout = stdout
+        self.stderr = stderr
+        self.activity_id = activity_id
+        text = f"command #{index} {command} failed: {message}"
+        if stderr:
+            text += f"\nstderr: {stderr.rstrip()[-2000:]}"
+        super().__init__(text)
+
+
+class BatchTimeoutError(ActivityError):
+    """A script did not finish within its timeout; its unfinished commands were not waited for."""
+
+    def __init__(self, message: str, *, batch_id: str | None = None, timeout: float | None = None) -> None:
+        self.batch_id = batch_id
+        self.timeout = timeout
+        super().__init__(message)
+
+
 class LocalNodeError(GolemError):
     """The embedded local Golem network could not start or failed while running."""
+
+
+class SandboxUnavailableError(LocalNodeError):
+    """The local ``vm`` runtime cannot sandbox commands: bubblewrap is missing or refuses to run here."""

@@ -28,9 +28,12 @@ __all__ = [
     "AgreementTerminated",
     "AllocationCreated",
     "AllocationReleased",
+    "CommandExecuted",
+    "CommandOutput",
     "DebitNoteAccepted",
     "DebitNoteRejected",
     "DemandSubscribed",
+    "DocumentRefused",
     "Event",
     "EventBus",
     "GolemStarted",
@@ -42,6 +45,10 @@ __all__ = [
     "OfferRejected",
     "PaymentFailed",
     "ProposalRejectedByProvider",
+    "ScriptFinished",
+    "ScriptSent",
+    "ServiceRespawned",
+    "ServiceStateChanged",
     "Subscription",
     "UnpaidAgreementsWarning",
 ]
@@ -184,6 +191,76 @@ class ActivityDestroyed(Event):
     provider_name: str
 
 
+@frozen
+class ScriptSent(Event):
+    """A script (batch of commands) was sent to an activity."""
+
+    activity_id: str
+    batch_id: str
+    commands: tuple[str, ...]
+    provider_name: str
+
+
+@frozen
+class CommandExecuted(Event):
+    """A command of a script finished on the provider; ``success`` says how."""
+
+    activity_id: str
+    batch_id: str
+    index: int
+    command: str
+    success: bool
+    message: str | None
+    provider_name: str
+
+
+@frozen
+class CommandOutput(Event):
+    """A piece of a running command's output (``stream`` is ``"stdout"`` or ``"stderr"``), as it arrived."""
+
+    activity_id: str
+    batch_id: str
+    index: int
+    stream: str
+    text: str
+    provider_name: str
+
+
+@frozen
+class ScriptFinished(Event):
+    """Every result of a script is in (``success`` False when a command failed or it timed out)."""
+
+    activity_id: str
+    batch_id: str
+    success: bool
+    provider_name: str
+
+
+# --- services -----------------------------------------------------------------------------------
+
+
+@frozen
+class ServiceStateChanged(Event):
+    """A service instance moved from state ``old`` to ``new`` (names of :class:`ServiceState` states)."""
+
+    service: str
+    instance: str
+    old: str
+    new: str
+    provider_name: str | None
+    reason: str | None = None
+
+
+@frozen
+class ServiceRespawned(Event):
+    """A service instance failed to start and is tried again on a new agreement."""
+
+    service: str
+    instance: str
+    failed_provider_name: str | None
+    reason: str
+
+
 # --- payment ------------------------------------------------------------------------------------
 
 
@@ -223,6 +300,23 @@ class DebitNoteRejected(Event):
     agreement_id: str
     provider_name: str
     amount: Decimal
+    reason: str
+
+
+@frozen
+class DocumentRefused(Event):
+    """A debit note or invoice asked for more than the agreed prices and the reported usage allow.
+
+    It was not accepted, and the agreement was terminated; nothing more is paid to that provider.
+    ``kind`` is ``"debit note"`` or ``"invoice"``; ``allowed`` is the most the requestor would pay.
+    """
+
+    kind: str
+    document_id: str
+    agreement_id: str
+    provider_name: str
+    amount: Decimal
+    allowed: Decimal
     reason: str
 
 

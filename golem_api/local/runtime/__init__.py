@@ -1,0 +1,1 @@
+"""Local runtimes: what runs an activity's commands on a local provider."""
