@@ -7,8 +7,10 @@ entered on one :class:`contextlib.AsyncExitStack` and unwound in reverse order o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -32,10 +34,14 @@ from golem_api.payload import Payload
 from golem_api.payment.manager import PaymentManager
 from golem_api.rest.client import RestClient
 from golem_api.rest.config import ApiConfig
+from golem_api.services.arguments import check_service_class, plan_instances, resolve_payload
+from golem_api.services.cluster import Cluster, ServiceT
+from golem_api.services.runner import InstanceSettings
 from golem_api.summary import SummaryLogger
 from golem_api.timestamps import utc_now
 
 if TYPE_CHECKING:
+    from golem_api.activity.storage import GsbStorage
     from golem_api.local.config import LocalNetworkConfig
     from golem_api.local.node import LocalNode
 
@@ -51,6 +57,18 @@ def payment_platform(driver: str, network: str) -> str:
     """The platform name for a driver and network: ``erc20-holesky-tglm``, ``erc20-polygon-glm``, …"""
     token = "glm" if network in _MAINNETS else "tglm"
     return f"{driver}-{network}-{token}"
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A positive (or, with ``allow_zero``, non-negative) finite number of seconds, or ``ConfigurationError``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value < float("inf") if allow_zero else 0 < value < float("inf"))
+    ):
+        kind = "zero or more" if allow_zero else "more than zero"
+        raise ConfigurationError(f"{name} must be a number of seconds, {kind}, got {value!r}")
+    return float(value)
 
 
 def _budget(value: object) -> Decimal:
@@ -73,7 +91,10 @@ class Golem:
     ``YAGNA_API_URL``). ``strategy`` scores offers (default :class:`LeastExpensiveLinearPayu`);
     ``local_network`` configures the embedded network when it is used; ``invoice_timeout`` bounds the
     wait for invoices on exit; ``event_consumer`` replaces the default summary log (``None`` for none).
-    Create it anywhere, even outside a running loop: nothing touches the loop before ``async with``.
+    ``health_check_interval`` is how often (seconds) each service instance's activity is checked for life
+    (``run_service`` may override it); ``shutdown_timeout`` bounds each instance's ``shutdown`` handler when
+    a cluster stops. Create it anywhere, even outside a running loop: nothing touches the loop before
+    ``async with``.
     """
 
     def __init__(
@@ -89,6 +110,8 @@ class Golem:
         local_network: LocalNetworkConfig | None = None,
         invoice_timeout: float = 30.0,
         event_consumer: Consumer | str | None = "default",
+        health_check_interval: float = 5.0,
+        shutdown_timeout: float = 15.0,
     ) -> None:
         self.budget = _budget(budget)
         for name, value in (
@@ -100,6 +123,8 @@ class Golem:
                 raise ConfigurationError(f"{name} must be a plain non-empty name, got {value!r}")
         if invoice_timeout < 0:
             raise ConfigurationError(f"invoice_timeout must not be negative, got {invoice_timeout!r}")
+        self.health_check_interval = _seconds("health_check_interval", health_check_interval)
+        self.shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
         self.subnet_tag = subnet_tag
         self.payment_driver = payment_driver
         self.payment_network = payment_network
@@ -124,6 +149,8 @@ class Golem:
         self._rest: RestClient | None = None
         self._payments: PaymentManager | None = None
         self._demands: list[Demand] = []
+        self._storage: GsbStorage | None = None
+        self.clusters: list[Cluster[Any]] = []
 
     def __repr__(self) -> str:
         where = "local network" if self.local_node else (self._api_url or "yagna")
@@ -151,10 +178,14 @@ class Golem:
             config, local = await self._connect(stack)
             self._rest = await stack.enter_async_context(RestClient(config))
             identity = await self._rest.identity()
+            from golem_api.activity.storage import GsbStorage
+
+            self._storage = await stack.enter_async_context(GsbStorage(self._rest))
             self._payments = PaymentManager(self._rest, self.bus, budget=self.budget, platform=self.payment_platform)
             await self._payments.start()
             stack.push_async_callback(self._payments.stop)
             stack.push_async_callback(self._settle)
+            stack.push_async_callback(self._stop_clusters)
             self.bus.emit(GolemStarted(api_url=config.root_url, identity=identity.identity, local=local))
         except BaseException:
             self._stack = None
@@ -191,6 +222,14 @@ class Golem:
             await stack.aclose()
         finally:
             self.bus.emit(GolemStopped())
+
+    async def _stop_clusters(self) -> None:
+        """Stop every cluster (each instance's shutdown is bounded) before payments are settled."""
+        clusters, self.clusters = self.clusters, []
+        results = await asyncio.gather(*(cluster.stop() for cluster in clusters), return_exceptions=True)
+        for cluster, result in zip(clusters, results, strict=True):
+            if isinstance(result, BaseException):
+                _log.error("stopping %r failed: %r", cluster, result)
 
     async def _settle(self) -> None:
         for demand in self._demands:
@@ -265,6 +304,61 @@ class Golem:
         await demand.start()
         self._demands.append(demand)
         return demand
+
+    async def run_service(
+        self,
+        service_class: type[ServiceT],
+        num_instances: int | None = None,
+        instance_params: Iterable[Mapping[str, Any]] | None = None,
+        payload: Payload | None = None,
+        expiration: datetime | None = None,
+        *,
+        stream_output: bool = False,
+        health_check_interval: float | None = None,
+        respawn_unstarted_instances: bool = True,
+        start_attempts: int = 3,
+        agreement_timeout: float = 300.0,
+    ) -> Cluster[ServiceT]:
+        """Run instances of ``service_class`` (a :class:`~golem_api.services.service.Service` subclass).
+
+        yapapi's rules: each dict of ``instance_params`` becomes ``service_class(**params)``; ``num_instances``
+        takes precedence (``ValueError`` when ``instance_params`` runs out first); omitting both runs one
+        instance. The payload is ``payload`` or ``await service_class.get_payload()``. Returns the
+        :class:`Cluster` at once; instances get agreements and start in the background.
+
+        ``stream_output`` streams commands' output to the event bus as it comes; ``health_check_interval``
+        (default: the one given to ``Golem``) is how often each activity is checked for life; an instance whose
+        ``start`` fails is respawned on another provider up to ``start_attempts`` tries in all (once only
+        with ``respawn_unstarted_instances=False``); an instance gives up waiting for an agreement after
+        ``agreement_timeout`` s. Handlers that are not asynchronous generators raise ``TypeError``; other bad
+        arguments raise ``ConfigurationError`` naming them.
+        """
+        self._require_started()
+        assert self._storage is not None
+        service_class = check_service_class(service_class)  # type: ignore[assignment]
+        planned = plan_instances(service_class, num_instances, instance_params)
+        if isinstance(start_attempts, bool) or not isinstance(start_attempts, int) or start_attempts < 1:
+            raise ConfigurationError(f"start_attempts must be a whole number, 1 or more, got {start_attempts!r}")
+        settings = InstanceSettings(
+            stream_output=bool(stream_output),
+            health_check_interval=self.health_check_interval
+            if health_check_interval is None
+            else _seconds("health_check_interval", health_check_interval),
+            start_attempts=start_attempts if respawn_unstarted_instances else 1,
+            agreement_timeout=_seconds("agreement_timeout", agreement_timeout),
+            shutdown_timeout=self.shutdown_timeout,
+        )
+        resolved = await resolve_payload(service_class, payload)
+        demand = await self.create_demand(resolved, expiration=expiration)
+        cluster = Cluster(service_class, demand=demand, storage=self._storage, bus=self.bus, settings=settings)
+        self.clusters.append(cluster)
+        try:
+            cluster.spawn_planned(planned)
+        except BaseException:
+            self.clusters.remove(cluster)
+            await cluster.stop()
+            raise
+        return cluster
 
     def _adopt(self, agreement: Agreement) -> None:
         assert self._payments is not None

@@ -11,11 +11,14 @@ from golem_api.events import (
     AgreementConfirmed,
     AgreementRejected,
     DebitNoteRejected,
+    DocumentRefused,
     Event,
     GolemStopped,
     InvoiceAccepted,
     NoOffersWarning,
     PaymentFailed,
+    ServiceRespawned,
+    ServiceStateChanged,
     UnpaidAgreementsWarning,
 )
 
@@ -59,6 +62,19 @@ class SummaryLogger:
             _log.info("Accepted invoice from '%s', amount: %s", event.provider_name, event.amount)
         elif isinstance(event, DebitNoteRejected | PaymentFailed):
             _log.warning("Refused to pay '%s': %s", event.provider_name, event.reason)
+        elif isinstance(event, DocumentRefused):
+            _log.warning(
+                "Refused %s from '%s', amount: %s, allowed at most: %s: %s",
+                event.kind,
+                event.provider_name,
+                event.amount,
+                event.allowed,
+                event.reason,
+            )
+        elif isinstance(event, ServiceStateChanged):
+            self._service_line(event)
+        elif isinstance(event, ServiceRespawned):
+            _log.warning("Service '%s' is started again on another provider: %s", event.instance, event.reason)
         elif isinstance(event, NoOffersWarning):
             _log.warning("No offers after %.0f s for constraints %s", event.waited, event.constraints)
         elif isinstance(event, UnpaidAgreementsWarning):
@@ -78,3 +94,10 @@ class SummaryLogger:
                     totals.paid,
                 )
             _log.info("Total cost: %s", self.total_paid)
+
+    @staticmethod
+    def _service_line(event: ServiceStateChanged) -> None:
+        where = f" on '{event.provider_name}'" if event.provider_name else ""
+        why = f" ({event.reason})" if event.reason else ""
+        level = logging.WARNING if event.new == "unresponsive" else logging.INFO
+        _log.log(level, "Service '%s'%s: %s -> %s%s", event.instance, where, event.old, event.new, why)

@@ -1,9 +1,12 @@
-"""An activity: a run of the provider's runtime under an agreement."""
+"""An activity: a run of the provider's runtime under an agreement, and the batches of commands sent to it."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from golem_api.errors import GoneError, NotFoundError
 from golem_api.events import ActivityCreated, ActivityDestroyed, EventBus
@@ -11,7 +14,7 @@ from golem_api.events import ActivityCreated, ActivityDestroyed, EventBus
 if TYPE_CHECKING:
     from golem_api.market.agreement import Agreement
     from golem_api.rest.client import RestClient
-    from golem_api.rest.models import ActivityState
+    from golem_api.rest.models import ActivityState, ActivityUsage, ExeScriptCommandResult, RuntimeEvent
 
 __all__ = ["Activity"]
 
@@ -52,6 +55,37 @@ class Activity:
     async def state(self) -> ActivityState:
         """The activity's state as the provider reports it."""
         return await self._rest.activity.get_state(self.activity_id)
+
+    async def usage(self) -> ActivityUsage:
+        """The activity's usage counters as the provider reports them."""
+        return await self._rest.activity.get_usage(self.activity_id)
+
+    async def exec(self, commands: list[dict[str, Any]]) -> str:
+        """Send a batch of ExeScript commands (``[{"deploy": {}}, {"start": {}}, …]``); returns the batch id.
+
+        Most code builds a :class:`~golem_api.activity.script.Script` and runs it with
+        :meth:`WorkContext.run_script <golem_api.activity.work_context.WorkContext.run_script>` instead.
+        """
+        return await self._rest.activity.exec(self.activity_id, json.dumps(commands))
+
+    async def results(
+        self, batch_id: str, command_index: int | None = None, timeout: float | None = None
+    ) -> list[ExeScriptCommandResult]:
+        """The batch's finished commands; with ``timeout``, waits for ``command_index`` (or the whole batch).
+
+        ``RequestTimeoutError`` when ``command_index`` did not finish within ``timeout`` s.
+        """
+        return await self._rest.activity.get_exec_batch_results(
+            self.activity_id, batch_id, command_index=command_index, timeout=timeout
+        )
+
+    def stream(self, batch_id: str) -> AbstractAsyncContextManager[AsyncIterator[RuntimeEvent]]:
+        """The batch's runtime events as they happen: ``async with activity.stream(b) as events: async for …``.
+
+        Only events after the stream opens arrive, and the stream does not end with the batch: stop reading
+        when what you wait for has come.
+        """
+        return self._rest.activity.stream_exec_batch_results(self.activity_id, batch_id)
 
     async def destroy(self) -> None:
         """End the activity; the provider sends its last debit note."""

@@ -1,18 +1,35 @@
-"""The exe-unit side of activities on the local network: create, meter, bill, destroy.
+"""The exe-unit side of activities on the local network: create, run ExeScript, meter, bill, destroy.
 
-Each activity is supervised by an :class:`Activity` with an explicit lifecycle::
+Each activity is supervised by an :class:`Activity` with an explicit lifecycle, as the daemon's exe-unit::
 
-    New --create--> Initialized --deploy--> Deployed --start--> Ready      (deploy/start: a later issue)
-       any live state --destroy--> Terminated        any live state --fail--> Unresponsive
+    New --create--> Initialized --deploy--> Deployed --start--> Ready
+       any live state --destroy / terminate--> Terminated
+       any live state --the runtime ended by itself--> Unresponsive --destroy--> Terminated
 
-While it lives, an owned metering task wakes every ``debit-note interval`` seconds of its agreement and
-has the provider issue a debit note for the cumulative cost of the usage so far: the agreement's linear
-price model applied to ``golem.usage.duration_sec`` (seconds since creation) and ``golem.usage.cpu_sec``
-(what the :class:`Runtime` reports; the idle runtime reports 0.0), times the provider's ``overcharge``.
-Destroying an activity cancels and awaits that task and issues a last debit note. When the agreement
-ends (:meth:`ActivityHub.agreement_ended`, the provider's ``Billing`` hook) its live activities are
-destroyed and the provider invoices the sum of their final amounts, also when that sum is zero, so
-that the requestor always sees every agreement settled.
+While a ``deploy`` or ``start`` runs, the state shows the pending transition (``[Initialized, Deployed]``,
+``[Deployed, Ready]``); while a ``run`` or ``transfer`` runs, ``[Ready, Ready]``.
+
+**Commands.** ``POST /exec`` hands the activity a parsed batch (:mod:`golem_api.local.exescript`); an owned
+worker task runs the activity's batches one after another, the commands of each in order, on the activity's
+:class:`Runtime` (one per activity, made by the hub's ``runtime_factory``). A command in the wrong state
+fails with an Error result that names the state and what to send first; any failure stops its batch
+(:mod:`golem_api.local.batch`). ``terminate`` ends the activity like a destroy; ``sign`` is answered with an
+Error result, as the local node has no key to sign with. ``transfer`` goes through
+:class:`~golem_api.local.transfer.FileTransfer`.
+
+**Unresponsive.** After ``start`` an owned watcher task awaits ``runtime.wait_ended()``; when it returns
+(the sandbox was killed from outside, it crashed) the activity becomes ``Unresponsive`` with the reason as
+``errorMessage``, the running command ends with an Error result, queued batches fail, and metering stops
+with a last debit note.
+
+**Metering.** While it lives, an owned metering task wakes every ``debit-note interval`` seconds of its
+agreement and has the provider issue a debit note for the cumulative cost of the usage so far: the
+agreement's linear price model applied to ``golem.usage.duration_sec`` (seconds since creation) and
+``golem.usage.cpu_sec`` (``runtime.cpu_seconds()``), times the provider's ``overcharge``. Ending an activity
+cancels and awaits its tasks, stops its runtime and issues a last debit note. When the agreement ends
+(:meth:`ActivityHub.agreement_ended`, the provider's ``Billing`` hook) its live activities are destroyed and
+the provider invoices the sum of their final amounts, also when that sum is zero, so that the requestor
+always sees every agreement settled.
 
 Time comes from a :class:`TimeSource`; :class:`ManualTime` lets tests move it by hand instead of sleeping.
 """
@@ -20,21 +37,42 @@ Time comes from a :class:`TimeSource`; :class:`ManualTime` lets tests move it by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from enum import Enum
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
-from golem_api.errors import MarketError
+from golem_api.errors import GolemError, MarketError
+from golem_api.local.batch import Batch, Outcome, run_batch
 from golem_api.local.config import ProviderSpec
+from golem_api.local.exescript import (
+    Command,
+    DeployCommand,
+    OutputCapture,
+    RunCommand,
+    SignCommand,
+    StartCommand,
+    TerminateCommand,
+    TransferCommand,
+)
 from golem_api.local.http import HttpError
 from golem_api.local.ledger import Ledger
 from golem_api.local.market_model import Agreement, AgreementState, LocalMarketError
+from golem_api.local.runtime.base import (
+    Deployment,
+    DeploySettings,
+    OfferTemplate,
+    OutputSink,
+    RunProcess,
+    Runtime,
+    RuntimeFailure,
+)
+from golem_api.local.transfer import FileTransfer
 from golem_api.market.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 
 __all__ = [
@@ -49,7 +87,9 @@ __all__ = [
     "LoopTime",
     "ManualTime",
     "Runtime",
+    "RuntimeFactory",
     "TimeSource",
+    "UnavailableRuntime",
 ]
 
 DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
@@ -60,6 +100,7 @@ DEFAULT_DEBIT_NOTE_INTERVAL = 120.0
 _log = logging.getLogger(__name__)
 
 _WEI = Decimal("1e-18")  # amounts are kept to the token's 18 decimals
+_TASK_END_TIMEOUT = 10.0  # seconds a cancelled task of an activity gets to end (a command being killed)
 
 
 class ActivityState(Enum):
@@ -82,6 +123,51 @@ _TRANSITIONS: dict[str, tuple[frozenset[ActivityState], ActivityState]] = {
     "fail": (_LIVE, ActivityState.UNRESPONSIVE),
     "destroy": (_LIVE | {ActivityState.NEW, ActivityState.UNRESPONSIVE}, ActivityState.TERMINATED),
 }
+# stateful command -> (the state it needs, the state it leads to)
+_COMMAND_STATES: dict[str, tuple[ActivityState, ActivityState]] = {
+    "deploy": (ActivityState.INITIALIZED, ActivityState.DEPLOYED),
+    "start": (ActivityState.DEPLOYED, ActivityState.READY),
+    "run": (ActivityState.READY, ActivityState.READY),
+    "transfer": (ActivityState.READY, ActivityState.READY),
+}
+
+
+def _wrong_state(state: ActivityState, command: str) -> str:
+    """Why ``command`` cannot run in ``state``, and what to send instead."""
+    now = f"the activity is {state.value}"
+    if state not in _LIVE:
+        return f"{now}; it runs no more commands: create a new activity"
+    if command == "deploy":
+        return f"{now}; deploy runs once, on an Initialized activity"
+    if command == "start":
+        if state is ActivityState.INITIALIZED:
+            return f"{now}; send deploy before start"
+        return f"{now}; start runs once, after deploy"
+    if state is ActivityState.INITIALIZED:
+        return f"{now}; send deploy and start before {command}"
+    return f"{now}; send start before {command}"
+
+
+def _exit_message(code: int) -> str | None:
+    if code == 0:
+        return None
+    if code < 0:
+        return f"ExeScript command was killed by signal {-code}"
+    return f"ExeScript command exited with code {code}"
+
+
+async def _end_tasks(tasks: Sequence[asyncio.Task[Any]], what: str) -> None:
+    """Cancel ``tasks`` and wait (bounded) until they have ended."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=_TASK_END_TIMEOUT)
+    for task in pending:
+        _log.error("%s: task %s did not end within %s s of being cancelled", what, task.get_name(), _TASK_END_TIMEOUT)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            _log.error("%s: task %s failed", what, task.get_name(), exc_info=task.exception())
 
 
 class TimeSource(Protocol):
@@ -137,27 +223,63 @@ class ManualTime:
                 waiter.set_result(None)
 
 
-class Runtime(Protocol):
-    """What runs an activity's payload (deploy, start, commands: a later issue) and meters its CPU time."""
+class IdleRuntime:
+    """A runtime that runs nothing and uses no CPU: deploy and start succeed, commands fail.
 
-    def cpu_seconds(self) -> float:
-        """CPU seconds the payload has used so far."""
-        ...
+    The default of an :class:`ActivityHub` built without a ``runtime_factory`` (metering and billing tests).
+    """
+
+    async def deploy(self, settings: DeploySettings) -> Deployment:
+        """An empty deployment: no volumes."""
+        return Deployment(start_mode="empty", volumes=())
+
+    async def start(self, args: Sequence[str]) -> None:
+        """Nothing to start."""
+
+    async def run_command(self, process: RunProcess, sink: OutputSink) -> int:
+        """Refuse: there is nothing to run commands in."""
+        raise RuntimeFailure(
+            f"this activity's runtime runs no commands ({process.entry_point} was asked for): "
+            "the local node was built without a runtime for its activities"
+        )
 
     async def stop(self) -> None:
-        """Stop the payload and free what it holds."""
-        ...
-
-
-class IdleRuntime:
-    """A runtime that runs nothing and uses no CPU: the stand-in until real runtimes plug in."""
+        """Nothing to stop."""
 
     def cpu_seconds(self) -> float:
         """Always 0.0."""
         return 0.0
 
-    async def stop(self) -> None:
-        """Nothing to stop."""
+    def container_path(self, path: str) -> Path:
+        """Refuse: there are no volumes."""
+        raise RuntimeFailure(f"{path} is not in a volume: this activity's runtime has no volumes")
+
+    async def wait_ended(self) -> str:
+        """Never returns: nothing runs, so nothing ends by itself."""
+        await asyncio.get_running_loop().create_future()
+        return "unreachable"  # pragma: no cover
+
+    def offer(self) -> OfferTemplate:
+        """Nothing to add to offers."""
+        return OfferTemplate()
+
+    async def self_test(self) -> None:
+        """Always works."""
+
+
+class UnavailableRuntime(IdleRuntime):
+    """The runtime of an activity whose payload cannot run (say, an unknown image): ``deploy`` fails with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def deploy(self, settings: DeploySettings) -> Deployment:
+        """Fail with the reason."""
+        raise RuntimeFailure(self.reason)
+
+
+RuntimeFactory = Callable[[Agreement, str], Runtime]
+"""Makes the runtime of a new activity from its agreement and its activity id."""
 
 
 class AgreementLookup(Protocol):
@@ -184,7 +306,7 @@ def _payee(agreement: Agreement, platform: str) -> str:
 
 
 class Activity:
-    """The supervisor of one activity: its state, its usage, its debit notes and its metering task."""
+    """The supervisor of one activity: its state, its batches, its usage, its debit notes and its tasks."""
 
     def __init__(
         self,
@@ -195,8 +317,10 @@ class Activity:
         overcharge: Decimal,
         runtime: Runtime,
         time_source: TimeSource,
+        activity_id: str | None = None,
+        transfers: FileTransfer | None = None,
     ) -> None:
-        self.activity_id = secrets.token_hex(16)
+        self.activity_id = activity_id if activity_id is not None else secrets.token_hex(16)
         self.agreement_id = agreement.agreement_id
         self.provider_id = agreement.provider_id
         self.payee_addr = _payee(agreement, ledger.platform)
@@ -204,16 +328,28 @@ class Activity:
         self.pricing = pricing
         self.overcharge = overcharge
         self.runtime = runtime
+        self.transfers = transfers
         self.state = ActivityState.NEW
+        self.next_state: ActivityState | None = None
         self.reason: str | None = None
         self.error_message: str | None = None
         self.final_usage: list[float] | None = None
         self.last_amount = Decimal(0)
+        self.deployment: Deployment | None = None
+        self.batches: dict[str, Batch] = {}
         self._ledger = ledger
         self._time = time_source
         self._created = time_source.monotonic()
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue()
+        self._current: Batch | None = None
         self._meter: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._shutting_down = False
         self._stopped = asyncio.Event()  # set once the last debit note (if any) is out and usage is frozen
+
+    def __repr__(self) -> str:
+        return f"<Activity {self.activity_id} {self.state.value} of agreement {self.agreement_id}>"
 
     @property
     def live(self) -> bool:
@@ -225,9 +361,12 @@ class Activity:
         if self.state not in sources:
             raise HttpError(409, f"activity {self.activity_id} is {self.state.value}; cannot {action} it")
         self.state = target
+        self.next_state = None
+
+    # -- usage and billing --------------------------------------------------------------------------------
 
     def usage(self) -> list[float]:
-        """The usage counters in the agreement's order (frozen once the activity is terminated)."""
+        """The usage counters in the agreement's order (frozen once the activity has stopped)."""
         if self.final_usage is not None:
             return list(self.final_usage)
         counters = {
@@ -253,10 +392,13 @@ class Activity:
             usage_counter_vector=usage,
         )
 
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
     def start(self) -> None:
-        """``New → Initialized``, and start metering."""
+        """``New → Initialized``; start metering and the worker that runs batches."""
         self._transition("create")
         self._meter = asyncio.create_task(self._metering(), name=f"metering of activity {self.activity_id}")
+        self._worker = asyncio.create_task(self._work(), name=f"batches of activity {self.activity_id}")
 
     async def _metering(self) -> None:
         # Deadlines count from the creation, so that a late start or a slow bill never shifts them;
@@ -270,13 +412,25 @@ class Activity:
         except Exception:
             _log.exception("activity %s: metering failed; no more periodic debit notes", self.activity_id)
 
-    async def _stop(self, reason: str, *, bill: bool) -> None:
+    async def _watch_runtime(self) -> None:
         try:
-            meter, self._meter = self._meter, None
-            if meter is not None:
-                meter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await meter
+            reason = await self.runtime.wait_ended()
+        except Exception as exc:  # a broken watch is as good as an ended runtime: the commands cannot be trusted
+            reason = f"the runtime could not be watched: {exc}"
+        if self.live:
+            _log.warning("activity %s: the runtime ended by itself: %s", self.activity_id, reason)
+            await self.fail(reason)
+
+    async def _shutdown(self, reason: str, *, bill: bool) -> None:
+        """Cancel and await the activity's tasks, fail its batches, stop the runtime, bill; once."""
+        if self._shutting_down:
+            await self._stopped.wait()
+            return
+        self._shutting_down = True
+        try:
+            current = asyncio.current_task()
+            tasks = [t for t in (self._meter, self._watcher, self._worker) if t is not None and t is not current]
+            await _end_tasks(tasks, f"activity {self.activity_id}")
             await self.runtime.stop()
             usage = self.usage()
             if bill:
@@ -284,33 +438,163 @@ class Activity:
             self.final_usage = usage
             self.reason = reason
         finally:
+            # Last, so that whoever sees a batch end here also sees the activity's final state and bill.
+            for batch in list(self.batches.values()):
+                if not (batch is self._current and self._worker is current):  # a terminate finishes its own batch
+                    batch.abort(f"the activity is {self.state.value}: {reason}")
             self._stopped.set()
 
+    async def fail(self, reason: str) -> None:
+        """The runtime ended by itself: ``Unresponsive`` with ``reason``; commands fail, metering stops."""
+        if not self.live:
+            return
+        self._transition("fail")
+        self.error_message = reason
+        await self._shutdown(f"the runtime ended by itself: {reason}", bill=True)
+
     async def destroy(self, reason: str = "destroyed by the requestor") -> None:
-        """Stop metering and the runtime, issue the last debit note, and end ``Terminated``.
+        """Stop the tasks and the runtime, issue the last debit note, and end ``Terminated``.
 
         A second call (say the agreement ends while the requestor destroys) waits for the first to finish,
-        so that whoever invoices afterwards sees the final amount.
+        so that whoever invoices afterwards sees the final amount. An ``Unresponsive`` activity, already
+        stopped and billed, just becomes ``Terminated``.
         """
         if self.state is ActivityState.TERMINATED:
             await self._stopped.wait()
             return
         self._transition("destroy")
-        await self._stop(reason, bill=True)
+        await self._shutdown(reason, bill=True)
 
     async def close(self) -> None:
         """Stop without billing (the node is shutting down)."""
         if self.state is not ActivityState.TERMINATED:
             self._transition("destroy")
-            await self._stop("the local node shut down", bill=False)
-        await self._stopped.wait()
+        await self._shutdown("the local node shut down", bill=False)
+        worker, self._worker = self._worker, None
+        if worker is not None:  # a worker that ran `terminate` ended by itself; collect it
+            await _end_tasks([worker], f"activity {self.activity_id}")
+
+    # -- batches ------------------------------------------------------------------------------------------
+
+    def exec(self, commands: Sequence[Command]) -> Batch:
+        """Queue a batch; it runs after the batches sent before it. 410 when the activity no longer runs."""
+        if not self.live:
+            why = f": {self.error_message}" if self.error_message else ""
+            raise HttpError(
+                410,
+                f"activity {self.activity_id} is {self.state.value}{why}; it runs no more commands: "
+                "create a new activity",
+            )
+        batch = Batch(self.activity_id, commands)
+        self.batches[batch.batch_id] = batch
+        self._queue.put_nowait(batch)
+        return batch
+
+    def batch(self, batch_id: str) -> Batch:
+        """A batch of this activity by id; 404 when unknown."""
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise HttpError(404, f"activity {self.activity_id} has no batch {batch_id}")
+        return batch
+
+    def running_commands(self) -> list[dict[str, Any]]:
+        """``[{"command", "params"?, "batchId"}]`` of the commands running now (empty when idle)."""
+        running = []
+        for batch in self.batches.values():
+            command = batch.running
+            if command is not None:
+                item: dict[str, Any] = {"command": command.state_name, "batchId": batch.batch_id}
+                if command.params is not None:
+                    item["params"] = command.params
+                running.append(item)
+        return running
+
+    async def _work(self) -> None:
+        while self.live:
+            batch = await self._queue.get()
+            self._current = batch
+            try:
+                await run_batch(batch, self._execute)
+            finally:
+                self._current = None
+        while not self._queue.empty():  # after a terminate: batches that were queued behind it
+            self._queue.get_nowait().abort(_wrong_state(self.state, "exec"))
+
+    async def _execute(self, command: Command, batch: Batch) -> Outcome:
+        """Run one command; every failure, including a wrong state, becomes an Error outcome."""
+        if isinstance(command, TerminateCommand):
+            if self.live:
+                self._transition("destroy")
+                await self._shutdown("terminated by the ExeScript terminate command", bill=True)
+            return Outcome()
+        if isinstance(command, SignCommand):
+            return Outcome.error(
+                "sign is not supported by the local node: it has no key to sign batches with; leave it out"
+            )
+        needed, target = _COMMAND_STATES[command.name]
+        if self.state is not needed:
+            return Outcome.error(_wrong_state(self.state, command.name))
+        self.next_state = target
+        try:
+            outcome = await self._run(command, batch)
+        except (RuntimeFailure, GolemError) as exc:
+            outcome = Outcome.error(f"{command.name} failed: {exc}")
+        except Exception as exc:
+            _log.exception("activity %s: %s failed", self.activity_id, command.name)
+            outcome = Outcome.error(f"{command.name} failed: internal error of the local node: {exc!r}")
+        finally:
+            if self.live:
+                self.next_state = None
+        if outcome.ok and self.live:
+            self.state = target
+            if isinstance(command, StartCommand):
+                self._watcher = asyncio.create_task(
+                    self._watch_runtime(), name=f"runtime watch of activity {self.activity_id}"
+                )
+        return outcome
+
+    async def _run(self, command: Command, batch: Batch) -> Outcome:
+        if isinstance(command, DeployCommand):
+            settings = DeploySettings(
+                env=dict(command.env), hostname=command.hostname, volumes=command.volumes, raw=command.raw["deploy"]
+            )
+            self.deployment = await self.runtime.deploy(settings)
+            return Outcome()
+        if isinstance(command, StartCommand):
+            await self.runtime.start(command.args)
+            return Outcome()
+        if isinstance(command, RunCommand):
+            return await self._run_process(command, batch)
+        assert isinstance(command, TransferCommand)
+        if self.transfers is None:
+            return Outcome.error("transfer is not available: this activity hub was built without file transfer")
+        await self.transfers.transfer(self.runtime, command.source, command.destination)
+        return Outcome()
+
+    async def _run_process(self, command: RunCommand, batch: Batch) -> Outcome:
+        captures = {"stdout": OutputCapture(command.capture.stdout), "stderr": OutputCapture(command.capture.stderr)}
+
+        def sink(stream: Literal["stdout", "stderr"], data: bytes) -> None:
+            piece = captures[stream].write(data)
+            if piece is not None:
+                batch.command_output(command.index, stream, piece)
+
+        process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
+        code = await self.runtime.run_command(process, sink)
+        return Outcome(
+            return_code=code,
+            message=_exit_message(code),
+            stdout=captures["stdout"].result(),
+            stderr=captures["stderr"].result(),
+        )
 
 
 class ActivityHub:
     """The activities of the local node's providers; also the providers' ``Billing`` hook.
 
     ``providers`` maps provider node ids to their specs (for ``overcharge``); ``runtime_factory`` makes the
-    runtime of each new activity (the idle one by default).
+    runtime of each new activity from its agreement and activity id (the idle one by default);
+    ``transfers`` carries out ``transfer`` commands (none by default: they fail).
     """
 
     def __init__(
@@ -320,13 +604,15 @@ class ActivityHub:
         *,
         providers: Mapping[str, ProviderSpec] | None = None,
         time_source: TimeSource | None = None,
-        runtime_factory: Callable[[Agreement], Runtime] = lambda _agreement: IdleRuntime(),
+        runtime_factory: RuntimeFactory | None = None,
+        transfers: FileTransfer | None = None,
     ) -> None:
         self._market = market
         self._ledger = ledger
         self._providers = dict(providers or {})
         self._time: TimeSource = time_source if time_source is not None else LoopTime()
-        self._runtime_factory = runtime_factory
+        self._runtime_factory: RuntimeFactory = runtime_factory or (lambda _agreement, _id: IdleRuntime())
+        self._transfers = transfers
         self._activities: dict[str, Activity] = {}
         self._invoiced: set[str] = set()
         self._closed = False
@@ -370,13 +656,16 @@ class ActivityHub:
         except MarketError as exc:
             raise HttpError(400, f"agreement {agreement_id} cannot be billed: {exc}") from exc
         spec = self._providers.get(agreement.provider_id)
+        activity_id = secrets.token_hex(16)
         activity = Activity(
             agreement=agreement,
             ledger=self._ledger,
             pricing=pricing,
             overcharge=spec.overcharge if spec is not None else Decimal(1),
-            runtime=self._runtime_factory(agreement),
+            runtime=self._runtime_factory(agreement, activity_id),
             time_source=self._time,
+            activity_id=activity_id,
+            transfers=self._transfers,
         )
         self._activities[activity.activity_id] = activity
         activity.start()

@@ -9,12 +9,14 @@ Everything here is a frozen value checked when it is built, so that a bad settin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from attrs import evolve, field, fields, frozen
 
 from golem_api.errors import ConfigurationError
+from golem_api.local.runtime.image import Image
 from golem_api.market.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 
 __all__ = ["LocalNetworkConfig", "ProviderSpec"]
@@ -60,6 +62,31 @@ def _positive_int(instance: object, attribute: Any, value: int) -> None:
     _positive(instance, attribute, value)
 
 
+def _to_env(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _env(_instance: object, attribute: Any, value: Any) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ConfigurationError(f"{attribute.name} must map variable names to string values, not {value!r}")
+
+
+def _to_images(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    return {key.strip().lower() if isinstance(key, str) else key: image for key, image in value.items()}
+
+
+def _images(_instance: object, attribute: Any, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{attribute.name} must map image hashes to Image values, not {value!r}")
+    for key, image in value.items():
+        if not isinstance(key, str) or not key or not all(c in "0123456789abcdef" for c in key):
+            raise ConfigurationError(f"{attribute.name}: {key!r} is not an image hash (the sha3 hex digest)")
+        if not isinstance(image, Image):
+            raise ConfigurationError(f"{attribute.name}[{key!r}] must be an Image, not {image!r}")
+
+
 def _price(_instance: object, attribute: Any, value: Decimal) -> None:
     if _check_amount(attribute, value) < 0:
         raise ConfigurationError(f"{attribute.name} must be an amount of zero or more, not {value}")
@@ -71,6 +98,7 @@ class ProviderSpec:
 
     ``overcharge`` is not announced: the offer states the honest prices, and the provider multiplies what it
     bills by ``overcharge`` (1 = honest), so that a requestor's checks of debit notes can be exercised.
+    ``env`` is added to the environment of every command run in this provider's sandboxes.
     """
 
     name: str = field(validator=_non_empty)
@@ -85,6 +113,7 @@ class ProviderSpec:
     runtime: str = field(default="vm", validator=_non_empty)
     subnet: str = field(default="public", validator=_non_empty)
     overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive_amount)
+    env: Mapping[str, str] = field(factory=dict, converter=_to_env, validator=_env)
 
     @property
     def pricing(self) -> LinearPricing:
@@ -129,12 +158,19 @@ class LocalNetworkConfig:
 
     ``subnet`` is the subnet tag requestors should use (the CLI prints it); each provider announces its own
     ``ProviderSpec.subnet``, so a provider on another subnet is only found by demands for that subnet.
+
+    ``images`` maps image hashes (the hex digest in a demand's ``golem.srv.comp.task_package``
+    ``hash:sha3:<hash>:<url>``) to the :class:`~golem_api.local.runtime.image.Image` the local ``vm`` runtime
+    runs for it; a demand without a task package gets the default image, one with an unknown hash fails at
+    ``deploy``. ``bwrap`` is the bubblewrap program the sandboxes use (a name on ``PATH`` or a path).
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
     requestor_balance: Decimal = field(default=Decimal(1000), converter=_to_decimal, validator=_price)
     payment_platform: str = field(default="erc20-holesky-tglm", validator=_non_empty)
     subnet: str = field(default="public", validator=_non_empty)
+    images: Mapping[str, Image] = field(factory=dict, converter=_to_images, validator=_images)
+    bwrap: str = field(default="bwrap", validator=_non_empty)
 
     @providers.validator
     def _check_providers(self, _attribute: Any, providers: tuple[ProviderSpec, ...]) -> None:

@@ -5,41 +5,81 @@
     async with LocalNode() as node:          # 3 providers, a funded requestor, any free port
         print(node.url, node.app_key)        # what YAGNA_API_URL and YAGNA_APPKEY would be
 
-The node serves ``GET /me``, ``/market-api/v1``, ``/payment-api/v1`` and ``/activity-api/v1`` behind the
-app-key check, as the requestor identity ``requestor_id``. Its providers run in-process on the same
-:class:`~golem_api.local.market.LocalMarket`; the :class:`~golem_api.local.activity.ActivityHub` meters
-their activities and is their ``Billing``; the :class:`~golem_api.local.ledger.Ledger` holds the money.
+The node serves ``GET /me``, ``/market-api/v1``, ``/payment-api/v1``, ``/activity-api/v1`` and
+``/gsb-api/v1`` behind the app-key check, as the requestor identity ``requestor_id``. Its providers run
+in-process on the same :class:`~golem_api.local.market.LocalMarket`; the
+:class:`~golem_api.local.activity.ActivityHub` runs their activities' ExeScript, meters them and is their
+``Billing``; the :class:`~golem_api.local.ledger.Ledger` holds the money; the
+:class:`~golem_api.local.gsb.GsbRouter` carries file transfers to and from the requestor.
+
+Every activity runs in a :class:`~golem_api.local.runtime.vm.VmRuntime` (a bubblewrap sandbox) with its own
+directory ``<work_dir>/<activity id>``, running the image its demand names in ``golem.srv.comp.task_package``
+(``hash:sha3:<hash>:<url>``, looked up in ``LocalNetworkConfig.images``) or the default image without one.
 
 Nothing is bound to an event loop before :meth:`LocalNode.start`, which runs in the caller's loop (a
-notebook's included); :meth:`LocalNode.stop` stops the providers and the activities and closes the server.
+notebook's included): it checks once that the sandbox works here (``SandboxUnavailableError`` saying what
+to install when not), creates the temporary ``work_dir``, serves, and starts the providers.
+:meth:`LocalNode.stop` stops the providers and the activities, closes the server and removes ``work_dir``.
 A node runs once: build a new one to start again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
 from golem_api.errors import LocalNodeError
-from golem_api.local.activity import ActivityHub
+from golem_api.local.activity import ActivityHub, Runtime, UnavailableRuntime
 from golem_api.local.activity_api import add_activity_routes
 from golem_api.local.config import LocalNetworkConfig
 from golem_api.local.eventlog import StrictClock
+from golem_api.local.gsb import GsbRouter, add_gsb_routes
 from golem_api.local.http import APP_KEY, auth_middleware, error_middleware, json_response
 from golem_api.local.identity import NodeIdentities, new_app_key
 from golem_api.local.ledger import Ledger
 from golem_api.local.market import LocalMarket
 from golem_api.local.market_api import add_market_routes
+from golem_api.local.market_model import Agreement
 from golem_api.local.payment_api import add_payment_routes
 from golem_api.local.provider import LocalProvider
+from golem_api.local.runtime.image import DEFAULT_IMAGE, Image
+from golem_api.local.runtime.vm import VmRuntime
+from golem_api.local.transfer import FileTransfer
 
-__all__ = ["LocalNode"]
+__all__ = ["TASK_PACKAGE", "LocalNode", "image_for"]
 
 _log = logging.getLogger(__name__)
 
 _SHUTDOWN_TIMEOUT = 0.5  # seconds open requests (long-polls) get to finish when the node stops
+TASK_PACKAGE = "golem.srv.comp.task_package"
+
+
+def image_for(agreement: Agreement, images: dict[str, Image] | None = None) -> Image | str:
+    """The image an agreement's demand asks for, or why it cannot be run.
+
+    No ``golem.srv.comp.task_package``: the default image. ``hash:sha3:<hash>:<url>``: ``images[hash]``.
+    """
+    package = agreement.demand.properties.get(TASK_PACKAGE)
+    if package is None:
+        return DEFAULT_IMAGE
+    parts = package.split(":", 3) if isinstance(package, str) else []
+    if len(parts) < 3 or parts[0] != "hash" or not parts[2]:
+        return f"{TASK_PACKAGE} {package!r} is not of the form hash:sha3:<hash>:<url>"
+    digest = parts[2].strip().lower()
+    image = (images or {}).get(digest)
+    if image is None:
+        return (
+            f"the image {digest} of {TASK_PACKAGE} is unknown to this local network: add it with "
+            f"LocalNetworkConfig(images={{'{digest}': Image(...)}}), or leave the task package out to run "
+            "the default image"
+        )
+    return image
 
 
 class LocalNode:
@@ -73,10 +113,15 @@ class LocalNode:
             clock, self.requestor_id, self.config.requestor_balance, self.config.payment_platform
         )
         provider_ids = {spec.name: ids.node_id(f"provider/{spec.name}") for spec in self.config.providers}
+        self._specs = {provider_ids[spec.name]: spec for spec in self.config.providers}
+        self.work_dir: Path | None = None
+        self.gsb = GsbRouter()
         self.activities = ActivityHub(
             self.market,
             self.ledger,
-            providers={provider_ids[spec.name]: spec for spec in self.config.providers},
+            providers=self._specs,
+            runtime_factory=self._runtime,
+            transfers=FileTransfer(self.gsb, self.requestor_id),
         )
         self.providers: tuple[LocalProvider, ...] = tuple(
             LocalProvider(
@@ -114,7 +159,19 @@ class LocalNode:
         add_market_routes(app, self.market, node_id=self.requestor_id)
         add_payment_routes(app, self.ledger)
         add_activity_routes(app, self.activities)
+        add_gsb_routes(app, self.gsb)
         return app
+
+    def _runtime(self, agreement: Agreement, activity_id: str) -> Runtime:
+        """A sandbox for a new activity: the image its demand names, its provider's environment."""
+        if self.work_dir is None:
+            raise LocalNodeError("the local node is not running: start it before creating activities")
+        image = image_for(agreement, dict(self.config.images))
+        if isinstance(image, str):
+            return UnavailableRuntime(image)
+        spec = self._specs.get(agreement.provider_id)
+        env = spec.env if spec is not None else {}
+        return VmRuntime(image, self.work_dir / activity_id, bwrap=self.config.bwrap, env=env)
 
     async def _me(self, request: web.Request) -> web.StreamResponse:
         return json_response({"identity": self.requestor_id, "name": "requestor", "role": "manager"})
@@ -124,6 +181,16 @@ class LocalNode:
         if self._started:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
+        self.work_dir = Path(tempfile.mkdtemp(prefix="golem-local-node-"))
+        try:
+            # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
+            probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap)
+            await probe.self_test()
+        except BaseException:
+            await self._remove_work_dir()
+            raise
+        for provider in self.providers:
+            provider.runtime_offer = probe.offer()
         # handler_cancellation: a request whose client went away is cancelled, as the daemon drops it, so that
         # abandoned long-polls do not hold the node open when it stops.
         runner = web.AppRunner(
@@ -135,6 +202,7 @@ class LocalNode:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            await self._remove_work_dir()
             raise LocalNodeError(
                 f"the local node cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; "
                 "is another node running there? Choose another port, or port=0 for any free one"
@@ -155,9 +223,16 @@ class LocalNode:
         for provider in self.providers:
             await provider.stop()
         await self.activities.close()
+        await self.gsb.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._remove_work_dir()
+
+    async def _remove_work_dir(self) -> None:
+        work_dir, self.work_dir = self.work_dir, None
+        if work_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, work_dir, ignore_errors=True)
 
     async def __aenter__(self) -> LocalNode:
         await self.start()

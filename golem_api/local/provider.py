@@ -16,6 +16,9 @@ Negotiation, as a real provider does it:
 * when the agreement ends it awaits ``billing.agreement_ended(agreement_id, provider_id)`` (the payment
   side destroys the activities and issues the invoice), then publishes a fresh offer, which reaches every
   live demand as a new ``Initial`` proposal.
+
+The offer carries what the provider's runtime adds (``runtime_offer``, the runtime's ``offer()``: its
+version, capabilities, …) under the provider's own resources, prices and terms, which always win.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from golem_api.local.market_model import (
     Proposal,
     ProposalEvent,
 )
+from golem_api.local.runtime.base import OfferTemplate
 from golem_api.market.constraints import constraints_match
 
 __all__ = [
@@ -59,6 +63,7 @@ OFFER_LIFETIME_SEC = 3600
 _RENEW_MARGIN_SEC = 60
 _POLL_SEC = 5.0  # longest single wait of the provider's loops
 _RUNTIME_VERSION = "0.4.2"
+_TRANSFER_PROTOCOLS = ["gftp", "http", "https", "container"]
 
 
 class Billing(Protocol):
@@ -90,8 +95,10 @@ class LocalProvider:
         node_id: str,
         payment_platform: str,
         billing: Billing | None = None,
+        runtime_offer: OfferTemplate | None = None,
     ) -> None:
         self.spec = spec
+        self.runtime_offer = runtime_offer if runtime_offer is not None else OfferTemplate()
         self.market = market
         self.node_id = node_id
         self.payment_platform = payment_platform
@@ -125,16 +132,21 @@ class LocalProvider:
         return self.agreement_id is not None
 
     def offer_properties(self, expiration_ms: int) -> dict[str, Any]:
-        """The properties a real provider publishes, with the honest prices (``overcharge`` is not shown)."""
+        """The properties a real provider publishes, with the honest prices (``overcharge`` is not shown).
+
+        The runtime's offer properties come first; the provider's resources, prices and terms override them.
+        """
         spec = self.spec
         return {
-            "golem.runtime.name": spec.runtime,
             "golem.runtime.version": _RUNTIME_VERSION,
             "golem.inf.cpu.architecture": "x86_64",
+            **self.runtime_offer.properties,
+            "golem.runtime.name": spec.runtime,
             "golem.inf.cpu.threads": spec.cpu_threads,
             "golem.inf.cpu.cores": max(1, spec.cpu_threads // 2),
             "golem.inf.mem.gib": float(spec.mem_gib),
             "golem.inf.storage.gib": float(spec.storage_gib),
+            "golem.activity.caps.transfer.protocol": list(_TRANSFER_PROTOCOLS),
             "golem.node.id.name": spec.name,
             "golem.node.debug.subnet": spec.subnet,
             **spec.pricing.to_properties(),
@@ -147,11 +159,13 @@ class LocalProvider:
         }
 
     def offer_constraints(self, now_ms: int) -> str:
-        """What the provider asks of a demand: not expired, its subnet, an address on its payment platform."""
+        """What the provider asks of a demand: not expired, its subnet, an address on its payment platform,
+        and what its runtime asks for (if anything)."""
+        runtime = self.runtime_offer.constraints.strip()
         return (
             f"(&(golem.srv.comp.expiration>{now_ms})"
             f"(golem.node.debug.subnet={self.spec.subnet})"
-            f"(golem.com.payment.platform.{self.payment_platform}.address=*))"
+            f"(golem.com.payment.platform.{self.payment_platform}.address=*){runtime})"
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------------

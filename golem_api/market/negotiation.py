@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from golem_api.errors import (
     AgreementError,
     ApiError,
     BadRequestError,
+    ConfigurationError,
     ConflictError,
     GoneError,
     MarketError,
@@ -266,13 +267,15 @@ class Demand:
 
     # --- agreements -------------------------------------------------------------------------------
 
-    async def _best_draft(self, deadline: float) -> _Draft:
+    async def _best_draft(self, deadline: float, avoid: Collection[str]) -> _Draft:
         loop = asyncio.get_running_loop()
         while True:
             if self._failure is not None:
                 raise MarketError(f"collecting offers failed: {self._failure}") from self._failure
             candidates = [d for d in self._drafts if d.offer.provider_id not in self._engaged]
-            scored = [(self._strategy.judge(d.offer).score, d) for d in candidates]
+            # Providers to avoid are used only when nobody else has a Draft at hand.
+            preferred = [d for d in candidates if d.offer.provider_id not in avoid]
+            scored = [(self._strategy.judge(d.offer).score, d) for d in preferred or candidates]
             best = max(((s, d) for s, d in scored if s is not None), key=lambda pair: pair[0], default=None)
             if best is not None:
                 self._drafts.remove(best[1])
@@ -283,13 +286,19 @@ class Demand:
             self._draft_arrived.clear()
             await asyncio.wait_for(self._draft_arrived.wait(), remaining)
 
-    async def agreement(self, timeout: float = 60.0) -> Agreement:
-        """The next approved agreement, best-scored provider first; ``MarketError`` after ``timeout`` s."""
+    async def agreement(self, timeout: float = 60.0, *, avoid: Collection[str] = ()) -> Agreement:
+        """The next approved agreement, best-scored provider first; ``MarketError`` after ``timeout`` s.
+
+        ``avoid`` holds provider ids to pass over (say, ones a service instance just failed to start on):
+        they get an agreement only when no other provider's Draft is at hand.
+        """
+        if isinstance(avoid, str):
+            raise ConfigurationError(f"avoid must be a collection of provider ids, not the string {avoid!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             try:
-                draft = await self._best_draft(deadline)
+                draft = await self._best_draft(deadline, frozenset(avoid))
             except asyncio.TimeoutError:
                 raise MarketError(self._no_agreement_message(timeout)) from None
             agreement = await self._try_agreement(draft, deadline)

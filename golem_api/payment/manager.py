@@ -2,9 +2,16 @@
 
 Two owned tasks long-poll the node's debit-note and invoice events, starting at the allocation's own
 timestamp (the node's clock), so documents of earlier runs are not touched. A document is accepted only
-when it belongs to an agreement of this run and its new charge fits in what is left of the budget;
-otherwise it is refused (an event says why) and the agreement is terminated, since the daemon cannot
-reject documents.
+when it belongs to an agreement of this run, asks no more than the agreed prices allow, and its new charge
+fits in what is left of the budget; otherwise it is refused (an event says why) and the agreement is
+terminated, since the daemon cannot reject documents.
+
+What the prices allow: the agreement's linear price model (:class:`~golem_api.market.pricing.LinearPricing`)
+applied to the usage the activity API reports, read after the document arrived (so it covers at least the
+usage the document bills), plus a tolerance (``price_tolerance``, relative, and ``amount_epsilon``,
+absolute). For a debit note that is the price of its activity's usage; for an invoice, the sum over its
+activities. A provider caught asking for more (:class:`~golem_api.events.DocumentRefused`) is paid nothing
+more under that agreement, its invoice included.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from typing import TYPE_CHECKING
 from golem_api.errors import (
     ApiError,
     BadRequestError,
+    GolemError,
     GoneError,
     InsufficientFundsError,
+    MarketError,
     NodeUnreachableError,
     NotFoundError,
     PaymentError,
@@ -31,6 +40,7 @@ from golem_api.events import (
     AllocationReleased,
     DebitNoteAccepted,
     DebitNoteRejected,
+    DocumentRefused,
     EventBus,
     InvoiceAccepted,
     InvoiceReceived,
@@ -40,23 +50,44 @@ from golem_api.events import (
 if TYPE_CHECKING:
     from golem_api.market.agreement import Agreement
     from golem_api.rest.client import RestClient
-    from golem_api.rest.models import Allocation, PaymentEvent
+    from golem_api.rest.models import Allocation, DebitNote, Invoice, PaymentEvent
 
 __all__ = ["PaymentManager"]
 
 _log = logging.getLogger(__name__)
 
 _RETRY_AFTER = 1.0  # seconds between polls after the node failed to answer
+_USAGE_TIMEOUT = 10.0  # seconds allowed for reading an activity's usage
 
 
 class PaymentManager:
-    """Holds the allocation and accepts the documents of this run's agreements."""
+    """Holds the allocation and accepts the documents of this run's agreements.
 
-    def __init__(self, rest: RestClient, bus: EventBus, *, budget: Decimal, platform: str) -> None:
+    ``price_tolerance`` (relative, default 1 %) and ``amount_epsilon`` (absolute) are how much more than
+    price × reported usage a document may ask, for rounding and clocks that differ a little.
+    """
+
+    def __init__(
+        self,
+        rest: RestClient,
+        bus: EventBus,
+        *,
+        budget: Decimal,
+        platform: str,
+        price_tolerance: Decimal = Decimal("0.01"),
+        amount_epsilon: Decimal = Decimal("1e-9"),
+    ) -> None:
+        if not price_tolerance >= 0 or not amount_epsilon >= 0:
+            raise PaymentError(
+                f"price_tolerance and amount_epsilon must not be negative, got {price_tolerance}, {amount_epsilon}"
+            )
         self._rest = rest
         self._bus = bus
         self.budget = budget
         self.platform = platform
+        self.price_tolerance = Decimal(str(price_tolerance))  # str(): no binary noise from a float
+        self.amount_epsilon = Decimal(str(amount_epsilon))
+        self._refused: dict[str, str] = {}  # agreement id -> why nothing more is paid under it
         self.allocation: Allocation | None = None
         self._agreements: dict[str, Agreement] = {}
         self._accepted_debit: dict[str, Decimal] = {}  # activity id -> cumulative amount accepted
@@ -120,6 +151,11 @@ class PaymentManager:
         return self.allocation.allocation_id
 
     @property
+    def refused(self) -> dict[str, str]:
+        """Agreements under which nothing more is paid (ids → why), after a document asked too much."""
+        return dict(self._refused)
+
+    @property
     def spent(self) -> Decimal:
         """What this run has accepted to pay so far."""
         total = sum(self._invoiced.values(), start=Decimal(0))
@@ -129,12 +165,15 @@ class PaymentManager:
         return total
 
     def track(self, agreement: Agreement) -> None:
-        """Pay the documents of ``agreement``."""
+        """Pay the documents of ``agreement`` (checked against its prices, ``agreement.pricing``)."""
         self._agreements[agreement.agreement_id] = agreement
         self._invoice_paid.setdefault(agreement.agreement_id, asyncio.get_running_loop().create_future())
 
     async def wait_for_invoices(self, agreement_ids: Iterable[str], timeout: float) -> list[str]:
-        """Wait up to ``timeout`` s for the invoices of these agreements; return the ids still unpaid."""
+        """Wait up to ``timeout`` s for the invoices of these agreements; return the ids still unpaid.
+
+        An agreement whose documents were refused for asking too much counts as settled: nothing is owed.
+        """
         futures = {a: self._invoice_paid[a] for a in agreement_ids if a in self._invoice_paid}
         pending = [f for f in futures.values() if not f.done()]
         if pending:
@@ -175,6 +214,8 @@ class PaymentManager:
         if agreement is None:
             _log.debug("debit note %s is for agreement %s of another run", debit_note_id, note.agreement_id)
             return
+        if await self._overcharged_debit_note(agreement, note):
+            return
         already = self._accepted_debit.get(note.activity_id, Decimal(0))
         charge = note.total_amount_due - already
         reason = self._refusal(charge)
@@ -195,6 +236,115 @@ class PaymentManager:
                 amount=note.total_amount_due,
             )
         )
+
+    # --- price checks ---------------------------------------------------------------------------
+
+    def _allowance(self, cost: Decimal) -> Decimal:
+        return cost * (1 + self.price_tolerance) + self.amount_epsilon
+
+    async def _usage_cost(self, agreement: Agreement, activity_id: str) -> Decimal | None:
+        """The agreed price of the activity's usage as the activity API reports it now; ``None`` if unknown."""
+        try:
+            usage = await asyncio.wait_for(self._rest.activity.get_usage(activity_id), _USAGE_TIMEOUT)
+        except (GolemError, asyncio.TimeoutError) as exc:
+            _log.warning("could not read the usage of activity %s: %r", activity_id, exc)
+            return None
+        if usage.current_usage is None:
+            return None
+        try:
+            return agreement.pricing.cost(usage.current_usage)
+        except MarketError as exc:
+            _log.warning("activity %s reports a usage the agreement does not price: %s", activity_id, exc)
+            return None
+
+    async def _overcharged_debit_note(self, agreement: Agreement, note: DebitNote) -> bool:
+        """Refuse the note (and the agreement) when it asks more than the prices allow; True if refused."""
+        kind, amount = "debit note", note.total_amount_due
+        earlier = self._refused.get(agreement.agreement_id)
+        if earlier is not None:
+            self._refuse_more(agreement, kind, note.debit_note_id, amount, earlier)
+            return True
+        cost = await self._usage_cost(agreement, note.activity_id)
+        if cost is None and note.usage_counter_vector is not None:
+            # The activity API did not answer: price the usage the note itself claims.
+            with contextlib.suppress(MarketError):
+                cost = agreement.pricing.cost(note.usage_counter_vector)
+        if cost is None:
+            reason = f"the usage of activity {note.activity_id} is unknown, so {amount} cannot be checked"
+            await self._refuse_overcharge(agreement, kind, note.debit_note_id, amount, Decimal(0), reason)
+            return True
+        allowed = self._allowance(cost)
+        if amount > allowed:
+            reason = (
+                f"it asks {amount} for activity {note.activity_id}, but its reported usage at the agreed prices "
+                f"costs {cost} (at most {allowed} with the tolerance)"
+            )
+            await self._refuse_overcharge(agreement, kind, note.debit_note_id, amount, allowed, reason)
+            return True
+        return False
+
+    async def _overcharged_invoice(self, agreement: Agreement, invoice: Invoice) -> bool:
+        """Refuse the invoice (and the agreement) when it asks more than the prices allow; True if refused."""
+        kind, amount = "invoice", invoice.amount
+        earlier = self._refused.get(agreement.agreement_id)
+        if earlier is not None:
+            self._refuse_more(agreement, kind, invoice.invoice_id, amount, earlier)
+            return True
+        cost = Decimal(0)
+        for activity_id in invoice.activity_ids:
+            activity_cost = await self._usage_cost(agreement, activity_id)
+            if activity_cost is None:  # unknown now: what was already checked and accepted for it
+                activity_cost = self._accepted_debit.get(activity_id, Decimal(0))
+            cost += activity_cost
+        allowed = self._allowance(cost)
+        if amount > allowed:
+            reason = (
+                f"it asks {amount} for {len(invoice.activity_ids)} activit(ies), but their final usage at the agreed "
+                f"prices costs {cost} (at most {allowed} with the tolerance)"
+            )
+            await self._refuse_overcharge(agreement, kind, invoice.invoice_id, amount, allowed, reason)
+            return True
+        return False
+
+    def _refuse_more(self, agreement: Agreement, kind: str, document_id: str, amount: Decimal, earlier: str) -> None:
+        reason = f"nothing more is paid under agreement {agreement.agreement_id}: {earlier}"
+        _log.info("not paying %s %s from %r: %s", kind, document_id, agreement.provider_name, reason)
+        self._bus.emit(
+            DocumentRefused(
+                kind=kind,
+                document_id=document_id,
+                agreement_id=agreement.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=amount,
+                allowed=Decimal(0),
+                reason=reason,
+            )
+        )
+
+    async def _refuse_overcharge(
+        self, agreement: Agreement, kind: str, document_id: str, amount: Decimal, allowed: Decimal, reason: str
+    ) -> None:
+        self._refused[agreement.agreement_id] = f"its {kind} {document_id} was refused: {reason}"
+        _log.error("refusing %s %s from %r: %s", kind, document_id, agreement.provider_name, reason)
+        self._bus.emit(
+            DocumentRefused(
+                kind=kind,
+                document_id=document_id,
+                agreement_id=agreement.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=amount,
+                allowed=allowed,
+                reason=reason,
+            )
+        )
+        # Nothing is owed any more under this agreement: nobody should wait for its invoice.
+        future = self._invoice_paid.get(agreement.agreement_id)
+        if future is not None and not future.done():
+            future.set_result(Decimal(0))
+        with contextlib.suppress(ApiError, NodeUnreachableError):
+            await agreement.terminate(f"{kind} refused: {reason}", success=False)
+
+    # --- budget -----------------------------------------------------------------------------------
 
     def _refusal(self, charge: Decimal) -> str:
         if charge > self._remaining():
@@ -241,6 +391,8 @@ class PaymentManager:
                 amount=invoice.amount,
             )
         )
+        if await self._overcharged_invoice(agreement, invoice):
+            return
         covered = sum((self._accepted_debit.get(a, Decimal(0)) for a in invoice.activity_ids), start=Decimal(0))
         reason = self._refusal(max(invoice.amount - covered, Decimal(0)))
         if reason:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from attrs import frozen
@@ -18,7 +19,10 @@ from attrs import frozen
 from golem_api.errors import ConfigurationError
 from golem_api.rest.config import Api
 
-__all__ = ["ABSENT", "POLL_MARGIN", "ROUTES", "Requester", "Route"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["ABSENT", "POLL_MARGIN", "ROUTES", "Requester", "Route", "StreamOpener", "WebSocketOpener"]
 
 T = TypeVar("T")
 
@@ -84,6 +88,32 @@ class Requester(Protocol):
         """Send ``route`` filled with ``path_args``; ``None`` query values are left out."""
 
 
+class StreamOpener(Protocol):
+    """Opens a streaming answer on a route (server-sent events): the body as an async iterator of byte chunks.
+
+    The context manager raises the same errors as :class:`Requester` when the node refuses, and closes the
+    connection on exit.
+    """
+
+    def __call__(
+        self,
+        route: Route,
+        *path_args: str,
+        params: Mapping[str, str | None] | None = None,
+        accept: str,
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open ``route`` filled with ``path_args``, asking for the media type ``accept``."""
+
+
+class WebSocketOpener(Protocol):
+    """Opens a WebSocket on a route (with the app key) and returns it; the caller closes it."""
+
+    async def __call__(
+        self, route: Route, *path_args: str, protocols: tuple[str, ...]
+    ) -> aiohttp.ClientWebSocketResponse[bool]:
+        """Connect to ``route`` filled with ``path_args``, offering the subprotocols ``protocols``."""
+
+
 _table: list[Route] = []
 
 
@@ -93,7 +123,7 @@ def _route(api: Api, method: str, template: str, *query: str) -> Route:
     return route
 
 
-_MARKET, _PAYMENT, _ACTIVITY = Api.MARKET, Api.PAYMENT, Api.ACTIVITY
+_MARKET, _PAYMENT, _ACTIVITY, _GSB = Api.MARKET, Api.PAYMENT, Api.ACTIVITY, Api.GSB
 _POLL = ("timeout", "maxEvents")
 _SINCE = ("timeout", "afterTimestamp", "maxEvents")
 
@@ -146,6 +176,15 @@ CREATE_ACTIVITY = _route(_ACTIVITY, "POST", "/activity")
 DESTROY_ACTIVITY = _route(_ACTIVITY, "DELETE", "/activity/{activityId}")
 GET_ACTIVITY_STATE = _route(_ACTIVITY, "GET", "/activity/{activityId}/state")
 GET_ACTIVITY_USAGE = _route(_ACTIVITY, "GET", "/activity/{activityId}/usage")
+EXEC = _route(_ACTIVITY, "POST", "/activity/{activityId}/exec")
+# JSON (long-poll with commandIndex and timeout), or server-sent events with ``Accept: text/event-stream``.
+GET_EXEC_BATCH_RESULTS = _route(_ACTIVITY, "GET", "/activity/{activityId}/exec/{batchId}", "commandIndex", "timeout")
+GET_RUNNING_COMMAND = _route(_ACTIVITY, "GET", "/activity/{activityId}/command")
+
+# GSB services (file transfer without a gftp binary): bind, unbind, and the WebSocket of their messages.
+BIND_SERVICES = _route(_GSB, "POST", "/services")
+UNBIND_SERVICES = _route(_GSB, "DELETE", "/services/{servicesId}")
+SERVICE_MESSAGES = _route(_GSB, "GET", "/services/{servicesId}")
 
 ROUTES: tuple[Route, ...] = tuple(_table)
 """Every route the client may send; ``RestClient._request`` refuses any other."""

@@ -2,14 +2,16 @@
 
 ``ROUTES`` is the client's whole wire surface: ``RestClient._request`` refuses any other route, and the
 second half of this file calls every public method of the API classes to check that together they use
-exactly the routes in the table. ``GET /me`` is the one call outside the published specs (the daemon
-serves it without a prefix; the contract notes list it), so it is checked by name only.
+exactly the routes in the table (the event stream of a batch and the GSB WebSocket go through their own
+openers, recorded the same way). ``GET /me`` is the one call outside the published specs (the daemon serves it
+without a prefix; the contract notes list it), so it is checked by name only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import cache
@@ -23,13 +25,19 @@ from golem_api.rest import routes
 from golem_api.rest.activity import ActivityApi
 from golem_api.rest.client import RestClient
 from golem_api.rest.config import API_PREFIXES, Api, ApiConfig
+from golem_api.rest.gsb import GsbApi
 from golem_api.rest.market import MarketApi
 from golem_api.rest.payment import PaymentApi
 from golem_api.rest.routes import ABSENT, ROUTES, Route
 
 # The official specs, copied unchanged into the repository (see tests/specs/yagna/SOURCE.md).
 SPECS = Path(__file__).resolve().parents[1] / "specs" / "yagna"
-SPEC_FILES = {Api.MARKET: "market-api.yaml", Api.PAYMENT: "payment-api.yaml", Api.ACTIVITY: "activity-api.yaml"}
+SPEC_FILES = {
+    Api.MARKET: "market-api.yaml",
+    Api.PAYMENT: "payment-api.yaml",
+    Api.ACTIVITY: "activity-api.yaml",
+    Api.GSB: "gsb-api.yaml",
+}
 OUTSIDE_THE_SPECS = {Route(Api.ROOT, "GET", "/me")}
 
 
@@ -118,6 +126,18 @@ class Recorder:
         self.routes.append(route)
         raise Sent
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, route: Route, *path_args: str, params: Mapping[str, str | None] | None = None, accept: str
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        await self(route, *path_args, params=params, parse=lambda data: data)
+        raise AssertionError("unreachable")  # pragma: no cover
+        yield  # pragma: no cover
+
+    async def websocket(self, route: Route, *path_args: str, protocols: tuple[str, ...]) -> Any:
+        assert protocols == ("gsb+flexbuffers",)
+        return await self(route, *path_args, parse=lambda data: data)
+
 
 WHEN = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
 
@@ -165,8 +185,29 @@ CALLS: dict[type, dict[str, Call]] = {
         "destroy_activity": lambda api: api.destroy_activity("act"),
         "get_state": lambda api: api.get_state("act"),
         "get_usage": lambda api: api.get_usage("act"),
+        "exec": lambda api: api.exec("act", '[{"deploy": {}}]'),
+        "get_exec_batch_results": lambda api: api.get_exec_batch_results("act", "b", command_index=0, timeout=1),
+        "get_running_command": lambda api: api.get_running_command("act"),
+    },
+    GsbApi: {
+        "bind_services": lambda api: api.bind_services("/public/gftp/x", ["GetMetadata", "GetChunk"]),
+        "unbind_services": lambda api: api.unbind_services("sid"),
+        "connect": lambda api: api.connect("sid"),
     },
 }
+
+
+async def open_event_stream(api: ActivityApi) -> None:
+    async with api.stream_exec_batch_results("act", "b"):
+        pass  # pragma: no cover
+
+
+def build(cls: type, recorder: Recorder) -> Any:
+    if cls is ActivityApi:
+        return ActivityApi(recorder, recorder.stream)
+    if cls is GsbApi:
+        return GsbApi(recorder, recorder.websocket)
+    return cls(recorder)
 
 
 def public_methods(cls: type) -> set[str]:
@@ -181,10 +222,12 @@ def test_every_public_method_is_exercised_here(cls: type) -> None:
 async def test_the_api_classes_use_exactly_the_routes_of_the_table() -> None:
     recorder = Recorder()
     for cls, calls in CALLS.items():
-        api = cls(recorder)
+        api = build(cls, recorder)
         for call in calls.values():
             with pytest.raises(Sent):
                 await call(api)
+    with pytest.raises(Sent):
+        await open_event_stream(build(ActivityApi, recorder))
     client = RestClient(ApiConfig.for_node("http://127.0.0.1:1", "key"))
     client._request = recorder  # type: ignore[method-assign]
     with pytest.raises(Sent):

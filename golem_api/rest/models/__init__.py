@@ -4,7 +4,14 @@ Each model has ``from_json(data)``, which raises :class:`ValueError` naming the 
 the data does not fit; unknown extra fields are ignored.
 """
 
-from golem_api.rest.models.activity import ActivityState, ActivityUsage
+from golem_api.rest.models.activity import (
+    RUNTIME_EVENT_KINDS,
+    ActivityState,
+    ActivityUsage,
+    ExeScriptCommandResult,
+    ExeScriptCommandState,
+    RuntimeEvent,
+)
 from golem_api.rest.models.identity import Identity
 from golem_api.rest.models.market import (
     Agreement,
@@ -21,6 +28,7 @@ from golem_api.rest.models.market import (
 from golem_api.rest.models.payment import Allocation, DebitNote, DemandDecoration, Invoice, PaymentEvent
 
 __all__ = [
+    "RUNTIME_EVENT_KINDS",
     "ActivityState",
     "ActivityUsage",
     "Agreement",
@@ -29,6 +37,8 @@ __all__ = [
     "Allocation",
     "DebitNote",
     "DemandDecoration",
+    "ExeScriptCommandResult",
+    "ExeScriptCommandState",
     "Identity",
     "Invoice",
     "MarketEvent",
@@ -37,6 +47,7 @@ __all__ = [
     "Proposal",
     "ProposalEvent",
     "ProposalRejectedEvent",
+    "RuntimeEvent",
     "UnknownMarketEvent",
     "parse_market_event",
 ]

@@ -1,0 +1,433 @@
+"""Scripts: batches of commands for one activity, built one call at a time, each with an awaitable result.
+
+::
+
+    script = ctx.new_script(timeout=60)
+    script.deploy()
+    script.start()
+    hello = script.run("/bin/sh", "-c", "echo hello")
+    report = script.download_json("/golem/out/report.json")
+    await ctx.run_script(script)            # or `yield script` in a service handler
+    print((await hello).stdout, await report)
+
+Every method returns a :class:`Command` (a :class:`Download` for ``download_bytes`` / ``download_json``, whose
+await gives the data). Awaiting a command gives its :class:`CommandResult` once the script has run, or raises
+:class:`~golem_api.errors.CommandExecutionError` when it failed, when it never ran because an earlier command
+failed, or when the script timed out or broke before it finished; the error says which. Once the script has
+run (or failed), no command is left pending: awaiting any of them returns or raises at once.
+
+``run`` captures both outputs, streamed by the provider as they are written (so ``on_stdout`` / ``on_stderr``
+callbacks get each line as it comes). ``env`` is applied with ``/usr/bin/env``: the daemon's ExeScript ``run``
+command has only ``entry_point``, ``args`` and ``capture`` (ya-client's ``ExeScriptCommand::Run``) and ignores
+any other field, so a separate ``env`` field would be silently dropped, as yapapi's was; the command becomes
+``/usr/bin/env K=V … cmd args…``, which every VM image and the local sandbox have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from attrs import frozen
+
+from golem_api.errors import ActivityError, CommandExecutionError, ConfigurationError
+
+if TYPE_CHECKING:
+    from golem_api.activity.storage import GsbStorage, Published, Receiving
+    from golem_api.activity.work_context import WorkContext
+
+__all__ = ["ENV_PROGRAM", "STREAM_CAPTURE", "Command", "CommandResult", "Download", "Script"]
+
+T = TypeVar("T")
+
+ENV_PROGRAM = "/usr/bin/env"
+"""The program that applies a ``run`` command's ``env`` (see the module docstring)."""
+
+STREAM_CAPTURE: Mapping[str, Any] = {"stream": {"format": "str"}}
+"""How ``run`` captures each output: streamed as text, all of it also kept for the result."""
+
+_CONTAINER = "container:"
+
+
+@frozen
+class CommandResult:
+    """What a command did: ``success``, and for ``run`` its ``stdout`` / ``stderr``; ``message`` from the provider."""
+
+    index: int
+    command: str
+    success: bool
+    stdout: str | None = None
+    stderr: str | None = None
+    message: str | None = None
+
+
+class Command:
+    """One command of a :class:`Script`, in the script's order (``index``); await it for its result.
+
+    ``name`` is the ExeScript command (``deploy``, ``start``, ``run``, ``transfer``, ``terminate``).
+    """
+
+    def __init__(self, index: int, name: str, body: Mapping[str, Any], *, label: str | None = None) -> None:
+        self.index = index
+        self.name = name
+        self._body = dict(body)
+        self._label = label or name
+        self._result: CommandResult | None = None
+        self._error: CommandExecutionError | None = None
+        self._settled = asyncio.Event()
+        self.on_stdout: Callable[[str], None] | None = None
+        self.on_stderr: Callable[[str], None] | None = None
+
+    def __repr__(self) -> str:
+        if self._error is not None:
+            state = "failed"
+        elif self._result is not None:
+            state = "done"
+        else:
+            state = "pending"
+        return f"<Command #{self.index} {self._label} ({state})>"
+
+    def done(self) -> bool:
+        """True once the command has a result or an error."""
+        return self._settled.is_set()
+
+    def result(self) -> CommandResult:
+        """The result; raises :class:`CommandExecutionError` like ``await``, :class:`ActivityError` if not done."""
+        if self._error is not None:
+            raise self._error
+        if self._result is None:
+            raise ActivityError(
+                f"command #{self.index} {self._label} has no result yet: run its script first "
+                "(`await ctx.run_script(script)`, or `yield script` in a service handler)"
+            )
+        return self._result
+
+    def __await__(self) -> Generator[Any, None, CommandResult]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> CommandResult:
+        await self._settled.wait()
+        return self.result()
+
+    # --- used by WorkContext.run_script ---------------------------------------------------------
+
+    @property
+    def streams_output(self) -> bool:
+        """True when a callback wants this command's output as it comes."""
+        return self.on_stdout is not None or self.on_stderr is not None
+
+    async def _prepare(self, storage: GsbStorage) -> dict[str, Any]:
+        """The command as ExeScript JSON; transfers bind their GSB service here."""
+        del storage
+        return {self.name: self._body}
+
+    async def _fetch(self, timeout: float) -> None:
+        """After the provider reported success: collect what the command produced (downloads)."""
+        del timeout
+
+    async def _release(self) -> None:
+        """Free what :meth:`_prepare` bound (always called once the script is over)."""
+
+    def _settle(self, result: CommandResult | None, error: CommandExecutionError | None) -> None:
+        if self.done():
+            return
+        self._result, self._error = result, error
+        self._settled.set()
+
+
+class _Transfer(Command):
+    """A ``transfer`` command whose requestor end is a gftp service bound just before the script is sent."""
+
+    def __init__(
+        self,
+        index: int,
+        *,
+        label: str,
+        container_path: str,
+        upload: Callable[[GsbStorage], Awaitable[Published]] | None = None,
+        download: Callable[[GsbStorage], Awaitable[Receiving]] | None = None,
+    ) -> None:
+        super().__init__(index, "transfer", {}, label=label)
+        self._container_url = _container_url(container_path)
+        self._upload = upload
+        self._download = download
+        self._published: Published | None = None
+        self._receiving: Receiving | None = None
+
+    async def _prepare(self, storage: GsbStorage) -> dict[str, Any]:
+        if self._upload is not None:
+            published = self._published = await self._upload(storage)
+            return {"transfer": {"from": published.url, "to": self._container_url}}
+        assert self._download is not None
+        receiving = self._receiving = await self._download(storage)
+        return {"transfer": {"from": self._container_url, "to": receiving.url}}
+
+    async def _fetch(self, timeout: float) -> None:
+        if self._receiving is not None:
+            await self._received(self._receiving, timeout)
+
+    async def _received(self, receiving: Receiving, timeout: float) -> None:
+        await receiving.wait(timeout)
+
+    async def _release(self) -> None:
+        published, self._published = self._published, None
+        receiving, self._receiving = self._receiving, None
+        for service in (published, receiving):
+            if service is not None:
+                await service.close()
+
+
+class Download(_Transfer, Generic[T]):
+    """A download whose await gives the data (bytes, or the parsed JSON value) instead of a CommandResult.
+
+    Errors are those of :class:`Command`; :meth:`result` still gives the transfer's :class:`CommandResult`.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        *,
+        label: str,
+        container_path: str,
+        limit: int | None,
+        convert: Callable[[bytes], T],
+    ) -> None:
+        super().__init__(
+            index,
+            label=label,
+            container_path=container_path,
+            download=lambda storage: storage.receive_bytes(limit=limit),
+        )
+        self._convert = convert
+        self._value: T | None = None
+
+    def value(self) -> T:
+        """The downloaded data; raises like :meth:`result`."""
+        self.result()
+        return self._value  # type: ignore[return-value]  # set before the command settles successfully
+
+    def __await__(self) -> Generator[Any, None, T]:  # type: ignore[override]
+        return self._wait_value().__await__()
+
+    async def _wait_value(self) -> T:
+        await self._wait()
+        return self.value()
+
+    async def _received(self, receiving: Receiving, timeout: float) -> None:
+        data = await receiving.result(timeout)
+        self._value = self._convert(data)
+
+
+def _container_url(path: str) -> str:
+    if not isinstance(path, str) or not path or path == _CONTAINER:
+        raise ConfigurationError(f"a path on the provider must be a non-empty string such as '/golem/in', got {path!r}")
+    return path if path.startswith(_CONTAINER) else _CONTAINER + path
+
+
+def _strings(what: str, values: tuple[Any, ...]) -> list[str]:
+    bad = [value for value in values if not isinstance(value, str)]
+    if bad:
+        raise ConfigurationError(f"{what} must be strings, got {bad[0]!r}; convert numbers with str()")
+    return list(values)
+
+
+def _env_args(env: Mapping[str, str], cmd: str) -> list[str]:
+    """``K=V`` arguments for :data:`ENV_PROGRAM`, checked so that ``env`` cannot misread them."""
+    if not isinstance(env, Mapping):
+        raise ConfigurationError(f"env must be a mapping of names to values, got {env!r}")
+    if "=" in cmd:
+        raise ConfigurationError(f"with env=, the program name cannot contain '=' ({cmd!r} would read as a variable)")
+    pairs = []
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ConfigurationError(
+                f"an environment variable name must be a non-empty string without '=', got {key!r}"
+            )
+        if not isinstance(value, str) or "\0" in value:
+            raise ConfigurationError(f"the value of {key} must be a string without NUL characters, got {value!r}")
+        pairs.append(f"{key}={value}")
+    return pairs
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"the downloaded data is not JSON ({exc}); it starts with {data[:60]!r}") from None
+
+
+class Script:
+    """A batch of commands for one activity; build it with ``ctx.new_script()`` and run it once.
+
+    ``timeout`` (seconds) bounds the whole run, from sending to the last result; ``None``: no bound.
+    """
+
+    def __init__(self, ctx: WorkContext, *, timeout: float | None = None) -> None:
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise ConfigurationError(
+                f"a script's timeout must be a positive number of seconds or None, got {timeout!r}"
+            )
+        self.ctx = ctx
+        self.timeout = timeout
+        self.commands: list[Command] = []
+        self._sent = False
+
+    def __repr__(self) -> str:
+        names = ", ".join(command.name for command in self.commands)
+        return f"<Script [{names}]{' (sent)' if self._sent else ''}>"
+
+    @property
+    def sent(self) -> bool:
+        """True once the script was handed to ``run_script`` (a script runs once)."""
+        return self._sent
+
+    def _claim(self) -> None:
+        if self._sent:
+            raise ConfigurationError(
+                f"{self!r} was already run; a script runs once: build a new one with ctx.new_script()"
+            )
+        self._sent = True
+
+    def _add(self, command: Command) -> Command:
+        if self._sent:
+            raise ConfigurationError(f"cannot add {command.name} to {self!r}: it was already run; build a new script")
+        self.commands.append(command)
+        return command
+
+    @property
+    def _next(self) -> int:
+        return len(self.commands)
+
+    def deploy(self, **kwargs: Any) -> Command:
+        """Deploy the payload; ``kwargs`` go into the deploy command (``env``, ``hostname``, ``volumes``, ``net``…)."""
+        try:
+            json.dumps(kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"deploy arguments must be JSON values: {exc}") from None
+        return self._add(Command(self._next, "deploy", kwargs))
+
+    def start(self, *args: str) -> Command:
+        """Start the deployed payload, with the runtime's start ``args``."""
+        return self._add(Command(self._next, "start", {"args": _strings("start arguments", args)}))
+
+    def run(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> Command:
+        """Run ``cmd`` with ``args`` (no shell: use ``"/bin/sh", "-c", "…"`` for one).
+
+        ``env`` adds environment variables for this command. ``on_stdout`` / ``on_stderr`` are called with each
+        line of output (without its line break) as the provider streams it, and with a last unfinished line at
+        the end; the command's result has the whole output either way.
+        """
+        if not isinstance(cmd, str) or not cmd:
+            raise ConfigurationError(f"the command to run must be a non-empty string such as '/bin/sh', got {cmd!r}")
+        arguments = _strings("run arguments", args)
+        entry_point = cmd
+        if env:
+            entry_point, arguments = ENV_PROGRAM, [*_env_args(env, cmd), cmd, *arguments]
+        body = {
+            "entry_point": entry_point,
+            "args": arguments,
+            "capture": {"stdout": dict(STREAM_CAPTURE), "stderr": dict(STREAM_CAPTURE)},
+        }
+        command = Command(self._next, "run", body, label=f"run {cmd}")
+        command.on_stdout, command.on_stderr = on_stdout, on_stderr
+        return self._add(command)
+
+    def upload_bytes(self, data: bytes, dst: str) -> Command:
+        """Send ``data`` to the file ``dst`` on the provider."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ConfigurationError(f"upload_bytes takes bytes, got {type(data).__name__}; use upload_json for values")
+        payload = bytes(data)
+        return self._add(
+            _Transfer(
+                self._next,
+                label=f"upload {len(payload)} bytes to {dst}",
+                container_path=dst,
+                upload=lambda storage: storage.publish_bytes(payload),
+            )
+        )
+
+    def upload_json(self, value: Any, dst: str) -> Command:
+        """Send ``value`` as JSON (UTF-8) to the file ``dst`` on the provider."""
+        try:
+            payload = json.dumps(value).encode()
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"upload_json needs a JSON value: {exc}") from None
+        return self._add(
+            _Transfer(
+                self._next,
+                label=f"upload JSON to {dst}",
+                container_path=dst,
+                upload=lambda storage: storage.publish_bytes(payload),
+            )
+        )
+
+    def upload_file(self, src: str | os.PathLike[str], dst: str) -> Command:
+        """Send the local file ``src`` to ``dst`` on the provider (read chunk by chunk as the provider asks)."""
+        path = Path(src)
+        if not path.is_file():
+            raise ConfigurationError(f"cannot upload {str(path)!r}: it is not a file")
+        return self._add(
+            _Transfer(
+                self._next,
+                label=f"upload {path.name} to {dst}",
+                container_path=dst,
+                upload=lambda storage: storage.publish_file(path),
+            )
+        )
+
+    def download_bytes(self, src: str, limit: int | None = None) -> Download[bytes]:
+        """Fetch the file ``src`` from the provider; await the command for its bytes.
+
+        ``limit`` refuses files larger than that many bytes (the transfer fails).
+        """
+        _check_limit(limit)
+        download: Download[bytes] = Download(
+            self._next, label=f"download {src}", container_path=src, limit=limit, convert=bytes
+        )
+        self._add(download)
+        return download
+
+    def download_json(self, src: str, limit: int | None = None) -> Download[Any]:
+        """Fetch the file ``src`` from the provider; await the command for its parsed JSON value."""
+        _check_limit(limit)
+        download: Download[Any] = Download(
+            self._next, label=f"download JSON {src}", container_path=src, limit=limit, convert=_parse_json
+        )
+        self._add(download)
+        return download
+
+    def download_file(self, src: str, dst: str | os.PathLike[str]) -> Command:
+        """Fetch the file ``src`` from the provider into the local file ``dst`` (created or replaced)."""
+        path = Path(dst)
+        if not path.parent.is_dir():
+            raise ConfigurationError(
+                f"cannot download into {str(path)!r}: the directory {str(path.parent)!r} is missing"
+            )
+        return self._add(
+            _Transfer(
+                self._next,
+                label=f"download {src} to {path}",
+                container_path=src,
+                download=lambda storage: storage.receive_file(path),
+            )
+        )
+
+    def terminate(self) -> Command:
+        """End the activity's runtime."""
+        return self._add(Command(self._next, "terminate", {}))
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(f"limit must be a number of bytes (0 or more) or None, got {limit!r}")

@@ -1,0 +1,432 @@
+"""File transfer with providers over the node's GSB API, without a ``gftp`` program: :class:`GsbStorage`.
+
+To send data, the requestor *publishes* it: binds a gftp service (``GetMetadata``, ``GetChunk``) on
+``/public/gftp/<id>`` and answers the provider's requests for chunks over the service's WebSocket; the provider
+fetches ``gftp://<requestor-node-id>/<id>``. To get data, it *receives*: binds ``UploadChunk`` and
+``UploadFinished`` and writes each chunk at its offset as it comes (chunks may come in any order), then checks
+the SHA3-256 hash the provider sends at the end and that no byte is missing.
+
+Each published or received item owns its binding, its WebSocket and the task that answers on it;
+``close()`` ends all three (unbinding is what the daemon needs to forget the address). :class:`GsbStorage` is
+an async context manager that closes whatever is still open when it exits::
+
+    async with GsbStorage(rest) as storage:
+        published = await storage.publish_bytes(b"hello")     # published.url: gftp://0x…/…
+        receiving = await storage.receive_bytes()
+        ...  # a transfer command on the provider
+        data = await receiving.result(timeout=10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+
+from golem_api.errors import ActivityError, ApiError, ConfigurationError, GolemError, NodeUnreachableError
+from golem_api.gftp import (
+    GET_CHUNK,
+    GET_METADATA,
+    UPLOAD_CHUNK,
+    UPLOAD_FINISHED,
+    GftpMessageError,
+    GsbRequest,
+    GsbResponse,
+    decode_request,
+    encode_response,
+    gftp_address,
+    gftp_url,
+)
+
+if TYPE_CHECKING:
+    from golem_api.rest.client import RestClient
+    from golem_api.rest.gsb import GsbServices
+
+__all__ = ["GsbStorage", "Published", "Receiving", "TransferError"]
+
+_log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound="_Service")
+
+_HASH_BLOCK = 1024 * 1024  # bytes read at a time when hashing a received file
+
+
+class TransferError(ActivityError):
+    """Data sent by a provider could not be received: too large, incomplete, a wrong hash, or the connection
+    to the node ended before the provider said it was done."""
+
+
+class _Service:
+    """One bound gftp service: its binding, its WebSocket and the task answering on it."""
+
+    components: tuple[str, ...] = ()
+
+    def __init__(self, storage: GsbStorage, file_id: str, node_id: str) -> None:
+        self._storage = storage
+        self.file_id = file_id
+        self.url = gftp_url(node_id, file_id)
+        self._binding: GsbServices | None = None
+        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.url} ({state})>"
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    async def _open(self) -> None:
+        rest = self._storage.rest
+        try:
+            self._binding = await rest.gsb.bind_services(gftp_address(self.file_id), self.components)
+            self._ws = await rest.gsb.connect(self._binding.services_id)
+        except BaseException:
+            await self.close()
+            raise
+        self._task = asyncio.get_running_loop().create_task(self._serve(self._ws), name=f"gftp {self.file_id}")
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
+        try:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    _log.debug("%r: ignoring a %s frame", self, message.type.name)
+                    continue
+                try:
+                    request = decode_request(message.data)
+                except GftpMessageError as exc:
+                    _log.warning("%r: %s", self, exc)
+                    continue
+                self.requests += 1
+                response = await self._answer(request)
+                await ws.send_bytes(encode_response(response))
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            _log.debug("%r: the WebSocket broke: %s", self, exc)
+        finally:
+            self._disconnected()
+
+    async def _answer(self, request: GsbRequest) -> GsbResponse:
+        try:
+            payload = await self._handle(request.component, request.payload)
+        except _GftpFailure as failure:
+            return GsbResponse(id=request.id, error={failure.variant: str(failure)})
+        except Exception as exc:  # a bug here must not kill the service silently: tell the provider
+            _log.exception("%r: failed to answer %s", self, request.component)
+            return GsbResponse(id=request.id, error={"InternalError": f"{type(exc).__name__}: {exc}"})
+        return GsbResponse(id=request.id, payload=payload)
+
+    async def _handle(self, component: str, payload: Any) -> Any:
+        raise _GftpFailure("InternalError", f"{component} is not served here")
+
+    def _disconnected(self) -> None:
+        """The WebSocket ended (closed by us, unbound, or the node went away)."""
+
+    async def close(self) -> None:
+        """Stop answering, close the WebSocket and unbind the service. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._storage._forget(self)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            try:
+                await self._storage.rest.gsb.unbind_services(binding.services_id)
+            except (ApiError, NodeUnreachableError) as exc:
+                _log.debug("%r: unbinding %s failed: %s", self, binding.services_id, exc)
+        self._release()
+
+    def _release(self) -> None:
+        """Free what the service holds (files) once it no longer answers."""
+
+
+class _GftpFailure(Exception):
+    """An error answer to a gftp request: ``variant`` is the daemon's error name (``ReadError``, …)."""
+
+    def __init__(self, variant: str, message: str) -> None:
+        self.variant = variant
+        super().__init__(message)
+
+
+class Published(_Service):
+    """Data served to providers at :attr:`url` until :meth:`close`."""
+
+    components = (GET_METADATA, GET_CHUNK)
+
+    def __init__(
+        self, storage: GsbStorage, file_id: str, node_id: str, *, data: bytes | None = None, path: Path | None = None
+    ) -> None:
+        super().__init__(storage, file_id, node_id)
+        self._data = data
+        self._fd: int | None = None
+        if path is not None:
+            self._fd = os.open(path, os.O_RDONLY)
+            self.size = os.fstat(self._fd).st_size
+        else:
+            self.size = len(data or b"")
+
+    async def _handle(self, component: str, payload: Any) -> Any:
+        if component == GET_METADATA:
+            return {"fileSize": self.size}
+        if component != GET_CHUNK:
+            return await super()._handle(component, payload)
+        offset, size = _field(payload, "offset"), _field(payload, "size")
+        if offset > self.size:
+            raise _GftpFailure("ReadError", f"offset {offset} is beyond the end of the data ({self.size} bytes)")
+        size = min(size, self.size - offset)
+        if self._fd is not None:
+            content = os.pread(self._fd, size, offset)
+        else:
+            content = (self._data or b"")[offset : offset + size]
+        return {"offset": offset, "content": content}
+
+    def _release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class Receiving(_Service):
+    """A place at :attr:`url` where a provider uploads data; :meth:`result` (or :meth:`wait`) when it is done."""
+
+    components = (UPLOAD_CHUNK, UPLOAD_FINISHED)
+
+    def __init__(
+        self, storage: GsbStorage, file_id: str, node_id: str, *, path: Path | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(storage, file_id, node_id)
+        self.path = path
+        self.limit = limit
+        self._buffer = bytearray()
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if path else None
+        self._ranges: list[tuple[int, int]] = []
+        self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @property
+    def done(self) -> bool:
+        """True once the provider finished the upload (or it failed)."""
+        return self._done.done()
+
+    async def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for the provider's ``UploadFinished``; return the size received.
+
+        Raises :class:`TransferError` when the upload broke (too large, bytes missing, a wrong hash, the
+        connection lost) or did not finish in time.
+        """
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except asyncio.TimeoutError:
+            raise TransferError(
+                f"the upload to {self.url} did not finish within {timeout:g} s "
+                f"({self._received()} bytes received); did the provider's transfer command run?"
+            ) from None
+
+    async def result(self, timeout: float) -> bytes:
+        """The bytes received, once the provider finished (see :meth:`wait`).
+
+        Only for :meth:`GsbStorage.receive_bytes`; a file receiver writes into its file instead.
+        """
+        if self.path is not None:
+            raise ConfigurationError(f"{self!r} writes to {self.path}; use `await receiving.wait(timeout)` instead")
+        await self.wait(timeout)
+        return bytes(self._buffer)
+
+    def _received(self) -> int:
+        return sum(end - start for start, end in self._ranges)
+
+    def _fail(self, message: str) -> _GftpFailure:
+        if not self._done.done():
+            self._done.set_exception(TransferError(message))
+        return _GftpFailure("WriteError", message)
+
+    async def _handle(self, component: str, payload: Any) -> Any:
+        if self._done.done():
+            raise _GftpFailure("WriteError", f"the upload to {self.url} is already over")
+        if component == UPLOAD_CHUNK:
+            chunk = payload.get("chunk") if isinstance(payload, dict) else None
+            offset, content = _field(chunk, "offset"), _content(chunk)
+            end = offset + len(content)
+            if self.limit is not None and end > self.limit:
+                raise self._fail(f"the data sent to {self.url} is larger than the limit of {self.limit} bytes")
+            self._write(offset, content)
+            self._ranges.append((offset, end))
+            return None
+        if component == UPLOAD_FINISHED:
+            expected = payload.get("hash") if isinstance(payload, dict) else None
+            size = await self._finish(expected if isinstance(expected, str) else None)
+            self._done.set_result(size)
+            return None
+        return await super()._handle(component, payload)
+
+    def _write(self, offset: int, content: bytes) -> None:
+        if self._fd is not None:
+            os.pwrite(self._fd, content, offset)
+            return
+        end = offset + len(content)
+        if end > len(self._buffer):
+            self._buffer.extend(bytes(end - len(self._buffer)))
+        self._buffer[offset:end] = content
+
+    async def _finish(self, expected_hash: str | None) -> int:
+        size = 0
+        for start, end in sorted(self._ranges):
+            if start > size:
+                raise self._fail(f"the data sent to {self.url} misses bytes {size}..{start - 1}")
+            size = max(size, end)
+        if expected_hash is not None:
+            actual = await self._hash()
+            if actual.lower() != expected_hash.strip().lower():
+                message = f"the data sent to {self.url} has SHA3-256 {actual}, but the provider sent {expected_hash}"
+                if not self._done.done():
+                    self._done.set_exception(TransferError(message))
+                raise _GftpFailure("IntegrityError", message)
+        return size
+
+    async def _hash(self) -> str:
+        if self._fd is None or self.path is None:
+            return hashlib.sha3_256(self._buffer).hexdigest()
+        return await asyncio.to_thread(_hash_file, self.path)
+
+    def _disconnected(self) -> None:
+        if not self._done.done():
+            self._done.set_exception(
+                TransferError(f"the connection for {self.url} ended before the provider finished the upload")
+            )
+
+    def _release(self) -> None:
+        if not self._done.done():
+            self._done.set_exception(TransferError(f"{self.url} was closed before the provider finished the upload"))
+        self._done.exception()  # retrieved: nobody may ever wait for an upload that was abandoned
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha3_256()
+    with path.open("rb") as file:
+        while block := file.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _field(payload: Any, key: str) -> int:
+    value = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _GftpFailure("InternalError", f"the request needs a non-negative integer {key!r}, got {value!r}")
+    return value
+
+
+def _content(chunk: Any) -> bytes:
+    value = chunk.get("content") if isinstance(chunk, dict) else None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value)
+    raise _GftpFailure(
+        "InternalError", f"an UploadChunk needs 'chunk': {{'offset', 'content': bytes}}, got {chunk!r:.80}"
+    )
+
+
+class GsbStorage:
+    """Publishes and receives data for providers through the node's GSB API; closes everything on exit."""
+
+    def __init__(self, rest: RestClient) -> None:
+        self.rest = rest
+        self._node_id: str | None = None
+        self._services: set[_Service] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<GsbStorage {len(self._services)} open>"
+
+    async def __aenter__(self) -> GsbStorage:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every published and received item still open; the storage cannot be used afterwards."""
+        self._closed = True
+        for service in list(self._services):
+            await service.close()
+
+    async def node_id(self) -> str:
+        """The requestor's node id, the host part of its ``gftp://`` URLs (``GET /me``, asked once)."""
+        if self._node_id is None:
+            self._node_id = (await self.rest.identity()).identity
+        return self._node_id
+
+    async def publish_bytes(self, data: bytes) -> Published:
+        """Serve ``data`` to providers; ``published.url`` is what a transfer command reads from."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ConfigurationError(f"publish_bytes takes bytes, got {type(data).__name__}")
+        return await self._start(Published(self, self._new_id(), await self.node_id(), data=bytes(data)))
+
+    async def publish_file(self, path: Path) -> Published:
+        """Serve the file at ``path`` chunk by chunk (it is not read into memory)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigurationError(f"cannot publish {str(path)!r}: it is not a file")
+        node_id = await self.node_id()
+        try:
+            published = Published(self, self._new_id(), node_id, path=path)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot publish {str(path)!r}: {exc.strerror or exc}") from exc
+        return await self._start(published)
+
+    async def receive_bytes(self, *, limit: int | None = None) -> Receiving:
+        """A place for a provider to upload to, kept in memory; ``limit`` refuses uploads of more bytes."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ConfigurationError(f"limit must be a number of bytes (0 or more) or None, got {limit!r}")
+        return await self._start(Receiving(self, self._new_id(), await self.node_id(), limit=limit))
+
+    async def receive_file(self, path: Path) -> Receiving:
+        """A place for a provider to upload to, written into the file at ``path`` (created or truncated)."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise ConfigurationError(
+                f"cannot receive into {str(path)!r}: the directory {str(path.parent)!r} is missing"
+            )
+        node_id = await self.node_id()
+        try:
+            receiving = Receiving(self, self._new_id(), node_id, path=path)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot receive into {str(path)!r}: {exc.strerror or exc}") from exc
+        return await self._start(receiving)
+
+    def _new_id(self) -> str:
+        if self._closed:
+            raise GolemError("this GsbStorage is closed; create a new one")
+        return secrets.token_hex(16)
+
+    async def _start(self, service: S) -> S:
+        self._services.add(service)
+        await service._open()
+        return service
+
+    def _forget(self, service: _Service) -> None:
+        self._services.discard(service)

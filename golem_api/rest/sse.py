@@ -1,0 +1,101 @@
+"""Server-sent events (``text/event-stream``), read incrementally: :class:`SseParser`.
+
+The daemon streams a batch's runtime events as ``event: runtime``, ``data: <json>``, ``id: <n>`` lines ended by
+a blank line, and sends ``:ping`` comment lines every 15 s. Network chunks cut lines, frames and even UTF-8
+characters anywhere, so the parser keeps what it has not understood yet and hands out whole frames only.
+It follows the W3C EventSource rules that matter to a client: lines end with LF, CRLF or CR; ``field: value``
+loses one space after the colon; a line without a colon is a field with an empty value; a line starting with
+``:`` is a comment; several ``data`` lines are joined with LF; a frame without data is not dispatched;
+unknown fields (``retry`` included) are ignored.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+from attrs import frozen
+
+__all__ = ["SseFrame", "SseParser"]
+
+
+@frozen
+class SseFrame:
+    """One dispatched event: its ``event`` name (``"message"`` when none was sent), ``data`` and last ``id``."""
+
+    event: str
+    data: str
+    id: str | None = None
+
+
+class SseParser:
+    """Feed it the bytes of a stream as they come; :meth:`feed` returns the frames completed by them."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._after_cr = False
+        self._started = False
+        self._event = ""
+        self._data: list[str] = []
+        self._last_id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SseFrame]:
+        """Take the next ``chunk`` of the stream; return every frame it completes, in order."""
+        text = self._decoder.decode(chunk)
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        self._buffer += text
+        frames: list[SseFrame] = []
+        while True:
+            line = self._next_line()
+            if line is None:
+                return frames
+            frame = self._line(line)
+            if frame is not None:
+                frames.append(frame)
+
+    def _next_line(self) -> str | None:
+        buffer = self._buffer
+        if not buffer:
+            return None
+        if self._after_cr and buffer.startswith("\n"):  # the LF of a CRLF cut between two chunks
+            buffer = buffer[1:]
+        self._after_cr = False
+        lf, cr = buffer.find("\n"), buffer.find("\r")
+        if lf < 0 and cr < 0:
+            self._buffer = buffer
+            return None
+        if cr >= 0 and (lf < 0 or cr < lf):
+            end = cr
+            if buffer.startswith("\n", cr + 1):
+                skip = 2
+            else:  # a CR, maybe followed by an LF that has not come yet
+                skip, self._after_cr = 1, cr == len(buffer) - 1
+        else:
+            end, skip = lf, 1
+        self._buffer = buffer[end + skip :]
+        return buffer[:end]
+
+    def _line(self, line: str) -> SseFrame | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._last_id = value
+        return None
+
+    def _dispatch(self) -> SseFrame | None:
+        event, data = self._event, self._data
+        self._event, self._data = "", []
+        if not data:
+            return None
+        return SseFrame(event=event or "message", data="\n".join(data), id=self._last_id)

@@ -1,0 +1,457 @@
+"""Scripts: the ExeScript JSON each method sends, and how awaiting commands behaves once a script ran.
+
+The activity and the storage are in-memory fakes that answer as the node does (results by index, an event
+stream that never ends by itself), so these tests need no sockets; the integration tests run the same code
+against the real local node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from attrs import define, field
+
+from golem_api.activity.activity import Activity
+from golem_api.activity.script import ENV_PROGRAM, Command, CommandResult, Download, Script
+from golem_api.activity.storage import GsbStorage
+from golem_api.activity.work_context import WorkContext
+from golem_api.errors import (
+    ActivityError,
+    BadRequestError,
+    BatchTimeoutError,
+    CommandExecutionError,
+    ConfigurationError,
+    NodeUnreachableError,
+)
+from golem_api.events import CommandExecuted, CommandOutput, Event, EventBus, ScriptFinished, ScriptSent
+from golem_api.rest.models import ExeScriptCommandResult, RuntimeEvent
+
+WHEN = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
+BOUND = 5.0  # seconds any await here may take; the semantics under test are "at once"
+
+
+def ok(index: int, stdout: str | None = None, stderr: str | None = None) -> ExeScriptCommandResult:
+    return ExeScriptCommandResult(index=index, event_date=WHEN, result="Ok", stdout=stdout, stderr=stderr)
+
+
+def error(index: int, message: str, stderr: str | None = None) -> ExeScriptCommandResult:
+    return ExeScriptCommandResult(index=index, event_date=WHEN, result="Error", message=message, stderr=stderr)
+
+
+@define
+class FakeAgreement:
+    agreement_id: str = "agr-1"
+    provider_name: str = "testnet-1"
+    provider_id: str = "0xprovider"
+
+
+@define
+class FakeActivity:
+    """Results by command index (``None``: the command never finishes); events streamed once asked for."""
+
+    outcomes: list[ExeScriptCommandResult | None] = field(factory=list)
+    events: list[RuntimeEvent] = field(factory=list)
+    exec_error: Exception | None = None
+    stream_error: Exception | None = None
+    activity_id: str = "act-1"
+    agreement: FakeAgreement = field(factory=FakeAgreement)
+    sent: list[list[dict[str, Any]]] = field(factory=list)
+    polls: list[int | None] = field(factory=list)
+    streamed_all: asyncio.Event = field(factory=asyncio.Event)
+    polled: asyncio.Event = field(factory=asyncio.Event)
+
+    async def exec(self, commands: list[dict[str, Any]]) -> str:
+        self.sent.append(commands)
+        if self.exec_error is not None:
+            raise self.exec_error
+        return "batch-1"
+
+    async def results(
+        self, batch_id: str, command_index: int | None = None, timeout: float | None = None
+    ) -> list[ExeScriptCommandResult]:
+        assert command_index is not None
+        assert timeout is not None
+        self.polls.append(command_index)
+        self.polled.set()
+        if self.events:  # like the node: a command's result comes after its events
+            await self.streamed_all.wait()
+        outcome = self.outcomes[command_index]
+        if outcome is None:
+            await asyncio.Event().wait()  # never finishes: only the script's timeout ends this
+        assert outcome is not None
+        return [outcome]
+
+    @contextlib.asynccontextmanager
+    async def stream(self, batch_id: str) -> AsyncIterator[AsyncIterator[RuntimeEvent]]:
+        if self.stream_error is not None:
+            raise self.stream_error
+
+        async def events() -> AsyncIterator[RuntimeEvent]:
+            for event in self.events:
+                yield event
+            self.streamed_all.set()
+            await asyncio.Event().wait()  # the daemon's stream does not end with the batch
+
+        yield events()
+
+
+@define
+class FakeService:
+    url: str
+    data: bytes = b""
+    closed: bool = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def wait(self, timeout: float) -> int:
+        return len(self.data)
+
+    async def result(self, timeout: float) -> bytes:
+        return self.data
+
+
+@define
+class FakeStorage:
+    """Publishes and receives in memory; ``download`` is what a provider "uploads" to every receiver."""
+
+    download: bytes = b""
+    services: list[FakeService] = field(factory=list)
+    published: list[bytes | Path] = field(factory=list)
+
+    def _service(self, data: bytes = b"") -> FakeService:
+        service = FakeService(f"gftp://0xrequestor/{len(self.services)}", data)
+        self.services.append(service)
+        return service
+
+    async def publish_bytes(self, data: bytes) -> FakeService:
+        self.published.append(data)
+        return self._service()
+
+    async def publish_file(self, path: Path) -> FakeService:
+        self.published.append(path)
+        return self._service()
+
+    async def receive_bytes(self, *, limit: int | None = None) -> FakeService:
+        return self._service(self.download)
+
+    async def receive_file(self, path: Path) -> FakeService:
+        return self._service(self.download)
+
+
+def context(
+    activity: FakeActivity | None = None, storage: FakeStorage | None = None, *, stream_output: bool = False
+) -> tuple[WorkContext, list[Event]]:
+    bus = EventBus()
+    seen: list[Event] = []
+    bus.subscribe(seen.append)
+    ctx = WorkContext(
+        cast(Activity, activity or FakeActivity()),
+        cast(GsbStorage, storage or FakeStorage()),
+        bus,
+        stream_output=stream_output,
+    )
+    return ctx, seen
+
+
+async def sent_json(build: Callable[[Script], object], storage: FakeStorage | None = None) -> list[dict[str, Any]]:
+    """The ExeScript a script built by ``build`` sends (every command answered Ok)."""
+    activity = FakeActivity()
+    ctx, _ = context(activity, storage)
+    script = ctx.new_script()
+    build(script)
+    activity.outcomes = [ok(i) for i in range(len(script.commands))]
+    await ctx.run_script(script)
+    (commands,) = activity.sent
+    return commands
+
+
+# ---- the JSON of each command ----
+
+
+async def test_deploy_start_and_terminate_send_the_daemons_shapes() -> None:
+    def build(s: Script) -> None:
+        s.deploy(env={"A": "1"}, hostname="svc", volumes=["/golem/work"])
+        s.start("--fast")
+        s.terminate()
+
+    assert await sent_json(build) == [
+        {"deploy": {"env": {"A": "1"}, "hostname": "svc", "volumes": ["/golem/work"]}},
+        {"start": {"args": ["--fast"]}},
+        {"terminate": {}},
+    ]
+
+
+async def test_run_streams_both_outputs_and_keeps_entry_point_snake_case() -> None:
+    (run,) = await sent_json(lambda s: s.run("/bin/sh", "-c", "echo hi"))
+    capture = {"stream": {"format": "str"}}
+    assert run == {
+        "run": {"entry_point": "/bin/sh", "args": ["-c", "echo hi"], "capture": {"stdout": capture, "stderr": capture}}
+    }
+
+
+async def test_run_env_reaches_the_command_through_usr_bin_env() -> None:
+    (run,) = await sent_json(lambda s: s.run("/bin/sh", "-c", "echo $GREETING", env={"GREETING": "hi there"}))
+    body = run["run"]
+    assert body["entry_point"] == ENV_PROGRAM == "/usr/bin/env"
+    assert body["args"] == ["GREETING=hi there", "/bin/sh", "-c", "echo $GREETING"]
+    assert "env" not in body  # the daemon's run command has no env field: it would be dropped silently
+
+
+@pytest.mark.parametrize(
+    ("env", "cmd", "match"),
+    [
+        ({"": "x"}, "/bin/sh", "variable name"),
+        ({"A=B": "x"}, "/bin/sh", "variable name"),
+        ({"A": 1}, "/bin/sh", "must be a string"),
+        ({"A": "x"}, "/bin/X=1", "cannot contain '='"),
+    ],
+)
+def test_bad_env_is_refused_before_anything_is_sent(env: dict[str, Any], cmd: str, match: str) -> None:
+    ctx, _ = context()
+    with pytest.raises(ConfigurationError, match=match):
+        ctx.new_script().run(cmd, env=env)
+
+
+def test_arguments_must_be_strings() -> None:
+    script = context()[0].new_script()
+    with pytest.raises(ConfigurationError, match=r"str\(\)"):
+        script.run("/bin/echo", 1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="JSON"):
+        script.deploy(env=object())
+    assert script.commands == []
+
+
+async def test_transfers_name_the_gftp_urls_and_container_paths(tmp_path: Path) -> None:
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"file")
+    storage = FakeStorage(download=b"[1, 2]")
+
+    def build(s: Script) -> None:
+        s.upload_bytes(b"raw", "/golem/in/raw")
+        s.upload_json({"k": [1]}, "/golem/in/k.json")
+        s.upload_file(source, "container:/golem/in/in.bin")
+        s.download_bytes("/golem/out/a")
+        s.download_json("/golem/out/b.json")
+        s.download_file("/golem/out/c", tmp_path / "c")
+
+    commands = await sent_json(build, storage)
+    urls = [service.url for service in storage.services]
+    assert commands == [
+        {"transfer": {"from": urls[0], "to": "container:/golem/in/raw"}},
+        {"transfer": {"from": urls[1], "to": "container:/golem/in/k.json"}},
+        {"transfer": {"from": urls[2], "to": "container:/golem/in/in.bin"}},
+        {"transfer": {"from": "container:/golem/out/a", "to": urls[3]}},
+        {"transfer": {"from": "container:/golem/out/b.json", "to": urls[4]}},
+        {"transfer": {"from": "container:/golem/out/c", "to": urls[5]}},
+    ]
+    assert storage.published == [b"raw", b'{"k": [1]}', source]
+    assert all(service.closed for service in storage.services), "every GSB service is released after the script"
+
+
+def test_transfers_check_their_local_files_at_once(tmp_path: Path) -> None:
+    script = context()[0].new_script()
+    with pytest.raises(ConfigurationError, match="not a file"):
+        script.upload_file(tmp_path / "missing", "/golem/in/x")
+    with pytest.raises(ConfigurationError, match="directory"):
+        script.download_file("/golem/out/x", tmp_path / "no" / "x")
+    with pytest.raises(ConfigurationError, match="limit"):
+        script.download_bytes("/golem/out/x", limit=-1)
+
+
+# ---- results and await semantics ----
+
+
+async def test_results_settle_every_command_and_downloads_give_their_data() -> None:
+    activity = FakeActivity()
+    ctx, seen = context(activity, FakeStorage(download=b'{"answer": 42}'))
+    script = ctx.new_script()
+    deploy = script.deploy()
+    run = script.run("/bin/echo", "hi")
+    data = script.download_json("/golem/out/answer.json")
+    activity.outcomes = [ok(0), ok(1, stdout="hi\n"), ok(2)]
+    results = await ctx.run_script(script)
+    assert results == [
+        CommandResult(index=0, command="deploy", success=True),
+        CommandResult(index=1, command="run", success=True, stdout="hi\n"),
+        CommandResult(index=2, command="transfer", success=True),
+    ]
+    assert isinstance(data, Download)
+    assert isinstance(run, Command)
+    assert await asyncio.wait_for(data, BOUND) == {"answer": 42}
+    assert (await asyncio.wait_for(run, BOUND)).stdout == "hi\n"
+    assert deploy.done()
+    assert deploy.result().success
+    assert activity.polls == [0, 1, 2]
+    kinds = [type(event) for event in seen]
+    assert kinds == [ScriptSent, CommandExecuted, CommandExecuted, CommandExecuted, ScriptFinished]
+    finished = seen[-1]
+    assert isinstance(finished, ScriptFinished)
+    assert finished.success
+
+
+async def test_a_failed_command_raises_and_so_do_it_and_the_ones_after_it_when_awaited() -> None:
+    activity = FakeActivity()
+    ctx, seen = context(activity)
+    script = ctx.new_script()
+    first = script.run("/bin/true")
+    failing = script.run("/bin/sh", "-c", "echo oops >&2; exit 3")
+    skipped = script.run("/bin/echo", "never")
+    activity.outcomes = [ok(0), error(1, "exited with code 3", stderr="oops\n"), None]
+    with pytest.raises(CommandExecutionError) as raised:
+        await asyncio.wait_for(ctx.run_script(script), BOUND)
+    assert (raised.value.index, raised.value.command, raised.value.stderr) == (1, "run", "oops\n")
+    assert "exited with code 3" in str(raised.value)
+    assert "oops" in str(raised.value)
+    assert raised.value.activity_id == "act-1"
+    # Awaiting afterwards never hangs: the failed command and the skipped one raise at once, every time.
+    assert (await asyncio.wait_for(first, BOUND)).success
+    for _ in range(2):
+        with pytest.raises(CommandExecutionError, match="exited with code 3"):
+            await asyncio.wait_for(failing, BOUND)
+    with pytest.raises(CommandExecutionError, match=r"not run: command #1 run failed") as not_run:
+        await asyncio.wait_for(skipped, BOUND)
+    assert not_run.value.index == 2
+    with pytest.raises(CommandExecutionError):
+        skipped.result()
+    assert activity.polls == [0, 1], "nothing is asked about commands after the failed one"
+    finished = seen[-1]
+    assert isinstance(finished, ScriptFinished)
+    assert not finished.success
+
+
+async def test_a_timed_out_script_raises_and_settles_the_unfinished_commands() -> None:
+    activity = FakeActivity()
+    ctx, _ = context(activity)
+    script = ctx.new_script(timeout=0.2)
+    done = script.run("/bin/true")
+    stuck = script.run("/bin/sleep", "1000")
+    after = script.download_bytes("/golem/out/x")
+    activity.outcomes = [ok(0), None, None]
+    with pytest.raises(BatchTimeoutError, match=r"within its timeout of 0\.2 s") as raised:
+        await asyncio.wait_for(ctx.run_script(script), BOUND)
+    assert raised.value.batch_id == "batch-1"
+    assert done.result().success
+    for command in (stuck, after):
+        with pytest.raises(CommandExecutionError, match="timeout"):
+            await asyncio.wait_for(command, BOUND)
+
+
+async def test_a_batch_the_node_refuses_settles_every_command_with_the_reason() -> None:
+    refusal = BadRequestError(method="POST", path="/exec", status=400, message="command #0: bad")
+    ctx, seen = context(FakeActivity(exec_error=refusal))
+    script = ctx.new_script()
+    command = script.deploy()
+    with pytest.raises(BadRequestError):
+        await ctx.run_script(script)
+    with pytest.raises(CommandExecutionError, match="command #0: bad"):
+        await asyncio.wait_for(command, BOUND)
+    assert seen == [], "no batch was sent, so no script events"
+
+
+async def test_a_cancelled_script_leaves_no_command_pending() -> None:
+    activity = FakeActivity(outcomes=[None])
+    ctx, _ = context(activity)
+    script = ctx.new_script()
+    command = script.run("/bin/sleep", "1000")
+    task = asyncio.ensure_future(ctx.run_script(script))
+    await asyncio.wait_for(activity.polled.wait(), BOUND)  # the batch is sent and its first result asked for
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(CommandExecutionError, match="cancelled"):
+        await asyncio.wait_for(command, BOUND)
+
+
+async def test_a_script_runs_once_and_takes_no_commands_afterwards() -> None:
+    activity = FakeActivity(outcomes=[ok(0)])
+    ctx, _ = context(activity)
+    script = ctx.new_script()
+    script.start()
+    await ctx.run_script(script)
+    with pytest.raises(ConfigurationError, match="runs once"):
+        await ctx.run_script(script)
+    with pytest.raises(ConfigurationError, match="already run"):
+        script.terminate()
+    assert len(activity.sent) == 1
+
+
+async def test_a_command_before_its_script_ran_has_no_result() -> None:
+    ctx, _ = context()
+    command = ctx.new_script().start()
+    assert not command.done()
+    with pytest.raises(ActivityError, match="run its script first"):
+        command.result()
+
+
+async def test_a_script_of_another_context_is_refused() -> None:
+    ctx, _ = context()
+    other, _ = context()
+    with pytest.raises(ConfigurationError, match="was made for"):
+        await ctx.run_script(other.new_script())
+
+
+# ---- streaming ----
+
+
+def event(index: int, kind: str, payload: Any) -> RuntimeEvent:
+    return RuntimeEvent(batch_id="batch-1", index=index, timestamp=WHEN, kind=kind, payload=payload)
+
+
+async def test_streamed_output_reaches_the_callbacks_line_by_line() -> None:
+    activity = FakeActivity(
+        outcomes=[ok(0, stdout="one\ntwo\npartial", stderr="warn\n")],
+        events=[
+            event(0, "started", {"command": {}}),
+            event(0, "stdout", "one\ntw"),
+            event(0, "stderr", "warn\n"),
+            event(0, "stdout", "o\npartial"),
+            event(0, "finished", {"return_code": 0, "message": None}),
+        ],
+    )
+    ctx, seen = context(activity)
+    lines: list[str] = []
+    errors: list[str] = []
+    script = ctx.new_script()
+    run = script.run("/bin/sh", "-c", "…", on_stdout=lines.append, on_stderr=errors.append)
+    await asyncio.wait_for(ctx.run_script(script), BOUND)
+    assert lines == ["one", "two", "partial"]
+    assert errors == ["warn"]
+    assert run.result().stdout == "one\ntwo\npartial"
+    pieces = [(e.stream, e.text) for e in seen if isinstance(e, CommandOutput)]
+    assert pieces == [("stdout", "one\ntw"), ("stderr", "warn\n"), ("stdout", "o\npartial")]
+
+
+async def test_without_a_stream_the_callbacks_get_the_output_from_the_result() -> None:
+    activity = FakeActivity(
+        outcomes=[ok(0, stdout="a\nb\n")],
+        stream_error=NodeUnreachableError("the stream broke", url="http://node"),
+    )
+    ctx, _ = context(activity)
+    lines: list[str] = []
+    script = ctx.new_script()
+    script.run("/bin/sh", on_stdout=lines.append)
+    await asyncio.wait_for(ctx.run_script(script), BOUND)
+    assert lines == ["a", "b"]
+
+
+async def test_a_callback_that_raises_does_not_break_the_script() -> None:
+    activity = FakeActivity(
+        outcomes=[ok(0, stdout="x\n")],
+        events=[event(0, "stdout", "x\n"), event(0, "finished", {"return_code": 0, "message": None})],
+    )
+    ctx, _ = context(activity)
+
+    def explode(line: str) -> None:
+        raise RuntimeError(line)
+
+    script = ctx.new_script()
+    run = script.run("/bin/echo", "x", on_stdout=explode)
+    await asyncio.wait_for(ctx.run_script(script), BOUND)
+    assert run.result().success
