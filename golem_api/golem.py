@@ -335,7 +335,7 @@ class Golem:
         """
         self._require_started()
         assert self._storage is not None
-        service_class = check_service_class(service_class)  # type: ignore[assignment]
+        check_service_class(service_class)
         planned = plan_instances(service_class, num_instances, instance_params)
         if isinstance(start_attempts, bool) or not isinstance(start_attempts, int) or start_attempts < 1:
             raise ConfigurationError(f"start_attempts must be a whole number, 1 or more, got {start_attempts!r}")

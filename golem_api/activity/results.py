@@ -159,6 +159,8 @@ class EventStreamReader:
                     self._handle(event)
         except GolemError as exc:
             _log.info("the event stream of batch %s ended (%s); results still come by polling", self._batch_id, exc)
+        except Exception:
+            _log.exception("reading the event stream of batch %s failed; results still come by polling", self._batch_id)
         finally:
             self._wake()
 

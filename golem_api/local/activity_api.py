@@ -134,16 +134,19 @@ class _ActivityRoutes:
         response = web.StreamResponse(headers={"Content-Type": _EVENT_STREAM, "Cache-Control": "no-cache"})
         await response.prepare(request)
         sent = 0
-        while True:
-            events = await batch.events_from(sent, timeout=SSE_PING_INTERVAL)
-            if not events:
-                if batch.finished and sent >= len(batch.events):
-                    break
-                await response.write(b":ping\n\n")
-                continue
-            await response.write(b"".join(_sse_frame(event, sent + i) for i, event in enumerate(events)))
-            sent += len(events)
-        await response.write_eof()
+        try:
+            while True:
+                events = await batch.events_from(sent, timeout=SSE_PING_INTERVAL)
+                if not events:
+                    if batch.finished and sent >= len(batch.events):
+                        break
+                    await response.write(b":ping\n\n")
+                    continue
+                await response.write(b"".join(_sse_frame(event, sent + i) for i, event in enumerate(events)))
+                sent += len(events)
+            await response.write_eof()
+        except ConnectionError:  # the reader went away: nothing more to send
+            pass
         return response
 
     async def command(self, request: web.Request) -> web.Response:

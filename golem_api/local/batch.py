@@ -83,9 +83,7 @@ class Batch:
         self._changed = asyncio.Event()
 
     def _event(self, index: int, kind: dict[str, Any]) -> None:
-        self.events.append(
-            {"batch_id": self.batch_id, "index": index, "timestamp": _event_timestamp(), "kind": kind}
-        )
+        self.events.append({"batch_id": self.batch_id, "index": index, "timestamp": _event_timestamp(), "kind": kind})
         self._notify()
 
     # -- recording ----------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class ProviderSpec:
     runtime: str = field(default="vm", validator=_non_empty)
     subnet: str = field(default="public", validator=_non_empty)
     overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive_amount)
-    env: Mapping[str, str] = field(factory=dict, converter=_to_env, validator=_env)
+    env: Mapping[str, str] = field(factory=dict, converter=_to_env, validator=_env, hash=False)
 
     @property
     def pricing(self) -> LinearPricing:
@@ -169,7 +169,7 @@ class LocalNetworkConfig:
     requestor_balance: Decimal = field(default=Decimal(1000), converter=_to_decimal, validator=_price)
     payment_platform: str = field(default="erc20-holesky-tglm", validator=_non_empty)
     subnet: str = field(default="public", validator=_non_empty)
-    images: Mapping[str, Image] = field(factory=dict, converter=_to_images, validator=_images)
+    images: Mapping[str, Image] = field(factory=dict, converter=_to_images, validator=_images, hash=False)
     bwrap: str = field(default="bwrap", validator=_non_empty)
 
     @providers.validator

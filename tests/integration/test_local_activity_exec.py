@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,13 +15,14 @@ import pytest
 from golem_api.errors import SandboxUnavailableError
 from golem_api.local.config import LocalNetworkConfig
 from golem_api.local.node import LocalNode
+from golem_api.local.runtime.image import Image
 from golem_api.local.runtime.vm import VmRuntime
 from golem_api.timestamps import parse_timestamp
 from tests.integration.agreements import ACTIVITY, call, new_activity
 
 pytestmark = pytest.mark.integration
 
-NETWORK = LocalNetworkConfig.with_providers(2, debit_note_interval_sec=3600)
+NETWORK = LocalNetworkConfig.with_providers(2, debit_note_interval_sec=3600, env={"PROVIDER_TAG": "local"})
 DEPLOY_START: list[dict[str, Any]] = [{"deploy": {}}, {"start": {}}]
 
 
@@ -101,13 +103,21 @@ async def test_deploy_start_run_capture_at_end_and_in_stream(exe: Exe) -> None:
             run("cat /golem/work/digits", stdout={"atEnd": {"headTail": 5}}),
             run("cat /golem/work/digits", stdout={"stream": {"limit": 4, "format": "bin"}}),
             run("echo discarded"),
+            {
+                "run": {
+                    "entry_point": "/bin/sh",
+                    "args": ["-c", 'printf "$PROVIDER_TAG $MINE"'],
+                    "env": {"MINE": "x"},
+                    "capture": {"stdout": AT_END},
+                }
+            },
         ]
     )
-    results = await exe.finished(batch, 8)
+    results = await exe.finished(batch, 9)
 
-    assert [r["index"] for r in results] == list(range(8))
+    assert [r["index"] for r in results] == list(range(9))
     assert all(r["result"] == "Ok" and r["message"] is None for r in results)
-    assert [r["isBatchFinished"] for r in results] == [False] * 7 + [True]
+    assert [r["isBatchFinished"] for r in results] == [False] * 8 + [True]
     for result in results:
         parse_timestamp(result["eventDate"])
         assert set(result) == {"index", "eventDate", "result", "stdout", "stderr", "message", "isBatchFinished"}
@@ -117,6 +127,7 @@ async def test_deploy_start_run_capture_at_end_and_in_stream(exe: Exe) -> None:
     assert results[5]["stdout"] == "01289"  # three of the head, two of the tail
     assert results[6]["stdout"] == list(b"0123")
     assert (results[7]["stdout"], results[7]["stderr"]) == (None, None)
+    assert results[8]["stdout"] == "local x"  # the provider's env, then the command's
     assert (await exe.state())["state"] == ["Ready", None]
 
 
@@ -304,6 +315,23 @@ async def test_an_unknown_image_fails_deploy_naming_the_hash(
     assert results[0]["result"] == "Error"
     assert digest in results[0]["message"]
     assert "LocalNetworkConfig(images=" in results[0]["message"]
+
+
+async def test_a_known_image_shows_its_files_and_environment(tmp_path: Path) -> None:
+    root = tmp_path / "image"
+    (root / "golem" / "app").mkdir(parents=True)
+    (root / "golem" / "app" / "hello.txt").write_text("from the image")
+    digest = "cd" * 28
+    image = Image(root=root, env={"IMAGE_VAR": "set"}, volumes=("/golem/work",))
+    config = LocalNetworkConfig.with_providers(1, images={digest.upper(): image})
+    package = {"golem.srv.comp.task_package": f"hash:sha3:{digest}:http://registry.example/image.gvmi"}
+    async with LocalNode(config) as node:
+        headers = {"Authorization": f"Bearer {node.app_key}"}
+        async with aiohttp.ClientSession(base_url=node.url, headers=headers) as http:
+            exe = Exe(http, await new_activity(http, node, extra_properties=package))
+            script = 'cat /golem/app/hello.txt; printf " $IMAGE_VAR"'
+            results = await exe.finished(await exe.exec([*DEPLOY_START, run(script, stdout=AT_END)]), 3)
+    assert results[2]["stdout"] == "from the image set"
 
 
 async def test_offers_carry_the_runtime_and_usage_counts_cpu(

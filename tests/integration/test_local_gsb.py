@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from golem_api.gftp import (
     GSB_SUBPROTOCOL,
@@ -220,6 +221,33 @@ async def test_transfer_failures_are_error_results_that_say_why(ready: Activity,
     assert "answered an error: ReadError: Can't read from file. disk on fire" in results[0]["message"]
     listing = await ready.run([shell("ls /golem/in")])
     assert "broken" not in (listing[0]["stdout"] or "")  # no partial file is left behind
+
+
+async def test_an_http_download_lands_in_the_volume(ready: Activity) -> None:
+    async def serve(request: web.Request) -> web.Response:
+        if request.path != "/file.bin":
+            return web.Response(status=404)
+        return web.Response(body=FIVE_MIB[:100_000])
+
+    server = web.Server(serve)
+    runner = web.ServerRunner(server, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        results = await ready.run(
+            [
+                transfer(f"http://127.0.0.1:{port}/file.bin", "container:/golem/in/web.bin"),
+                shell("sha256sum /golem/in/web.bin | cut -d' ' -f1"),
+                transfer(f"http://127.0.0.1:{port}/missing", "container:/golem/in/missing"),
+            ]
+        )
+    finally:
+        await runner.cleanup()
+    assert results[1]["stdout"].strip() == hashlib.sha256(FIVE_MIB[:100_000]).hexdigest()
+    assert results[2]["result"] == "Error"
+    assert "answered 404" in results[2]["message"]
 
 
 async def test_unbinding_fails_the_waiting_call_and_closes_the_socket(

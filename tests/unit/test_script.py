@@ -1,4 +1,5 @@
-"""Scripts: the ExeScript JSON each method sends, and how awaiting commands behaves once a script ran.
+"""Scripts: the ExeScript JSON each method sends, how awaiting commands behaves once a script ran, and the
+requestor's end of gftp transfers (what it answers to the node's frames).
 
 The activity and the storage are in-memory fakes that answer as the node does (results by index, an event
 stream that never ends by itself), so these tests need no sockets; the integration tests run the same code
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +21,7 @@ from attrs import define, field
 
 from golem_api.activity.activity import Activity
 from golem_api.activity.script import ENV_PROGRAM, Command, CommandResult, Download, Script
-from golem_api.activity.storage import GsbStorage
+from golem_api.activity.storage import GsbStorage, Published, Receiving, TransferError
 from golem_api.activity.work_context import WorkContext
 from golem_api.errors import (
     ActivityError,
@@ -30,6 +32,16 @@ from golem_api.errors import (
     NodeUnreachableError,
 )
 from golem_api.events import CommandExecuted, CommandOutput, Event, EventBus, ScriptFinished, ScriptSent
+from golem_api.gftp import (
+    GsbRequest,
+    GsbResponse,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
+from golem_api.rest.client import RestClient
+from golem_api.rest.config import ApiConfig
 from golem_api.rest.models import ExeScriptCommandResult, RuntimeEvent
 
 WHEN = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
@@ -455,3 +467,83 @@ async def test_a_callback_that_raises_does_not_break_the_script() -> None:
     run = script.run("/bin/echo", "x", on_stdout=explode)
     await asyncio.wait_for(ctx.run_script(script), BOUND)
     assert run.result().success
+
+
+# ---- the requestor's end of a gftp transfer (frames as the node sends them) ----
+
+
+def storage_without_node() -> GsbStorage:
+    return GsbStorage(RestClient(ApiConfig.for_node("http://127.0.0.1:1", "key")))
+
+
+async def call(service: Published | Receiving, component: str, payload: Any = None) -> GsbResponse:
+    request = decode_request(encode_request(GsbRequest(id="1", component=component, payload=payload)))
+    return decode_response(encode_response(await service._answer(request)))
+
+
+def chunk(offset: int, content: bytes) -> dict[str, Any]:
+    return {"chunk": {"offset": offset, "content": content}}
+
+
+async def test_chunks_in_any_order_are_assembled_and_checked_against_the_hash() -> None:
+    receiving = Receiving(storage_without_node(), "f1", "0xrequestor")
+    assert receiving.url == "gftp://0xrequestor/f1"
+    for offset, content in [(6, b"world"), (0, b"hello ")]:
+        assert (await call(receiving, "UploadChunk", chunk(offset, content))).error is None
+    digest = hashlib.sha3_256(b"hello world").hexdigest()
+    assert (await call(receiving, "UploadFinished", {"hash": digest})).error is None
+    assert await receiving.result(timeout=BOUND) == b"hello world"
+    await receiving.close()
+
+
+@pytest.mark.parametrize(
+    ("chunks", "finished", "variant", "match"),
+    [
+        ([chunk(0, b"abc")], {"hash": "00" * 32}, "IntegrityError", "SHA3-256"),
+        ([chunk(0, b"ab"), chunk(5, b"cd")], {}, "WriteError", "misses bytes 2..4"),
+    ],
+)
+async def test_a_corrupt_upload_is_refused_and_its_result_raises(
+    chunks: list[dict[str, Any]], finished: dict[str, Any], variant: str, match: str
+) -> None:
+    receiving = Receiving(storage_without_node(), "f1", "0xrequestor")
+    for payload in chunks:
+        await call(receiving, "UploadChunk", payload)
+    answer = await call(receiving, "UploadFinished", finished)
+    assert answer.error is not None
+    assert list(answer.error) == [variant]
+    with pytest.raises(TransferError, match=match):
+        await receiving.result(timeout=BOUND)
+    await receiving.close()
+
+
+async def test_an_upload_over_the_limit_is_refused_at_the_chunk() -> None:
+    receiving = Receiving(storage_without_node(), "f1", "0xrequestor", limit=4)
+    answer = await call(receiving, "UploadChunk", chunk(0, b"12345"))
+    assert answer.error is not None
+    assert "limit of 4 bytes" in answer.error["WriteError"]
+    with pytest.raises(TransferError, match="limit"):
+        await receiving.result(timeout=BOUND)
+    await receiving.close()
+
+
+async def test_a_receiver_closed_before_the_upload_ended_fails_its_waiters() -> None:
+    receiving = Receiving(storage_without_node(), "f1", "0xrequestor")
+    await receiving.close()
+    with pytest.raises(TransferError, match="closed before"):
+        await receiving.wait(timeout=BOUND)
+
+
+async def test_published_data_is_served_by_metadata_and_chunks(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    source.write_bytes(b"0123456789")
+    for published in (
+        Published(storage_without_node(), "p1", "0xr", data=b"0123456789"),
+        Published(storage_without_node(), "p2", "0xr", path=source),
+    ):
+        assert (await call(published, "GetMetadata")).payload == {"fileSize": 10}
+        assert (await call(published, "GetChunk", {"offset": 8, "size": 5})).payload == {"offset": 8, "content": b"89"}
+        beyond = await call(published, "GetChunk", {"offset": 11, "size": 1})
+        assert beyond.error is not None
+        assert "beyond the end" in beyond.error["ReadError"]
+        await published.close()

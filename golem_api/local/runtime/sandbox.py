@@ -3,8 +3,10 @@
 :func:`bwrap_args` turns a :class:`SandboxLayout` into bubblewrap options. The sandbox it describes:
 
 - new user (uid 0 mapped to the provider's user), mount, PID, network, IPC, UTS and cgroup namespaces, no
-  capabilities at all, its own session; it dies with the process that started it. The network namespace
-  has only its own loopback: nothing on the host or beyond is reachable.
+  capabilities at all, its own session; it dies with the process that started it. The command bubblewrap
+  starts is PID 1 (no bubblewrap init), so that when it exits the kernel kills everything left in the
+  sandbox before bubblewrap itself exits. The network namespace has only its own loopback: nothing on the
+  host or beyond is reachable.
 - the host's system directories read-only: ``/usr`` and ``/bin``, ``/lib*``, ``/sbin`` as they are on the host
   (symbolic links or directories), and a few files of ``/etc`` that programs need to run
   (:data:`ETC_ENTRIES`; not ``/etc/ssl/private``). Nothing of any home directory, nothing else of the host.

@@ -534,7 +534,8 @@ class VmRuntime:
                 task.cancel()
         await asyncio.gather(*(task for task in tasks if task is not current), return_exceptions=True)
         if self._ready is not None and not self._ready.done():
-            self._ready.cancel()
+            self._ready.set_exception(RuntimeFailure("the sandbox was stopped before its agent was ready"))
+            self._ready.exception()  # whoever awaits it still gets it; nobody else needs to
         self.sandbox_pid = None
 
 

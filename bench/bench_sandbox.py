@@ -1,0 +1,87 @@
+"""How fast the local ``vm`` runtime is: a command through the agent vs a fresh sandbox per command.
+
+Prints the median time of
+
+- a ``true`` round-trip through the agent of one running sandbox (``RUNS_AGENT`` times),
+- ``true`` in a fresh bubblewrap sandbox with the same layout (``RUNS_FRESH`` times),
+- ``VmRuntime.start()`` (the sandbox and its agent up, ``RUNS_START`` times) and ``stop()``.
+
+Run: ``.venv/bin/python bench/bench_sandbox.py`` (needs bubblewrap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal
+
+from golem_api.local.runtime.base import DeploySettings, RunProcess
+from golem_api.local.runtime.image import Image
+from golem_api.local.runtime.sandbox import SandboxLayout, bwrap_args, check_bubblewrap
+from golem_api.local.runtime.vm import VmRuntime
+
+RUNS_AGENT = 200
+RUNS_FRESH = 50
+RUNS_START = 20
+
+
+def _ignore(stream: Literal["stdout", "stderr"], data: bytes) -> None:
+    """Output sink that drops everything."""
+
+
+async def _median_ms(runs: int, once: Callable[[], Awaitable[object]]) -> float:
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        await once()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) * 1000
+
+
+async def main() -> None:
+    """Measure and print the three medians."""
+    await check_bubblewrap()
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Path(scratch)
+        runtime = VmRuntime(Image(), base / "activity")
+        deployment = await runtime.deploy(DeploySettings())
+        await runtime.start([])
+        try:
+            true = RunProcess("true")
+            agent = await _median_ms(RUNS_AGENT, lambda: runtime.run_command(true, _ignore))
+        finally:
+            await runtime.stop()
+
+        for volume in deployment.volumes:
+            volume.host_path.mkdir(parents=True, exist_ok=True)
+        args = ["bwrap", *bwrap_args(SandboxLayout(volumes=deployment.volumes, working_dir="/golem/work")), "true"]
+
+        async def fresh() -> None:
+            process = await asyncio.create_subprocess_exec(*args)
+            assert await process.wait() == 0
+
+        fresh_ms = await _median_ms(RUNS_FRESH, fresh)
+
+        starts, stops = [], []
+        for index in range(RUNS_START):
+            vm = VmRuntime(Image(), base / f"start-{index}")
+            await vm.deploy(DeploySettings())
+            began = time.perf_counter()
+            await vm.start([])
+            starts.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            await vm.stop()
+            stops.append(time.perf_counter() - began)
+
+    print(f"command round-trip through the agent (true x{RUNS_AGENT}): median {agent:.2f} ms")
+    print(f"fresh bwrap sandbox per command   (true x{RUNS_FRESH}):  median {fresh_ms:.2f} ms")
+    print(f"sandbox start (bwrap + agent ready, x{RUNS_START}):       median {statistics.median(starts) * 1000:.2f} ms")
+    print(f"sandbox stop (last usage, exit, cleanup, x{RUNS_START}):  median {statistics.median(stops) * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

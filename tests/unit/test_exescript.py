@@ -1,0 +1,167 @@
+"""ExeScript parsing and output capture of the local exe-unit (no node, no sandbox)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from golem_api.local.exescript import (
+    Capture,
+    CaptureMode,
+    DeployCommand,
+    ExeScriptError,
+    OutputCapture,
+    RunCommand,
+    SignCommand,
+    StartCommand,
+    TerminateCommand,
+    TransferCommand,
+    parse_exescript,
+)
+
+
+def parse(*commands: Any) -> list[Any]:
+    return parse_exescript(json.dumps(list(commands)))
+
+
+def capture_of(mode: dict[str, Any]) -> CaptureMode:
+    [command] = parse({"run": {"entry_point": "/bin/true", "capture": {"stdout": mode}}})
+    assert isinstance(command, RunCommand)
+    assert command.capture.stdout is not None
+    return command.capture.stdout
+
+
+def test_every_command_parses_with_the_daemons_field_names() -> None:
+    commands = parse(
+        {
+            "deploy": {
+                "net": [{"id": "n", "ip": "10.0.0.2", "mask": "255.255.0.0"}],
+                "hosts": {"master": "10.0.0.1"},
+                "hostname": "box",
+                "volumes": {"/golem/data": {"storage": {"size": "1g"}}},
+                "env": {"A": "1"},
+                "progress": {"updateInterval": "300ms"},
+            }
+        },
+        {"start": {"args": ["-x"]}},
+        {"run": {"entry_point": "/bin/sh", "args": ["-c", "true"], "env": {"B": "2"}}},
+        {
+            "transfer": {
+                "from": "gftp://0xabc/f",
+                "to": "container:/golem/in/f",
+                "format": "zip",
+                "depth": 2,
+                "fileset": "*.o",
+            }
+        },
+        {"sign": {}},
+        {"terminate": {}},
+    )
+    deploy, start, run, transfer, sign, terminate = commands
+    assert isinstance(deploy, DeployCommand)
+    assert (deploy.env, deploy.hostname, deploy.volumes) == ({"A": "1"}, "box", ("/golem/data",))
+    assert isinstance(start, StartCommand)
+    assert (start.args, start.state_name, start.params) == (("-x",), "Start", ["-x"])
+    assert isinstance(run, RunCommand)
+    assert (run.entry_point, run.args, run.env, run.capture) == ("/bin/sh", ("-c", "true"), {"B": "2"}, Capture())
+    assert run.params == ["/bin/sh", "-c", "true"]
+    assert isinstance(transfer, TransferCommand)
+    assert (transfer.source, transfer.destination, transfer.format, transfer.depth) == (
+        "gftp://0xabc/f",
+        "container:/golem/in/f",
+        "zip",
+        2,
+    )
+    assert transfer.params == ["gftp://0xabc/f", "container:/golem/in/f"]
+    assert isinstance(sign, SignCommand)
+    assert isinstance(terminate, TerminateCommand)
+    assert [c.index for c in commands] == list(range(6))
+    assert deploy.params is None
+    assert run.raw == {"run": {"entry_point": "/bin/sh", "args": ["-c", "true"], "env": {"B": "2"}}}
+
+
+@pytest.mark.parametrize(
+    ("text", "index", "expected"),
+    [
+        ("{", None, "not valid JSON"),
+        ('{"deploy": {}}', None, "must be a JSON array"),
+        ("[]", None, "no commands"),
+        ('[{"deploy": {}}, "start"]', 1, "exactly one key"),
+        ('[{"deploy": {}, "start": {}}]', 0, "exactly one key"),
+        ('[{"deploy": {}}, {"exec": {}}]', 1, "unknown command 'exec'"),
+        ('[{"run": []}]', 0, "body must be an object"),
+        ('[{"run": {}}]', 0, "'entry_point' must be a non-empty string"),
+        ('[{"run": {"entry_point": "x", "args": "-c"}}]', 0, "'args' must be a list of strings"),
+        ('[{"run": {"entry_point": "x", "capture": {"stdout": "stream"}}}]', 0, "capture.stdout must be"),
+        ('[{"run": {"entry_point": "x", "capture": {"stdin": {}}}}]', 0, "knows only 'stdout' and 'stderr'"),
+        ('[{"run": {"entry_point": "x", "capture": {"stdout": {"atEnd": {"head": 1, "tail": 2}}}}}]', 0, "one of"),
+        ('[{"run": {"entry_point": "x", "capture": {"stdout": {"stream": {"limit": -1}}}}}]', 0, "limit"),
+        ('[{"run": {"entry_point": "x", "capture": {"stderr": {"atEnd": {"format": "hex"}}}}}]', 0, "'str' or 'bin'"),
+        ('[{"transfer": {"to": "container:/x"}}]', 0, "'from' must be"),
+        ('[{"transfer": {"from": "a", "to": "b", "depth": "deep"}}]', 0, "'depth'"),
+        ('[{"deploy": {"env": {"A": 1}}}]', 0, "'env' must be an object of string values"),
+        ('[{"deploy": {"volumes": 3}}]', 0, "'volumes'"),
+        ('[{"start": {"args": [1]}}]', 0, "'args'"),
+    ],
+)
+def test_malformed_scripts_say_which_command_and_what_is_wrong(text: str, index: int | None, expected: str) -> None:
+    with pytest.raises(ExeScriptError) as failure:
+        parse_exescript(text)
+    assert failure.value.index == index
+    assert expected in str(failure.value)
+    where = "the ExeScript" if index is None else f"command #{index}"
+    assert str(failure.value).startswith(where)
+
+
+def test_text_must_be_a_string() -> None:
+    with pytest.raises(ExeScriptError, match="'text' must be a string"):
+        parse_exescript([{"deploy": {}}])
+
+
+def test_capture_modes_follow_the_daemon() -> None:
+    assert capture_of({"stream": {}}) == CaptureMode(stream=True, format="str", head=None, tail=0)
+    assert capture_of({"stream": {"limit": 4, "format": "binary"}}) == CaptureMode(True, "bin", 4, 0)
+    assert capture_of({"atEnd": {}}) == CaptureMode(stream=False, format="str", head=None, tail=0)
+    assert capture_of({"atEnd": {"head": 3, "format": "string"}}) == CaptureMode(False, "str", 3, 0)
+    assert capture_of({"atEnd": {"tail": 3}}) == CaptureMode(False, "str", 0, 3)
+    assert capture_of({"atEnd": {"headTail": 5}}) == CaptureMode(False, "str", 3, 2)
+    assert capture_of({"atEnd": {"part": None, "headTail": 4.0}}) == CaptureMode(False, "str", 2, 2)
+
+
+def feed(mode: dict[str, Any] | None, *pieces: bytes) -> tuple[list[Any], Any]:
+    capture = OutputCapture(None if mode is None else capture_of(mode))
+    streamed = [capture.write(piece) for piece in pieces]
+    return [s for s in streamed if s is not None], capture.result()
+
+
+def test_output_is_kept_as_the_mode_says() -> None:
+    assert feed(None, b"lost") == ([], None)
+    assert feed({"atEnd": {}}, b"ab", b"cd") == ([], "abcd")
+    assert feed({"atEnd": {}}) == ([], None)  # no output is null, not ""
+    assert feed({"atEnd": {"head": 3}}, b"ab", b"cd") == ([], "abc")
+    assert feed({"atEnd": {"tail": 3}}, b"ab", b"cd", b"e") == ([], "cde")
+    assert feed({"atEnd": {"headTail": 4}}, b"0123", b"456789") == ([], "0189")
+    assert feed({"atEnd": {"headTail": 10}}, b"abc") == ([], "abc")  # a short output is not repeated
+    assert feed({"atEnd": {"format": "bin"}}, b"\x00\xff") == ([], [0, 255])
+    assert feed({"atEnd": {}}, b"caf\xe9") == ([], "café")  # not UTF-8: read as Latin-1
+
+
+def test_streamed_output_is_sent_and_kept_up_to_the_limit() -> None:
+    assert feed({"stream": {}}, b"a\n", b"b\n") == (["a\n", "b\n"], "a\nb\n")
+    assert feed({"stream": {"limit": 3}}, b"ab", b"cd", b"ef") == (["ab", "c"], "abc")
+    assert feed({"stream": {"format": "bin"}}, b"\x01", b"\x02") == ([[1], [2]], [1, 2])
+    # a character split across two pieces arrives whole in the second event
+    assert feed({"stream": {}}, "é".encode()[:1], "é".encode()[1:]) == (["é"], "é")
+
+
+@given(st.lists(st.binary(max_size=40), max_size=8), st.integers(min_value=0, max_value=60))
+def test_head_tail_keeps_the_ends_of_the_output(pieces: list[bytes], size: int) -> None:
+    _, kept = feed({"atEnd": {"headTail": size, "format": "bin"}}, *pieces)
+    output = b"".join(pieces)
+    head = (size + 1) // 2
+    expected = output if len(output) <= size else output[:head] + output[len(output) - (size - head) :]
+    assert (bytes(kept) if kept is not None else b"") == expected
