@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -26,8 +25,6 @@ from golem_api.rest.client import RestClient
 from golem_api.rest.config import ApiConfig
 
 pytestmark = pytest.mark.integration
-
-_log = logging.getLogger(__name__)
 
 BOUND = 20.0  # seconds any single await here may take
 
@@ -163,7 +160,6 @@ async def test_a_5_mib_file_round_trips_byte_for_byte(ctx: WorkContext, tmp_path
     started = time.monotonic()
     await ctx.run_script(script)
     elapsed = time.monotonic() - started
-    _log.warning("5 MiB up, checksummed and down twice (file and bytes) in %.2f s", elapsed)
     print(f"\n5 MiB round trip (upload + sha256sum + 2 downloads): {elapsed:.2f} s")
     checksum = (await digest).stdout
     assert checksum is not None
