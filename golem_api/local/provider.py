@@ -63,7 +63,7 @@ OFFER_LIFETIME_SEC = 3600
 _RENEW_MARGIN_SEC = 60
 _POLL_SEC = 5.0  # longest single wait of the provider's loops
 _RUNTIME_VERSION = "0.4.2"
-_TRANSFER_PROTOCOLS = ["gftp", "http", "https", "container"]
+_TRANSFER_PROTOCOLS = ["gftp", "http", "https"]
 
 
 class Billing(Protocol):

@@ -34,8 +34,8 @@ def run(script: str, **capture: Any) -> dict[str, Any]:
     return {"run": body}
 
 
-AT_END = {"atEnd": {}}
-STREAM = {"stream": {}}
+AT_END: dict[str, Any] = {"atEnd": {}}
+STREAM: dict[str, Any] = {"stream": {}}
 
 
 @pytest.fixture
@@ -345,11 +345,11 @@ async def test_offers_carry_the_runtime_and_usage_counts_cpu(
     assert results[2]["result"] == "Ok"
     runtime = local_node.activities.get(exe.activity_id).runtime
     assert isinstance(runtime, VmRuntime)
-    await runtime.refresh_cpu_seconds()
+    measured = await runtime.refresh_cpu_seconds()
     status, usage = await call(http, "GET", f"{exe.path}/usage")
     assert status == 200
     _duration, cpu = usage["currentUsage"]
-    assert cpu == runtime.cpu_seconds() > 0
+    assert 0 < measured <= cpu <= runtime.cpu_seconds()  # the runtime's figure, which never goes down
 
 
 async def test_node_start_reports_a_missing_bubblewrap() -> None:

@@ -64,7 +64,7 @@ class GftpPeer:
         self.requests: list[str] = []
         self.first_request = asyncio.Event()
         self.services_id = ""
-        self.socket: aiohttp.ClientWebSocketResponse | None = None
+        self.socket: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> GftpPeer:
@@ -224,7 +224,7 @@ async def test_transfer_failures_are_error_results_that_say_why(ready: Activity,
 
 
 async def test_an_http_download_lands_in_the_volume(ready: Activity) -> None:
-    async def serve(request: web.Request) -> web.Response:
+    async def serve(request: web.BaseRequest) -> web.StreamResponse:
         if request.path != "/file.bin":
             return web.Response(status=404)
         return web.Response(body=FIVE_MIB[:100_000])
