@@ -3,13 +3,28 @@
 from golem_api.activity.activity import (
     Activity,
 )
+from golem_api.activity.script import (
+    Command,
+    CommandResult,
+    Download,
+    Script,
+)
+from golem_api.activity.storage import (
+    GsbStorage,
+    TransferError,
+)
+from golem_api.activity.work_context import (
+    WorkContext,
+)
 from golem_api.errors import (
     ActivityError,
     AgreementError,
     ApiError,
     AuthenticationError,
     BadRequestError,
+    BatchTimeoutError,
     BudgetExceededError,
+    CommandExecutionError,
     ConfigurationError,
     ConflictError,
     ConstraintSyntaxError,
@@ -22,6 +37,7 @@ from golem_api.errors import (
     NotFoundError,
     PaymentError,
     RequestTimeoutError,
+    SandboxUnavailableError,
     ServerError,
 )
 from golem_api.events import (
@@ -33,9 +49,12 @@ from golem_api.events import (
     AgreementTerminated,
     AllocationCreated,
     AllocationReleased,
+    CommandExecuted,
+    CommandOutput,
     DebitNoteAccepted,
     DebitNoteRejected,
     DemandSubscribed,
+    DocumentRefused,
     Event,
     EventBus,
     GolemStarted,
@@ -47,6 +66,10 @@ from golem_api.events import (
     OfferRejected,
     PaymentFailed,
     ProposalRejectedByProvider,
+    ScriptFinished,
+    ScriptSent,
+    ServiceRespawned,
+    ServiceStateChanged,
     Subscription,
     UnpaidAgreementsWarning,
 )
@@ -84,6 +107,15 @@ from golem_api.payload import (
     Payload,
     VmPayload,
 )
+from golem_api.services.cluster import (
+    Cluster,
+)
+from golem_api.services.service import (
+    Service,
+)
+from golem_api.services.state import (
+    ServiceState,
+)
 from golem_api.summary import (
     SummaryLogger,
 )
@@ -104,7 +136,14 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchTimeoutError",
     "BudgetExceededError",
+    "Cluster",
+    "Command",
+    "CommandExecuted",
+    "CommandExecutionError",
+    "CommandOutput",
+    "CommandResult",
     "ConfigurationError",
     "ConflictError",
     "Constraint",
@@ -114,6 +153,8 @@ __all__ = [
     "DebitNoteRejected",
     "Demand",
     "DemandSubscribed",
+    "DocumentRefused",
+    "Download",
     "Event",
     "EventBus",
     "Golem",
@@ -121,6 +162,7 @@ __all__ = [
     "GolemStarted",
     "GolemStopped",
     "GoneError",
+    "GsbStorage",
     "InsufficientFundsError",
     "InvoiceAccepted",
     "InvoiceReceived",
@@ -143,11 +185,21 @@ __all__ = [
     "ProposalRejectedByProvider",
     "ProviderSpec",
     "RequestTimeoutError",
+    "SandboxUnavailableError",
+    "Script",
+    "ScriptFinished",
+    "ScriptSent",
     "ServerError",
+    "Service",
+    "ServiceRespawned",
+    "ServiceState",
+    "ServiceStateChanged",
     "Subscription",
     "SummaryLogger",
+    "TransferError",
     "UnpaidAgreementsWarning",
     "Verdict",
     "VmPayload",
+    "WorkContext",
     "parse_constraints",
 ]

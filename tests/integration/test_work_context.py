@@ -192,3 +192,39 @@ async def test_a_download_over_its_limit_fails_the_command(ctx: WorkContext) -> 
     assert raised.value.index == 1
     with pytest.raises(CommandExecutionError):
         await asyncio.wait_for(big, BOUND)
+
+
+async def test_the_sandbox_holds_over_the_wire(ctx: WorkContext) -> None:
+    """What a requestor's command can reach on a local provider: no network, no host files, only its volumes."""
+    await deployed(ctx)
+    home = Path.home()
+    secret = home / f".golem-api-test-secret-{os.getpid()}"
+    secret.write_text("the requestor's secret")
+    try:
+        script = ctx.new_script(timeout=BOUND)
+        network = script.run(
+            "/usr/bin/python3", "-c", "import socket; socket.create_connection(('1.1.1.1', 80), timeout=3)"
+        )
+        results = await asyncio.gather(ctx.run_script(script), return_exceptions=True)
+        assert isinstance(results[0], CommandExecutionError)
+        assert "Network is unreachable" in (results[0].stderr or "")
+        with pytest.raises(CommandExecutionError):
+            await asyncio.wait_for(network, BOUND)
+
+        script = ctx.new_script(timeout=BOUND)
+        writes = script.run(
+            "/bin/sh",
+            "-c",
+            "for f in /usr/x /etc/x /x /golem/out/x /golem/work/x /tmp/x; do "
+            'if (echo data > "$f") 2>/dev/null; then echo "wrote $f"; else echo "refused $f"; fi; done',
+        )
+        home_listing = script.run("/bin/sh", "-c", f"cat {secret} 2>&1; ls -A {home} 2>&1; true")
+        await ctx.run_script(script)
+        assert (await writes).stdout == (
+            "refused /usr/x\nrefused /etc/x\nrefused /x\nwrote /golem/out/x\nwrote /golem/work/x\nwrote /tmp/x\n"
+        )
+        seen = (await home_listing).stdout or ""
+        assert "the requestor's secret" not in seen
+        assert "No such file or directory" in seen
+    finally:
+        secret.unlink()
