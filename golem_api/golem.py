@@ -45,11 +45,16 @@ if TYPE_CHECKING:
     from golem_api.local.config import LocalNetworkConfig
     from golem_api.local.node import LocalNode
 
-__all__ = ["Golem", "payment_platform"]
+__all__ = ["INTERRUPTED_INVOICE_TIMEOUT", "INTERRUPTED_STOP_TIMEOUT", "Golem", "payment_platform"]
 
 _log = logging.getLogger("golem_api")
 
 DEFAULT_EXPIRATION = timedelta(minutes=30)
+INTERRUPTED_STOP_TIMEOUT = 2.5
+"""Seconds the clusters get to stop (``shutdown`` handlers included) when the run was interrupted (Ctrl-C,
+cancellation); then their instances are cancelled, which still ends their activities and agreements."""
+INTERRUPTED_INVOICE_TIMEOUT = 2.0
+"""Seconds to wait for invoices (at most ``invoice_timeout``) when the run was interrupted."""
 _MAINNETS = frozenset({"mainnet", "polygon"})
 
 
@@ -95,6 +100,10 @@ class Golem:
     (``run_service`` may override it); ``shutdown_timeout`` bounds each instance's ``shutdown`` handler when
     a cluster stops. Create it anywhere, even outside a running loop: nothing touches the loop before
     ``async with``.
+
+    Leaving ``async with`` because of a cancellation or ``KeyboardInterrupt`` (Ctrl-C under ``asyncio.run``)
+    still stops every cluster and pays what is owed, with short bounds (:data:`INTERRUPTED_STOP_TIMEOUT`,
+    :data:`INTERRUPTED_INVOICE_TIMEOUT`) so that the program ends within seconds.
     """
 
     def __init__(
@@ -151,6 +160,7 @@ class Golem:
         self._demands: list[Demand] = []
         self._storage: GsbStorage | None = None
         self.clusters: list[Cluster[Any]] = []
+        self._interrupted = False
 
     def __repr__(self) -> str:
         where = "local network" if self.local_node else (self._api_url or "yagna")
@@ -166,6 +176,7 @@ class Golem:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._interrupted = exc_type is not None and issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt)
         await self.stop()
 
     async def start(self) -> None:
@@ -218,18 +229,30 @@ class Golem:
         stack, self._stack = self._stack, None
         if stack is None:
             return
+        if self._interrupted:
+            _log.info("Interrupted: stopping the services and paying what is owed (bounded to a few seconds)")
         try:
             await stack.aclose()
         finally:
+            self._interrupted = False
             self.bus.emit(GolemStopped())
 
     async def _stop_clusters(self) -> None:
         """Stop every cluster (each instance's shutdown is bounded) before payments are settled."""
         clusters, self.clusters = self.clusters, []
-        results = await asyncio.gather(*(cluster.stop() for cluster in clusters), return_exceptions=True)
-        for cluster, result in zip(clusters, results, strict=True):
-            if isinstance(result, BaseException):
-                _log.error("stopping %r failed: %r", cluster, result)
+        if not clusters:
+            return
+        stopping = [cluster.stop() for cluster in clusters]
+        bound = INTERRUPTED_STOP_TIMEOUT if self._interrupted else None
+        _done, late = await asyncio.wait(stopping, timeout=bound)
+        if late:
+            _log.warning("the services did not stop within %g s of the interruption; cancelling them", bound)
+            for cluster in clusters:
+                cluster.abort()
+            await asyncio.wait(late)  # each cancelled instance ends its activity and agreement, bounded
+        for cluster, task in zip(clusters, stopping, strict=True):
+            if not task.cancelled() and task.exception() is not None:
+                _log.error("stopping %r failed: %r", cluster, task.exception())
 
     async def _settle(self) -> None:
         for demand in self._demands:
@@ -242,9 +265,10 @@ class Golem:
                 _log.warning("could not terminate %r: %s", agreement, exc)
         assert self._payments is not None
         ids = [a.agreement_id for a in self.agreements]
-        unpaid = await self._payments.wait_for_invoices(ids, self._invoice_timeout)
+        waited = min(self._invoice_timeout, INTERRUPTED_INVOICE_TIMEOUT) if self._interrupted else self._invoice_timeout
+        unpaid = await self._payments.wait_for_invoices(ids, waited)
         if unpaid:
-            self.bus.emit(UnpaidAgreementsWarning(agreement_ids=tuple(unpaid), waited=self._invoice_timeout))
+            self.bus.emit(UnpaidAgreementsWarning(agreement_ids=tuple(unpaid), waited=waited))
 
     # --- what users call ------------------------------------------------------------------------
 
@@ -350,7 +374,9 @@ class Golem:
         )
         resolved = await resolve_payload(service_class, payload)
         demand = await self.create_demand(resolved, expiration=expiration)
-        cluster = Cluster(service_class, demand=demand, storage=self._storage, bus=self.bus, settings=settings)
+        cluster = Cluster(
+            service_class, demand=demand, storage=self._storage, bus=self.bus, settings=settings, summary=self.summary
+        )
         self.clusters.append(cluster)
         try:
             cluster.spawn_planned(planned)

@@ -30,8 +30,11 @@ from golem_api.services.runner import CLEANUP_TIMEOUT, InstanceRunner, InstanceS
 from golem_api.services.service import Service
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.negotiation import Demand
+    from golem_api.summary import SummaryLogger
 
 __all__ = ["Cluster", "ServiceT"]
 
@@ -41,7 +44,12 @@ _STOP_MARGIN = 2 * CLEANUP_TIMEOUT + 5.0  # beyond the shutdown handler's bound:
 
 
 class Cluster(Generic[ServiceT]):
-    """The running instances of ``service_class``; made by ``Golem.run_service``."""
+    """The running instances of ``service_class``; made by ``Golem.run_service``.
+
+    It renders as a table of its instances (name, provider, state, uptime, cost so far): ``rich.print(cluster)``
+    in a terminal, or ``cluster`` as the last line of a notebook cell. Uptime and cost come from ``summary``
+    (the engine's ``golem.summary``).
+    """
 
     def __init__(
         self,
@@ -51,8 +59,10 @@ class Cluster(Generic[ServiceT]):
         storage: GsbStorage,
         bus: EventBus,
         settings: InstanceSettings,
+        summary: SummaryLogger | None = None,
     ) -> None:
         self.service_class = service_class
+        self.summary = summary
         self.demand = demand
         self.settings = settings
         self._storage = storage
@@ -123,6 +133,14 @@ class Cluster(Generic[ServiceT]):
             self._stop_task = asyncio.create_task(self._stop_all(), name=f"stopping {self!r}")
         return self._stop_task
 
+    def abort(self) -> None:
+        """Cancel every instance's task at once, without waiting for handlers; each still ends its activity and
+        agreement (bounded). For an interrupted run: ``Golem`` calls it when a stop takes too long."""
+        for runner in self._runners:
+            task = runner.task
+            if task is not None and not task.done():
+                task.cancel()
+
     async def _stop_all(self) -> None:
         for runner in self._runners:
             runner.request_stop("the cluster was stopped")
@@ -174,6 +192,18 @@ class Cluster(Generic[ServiceT]):
                     continue
         finally:
             self._bus.unsubscribe(subscription)
+
+    def __rich__(self) -> RenderableType:
+        """The instances as a table (:func:`golem_api.console.status_table`)."""
+        from golem_api.console import status_table
+
+        return status_table(self.instances, self.summary, title=repr(self))
+
+    def _repr_html_(self) -> str:
+        """The instances' table as HTML, for notebooks."""
+        from golem_api.console import to_html
+
+        return to_html(self.__rich__())
 
     def __repr__(self) -> str:
         counts = Counter(runner.service.state.id for runner in self._runners)

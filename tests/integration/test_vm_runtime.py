@@ -183,8 +183,9 @@ async def test_writes_only_in_volumes_and_tmp(tmp_path: Path) -> None:
     try:
         await vm.deploy(DeploySettings())
         await vm.start([])
-        refused = "/usr/x /x /etc/x /etc/passwd /golem/x /golem/run/x /golem/run/hello.sh /dev/x /proc/x /root"
-        allowed = "/tmp/x /golem/in/x /golem/out/x /golem/work/x"
+        refused = "/usr/x /x /etc/x /etc/passwd /golem/x /dev/x /proc/x /root"
+        # The image's files are the activity's own copy: writable, while the image itself stays as built.
+        allowed = "/tmp/x /golem/in/x /golem/out/x /golem/work/x /golem/run/x /golem/run/hello.sh"
         script = (
             f"for f in {refused} {allowed}; do "
             'if (echo data > "$f") 2>/dev/null; then echo "wrote $f"; else echo "refused $f"; fi; done'
@@ -194,6 +195,7 @@ async def test_writes_only_in_volumes_and_tmp(tmp_path: Path) -> None:
         assert {line.split()[1] for line in out.splitlines() if line.startswith("wrote")} == set(allowed.split())
         assert vm.container_path("/golem/out/x").read_text() == "data\n"
         assert (root / "golem" / "run" / "hello.sh").read_text() == "#!/bin/sh\necho hello\n"
+        assert not (root / "golem" / "run" / "x").exists()
     finally:
         await vm.stop()
 

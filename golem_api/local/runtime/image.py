@@ -5,6 +5,13 @@ A Golem VM image (GVMI) is a squashfs tree plus a Docker container config (``Env
 sandbox, so an :class:`Image` is that config plus, optionally, a host directory whose contents appear at ``/``
 in the sandbox (``root/golem/run/x.py`` is ``/golem/run/x.py``). Without a root, commands see only the host's
 system directories (read-only) and the volumes: enough for shell commands and ``python3``.
+
+Each activity works on its own copy of the root, so an image's files are writable inside an activity (a
+service may keep its database next to its scripts) while the root itself is never changed. ``base`` is the
+``FROM`` the image was built on: a ``python`` base (``python:3.11-slim``, ``docker.io/library/python``) makes
+the sandbox show the host's Python at ``/usr/local``
+(:mod:`~golem_api.local.runtime.python_base`); any other base shows the host's system directories only.
+Images come from :mod:`golem_api.images` (built by ``golem-api image build``, downloaded by providers).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ __all__ = [
     "DEFAULT_VOLUMES",
     "Image",
     "check_sandbox_path",
+    "is_python_base",
 ]
 
 DEFAULT_VOLUMES: tuple[str, ...] = ("/golem/in", "/golem/out", "/golem/input", "/golem/output", "/golem/work")
@@ -44,6 +52,20 @@ def check_sandbox_path(path: str, what: str) -> str:
     return normal
 
 
+def is_python_base(reference: str) -> bool:
+    """Whether the image reference ``reference`` (``python:3.11-slim``, ``docker.io/library/python``…) names the
+    official ``python`` images, which the local runtime maps onto the host's Python."""
+    name = reference.strip().lower().split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    repository = name.rsplit("/", 1)[0] if "/" in name else ""
+    return last.split(":", 1)[0] == "python" and repository in (
+        "",
+        "library",
+        "docker.io/library",
+        "index.docker.io/library",
+    )
+
+
 def _env(values: Mapping[str, str]) -> dict[str, str]:
     return {str(key): str(value) for key, value in values.items()}
 
@@ -64,8 +86,9 @@ class Image:
 
     ``env`` is the image's environment (Docker ``Env``), ``entrypoint`` and ``cmd`` its Docker defaults
     (kept for the exe-unit; the runtime itself runs only what ``run`` commands name), ``working_dir`` the
-    default directory of commands, ``volumes`` the writable directories of each activity, and ``hash`` the
-    SHA3-224 hex digest of the image file it came from, if any.
+    default directory of commands, ``volumes`` the writable directories of each activity, ``hash`` the
+    SHA3-224 hex digest of the image file it came from, if any, and ``base`` its ``FROM`` (see the module
+    docstring).
     """
 
     root: Path | None = field(default=None, converter=_root)
@@ -75,6 +98,12 @@ class Image:
     working_dir: str = "/golem/work"
     volumes: tuple[str, ...] = field(default=DEFAULT_VOLUMES, converter=_strings)
     hash: str | None = None
+    base: str = ""
+
+    @property
+    def uses_host_python(self) -> bool:
+        """Whether the image was built on a ``python`` base, so the sandbox shows the host's Python."""
+        return is_python_base(self.base)
 
 
 DEFAULT_IMAGE = Image()

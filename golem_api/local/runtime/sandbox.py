@@ -16,7 +16,15 @@
   image files and volumes can share a parent. The host's system paths win over the image's, and a volume
   hides what the image has at its path (as in a Golem VM, where volumes are mounted over the image).
 - every volume read-write, bound from its directory on the host; the root itself is read-only, so the
-  volumes, ``/tmp`` and ``/dev/shm`` are the only writable places.
+  volumes, ``/tmp`` and ``/dev/shm`` are the only writable places, and the image's files when the layout says
+  ``image_writable`` (the runtime then binds a copy of the image made for the activity).
+- for an image built ``FROM python``, the host's Python at ``/usr/local``, read-only
+  (:mod:`~golem_api.local.runtime.python_base`).
+
+A build (``image_as_root``) differs: the image tree being built is bound read-write at ``/`` itself, so that a
+``RUN`` step can write anywhere in it, even make new top-level directories; the system directories are
+bound over it as usual, and :func:`mount_points` names the paths bubblewrap had to create in the tree for
+them, for the builder to remove afterwards.
 
 :func:`check_bubblewrap` starts one such sandbox to prove that bubblewrap is installed and allowed to create
 namespaces here, and raises :class:`~golem_api.errors.SandboxUnavailableError` saying what to do when not.
@@ -37,6 +45,8 @@ from attrs import field, frozen
 
 from golem_api.errors import SandboxUnavailableError
 from golem_api.local.runtime.base import Volume
+from golem_api.local.runtime.python_base import PREFIX as PYTHON_PREFIX
+from golem_api.local.runtime.python_base import PythonLayout
 
 __all__ = [
     "AGENT_PATH",
@@ -51,6 +61,7 @@ __all__ = [
     "bwrap_args",
     "check_bubblewrap",
     "describe_exit",
+    "mount_points",
 ]
 
 AGENT_PATH = "/.golem-agent.py"
@@ -125,7 +136,9 @@ def agent_interpreter() -> Interpreter:
 
 @frozen
 class SandboxLayout:
-    """What the sandbox shows: volumes (read-write), an image tree (read-only), files to bind read-only."""
+    """What the sandbox shows: volumes (read-write), an image tree (read-only unless ``image_writable``), files
+    to bind read-only, the host's Python when ``python`` is given; ``image_as_root`` for builds (see the module
+    docstring)."""
 
     volumes: tuple[Volume, ...] = ()
     image_root: Path | None = None
@@ -133,6 +146,9 @@ class SandboxLayout:
     hostname: str = DEFAULT_HOSTNAME
     files: tuple[tuple[Path, str], ...] = ()  # (host path, sandbox path), read-only
     host_binds: tuple[str, ...] = field(factory=tuple)  # host paths shown read-only at the same path
+    image_writable: bool = False
+    image_as_root: bool = False
+    python: PythonLayout | None = None
 
 
 def _under(path: str, parent: str) -> bool:
@@ -170,7 +186,7 @@ class _Builder:
         self.made.add(dest)
 
 
-def _image(builder: _Builder, host_dir: Path, sandbox_dir: str, fixed: Sequence[str]) -> None:
+def _image(builder: _Builder, host_dir: Path, sandbox_dir: str, fixed: Sequence[str], bind: str) -> None:
     """Bind the image's entries under ``host_dir`` at ``sandbox_dir``, merging directories that hold fixed paths."""
     with os.scandir(host_dir) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
@@ -180,17 +196,42 @@ def _image(builder: _Builder, host_dir: Path, sandbox_dir: str, fixed: Sequence[
             if any(_under(point, path) for point in fixed):
                 if entry.is_dir(follow_symlinks=False):
                     builder.directory(path)
-                    _image(builder, Path(entry.path), path, fixed)
+                    _image(builder, Path(entry.path), path, fixed, bind)
                 continue  # a file or link cannot hold a mount point: left out
             if entry.is_symlink():
                 builder.op("--symlink", os.readlink(entry.path), path)
             elif entry.is_dir() or entry.is_file():
-                builder.op("--ro-bind", entry.path, path)
+                builder.op(bind, entry.path, path)
+
+
+def _python(builder: _Builder, python: PythonLayout) -> None:
+    """The host's Python at ``/usr/local``: a tmpfs there, filled, then made read-only."""
+    builder.mount("--tmpfs", PYTHON_PREFIX)
+    for directory in python.directories:
+        builder.directory(directory)
+    for source, dest in python.files:
+        builder.op("--ro-bind", str(source), dest)
+    for target, dest in python.symlinks:
+        builder.op("--symlink", target, dest)
+    builder.args += ["--remount-ro", PYTHON_PREFIX]
 
 
 def bwrap_args(layout: SandboxLayout) -> list[str]:
     """The bubblewrap options (without the program and the command) for ``layout``; see the module docstring."""
+    return _assemble(layout).args
+
+
+def mount_points(layout: SandboxLayout) -> tuple[str, ...]:
+    """Every sandbox path ``layout`` mounts or creates something at (for builds: what to remove from the tree)."""
+    return tuple(sorted(_assemble(layout).made - {"/"}))
+
+
+def _assemble(layout: SandboxLayout) -> _Builder:
     builder = _Builder()
+    if layout.image_as_root:
+        if layout.image_root is None:
+            raise ValueError("image_as_root needs an image_root to bind at /")
+        builder.args += ["--bind", str(layout.image_root), "/"]
     builder.args += [
         "--unshare-all",
         "--unshare-user",
@@ -222,6 +263,8 @@ def bwrap_args(layout: SandboxLayout) -> list[str]:
     builder.mount("--tmpfs", "/dev/shm")
     builder.mount("--tmpfs", "/tmp")
     fixed += ["/proc", "/dev", "/tmp"]
+    if layout.python is not None:
+        _python(builder, layout.python)
     builder.directory("/etc")
     for entry in ETC_ENTRIES:
         if Path("/etc", entry).exists():
@@ -238,17 +281,21 @@ def bwrap_args(layout: SandboxLayout) -> list[str]:
         in_image = layout.image_root is not None and (layout.image_root / working_dir.lstrip("/")).is_dir()
         if not in_image:
             fixed.append(working_dir)  # an empty, read-only directory, so that commands can start there
-    if layout.image_root is not None:
-        _image(builder, layout.image_root, "/", fixed)
+    if layout.image_root is not None and not layout.image_as_root:
+        _image(builder, layout.image_root, "/", fixed, "--bind" if layout.image_writable else "--ro-bind")
     if working_dir in fixed and working_dir not in builder.made:
         builder.directory(working_dir)
     for volume in volumes:
         builder.op("--bind", str(volume.host_path), volume.path)
     for source, dest in layout.files:
         builder.op("--ro-bind", str(source), dest)
-    # The mounts above are separate, so these leave the volumes, /tmp and /dev/shm writable.
-    builder.args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]
-    return builder.args
+    # The mounts above are separate, so these leave the volumes, /tmp and /dev/shm writable (and, in a build,
+    # the root: the tree being built).
+    builder.args += ["--remount-ro", "/dev"]
+    if not layout.image_as_root:
+        builder.args += ["--remount-ro", "/"]
+    builder.args += ["--chdir", "/"]
+    return builder
 
 
 def _likely_cause(stderr: str) -> str:

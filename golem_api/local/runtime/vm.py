@@ -16,8 +16,15 @@ Choices the exe-unit can rely on:
   sandbox, live or exited, measured by the agent every :data:`USAGE_INTERVAL` seconds by an owned task, once
   more at :meth:`~VmRuntime.stop`, and on demand with :meth:`~VmRuntime.refresh_cpu_seconds`. It never goes
   down and keeps its last value after the sandbox ends.
-- environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` defaults, the provider's
-  ``env``, the image's ``env``, the ``deploy`` command's ``env``, the ``run`` command's ``env``.
+- environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` defaults, the host Python's
+  settings for a ``python`` image (:mod:`~.python_base`), the provider's ``env``, the image's ``env``, the
+  ``deploy`` command's ``env``, the ``run`` command's ``env``.
+- an image with files (``Image.root``) is copied into the activity's directory at :meth:`~VmRuntime.deploy`
+  and that copy is shown read-write: commands may change the image's files (a service's database next to
+  its scripts) and the next activity still starts from the image as built. The copy costs what copying the
+  tree costs (a few milliseconds for a service's scripts: the Python of a ``python`` image is not in the tree).
+- an image can be given as a loader (``load_image``), awaited at :meth:`~VmRuntime.deploy`: a provider's
+  download of the image its agreement names happens there, and a failure is the deploy's error.
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from attrs import frozen
 
+from golem_api.errors import SandboxUnavailableError
 from golem_api.local.runtime.base import (
     Deployment,
     DeploySettings,
@@ -49,6 +58,7 @@ from golem_api.local.runtime.base import (
     Volume,
 )
 from golem_api.local.runtime.image import Image, check_sandbox_path
+from golem_api.local.runtime.python_base import PythonLayout, prepare_python
 from golem_api.local.runtime.sandbox import (
     AGENT_PATH,
     DEFAULT_HOSTNAME,
@@ -129,17 +139,30 @@ class VmRuntime:
     """The local ``vm`` runtime of one activity; implements :class:`~golem_api.local.runtime.base.Runtime`.
 
     ``work_dir`` belongs to the runtime: the volumes live under it (``<work_dir>/volumes/golem/in`` for
-    ``/golem/in``) and :meth:`stop` removes it. ``env`` is the provider's extra environment (the image's
-    environment wins over it). ``sandbox_pid`` is the host pid of the bubblewrap process while it runs.
+    ``/golem/in``) and :meth:`stop` removes it, with the activity's copy of the image (``<work_dir>/image``).
+    ``env`` is the provider's extra environment (the image's environment wins over it). ``load_image``, when
+    given, is awaited at :meth:`deploy` for the image to run instead of ``image`` (it raises
+    :class:`RuntimeFailure` saying why it cannot give one). ``sandbox_pid`` is the host pid of the bubblewrap
+    process while it runs.
     """
 
     RUNTIME_NAME = "vm"
     RUNTIME_VERSION = "0.4.0-local"
 
     def __init__(
-        self, image: Image, work_dir: Path, *, bwrap: str = "bwrap", env: Mapping[str, str] | None = None
+        self,
+        image: Image,
+        work_dir: Path,
+        *,
+        bwrap: str = "bwrap",
+        env: Mapping[str, str] | None = None,
+        load_image: Callable[[], Awaitable[Image]] | None = None,
     ) -> None:
         self.image = image
+        self.copy_seconds: float | None = None  # how long deploy took to copy the image's files, for measurements
+        self._load_image = load_image
+        self._image_root: Path | None = None
+        self._python: PythonLayout | None = None
         self.work_dir = Path(work_dir)
         self.bwrap = bwrap
         self.env = dict(env or {})
@@ -168,11 +191,14 @@ class VmRuntime:
         """Check the image and settings and create the volume directories; the sandbox starts at :meth:`start`."""
         if self._state is not _State.NEW:
             raise RuntimeFailure(f"cannot deploy: the vm runtime is {self._state.value}; deploy comes once, first")
+        if self._load_image is not None:
+            self.image = await self._load_image()
         root = self.image.root
         if root is not None and not root.is_dir():
             raise RuntimeFailure(f"the image's root {str(root)!r} is not a directory; point Image.root at one")
         try:
-            check_sandbox_path(self.image.working_dir, "image working directory")
+            if self.image.working_dir != "/":
+                check_sandbox_path(self.image.working_dir, "image working directory")
             paths = sorted({check_sandbox_path(path, "volume") for path in (*self.image.volumes, *settings.volumes)})
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
@@ -196,11 +222,33 @@ class VmRuntime:
                 volume.host_path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RuntimeFailure(f"cannot create the volume directories under {str(self.work_dir)!r}: {exc}") from exc
+        await asyncio.to_thread(self._prepare_files)
         self._volumes = volumes
         self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
         self._hostname = hostname
         self._state = _State.DEPLOYED
         return Deployment(start_mode="blocking", volumes=volumes)
+
+    def _prepare_files(self) -> None:
+        """The activity's copy of the image's files, and the host's Python for a ``python`` image (in a thread)."""
+        root = self.image.root
+        if root is not None:
+            started = time.perf_counter()
+            copy = self.work_dir / "image"
+            try:
+                shutil.copytree(root, copy, symlinks=True)
+            except (OSError, shutil.Error) as exc:
+                raise RuntimeFailure(
+                    f"cannot copy the image's files from {str(root)!r} for the activity: {exc}"
+                ) from exc
+            self._image_root = copy
+            self.copy_seconds = time.perf_counter() - started
+            _log.debug("vm runtime: copied the image %s in %.1f ms", self.image.hash or root, self.copy_seconds * 1000)
+        if self.image.uses_host_python:
+            try:
+                self._python = prepare_python(self.work_dir / "python")
+            except (SandboxUnavailableError, OSError) as exc:
+                raise RuntimeFailure(f"the image's base {self.image.base!r} cannot be shown: {exc}") from exc
 
     async def start(self, args: Sequence[str]) -> None:
         """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
@@ -212,7 +260,9 @@ class VmRuntime:
         interpreter = agent_interpreter()
         layout = SandboxLayout(
             volumes=self._volumes,
-            image_root=self.image.root,
+            image_root=self._image_root,
+            image_writable=True,
+            python=self._python,
             working_dir=self.image.working_dir,
             hostname=self._hostname,
             files=((_AGENT_SCRIPT, AGENT_PATH),),
@@ -390,7 +440,8 @@ class VmRuntime:
     # -- the agent channel -------------------------------------------------------------------------------------
 
     def _environment(self) -> dict[str, str]:
-        return {"PATH": DEFAULT_PATH, "HOME": "/tmp", **self.env, **self.image.env, **self._deploy_env}
+        python = self._python.env if self._python is not None else {}
+        return {"PATH": DEFAULT_PATH, "HOME": "/tmp", **python, **self.env, **self.image.env, **self._deploy_env}
 
     def _not_running(self, what: str) -> str:
         if self._state is _State.ENDED and self._end_reason:
