@@ -150,7 +150,15 @@ def summary_table(summary: SummaryLogger, *, now: datetime | None = None, title:
 
 def to_html(renderable: RenderableType, *, width: int = 100) -> str:
     """``renderable`` drawn by rich as a self-contained HTML fragment (inline styles), for notebooks."""
-    console = Console(record=True, file=io.StringIO(), width=width, force_terminal=True, color_system="truecolor")
+    # force_jupyter=False: in a notebook rich would otherwise also display what it renders here, as a side effect
+    console = Console(
+        record=True,
+        file=io.StringIO(),
+        width=width,
+        force_terminal=True,
+        force_jupyter=False,
+        color_system="truecolor",
+    )
     console.print(renderable)
     return console.export_html(
         inline_styles=True,

@@ -26,6 +26,7 @@ from golem_api.events import (
     GolemStopped,
     UnpaidAgreementsWarning,
 )
+from golem_api.images.resolve import resolve_image
 from golem_api.market.agreement import Agreement
 from golem_api.market.constraints import all_of
 from golem_api.market.negotiation import Demand
@@ -295,6 +296,8 @@ class Golem:
             raise ConfigurationError(
                 f"payload must have demand_properties() and demand_constraints() (e.g. VmPayload), got {payload!r}"
             )
+        # A vm.repo image: resolved against the local node's registry on the local network, else a real one.
+        payload = await resolve_image(payload, local_registry=self.local_node.url if self.local_node else None)
         expires = expiration or utc_now() + DEFAULT_EXPIRATION
         if expires.tzinfo is None:
             raise ConfigurationError(f"expiration {expires!r} has no timezone: use datetime.now(timezone.utc) + …")

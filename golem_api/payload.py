@@ -43,11 +43,21 @@ def _positive(_instance: object, attribute: Any, value: float) -> None:
         raise ConfigurationError(f"{attribute.name} must be greater than 0, got {value!r}")
 
 
+def _capabilities(values: Any) -> tuple[str, ...]:
+    if isinstance(values, str):
+        return (values,)
+    return tuple(str(value) for value in values or ())
+
+
 @frozen(kw_only=True)
 class VmPayload:
-    """A payload for the ``vm`` runtime with minimum resources.
+    """A payload for the ``vm`` runtime with minimum resources, and the image to run.
 
-    ``task_package`` is the ``hash:sha3:<hex>:<url>`` of the image, when there is one.
+    ``task_package`` is the ``hash:sha3:<hex>:<url>`` of the image, when there is one. A payload made by
+    :func:`golem_api.vm.repo` names its image by ``image_hash``, ``image_tag`` or ``image_url`` instead, and
+    ``Golem`` resolves that into the task package when it creates the demand (against the local node's
+    registry on the local network, else ``repo_url`` or the public Golem registry; see
+    :mod:`golem_api.images.resolve`). ``capabilities`` (e.g. ``vpn``) must all be offered by the runtime.
     """
 
     min_mem_gib: float = field(default=0.5, validator=_positive)
@@ -55,8 +65,25 @@ class VmPayload:
     min_cpu_threads: int = field(default=1, validator=_positive)
     runtime: str = "vm"
     task_package: str | None = None
+    image_hash: str | None = None
+    image_tag: str | None = None
+    image_url: str | None = None
+    image_use_https: bool = False
+    repo_url: str | None = None
+    capabilities: tuple[str, ...] = field(default=(), converter=_capabilities)
+
+    @property
+    def needs_resolving(self) -> bool:
+        """Whether the payload names an image that is not yet resolved into a ``task_package``."""
+        return self.task_package is None and any((self.image_hash, self.image_tag, self.image_url))
 
     def demand_properties(self) -> dict[str, Any]:
+        if self.needs_resolving:
+            what = f"tag {self.image_tag!r}" if self.image_tag else f"hash {self.image_hash or self.image_url!r}"
+            raise ConfigurationError(
+                f"the image ({what}) of this VmPayload is not resolved yet: Golem.create_demand and run_service "
+                "resolve it; elsewhere, await golem_api.images.resolve.resolve_image(payload) first"
+            )
         if self.task_package is None:
             return {}
         return {
@@ -70,4 +97,5 @@ class VmPayload:
             f"(golem.inf.storage.gib>={self.min_storage_gib})",
             f"(golem.inf.cpu.threads>={self.min_cpu_threads})",
             f"(golem.runtime.name={self.runtime})",
+            *(f"(golem.runtime.capabilities={capability})" for capability in self.capabilities),
         ]

@@ -59,6 +59,23 @@ def on_live_network() -> bool:
     return bool(os.environ.get("YAGNA_APPKEY"))
 
 
+async def build_local_image(console: Console) -> str:
+    """Build the image from ``image/`` into the local registry under :data:`IMAGE_TAG`; returns its hash.
+
+    Cheap and idempotent (the same files give the same image, in about a second), so the image always
+    matches the scripts beside this file.
+    """
+    from golem_api.images.builder import build_image
+
+    def log(text: str) -> None:
+        _log.debug("image build: %s", text.rstrip("\n"))
+
+    with progress(f"Building the image {IMAGE_TAG} from {IMAGE_DIR}…", console):
+        result = await build_image(IMAGE_DIR, tag=IMAGE_TAG, log=log)
+    _log.info("built %s: %s (%d bytes) in %.1f s", IMAGE_TAG, result.hash, result.size, result.seconds)
+    return result.hash
+
+
 async def image_payload(image_hash: str | None = None) -> Payload:
     """The service's payload: ``image_hash`` if given, else the local image or, on the live network, the
     public one."""
@@ -192,6 +209,8 @@ async def run_example(args: argparse.Namespace, console: Console) -> None:
             async with golem:
                 where = "the local Golem network" if golem.local_node else "the Golem network of your yagna daemon"
                 console.print(f"Running {args.num_instances} instance(s) of the simple service on {where}.")
+                if golem.local_node is not None and args.image_hash is None:
+                    await build_local_image(console)
                 payload = await image_payload(args.image_hash) if args.image_hash else None
                 cluster = await golem.run_service(
                     SimpleService,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from attrs import evolve, field, fields, frozen
@@ -87,6 +88,15 @@ def _images(_instance: object, attribute: Any, value: Any) -> None:
             raise ConfigurationError(f"{attribute.name}[{key!r}] must be an Image, not {image!r}")
 
 
+def _to_path(value: Any) -> Any:
+    return Path(value).expanduser() if isinstance(value, str) else value
+
+
+def _registry(_instance: object, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, Path):
+        raise ConfigurationError(f"{attribute.name} must be a directory path (or None for the default), not {value!r}")
+
+
 def _price(_instance: object, attribute: Any, value: Decimal) -> None:
     if _check_amount(attribute, value) < 0:
         raise ConfigurationError(f"{attribute.name} must be an amount of zero or more, not {value}")
@@ -159,10 +169,14 @@ class LocalNetworkConfig:
     ``subnet`` is the subnet tag requestors should use (the CLI prints it); each provider announces its own
     ``ProviderSpec.subnet``, so a provider on another subnet is only found by demands for that subnet.
 
-    ``images`` maps image hashes (the hex digest in a demand's ``golem.srv.comp.task_package``
-    ``hash:sha3:<hash>:<url>``) to the :class:`~golem_api.local.runtime.image.Image` the local ``vm`` runtime
-    runs for it; a demand without a task package gets the default image, one with an unknown hash fails at
-    ``deploy``. ``bwrap`` is the bubblewrap program the sandboxes use (a name on ``PATH`` or a path).
+    A demand's ``golem.srv.comp.task_package`` (``hash:sha3:<hash>:<url>``) names the image its activities
+    run: the providers download ``<url>`` at the first ``deploy``, check its hash, unpack it and keep it for
+    the node's life (:class:`~golem_api.images.cache.ImageCache`). ``images`` maps image hashes to an
+    :class:`~golem_api.local.runtime.image.Image` to run instead, without a download; a demand without a task
+    package gets the default image. ``image_registry`` is the directory of the image registry the node serves
+    at ``/v1/image/…`` (where ``vm.repo`` finds images on the local network; default
+    :func:`~golem_api.images.registry.default_registry_dir`, where ``golem-api image build`` puts them).
+    ``bwrap`` is the bubblewrap program the sandboxes use (a name on ``PATH`` or a path).
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -170,6 +184,7 @@ class LocalNetworkConfig:
     payment_platform: str = field(default="erc20-holesky-tglm", validator=_non_empty)
     subnet: str = field(default="public", validator=_non_empty)
     images: Mapping[str, Image] = field(factory=dict, converter=_to_images, validator=_images, hash=False)
+    image_registry: Path | None = field(default=None, converter=_to_path, validator=_registry)
     bwrap: str = field(default="bwrap", validator=_non_empty)
 
     @providers.validator

@@ -14,7 +14,13 @@ in-process on the same :class:`~golem_api.local.market.LocalMarket`; the
 
 Every activity runs in a :class:`~golem_api.local.runtime.vm.VmRuntime` (a bubblewrap sandbox) with its own
 directory ``<work_dir>/<activity id>``, running the image its demand names in ``golem.srv.comp.task_package``
-(``hash:sha3:<hash>:<url>``, looked up in ``LocalNetworkConfig.images``) or the default image without one.
+(``hash:sha3:<hash>:<url>``: ``LocalNetworkConfig.images[hash]`` when given there, else downloaded from
+``<url>`` at ``deploy``, verified and cached in ``<work_dir>/images`` by the node's
+:class:`~golem_api.images.cache.ImageCache`), or the default image without one.
+
+The node also plays the public Golem registry for the images of its
+:class:`~golem_api.images.registry.ImageRegistry` (``LocalNetworkConfig.image_registry``): ``/v1/image/info``
+and the downloads (:mod:`golem_api.images.serve`), without the app key, as the public registry needs none.
 
 Nothing is bound to an event loop before :meth:`LocalNode.start`, which runs in the caller's loop (a
 notebook's included): it checks once that the sandbox works here (``SandboxUnavailableError`` saying what
@@ -26,6 +32,7 @@ A node runs once: build a new one to start again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import tempfile
@@ -35,12 +42,16 @@ from types import TracebackType
 from aiohttp import web
 
 from golem_api.errors import LocalNodeError
+from golem_api.images.cache import ImageCache, parse_task_package
+from golem_api.images.errors import ImageError
+from golem_api.images.registry import ImageRegistry
+from golem_api.images.serve import REGISTRY_PREFIX, add_registry_routes
 from golem_api.local.activity import ActivityHub, Runtime, UnavailableRuntime
 from golem_api.local.activity_api import add_activity_routes
 from golem_api.local.config import LocalNetworkConfig
 from golem_api.local.eventlog import StrictClock
 from golem_api.local.gsb import GsbRouter, add_gsb_routes
-from golem_api.local.http import APP_KEY, auth_middleware, error_middleware, json_response
+from golem_api.local.http import APP_KEY, Handler, auth_middleware, error_middleware, json_response
 from golem_api.local.identity import NodeIdentities, new_app_key
 from golem_api.local.ledger import Ledger
 from golem_api.local.market import LocalMarket
@@ -48,11 +59,12 @@ from golem_api.local.market_api import add_market_routes
 from golem_api.local.market_model import Agreement
 from golem_api.local.payment_api import add_payment_routes
 from golem_api.local.provider import LocalProvider
+from golem_api.local.runtime.base import RuntimeFailure
 from golem_api.local.runtime.image import DEFAULT_IMAGE, Image
 from golem_api.local.runtime.vm import VmRuntime
 from golem_api.local.transfer import FileTransfer
 
-__all__ = ["TASK_PACKAGE", "LocalNode", "image_for"]
+__all__ = ["TASK_PACKAGE", "LocalNode"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,26 +72,12 @@ _SHUTDOWN_TIMEOUT = 0.5  # seconds open requests (long-polls) get to finish when
 TASK_PACKAGE = "golem.srv.comp.task_package"
 
 
-def image_for(agreement: Agreement, images: dict[str, Image] | None = None) -> Image | str:
-    """The image an agreement's demand asks for, or why it cannot be run.
-
-    No ``golem.srv.comp.task_package``: the default image. ``hash:sha3:<hash>:<url>``: ``images[hash]``.
-    """
-    package = agreement.demand.properties.get(TASK_PACKAGE)
-    if package is None:
-        return DEFAULT_IMAGE
-    parts = package.split(":", 3) if isinstance(package, str) else []
-    if len(parts) < 3 or parts[0] != "hash" or not parts[2]:
-        return f"{TASK_PACKAGE} {package!r} is not of the form hash:sha3:<hash>:<url>"
-    digest = parts[2].strip().lower()
-    image = (images or {}).get(digest)
-    if image is None:
-        return (
-            f"the image {digest} of {TASK_PACKAGE} is unknown to this local network: add it with "
-            f"LocalNetworkConfig(images={{'{digest}': Image(...)}}), or leave the task package out to run "
-            "the default image"
-        )
-    return image
+@web.middleware
+async def _auth_unless_registry(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The app-key check, except for the registry API, which is public (as the Golem registry is)."""
+    if request.path.startswith(REGISTRY_PREFIX):
+        return await handler(request)
+    return await auth_middleware(request, handler)
 
 
 class LocalNode:
@@ -115,6 +113,8 @@ class LocalNode:
         provider_ids = {spec.name: ids.node_id(f"provider/{spec.name}") for spec in self.config.providers}
         self._specs = {provider_ids[spec.name]: spec for spec in self.config.providers}
         self.work_dir: Path | None = None
+        self.registry = ImageRegistry(self.config.image_registry)
+        self.image_cache: ImageCache | None = None
         self.gsb = GsbRouter()
         self.activities = ActivityHub(
             self.market,
@@ -153,9 +153,10 @@ class LocalNode:
 
     def build_app(self) -> web.Application:
         """The aiohttp application of the node: errors first, then the app-key check, then every API."""
-        app = web.Application(middlewares=[error_middleware, auth_middleware])
+        app = web.Application(middlewares=[error_middleware, _auth_unless_registry])
         app[APP_KEY] = self.app_key
         app.router.add_get("/me", self._me)
+        add_registry_routes(app, self.registry)
         add_market_routes(app, self.market, node_id=self.requestor_id)
         add_payment_routes(app, self.ledger)
         add_activity_routes(app, self.activities)
@@ -166,12 +167,30 @@ class LocalNode:
         """A sandbox for a new activity: the image its demand names, its provider's environment."""
         if self.work_dir is None:
             raise LocalNodeError("the local node is not running: start it before creating activities")
-        image = image_for(agreement, dict(self.config.images))
-        if isinstance(image, str):
-            return UnavailableRuntime(image)
         spec = self._specs.get(agreement.provider_id)
         env = spec.env if spec is not None else {}
-        return VmRuntime(image, self.work_dir / activity_id, bwrap=self.config.bwrap, env=env)
+        work_dir = self.work_dir / activity_id
+        package = agreement.demand.properties.get(TASK_PACKAGE)
+        if package is None:
+            return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env)
+        try:
+            digest, url = parse_task_package(package)
+        except ValueError as exc:
+            return UnavailableRuntime(f"{TASK_PACKAGE}: {exc}")
+        given = self.config.images.get(digest)
+        if given is not None:
+            return VmRuntime(given, work_dir, bwrap=self.config.bwrap, env=env)
+        load = functools.partial(self._load_image, digest, url)
+        return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env, load_image=load)
+
+    async def _load_image(self, digest: str, url: str) -> Image:
+        """The image of a task package, from the node's cache (downloaded there once); for ``VmRuntime.deploy``."""
+        if self.image_cache is None:
+            raise RuntimeFailure("the local node is stopping: no image can be fetched now")
+        try:
+            return await self.image_cache.image(digest, url)
+        except ImageError as exc:
+            raise RuntimeFailure(str(exc)) from exc
 
     async def _me(self, request: web.Request) -> web.StreamResponse:
         return json_response({"identity": self.requestor_id, "name": "requestor", "role": "manager"})
@@ -182,6 +201,7 @@ class LocalNode:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
         self.work_dir = Path(tempfile.mkdtemp(prefix="golem-local-node-"))
+        self.image_cache = ImageCache(self.work_dir / "images")
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
             probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap)
@@ -223,6 +243,9 @@ class LocalNode:
         for provider in self.providers:
             await provider.stop()
         await self.activities.close()
+        cache, self.image_cache = self.image_cache, None
+        if cache is not None:
+            await cache.close()
         await self.gsb.close()
         runner, self._runner = self._runner, None
         if runner is not None:

@@ -48,7 +48,7 @@ def kernel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # the paths Jupyter is moving to, without its warning
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("GOLEM_API_HOME", str(tmp_path / "golem-api-home"))  # the image registry of this test only
     for name in ("YAGNA_APPKEY", "YAGNA_API_URL"):  # the local network, whatever the machine has set
         monkeypatch.delenv(name, raising=False)
     return KERNEL_NAME
@@ -103,6 +103,11 @@ async def test_notebook_runs_the_service_and_shows_its_stats_and_a_plot(kernel_n
     assert STATS_KEYS <= stats.keys(), stats
     assert stats["size"] >= 1
     assert stats["min"] <= stats["median"] <= stats["max"]
+
+    # while waiting, the live status showed the instance running (one output, updated in place)
+    live = [str(o["data"]["text/html"]) for o in _outputs(stats_cell) if "text/html" in o.get("data", {})]
+    assert len(live) == 1, f"expected one live status output, got {len(live)}"
+    assert "simple-service-1" in live[0] and "running" in live[0] and "uptime" in live[0]
 
     # a downloaded plot, shown as an image
     pngs = [output["data"]["image/png"] for output in outputs if "image/png" in output.get("data", {})]

@@ -45,6 +45,7 @@ class Example:
     async def start(cls, workdir: Path, *args: str) -> Example:
         env = {key: value for key, value in os.environ.items() if not key.startswith("YAGNA_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["GOLEM_API_HOME"] = str(workdir / "golem-api-home")  # a registry of its own: the image is built anew
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(EXAMPLE),

@@ -294,7 +294,8 @@ def _assemble(layout: SandboxLayout) -> _Builder:
     builder.args += ["--remount-ro", "/dev"]
     if not layout.image_as_root:
         builder.args += ["--remount-ro", "/"]
-    builder.args += ["--chdir", "/"]
+    # A build starts its step in the WORKDIR; the runtime's agent starts each command in its own directory.
+    builder.args += ["--chdir", layout.working_dir if layout.image_as_root and layout.working_dir else "/"]
     return builder
 
 

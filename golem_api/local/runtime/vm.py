@@ -127,8 +127,9 @@ def _remove_tree(path: Path) -> None:
     except OSError:
         for directory, subdirectories, _files in os.walk(path):
             for name in (directory, *(os.path.join(directory, sub) for sub in subdirectories)):
-                with contextlib.suppress(OSError):
-                    os.chmod(name, 0o700)
+                if not os.path.islink(name):  # a command's link may point at host directories: never touch them
+                    with contextlib.suppress(OSError):
+                        os.chmod(name, 0o700)
         try:
             shutil.rmtree(path)
         except OSError as exc:

@@ -1,0 +1,71 @@
+"""``vm.repo``: a payload for the ``vm`` runtime that runs an image from an image registry, as in yapapi::
+
+    from golem_api import vm
+
+    payload = await vm.repo(image_tag="golem-api/simple-service:1.0", min_mem_gib=0.5)
+
+The image is named by its tag, by its hash (the SHA3-224 hex digest ``golem-api image build`` and
+``gvmkit-build`` print), or by a URL with its hash. Nothing is asked of any registry here: ``Golem`` resolves
+the name when it creates the demand, against the local node's registry on the local network and against
+``$GOLEM_REGISTRY_URL``, else ``https://registry.golem.network``, on a real one (``repo_url=`` overrides
+both; :mod:`golem_api.images.resolve`), so the same code runs on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from golem_api.errors import ConfigurationError
+from golem_api.images.registry import check_image_hash
+from golem_api.payload import VmPayload
+
+__all__ = ["repo"]
+
+
+async def repo(
+    *,
+    image_hash: str | None = None,
+    image_tag: str | None = None,
+    image_url: str | None = None,
+    image_use_https: bool = False,
+    min_mem_gib: float = 0.5,
+    min_storage_gib: float = 2.0,
+    min_cpu_threads: int = 1,
+    capabilities: Iterable[str] | None = None,
+    repo_url: str | None = None,
+) -> VmPayload:
+    """A :class:`~golem_api.payload.VmPayload` running the image named by ``image_tag``, ``image_hash``, or
+    ``image_url`` together with ``image_hash``, on providers with at least the given resources.
+
+    ``image_use_https`` takes the registry's https download URL instead of the http one; ``capabilities``
+    (e.g. ``["vpn"]``) must all be offered; ``repo_url`` is the registry to ask (default: see the module
+    docstring). Raises :class:`~golem_api.errors.ConfigurationError` for a missing or contradictory name.
+    """
+    if image_url is not None:
+        if image_tag is not None:
+            raise ConfigurationError("give image_url= with image_hash=, not with image_tag=: the URL is the image")
+        if image_hash is None:
+            raise ConfigurationError(
+                f"image_url={image_url!r} needs image_hash= too: providers check the file they download against it"
+            )
+        if not image_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"image_url={image_url!r} is not an http(s) URL")
+    elif image_hash is None and image_tag is None:
+        raise ConfigurationError(
+            "name the image: image_tag='name:version', image_hash='<sha3 hex>', or image_url= with image_hash="
+        )
+    elif image_hash is not None and image_tag is not None:
+        raise ConfigurationError("give either image_tag= or image_hash=, not both: a registry resolves one of them")
+    if image_tag is not None and (not isinstance(image_tag, str) or not image_tag.strip()):
+        raise ConfigurationError(f"image_tag must be a non-empty 'name:version', got {image_tag!r}")
+    return VmPayload(
+        min_mem_gib=min_mem_gib,
+        min_storage_gib=min_storage_gib,
+        min_cpu_threads=min_cpu_threads,
+        image_hash=check_image_hash(image_hash) if image_hash is not None else None,
+        image_tag=image_tag.strip() if image_tag is not None else None,
+        image_url=image_url,
+        image_use_https=image_use_https,
+        capabilities=tuple(capabilities or ()),
+        repo_url=repo_url.rstrip("/") if repo_url else None,
+    )
