@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
 """The requestor side of the simple-service example: run a small statistics service on Golem providers.
 
-    python examples/simple_service/simple_service.py [--num-instances 2] [--running-time 20] [--show-usage]
+    python examples/simple_service/simple_service.py [--num-instances N] [--running-time SECONDS] [--show-usage]
 
 Each instance runs the image built from ``image/`` (its ``Dockerfile``): ``start`` deploys it and starts the
 simulated source of observations, ``run`` prints the statistics of what was observed so far and downloads a
 plot of their distribution every few seconds, and ``shutdown`` stops the simulation. After the running time
 the instances are stopped, the providers are paid, and a summary per provider is printed.
 
-Without ``YAGNA_APPKEY`` it runs on the embedded local Golem network, with the image built from ``image/``
-(built on first use; ``golem-api image build examples/simple_service/image --tag golem-api/simple-service:1.0``
-does the same). With ``YAGNA_APPKEY`` set it runs on the network of that yagna daemon, with the public image
-of the same service (``--image-hash`` picks another one).
+Without ``YAGNA_APPKEY`` it runs on the embedded local Golem network, with the image built from ``image/`` at
+the start of each run (about a second; ``golem-api image build examples/simple_service/image --tag
+golem-api/simple-service:1.0`` does the same). With ``YAGNA_APPKEY`` set it runs on the network of that yagna
+daemon, with the public image of the same service (``--image-hash`` picks another one).
 
 Ctrl-C stops the instances (their ``shutdown`` runs), pays what is owed, prints the summary and exits with
 code 130 (the shell's code for "interrupted"); SIGTERM does the same with code 143.
@@ -70,7 +70,7 @@ async def build_local_image(console: Console) -> str:
     def log(text: str) -> None:
         _log.debug("image build: %s", text.rstrip("\n"))
 
-    with progress(f"Building the image {IMAGE_TAG} from {IMAGE_DIR}…", console):
+    with progress(f"Building the image {IMAGE_TAG}…", console):
         result = await build_image(IMAGE_DIR, tag=IMAGE_TAG, log=log)
     _log.info("built %s: %s (%d bytes) in %.1f s", IMAGE_TAG, result.hash, result.size, result.seconds)
     return result.hash
@@ -234,7 +234,10 @@ async def run_example(args: argparse.Namespace, console: Console) -> None:
                     await asyncio.wait_for(cluster.stop(), STOPPING_TIMEOUT)
                 paying.enter_context(progress("Ending the agreements and paying the providers…", console))
     except asyncio.CancelledError:
-        console.print("Interrupted: the instances were stopped and what was owed is paid.")
+        records = golem.summary.agreements.values() if golem.summary is not None else ()
+        unpaid = sum(1 for record in records if record.paid is None)
+        paid = "what was owed is paid" if not unpaid else f"{unpaid} agreement(s) are not paid yet (see the warnings)"
+        console.print(f"Interrupted: the instances were stopped and {paid}.")
         raise
     finally:
         console.print(golem.summary if golem.summary is not None else f"Paid {golem.spent}")

@@ -77,8 +77,9 @@ def _text(output: Any) -> str:
 
 
 async def test_notebook_runs_the_service_and_shows_its_stats_and_a_plot(kernel_name: str, workdir: Path) -> None:
-    notebook = nbformat.read(workdir / NOTEBOOK.name, as_version=4)
-    notebook.cells.insert(0, nbformat.v4.new_code_cell(PROBE))  # which interpreter the kernel runs
+    notebook = nbformat.read(workdir / NOTEBOOK.name, as_version=4)  # type: ignore[no-untyped-call]
+    probe_cell = nbformat.v4.new_code_cell(PROBE)  # type: ignore[no-untyped-call]
+    notebook.cells.insert(0, probe_cell)  # which interpreter the kernel runs
     client = NotebookClient(
         notebook,
         kernel_name=kernel_name,
@@ -100,14 +101,15 @@ async def test_notebook_runs_the_service_and_shows_its_stats_and_a_plot(kernel_n
     stats_cell = next(cell for cell in rest if "json.dumps(stats" in cell.source)
     printed = "".join(_text(output) for output in _outputs(stats_cell) if output.output_type == "stream")
     stats = json.loads(printed[printed.index("{") :])
-    assert STATS_KEYS <= stats.keys(), stats
+    assert stats.keys() >= STATS_KEYS, stats
     assert stats["size"] >= 1
     assert stats["min"] <= stats["median"] <= stats["max"]
 
     # while waiting, the live status showed the instance running (one output, updated in place)
     live = [str(o["data"]["text/html"]) for o in _outputs(stats_cell) if "text/html" in o.get("data", {})]
     assert len(live) == 1, f"expected one live status output, got {len(live)}"
-    assert "simple-service-1" in live[0] and "running" in live[0] and "uptime" in live[0]
+    for shown in ("simple-service-1", "running", "uptime"):
+        assert shown in live[0], live[0][:500]
 
     # a downloaded plot, shown as an image
     pngs = [output["data"]["image/png"] for output in outputs if "image/png" in output.get("data", {})]
@@ -120,5 +122,6 @@ async def test_notebook_runs_the_service_and_shows_its_stats_and_a_plot(kernel_n
     assert any("simple-service-1" in page and "running" in page for page in html), "no cluster table while running"
     assert any("terminated" in page for page in html), "no cluster table after the stop"
     summary = html[-1]
-    assert "local-provider" in summary and "total" in summary, summary[:500]
+    for shown in ("local-provider", "activity time", "total"):
+        assert shown in summary, summary[:500]
     assert "simulation stopped: True" in "".join(_text(output) for output in _outputs(rest[-1]))
