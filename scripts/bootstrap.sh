@@ -26,6 +26,19 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# yapapi 0.13.1, unmodified, in a virtual environment of its own (its pins conflict with ours): the test suite
+# runs it against the local node as an independent client (scripts/test sets GOLEM_API_WITH_YAPAPI=1).
+if [ "${GOLEM_API_WITH_YAPAPI:-0}" = "1" ]; then
+    ystamp=".venv-yapapi/.installed"
+    if [ ! -f "$ystamp" ] || [ "$(cat "$ystamp")" != "yapapi==0.13.1" ]; then
+        echo "==> installing yapapi 0.13.1 into .venv-yapapi (test-only, an independent client)"
+        [ -x .venv-yapapi/bin/python ] || "$PYTHON" -m venv .venv-yapapi
+        .venv-yapapi/bin/python -m pip install --quiet --disable-pip-version-check 'yapapi==0.13.1' 2>&1 | grep -v "^WARNING: Location" || true
+        .venv-yapapi/bin/python -c 'import yapapi, ya_market' >/dev/null
+        echo "yapapi==0.13.1" > "$ystamp"
+    fi
+fi
+
 if ! command -v bwrap >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
         SUDO=""
