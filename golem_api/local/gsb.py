@@ -3,8 +3,8 @@
 This is how a requestor serves files without a ``gftp`` program (daemon >= 0.13)::
 
     POST   /gsb-api/v1/services {"listen": {"on": "/public/gftp/<id>", "components": [...]}}
-           -> 201 {"servicesId": sid,
-                   "listen": {"on", "components", "links": {"messages": "gsb-api/v1/services/<sid>"}}}
+           -> 201 {"servicesId": sid, "listen": {"on", "components"}}   (no ``links``: neither the spec
+                                         nor the daemon (0.17) has them)
     GET    /gsb-api/v1/services/<sid>    WebSocket, subprotocol ``gsb+flexbuffers``; the app key may also come
                                          as ``?authToken=`` (browsers cannot set headers on a WebSocket)
     DELETE /gsb-api/v1/services/<sid>    200; closes the WebSocket and fails the calls still waiting
@@ -244,13 +244,7 @@ class _GsbRoutes:
             )
         services = self.router.bind(on, components)
         sid = services.services_id
-        return json_response(
-            {
-                "servicesId": sid,
-                "listen": {"on": on, "components": components, "links": {"messages": f"gsb-api/v1/services/{sid}"}},
-            },
-            status=201,
-        )
+        return json_response({"servicesId": sid, "listen": {"on": on, "components": components}}, status=201)
 
     async def unbind(self, request: web.Request) -> web.Response:
         await self.router.unbind(request.match_info["sid"])

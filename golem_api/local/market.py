@@ -137,11 +137,11 @@ class LocalMarket(AgreementBook):
         return self._subscribe("offer", issuer_id, properties, constraints)
 
     def unsubscribe_demand(self, demand_id: str, *, by: str | None = None) -> None:
-        """Withdraw a demand: 404 if unknown, 410 if already unsubscribed or expired."""
+        """Withdraw a demand: 404 if unknown or already unsubscribed (as the daemon answers), 410 if expired."""
         self._unsubscribe("demand", demand_id, by)
 
     def unsubscribe_offer(self, offer_id: str, *, by: str | None = None) -> None:
-        """Withdraw an offer: 404 if unknown, 410 if already unsubscribed or expired."""
+        """Withdraw an offer: 404 if unknown or already unsubscribed (as the daemon answers), 410 if expired."""
         self._unsubscribe("offer", offer_id, by)
 
     def subscriptions(self, kind: str, issuer_id: str) -> list[Subscription]:
@@ -199,8 +199,10 @@ class LocalMarket(AgreementBook):
 
     def _unsubscribe(self, kind: str, sub_id: str, by: str | None) -> None:
         sub = self._lookup(kind, sub_id, by)
+        if sub.ended:
+            raise MarketNotFoundError(f"{kind} {sub_id} not found: it was unsubscribed already")
         if not self._live(sub):
-            raise MarketGoneError(f"{kind} {sub_id} is already unsubscribed or expired")
+            raise MarketGoneError(f"{kind} {sub_id} expired")
         sub.ended = True
         sub.events.append(SubscriptionEnded)
 
@@ -348,7 +350,8 @@ class LocalMarket(AgreementBook):
         proposal = self._proposals.get(proposal_id)
         demand = None if proposal is None else self._subscriptions[proposal.demand_id]
         if proposal is None or demand is None or demand.issuer_id != requestor_id:
-            raise MarketNotFoundError(f"proposal {proposal_id} not found")
+            # 400, not 404, as the daemon answers: the unknown proposal is in the body, not in the path.
+            raise MarketBadRequestError(f"cannot create an agreement: proposal {proposal_id} not found")
         if proposal_id in self._agreement_of:
             raise MarketConflictError(f"proposal {proposal_id} already has agreement {self._agreement_of[proposal_id]}")
         if proposal.state is ProposalState.INITIAL:
