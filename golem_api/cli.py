@@ -10,6 +10,11 @@ stderr) and adds it to the local image registry, then prints its tag, hash, size
 ``golem-api image list [--registry DIR]`` lists the registry's images. The registry defaults to
 ``$GOLEM_API_HOME/images`` (:func:`~golem_api.images.registry.default_registry_dir`).
 
+``golem-api gftp server`` is the daemon's ``gftp server`` for programs that start one (yapapi): JSON-RPC on
+standard input and output, files served through the node named by ``YAGNA_APPKEY`` and ``YAGNA_API_URL``
+(:mod:`golem_api.compat.gftp`). Put it on ``PATH`` as ``gftp`` with a two-line script that runs
+``exec golem-api gftp "$@"``.
+
 Each command is a subparser with a ``handler(args) -> exit code``; new commands (``image build``, …) add
 their own ``_add_…`` function to :func:`build_parser`.
 """
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from golem_api.compat.gftp import GFTP_VERSION, run_gftp_server
 from golem_api.errors import GolemError
 from golem_api.images.builder import build_image
 from golem_api.images.registry import ImageRegistry, default_registry_dir
@@ -110,12 +116,30 @@ def _add_image_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing.set_defaults(handler=_list_images)
 
 
+def _add_gftp_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gftp = commands.add_parser(
+        "gftp",
+        help="the daemon's gftp program, for yapapi",
+        description="Serve files to providers as the daemon's `gftp server` does (JSON-RPC on stdin/stdout), "
+        "through the node named by YAGNA_APPKEY and YAGNA_API_URL.",
+    )
+    gftp.add_argument("--version", action="version", version=f"gftp {GFTP_VERSION} (golem-api)")
+    actions = gftp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    server = actions.add_parser("server", help="answer gftp JSON-RPC calls on standard input and output")
+    server.set_defaults(handler=_run_gftp_server)
+
+
+def _run_gftp_server(_args: argparse.Namespace) -> int:
+    return run_gftp_server()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``golem-api`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="golem-api", description="Golem services from Python.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_node_command(commands)
     _add_image_command(commands)
+    _add_gftp_command(commands)
     return parser
 
 

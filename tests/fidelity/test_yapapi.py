@@ -1,0 +1,335 @@
+"""yapapi 0.13.1, unmodified, runs a service against ``golem-api node``; ``golem-api gftp server`` is its gftp.
+
+The first test is what a yapapi user does with the local network: build an image (``golem-api image build``
+into a registry of the test's own), start ``golem-api node`` on a free port, put a ``gftp`` program on
+``PATH`` (a two-line script running ``golem-api gftp``), and run ``yapapi_simple_service.py`` with yapapi's own
+interpreter (``.venv-yapapi``, made by ``scripts/bootstrap.sh`` when ``GOLEM_API_WITH_YAPAPI=1``). It checks what
+the yapapi user sees: exit 0, no ``ERROR`` in yapapi's debug log, the files its ``download_file`` calls brought
+back, and an "Accepted invoice" line for every "Agreement confirmed" line, provider by provider.
+
+The second test speaks the gftp JSON-RPC to ``golem-api gftp server`` directly, as yapapi's driver does (one
+line out, one line back), including the calls yapapi never gets wrong but a user's own driver might.
+Every process is started with a bound on each read and on its exit, and killed if a check fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from golem_api.local.config import LocalNetworkConfig
+from golem_api.local.node import LocalNode
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+YAPAPI_PYTHON = ROOT / ".venv-yapapi" / "bin" / "python"
+PROGRAM = Path(__file__).resolve().parent / "yapapi_simple_service.py"
+IMAGE_CONTEXT = Path(__file__).resolve().parent / "yapapi_image"
+IMAGE_TAG = "golem-api/yapapi-simple-service:1.0"
+APP_KEY = "yapapi-fidelity-test-app-key"
+INSTANCES = 2
+ROUNDS = 3
+LINE_BOUND = 15.0  # seconds one line of a process's output may take
+RUN_BOUND = 50.0  # seconds the whole yapapi program may take
+EXIT_BOUND = 10.0  # seconds a process may take to exit once asked to
+
+needs_yapapi = pytest.mark.skipif(
+    not YAPAPI_PYTHON.exists(),
+    reason=f"yapapi's own environment is missing ({YAPAPI_PYTHON}); "
+    "run `GOLEM_API_WITH_YAPAPI=1 scripts/bootstrap.sh` (scripts/test does) to create it",
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any daemon settings, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("YAGNA_", "GOLEM_"))}
+    env.update(extra)
+    return env
+
+
+def gftp_shim(bin_dir: Path) -> Path:
+    """A ``gftp`` program in ``bin_dir`` that runs ``golem-api gftp`` with this interpreter."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shim = bin_dir / "gftp"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m golem_api.cli gftp "$@"\n')
+    shim.chmod(0o755)
+    return shim
+
+
+async def kill(process: asyncio.subprocess.Process) -> None:
+    """Make sure ``process`` is gone (after a failed check)."""
+    if process.returncode is None:
+        process.kill()
+        await asyncio.wait_for(process.wait(), EXIT_BOUND)
+
+
+async def build_image(registry: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "golem_api.cli",
+        "image",
+        "build",
+        str(IMAGE_CONTEXT),
+        "--tag",
+        IMAGE_TAG,
+        "--registry",
+        str(registry),
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        await kill(process)
+    assert process.returncode == 0, f"golem-api image build failed:\n{out.decode()}\n{err.decode()}"
+
+
+class NodeProcess:
+    """``golem-api node`` as a user runs it: its own process, on a free port, stopped with SIGTERM."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.url = ""
+
+    @classmethod
+    async def start(cls, registry: Path) -> NodeProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "golem_api.cli",
+            "node",
+            "--port",
+            "0",
+            "--providers",
+            "3",
+            "--app-key",
+            APP_KEY,
+            "--registry",
+            str(registry),
+            env=clean_env(PYTHONUNBUFFERED="1"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        node = cls(process)
+        try:
+            while not (line := await node.next_line()).startswith("Press Ctrl-C"):
+                match = re.match(r"Local Golem network running at (http://\S+)", line)
+                if match:
+                    node.url = match.group(1)
+        except BaseException:
+            await kill(process)
+            raise
+        assert node.url, "golem-api node did not say where it runs:\n" + "\n".join(node.lines)
+        return node
+
+    async def next_line(self) -> str:
+        assert self.process.stdout is not None
+        raw = await asyncio.wait_for(self.process.stdout.readline(), LINE_BOUND)
+        assert raw, "golem-api node ended early:\n" + "\n".join(self.lines)
+        self.lines.append(raw.decode().rstrip("\n"))
+        return self.lines[-1]
+
+    async def stop(self) -> tuple[int, str, str]:
+        """SIGTERM, then ``(exit code, rest of stdout, stderr)``."""
+        self.process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(self.process.communicate(), EXIT_BOUND)
+        assert self.process.returncode is not None
+        return self.process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[NodeProcess]:
+    registry = tmp_path / "registry"
+    await build_image(registry)
+    running = await NodeProcess.start(registry)
+    try:
+        yield running
+    finally:
+        await kill(running.process)
+
+
+def provider_names(pattern: str, log: str) -> Counter[str]:
+    return Counter(re.findall(pattern, log))
+
+
+@needs_yapapi
+async def test_yapapi_runs_the_simple_service_against_the_local_node_and_pays_every_agreement(
+    tmp_path: Path, node: NodeProcess
+) -> None:
+    output, log_file = tmp_path / "downloads", tmp_path / "yapapi.log"
+    output.mkdir()
+    bin_dir = gftp_shim(tmp_path / "bin").parent
+    env = clean_env(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        YAGNA_APPKEY=APP_KEY,
+        YAGNA_API_URL=node.url,
+        YAGNA_SUBNET="public",
+        GOLEM_REGISTRY_URL=node.url,
+        PYTHONUNBUFFERED="1",
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(YAPAPI_PYTHON),
+        str(PROGRAM),
+        "--image-tag",
+        IMAGE_TAG,
+        "--num-instances",
+        str(INSTANCES),
+        "--rounds",
+        str(ROUNDS),
+        "--output-dir",
+        str(output),
+        "--log-file",
+        str(log_file),
+        "--timeout",
+        "30",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), RUN_BOUND)
+    finally:
+        await kill(process)
+    out, err, log = out_bytes.decode(), err_bytes.decode(), log_file.read_text()
+
+    assert process.returncode == 0, f"yapapi exited with {process.returncode}:\n{out}\n{err}"
+    assert out.splitlines()[-3:] == ["all instances ran; stopping the cluster", "all instances stopped", "done"]
+    errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
+    assert errors == [], "yapapi logged errors:\n" + "\n".join(errors)
+    assert "gftp version: 0.17.6 (golem-api)" in log  # yapapi found our gftp on PATH and closes URLs it no longer needs
+
+    for index in range(1, INSTANCES + 1):
+        name = f"simple-service-{index}"
+        running = ["started", f"hello {name}", *(f"observation {n}" for n in range(1, ROUNDS + 1))]
+        assert (output / f"{name}.log").read_text().splitlines() == running  # downloaded in the run loop
+        assert (output / f"{name}.final.log").read_text().splitlines() == [*running, "stopped"]  # in shutdown
+        stats = [json.loads(line.split(": ", 1)[1]) for line in out.splitlines() if line.startswith(f"{name} on ")]
+        assert stats == [{"observations": n} for n in range(1, ROUNDS + 1)]
+
+    confirmed = provider_names(r"Agreement confirmed by provider '([^']+)'", log)
+    paid = provider_names(r"Accepted invoice from '([^']+)'", log)
+    assert sum(confirmed.values()) == INSTANCES
+    assert paid == confirmed
+
+    code, rest, node_err = await node.stop()
+    assert code == 0, f"golem-api node exited with {code}:\n{node_err}"
+    assert rest.splitlines()[-1] == "Stopped."
+    assert "Traceback" not in node_err
+
+
+class GftpProcess:
+    """``golem-api gftp server`` driven line by line, as yapapi's driver does."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.next_id = 0
+
+    @classmethod
+    async def start(cls, env: Mapping[str, str]) -> GftpProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "golem_api.cli",
+            "gftp",
+            "server",
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def send_line(self, line: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+        raw = await asyncio.wait_for(self.process.stdout.readline(), LINE_BOUND)
+        assert raw, "gftp server ended without answering"
+        answer: dict[str, Any] = json.loads(raw)
+        return answer
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        answer = await self.send_line(
+            json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": self.next_id})
+        )
+        assert answer["jsonrpc"] == "2.0"
+        assert answer["id"] == self.next_id
+        return answer
+
+
+async def test_gftp_server_answers_the_json_rpc_calls_yapapi_makes_and_names_what_is_wrong(tmp_path: Path) -> None:
+    (tmp_path / "input.txt").write_text("to the providers\n")
+    async with LocalNode(LocalNetworkConfig.with_providers(1)) as local:
+        gftp = await GftpProcess.start(clean_env(YAGNA_APPKEY=local.app_key, YAGNA_API_URL=local.url))
+        try:
+            assert (await gftp.call("version"))["result"] == "0.17.6 (golem-api)"
+
+            published = (await gftp.call("publish", files=[str(tmp_path / "input.txt")]))["result"]
+            assert len(published) == 1
+            assert published[0]["file"] == str(tmp_path / "input.txt")
+            assert re.fullmatch(rf"gftp://{local.requestor_id}/[0-9a-f]+", published[0]["url"])
+
+            received = (await gftp.call("receive", output_file=str(tmp_path / "output.txt")))["result"]
+            assert received["file"] == str(tmp_path / "output.txt")
+            assert received["url"].startswith(f"gftp://{local.requestor_id}/")
+            assert received["url"] != published[0]["url"]
+            assert (tmp_path / "output.txt").exists()  # created at once, filled as the provider uploads
+
+            closed = await gftp.call("close", urls=[published[0]["url"], "gftp://0xabc/unknown"])
+            assert closed["result"] == ["ok", "error"]
+
+            missing = await gftp.call("publish", files=[str(tmp_path / "nosuch.txt")])
+            assert missing["error"]["code"] == -32000
+            assert "nosuch.txt" in missing["error"]["message"]
+            bad_params = await gftp.call("receive", output=str(tmp_path / "x"))
+            assert bad_params["error"]["code"] == -32602
+            assert "output_file" in bad_params["error"]["message"]
+            unknown = await gftp.call("upload", file="a", url="gftp://0xabc/1")
+            assert unknown["error"]["code"] == -32601
+            assert "upload" in unknown["error"]["message"]
+            not_json = await gftp.send_line("{not json")
+            assert not_json["id"] is None
+            assert not_json["error"]["code"] == -32700
+
+            assert (await gftp.call("shutdown"))["result"] == "ok"
+            assert await asyncio.wait_for(gftp.process.wait(), EXIT_BOUND) == 0
+        finally:
+            await kill(gftp.process)
+
+
+async def test_gftp_server_binds_and_unbinds_its_urls_on_the_real_daemon(tmp_path: Path, yagna_daemon: Any) -> None:
+    (tmp_path / "input.txt").write_text("to the providers\n")
+    env = clean_env(YAGNA_APPKEY=yagna_daemon.app_key, YAGNA_API_URL=yagna_daemon.url, RUST_LOG="debug")
+    gftp = await GftpProcess.start(env)
+    try:
+        published = (await gftp.call("publish", files=[str(tmp_path / "input.txt")]))["result"]
+        assert re.fullmatch(rf"gftp://{yagna_daemon.identity}/[0-9a-f]+", published[0]["url"])
+        received = (await gftp.call("receive", output_file=str(tmp_path / "output.txt")))["result"]
+        assert received["url"].startswith(f"gftp://{yagna_daemon.identity}/")
+        closed = await gftp.call("close", urls=[published[0]["url"], received["url"]])
+        assert closed["result"] == ["ok", "ok"]
+        assert (await gftp.call("shutdown"))["result"] == "ok"
+        assert await asyncio.wait_for(gftp.process.wait(), EXIT_BOUND) == 0
+        assert gftp.process.stderr is not None
+        log = (await asyncio.wait_for(gftp.process.stderr.read(), EXIT_BOUND)).decode()
+        assert "receiving gftp://" in log  # the debug log is on (RUST_LOG=debug, as yapapi's DEBUG_GFTP sets)
+        assert "failed" not in log  # every binding and unbinding succeeded
+    finally:
+        await kill(gftp.process)
