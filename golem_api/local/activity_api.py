@@ -44,9 +44,17 @@ _EVENT_STREAM = "text/event-stream"
 
 
 def activity_state_json(activity: Activity) -> dict[str, Any]:
-    """``{"state": [current, next], "reason", "errorMessage"}``; ``next`` is the pending transition or null."""
+    """``{"state": [current, next], "reason"?, "errorMessage"?}``; ``next`` is the pending transition or null.
+
+    ``reason`` and ``errorMessage`` are left out when there is none, as the daemon does (the spec has no null).
+    """
     pending = activity.next_state.value if activity.next_state is not None else None
-    return {"state": [activity.state.value, pending], "reason": activity.reason, "errorMessage": activity.error_message}
+    body: dict[str, Any] = {"state": [activity.state.value, pending]}
+    if activity.reason is not None:
+        body["reason"] = activity.reason
+    if activity.error_message is not None:
+        body["errorMessage"] = activity.error_message
+    return body
 
 
 def activity_usage_json(activity: Activity) -> dict[str, Any]:

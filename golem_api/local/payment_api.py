@@ -91,7 +91,7 @@ def _document_json(document: PaymentDocument) -> dict[str, Any]:
 
 
 def debit_note_json(note: DebitNote) -> dict[str, Any]:
-    """The DebitNote schema; ``paymentDueDate`` is null (the local network pays on acceptance)."""
+    """The DebitNote schema; no ``paymentDueDate`` (the local network pays on acceptance; the daemon omits it)."""
     body = {"debitNoteId": note.document_id, **_document_json(note)}
     if note.previous_debit_note_id is not None:
         body["previousDebitNoteId"] = note.previous_debit_note_id
@@ -99,7 +99,6 @@ def debit_note_json(note: DebitNote) -> dict[str, Any]:
         activityId=note.activity_id,
         totalAmountDue=money(note.total_amount_due),
         usageCounterVector=list(note.usage_counter_vector),
-        paymentDueDate=None,
     )
     return body
 

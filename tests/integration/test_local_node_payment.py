@@ -172,7 +172,7 @@ async def test_activity_is_created_in_either_body_form_and_destroyed(client: Cli
 
     assert await client.act("GET", f"/activity/{as_string}/state") == (
         200,
-        {"state": ["Initialized", None], "reason": None, "errorMessage": None},
+        {"state": ["Initialized", None]},
     )
     status, usage = await client.act("GET", f"/activity/{as_string}/usage")
     assert status == 200
