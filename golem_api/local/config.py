@@ -177,6 +177,8 @@ class LocalNetworkConfig:
     at ``/v1/image/…`` (where ``vm.repo`` finds images on the local network; default
     :func:`~golem_api.images.registry.default_registry_dir`, where ``golem-api image build`` puts them).
     ``bwrap`` is the bubblewrap program the sandboxes use (a name on ``PATH`` or a path).
+    ``activity_runtime`` is what runs activities: ``"vm"`` (a bubblewrap sandbox each) or ``"idle"`` (nothing
+    is spawned; every command exits 0 with no output), for measuring the requestor at scale (``bench/``).
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -186,6 +188,12 @@ class LocalNetworkConfig:
     images: Mapping[str, Image] = field(factory=dict, converter=_to_images, validator=_images, hash=False)
     image_registry: Path | None = field(default=None, converter=_to_path, validator=_registry)
     bwrap: str = field(default="bwrap", validator=_non_empty)
+    activity_runtime: str = field(default="vm")
+
+    @activity_runtime.validator
+    def _check_activity_runtime(self, _attribute: Any, runtime: str) -> None:
+        if runtime not in ("vm", "idle"):
+            raise ConfigurationError(f"activity_runtime must be 'vm' or 'idle', not {runtime!r}")
 
     @providers.validator
     def _check_providers(self, _attribute: Any, providers: tuple[ProviderSpec, ...]) -> None:

@@ -46,7 +46,7 @@ from golem_api.images.cache import ImageCache, parse_task_package
 from golem_api.images.errors import ImageError
 from golem_api.images.registry import ImageRegistry
 from golem_api.images.serve import REGISTRY_PREFIX, add_registry_routes
-from golem_api.local.activity import ActivityHub, Runtime, UnavailableRuntime
+from golem_api.local.activity import ActivityHub, IdleRuntime, Runtime, UnavailableRuntime
 from golem_api.local.activity_api import add_activity_routes
 from golem_api.local.config import LocalNetworkConfig
 from golem_api.local.eventlog import StrictClock
@@ -167,6 +167,8 @@ class LocalNode:
         """A sandbox for a new activity: the image its demand names, its provider's environment."""
         if self.work_dir is None:
             raise LocalNodeError("the local node is not running: start it before creating activities")
+        if self.config.activity_runtime == "idle":
+            return IdleRuntime()
         spec = self._specs.get(agreement.provider_id)
         env = spec.env if spec is not None else {}
         work_dir = self.work_dir / activity_id
@@ -205,7 +207,8 @@ class LocalNode:
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
             probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap)
-            await probe.self_test()
+            if self.config.activity_runtime == "vm":
+                await probe.self_test()
         except BaseException:
             await self._remove_work_dir()
             raise

@@ -1,0 +1,74 @@
+"""Benchmark 5, the measured process: a requestor with many running instances, on a node in another process.
+
+    python -m bench.scale_child --url URL --app-key KEY --instances 200 --windows 5 --window 3
+
+Starts ``Golem`` against the node (whose runtime spawns nothing), runs the trivial service on every instance
+until all are ``running``, then measures this process while it idles: its resident memory (RSS) and its CPU
+use (user + system seconds over wall seconds, in % of one core) in each of ``--windows`` windows. Prints one
+JSON line with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from decimal import Decimal
+
+import psutil  # type: ignore[import-untyped]
+
+from bench.services import Trivial
+from golem_api import Golem
+
+__all__ = ["main", "measure"]
+
+
+async def measure(url: str, app_key: str, instances: int, windows: int, window: float) -> dict[str, object]:
+    """Run the instances, then sample RSS (MB) and CPU (% of a core) over each idle window."""
+    me = psutil.Process()
+    rss_before = me.memory_info().rss / 1e6
+    async with Golem(budget=Decimal(1000), app_key=app_key, api_url=url, event_consumer=None) as golem:
+        began = time.perf_counter()
+        cluster = await golem.run_service(Trivial, num_instances=instances)
+        await cluster.wait_running(timeout=300)
+        running_after = time.perf_counter() - began
+        rss: list[float] = []
+        cpu: list[float] = []
+        for _ in range(windows):
+            before = me.cpu_times()
+            start = time.perf_counter()
+            await asyncio.sleep(window)  # the idle window being measured, not a wait for an event
+            spent = time.perf_counter() - start
+            after = me.cpu_times()
+            cpu.append(max(0.0, 100 * (after.user + after.system - before.user - before.system) / spent))
+            rss.append(me.memory_info().rss / 1e6)
+        stop_began = time.perf_counter()
+        await cluster.stop()
+    return {
+        "instances": instances,
+        "running_after_s": running_after,
+        "rss_mb": rss,
+        "cpu_percent": cpu,
+        "rss_before_mb": rss_before,
+        "stopped_after_s": time.perf_counter() - stop_began,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments, measure, print the JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.scale_child", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--app-key", required=True)
+    parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--window", type=float, default=3.0, help="seconds of each idle window")
+    args = parser.parse_args(argv)
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+    figures = asyncio.run(measure(args.url, args.app_key, args.instances, args.windows, args.window))
+    print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Benchmark 6: golem-api and yapapi 0.13.1, the same program (:mod:`bench.golem_side`, :mod:`bench.yapapi_side`)
+on the same local node (a :mod:`bench.node_server` process), alternately, several times."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.processes import ROOT, run_json, served_node
+from bench.stats import Figure, Result
+
+__all__ = ["YAPAPI_PYTHON", "side_by_side"]
+
+YAPAPI_PYTHON = ROOT / ".venv-yapapi" / "bin" / "python"
+"""yapapi's own interpreter (made by ``scripts/bootstrap.sh`` with ``GOLEM_API_WITH_YAPAPI=1``)."""
+
+KEYS = (("ttr_1", "time to running, N=1"), ("ttr_n", "time to running, N=10"), ("batch_ms", "per-command batch"))
+
+
+def _gftp_shim(bin_dir: Path) -> None:
+    """A ``gftp`` program for yapapi: ``golem-api gftp`` run by this interpreter."""
+    shim = bin_dir / "gftp"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m golem_api.cli gftp "$@"\n')
+    shim.chmod(0o755)
+
+
+async def side_by_side(runs: int, instances: int = 10, batches: int = 100) -> Result:
+    """Run both programs ``runs`` times each, alternately; the ratios golem-api / yapapi of their medians."""
+    title = "Side by side with yapapi 0.13.1"
+    if not YAPAPI_PYTHON.exists():
+        return Result(
+            key="yapapi",
+            title=title,
+            figures=[],
+            skipped=f"{YAPAPI_PYTHON} is missing: run ./bench/run (it sources scripts/bootstrap.sh with "
+            "GOLEM_API_WITH_YAPAPI=1, which creates it)",
+        )
+    ours: list[dict[str, float]] = []
+    theirs: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="golem-api-bench-") as scratch:
+        _gftp_shim(Path(scratch))
+        async with served_node(instances + 1, "vm") as node:
+            env = {
+                "YAGNA_APPKEY": node["app_key"],
+                "YAGNA_API_URL": node["url"],
+                "YAGNA_SUBNET": node["subnet"],
+                "PATH": f"{scratch}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+            args = ["--instances", str(instances), "--batches", str(batches)]
+            for _ in range(runs):
+                ours.append(await run_json([sys.executable, "-m", "bench.golem_side", *args], env=env))
+                theirs.append(await run_json([str(YAPAPI_PYTHON), "bench/yapapi_side.py", *args], env=env))
+    for side, outcomes in (("golem-api", ours), ("yapapi", theirs)):
+        unpaid = [f for f in outcomes if f["invoices"] != f["agreements"] or not f["agreements"]]
+        if unpaid:
+            raise RuntimeError(f"{side} left invoices unaccepted at shutdown: {unpaid}")
+    figures: list[Figure] = []
+    for key, name in (*KEYS, ("shutdown", "shutdown")):
+        unit = "ms" if key == "batch_ms" else "s"
+        figures.append(Figure(f"golem-api {name}", unit, [f[key] for f in ours]))
+        figures.append(Figure(f"yapapi {name}", unit, [f[key] for f in theirs]))
+        figures.append(Figure(f"ratio {name}", "×", [a[key] / b[key] for a, b in zip(ours, theirs, strict=True)]))
+    return Result(
+        key="yapapi",
+        title=title,
+        figures=figures,
+        notes=(
+            f"Both libraries run the same program (`bench/golem_side.py`, `bench/yapapi_side.py`) against the same "
+            f"`bench.node_server` process ({instances + 1} providers with sandboxes), alternately, {runs} times "
+            "each, as separate processes. Time to running: from `run_service` until every instance's `run` "
+            f"handler is entered. Per-command batch: the median of {batches} one-command batches (`run /bin/true`) "
+            f"from `yield` to resumption. Shutdown: from `cluster.stop()` with {instances} running instances to "
+            "the end of `async with Golem(...)`, every invoice accepted (checked from each library's events). "
+            "Ratio = golem-api / yapapi per run (below 1: golem-api is faster)."
+        ),
+    )

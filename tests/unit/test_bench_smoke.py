@@ -1,0 +1,61 @@
+"""The benchmark command's own parts, without measuring anything: its arguments and the page it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.report import Machine, write_report
+from bench.run import BENCHMARKS, parse_args
+from bench.stats import Figure, Result, Target
+
+
+def test_the_command_runs_every_benchmark_five_times_by_default_and_names_an_unknown_one() -> None:
+    args = parse_args([])
+    assert args.runs == 5
+    assert args.only == BENCHMARKS
+    assert parse_args(["--only", "shutdown, scale", "--runs", "2"]).only == ("shutdown", "scale")
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "warp-speed"])
+    with pytest.raises(SystemExit):
+        parse_args(["--runs", "0"])
+
+
+def test_the_page_says_for_each_target_whether_it_is_met_and_shows_a_plot_per_benchmark(tmp_path: Path) -> None:
+    fast = Result(
+        key="shutdown",
+        title="Shutdown",
+        figures=[Figure("shutdown", "s", [0.2, 0.1, 0.3])],
+        targets=[Target("shutdown", "at most", 2.0)],
+        notes="From stop to exit.",
+    )
+    slow = Result(
+        key="throughput",
+        title="Throughput",
+        figures=[Figure("fraction", "%", [40.0, 45.0, 20.0])],
+        targets=[Target("fraction", "at least", 50.0)],
+    )
+    skipped = Result(key="yapapi", title="Side by side with yapapi 0.13.1", figures=[], skipped="yapapi is missing")
+    page = tmp_path / "performance.md"
+    machine = Machine({"CPU": "Test CPU", "cores": "2"})
+
+    written = write_report([fast, slow, skipped], machine, took=12.0, page=page)
+
+    text = page.read_text()
+    assert "| Shutdown | shutdown | ≤ 2.00 s | 0.2 s | 0.1–0.3 | 3 | **yes** |" in text
+    assert "| Throughput | fraction | ≥ 50.0 % | 40.0 % | 20.0–45.0 | 3 | **no** |" in text
+    assert "not run: yapapi is missing" in text
+    assert "| CPU | Test CPU |" in text
+    assert "![Shutdown](performance/shutdown.png)" in text
+    assert (tmp_path / "performance" / "shutdown.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in written) == ["performance.md", "shutdown.png", "throughput.png"]
+
+
+def test_a_local_network_runtime_other_than_vm_or_idle_is_refused_by_name() -> None:
+    from golem_api.errors import ConfigurationError
+    from golem_api.local.config import LocalNetworkConfig
+
+    assert LocalNetworkConfig.with_providers(2, activity_runtime="idle").activity_runtime == "idle"
+    with pytest.raises(ConfigurationError, match=r"activity_runtime must be 'vm' or 'idle', not 'docker'"):
+        LocalNetworkConfig(activity_runtime="docker")
