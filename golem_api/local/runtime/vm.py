@@ -457,6 +457,9 @@ class VmRuntime:
         process = self._process
         if self._state is not _State.STARTED or process is None or process.stdin is None:
             raise RuntimeFailure(self._not_running("cannot reach the sandbox"))
+        if process.returncode is not None or process.stdin.is_closing():
+            # the agent is gone: writing would only pile up "pipe closed" warnings in asyncio's log
+            raise RuntimeFailure(self._not_running("cannot reach the sandbox (its agent has exited)"))
         process.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
         try:
             await asyncio.wait_for(process.stdin.drain(), _SEND_TIMEOUT)
