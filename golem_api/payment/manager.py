@@ -259,36 +259,26 @@ class PaymentManager:
 
     async def _overcharged_debit_note(self, agreement: Agreement, note: DebitNote) -> bool:
         """Refuse the note (and the agreement) when it asks more than the prices allow; True if refused."""
-        kind, amount = "debit note", note.total_amount_due
-        earlier = self._refused.get(agreement.agreement_id)
-        if earlier is not None:
-            self._refuse_more(agreement, kind, note.debit_note_id, amount, earlier)
+        if self._refused_before(agreement, "debit note", note.debit_note_id, note.total_amount_due):
             return True
         cost = await self._usage_cost(agreement, note.activity_id)
         if cost is None and note.usage_counter_vector is not None:
             # The activity API did not answer: price the usage the note itself claims.
             with contextlib.suppress(MarketError):
                 cost = agreement.pricing.cost(note.usage_counter_vector)
-        if cost is None:
-            reason = f"the usage of activity {note.activity_id} is unknown, so {amount} cannot be checked"
-            await self._refuse_overcharge(agreement, kind, note.debit_note_id, amount, Decimal(0), reason)
-            return True
-        allowed = self._allowance(cost)
-        if amount > allowed:
-            reason = (
-                f"it asks {amount} for activity {note.activity_id}, but its reported usage at the agreed prices "
-                f"costs {cost} (at most {allowed} with the tolerance)"
-            )
-            await self._refuse_overcharge(agreement, kind, note.debit_note_id, amount, allowed, reason)
-            return True
-        return False
+        return await self._over_allowance(
+            agreement,
+            "debit note",
+            note.debit_note_id,
+            note.total_amount_due,
+            cost,
+            f"activity {note.activity_id}",
+            "its reported usage",
+        )
 
     async def _overcharged_invoice(self, agreement: Agreement, invoice: Invoice) -> bool:
         """Refuse the invoice (and the agreement) when it asks more than the prices allow; True if refused."""
-        kind, amount = "invoice", invoice.amount
-        earlier = self._refused.get(agreement.agreement_id)
-        if earlier is not None:
-            self._refuse_more(agreement, kind, invoice.invoice_id, amount, earlier)
+        if self._refused_before(agreement, "invoice", invoice.invoice_id, invoice.amount):
             return True
         cost = Decimal(0)
         for activity_id in invoice.activity_ids:
@@ -296,36 +286,62 @@ class PaymentManager:
             if activity_cost is None:  # unknown now: what was already checked and accepted for it
                 activity_cost = self._accepted_debit.get(activity_id, Decimal(0))
             cost += activity_cost
-        allowed = self._allowance(cost)
-        if amount > allowed:
-            reason = (
-                f"it asks {amount} for {len(invoice.activity_ids)} activit(ies), but their final usage at the agreed "
-                f"prices costs {cost} (at most {allowed} with the tolerance)"
-            )
-            await self._refuse_overcharge(agreement, kind, invoice.invoice_id, amount, allowed, reason)
-            return True
-        return False
-
-    def _refuse_more(self, agreement: Agreement, kind: str, document_id: str, amount: Decimal, earlier: str) -> None:
-        reason = f"nothing more is paid under agreement {agreement.agreement_id}: {earlier}"
-        _log.info("not paying %s %s from %r: %s", kind, document_id, agreement.provider_name, reason)
-        self._bus.emit(
-            DocumentRefused(
-                kind=kind,
-                document_id=document_id,
-                agreement_id=agreement.agreement_id,
-                provider_name=agreement.provider_name,
-                amount=amount,
-                allowed=Decimal(0),
-                reason=reason,
-            )
+        return await self._over_allowance(
+            agreement,
+            "invoice",
+            invoice.invoice_id,
+            invoice.amount,
+            cost,
+            f"{len(invoice.activity_ids)} activit(ies)",
+            "their final usage",
         )
 
-    async def _refuse_overcharge(
-        self, agreement: Agreement, kind: str, document_id: str, amount: Decimal, allowed: Decimal, reason: str
-    ) -> None:
+    def _refused_before(self, agreement: Agreement, kind: str, document_id: str, amount: Decimal) -> bool:
+        """True (and an event) when an earlier document of ``agreement`` was refused: nothing more is paid."""
+        earlier = self._refused.get(agreement.agreement_id)
+        if earlier is None:
+            return False
+        reason = f"nothing more is paid under agreement {agreement.agreement_id}: {earlier}"
+        _log.info("not paying %s %s from %r: %s", kind, document_id, agreement.provider_name, reason)
+        self._emit_refused(agreement, kind, document_id, amount, Decimal(0), reason)
+        return True
+
+    async def _over_allowance(
+        self,
+        agreement: Agreement,
+        kind: str,
+        document_id: str,
+        amount: Decimal,
+        cost: Decimal | None,
+        charged_for: str,
+        usage: str,
+    ) -> bool:
+        """Refuse the document (and end the agreement) when ``amount`` exceeds what ``cost`` allows; True if so."""
+        if cost is None:
+            reason = f"the usage of {charged_for} is unknown, so {amount} cannot be checked"
+            allowed = Decimal(0)
+        else:
+            allowed = self._allowance(cost)
+            if amount <= allowed:
+                return False
+            reason = (
+                f"it asks {amount} for {charged_for}, but {usage} at the agreed prices costs {cost} "
+                f"(at most {allowed} with the tolerance)"
+            )
         self._refused[agreement.agreement_id] = f"its {kind} {document_id} was refused: {reason}"
         _log.error("refusing %s %s from %r: %s", kind, document_id, agreement.provider_name, reason)
+        self._emit_refused(agreement, kind, document_id, amount, allowed, reason)
+        # Nothing is owed any more under this agreement: nobody should wait for its invoice.
+        future = self._invoice_paid.get(agreement.agreement_id)
+        if future is not None and not future.done():
+            future.set_result(Decimal(0))
+        with contextlib.suppress(ApiError, NodeUnreachableError):
+            await agreement.terminate(f"{kind} refused: {reason}", success=False)
+        return True
+
+    def _emit_refused(
+        self, agreement: Agreement, kind: str, document_id: str, amount: Decimal, allowed: Decimal, reason: str
+    ) -> None:
         self._bus.emit(
             DocumentRefused(
                 kind=kind,
@@ -337,12 +353,6 @@ class PaymentManager:
                 reason=reason,
             )
         )
-        # Nothing is owed any more under this agreement: nobody should wait for its invoice.
-        future = self._invoice_paid.get(agreement.agreement_id)
-        if future is not None and not future.done():
-            future.set_result(Decimal(0))
-        with contextlib.suppress(ApiError, NodeUnreachableError):
-            await agreement.terminate(f"{kind} refused: {reason}", success=False)
 
     # --- budget -----------------------------------------------------------------------------------
 
