@@ -37,18 +37,16 @@ Time comes from a :class:`TimeSource`; :class:`ManualTime` lets tests move it by
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from golem_api.errors import GolemError, MarketError
 from golem_api.local.batch import Batch, Outcome, run_batch
+from golem_api.local.clock import LoopTime, TimeSource
 from golem_api.local.config import ProviderSpec
 from golem_api.local.exescript import (
     Command,
@@ -66,12 +64,11 @@ from golem_api.local.market_model import Agreement, AgreementState, LocalMarketE
 from golem_api.local.runtime.base import (
     Deployment,
     DeploySettings,
-    OfferTemplate,
-    OutputSink,
     RunProcess,
     Runtime,
     RuntimeFailure,
 )
+from golem_api.local.runtime.idle import IdleRuntime
 from golem_api.local.transfer import FileTransfer
 from golem_api.market.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 
@@ -83,13 +80,8 @@ __all__ = [
     "ActivityHub",
     "ActivityState",
     "AgreementLookup",
-    "IdleRuntime",
-    "LoopTime",
-    "ManualTime",
     "Runtime",
     "RuntimeFactory",
-    "TimeSource",
-    "UnavailableRuntime",
 ]
 
 DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
@@ -168,112 +160,6 @@ async def _end_tasks(tasks: Sequence[asyncio.Task[Any]], what: str) -> None:
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             _log.error("%s: task %s failed", what, task.get_name(), exc_info=task.exception())
-
-
-class TimeSource(Protocol):
-    """Monotonic seconds and a way to wait for a moment on that clock."""
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes back."""
-        ...
-
-    async def sleep_until(self, moment: float) -> None:
-        """Return once :meth:`monotonic` has reached ``moment`` (at once if it has already)."""
-        ...
-
-
-class LoopTime:
-    """Real time: the event loop's clock and ``asyncio.sleep``."""
-
-    def monotonic(self) -> float:
-        """The running loop's clock."""
-        return asyncio.get_running_loop().time()
-
-    async def sleep_until(self, moment: float) -> None:
-        """``asyncio.sleep`` for what is left until ``moment``."""
-        await asyncio.sleep(max(moment - self.monotonic(), 0.0))
-
-
-class ManualTime:
-    """Time that moves only when :meth:`advance` is called: deterministic metering for tests."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.now = start
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def monotonic(self) -> float:
-        """The current manual time."""
-        return self.now
-
-    async def sleep_until(self, moment: float) -> None:
-        """Wait until :meth:`advance` has moved the time to ``moment``."""
-        if moment <= self.now:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (moment, next(self._order), waiter))
-        await waiter
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward and wake every sleeper whose moment has come."""
-        self.now += seconds
-        while self._sleepers and self._sleepers[0][0] <= self.now:
-            _, _, waiter = heapq.heappop(self._sleepers)
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-class IdleRuntime:
-    """A runtime that runs nothing and uses no CPU: deploy and start succeed, commands exit 0 with no output.
-
-    The default of an :class:`ActivityHub` built without a ``runtime_factory`` (metering and billing tests), and
-    the runtime of a local network with ``activity_runtime="idle"`` (the requestor measured at scale).
-    """
-
-    async def deploy(self, settings: DeploySettings) -> Deployment:
-        """An empty deployment: no volumes."""
-        return Deployment(start_mode="empty", volumes=())
-
-    async def start(self, args: Sequence[str]) -> None:
-        """Nothing to start."""
-
-    async def run_command(self, process: RunProcess, sink: OutputSink) -> int:
-        """Run nothing, write nothing, succeed: exit code 0."""
-        return 0
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-    def cpu_seconds(self) -> float:
-        """Always 0.0."""
-        return 0.0
-
-    def container_path(self, path: str) -> Path:
-        """Refuse: there are no volumes."""
-        raise RuntimeFailure(f"{path} is not in a volume: this activity's runtime has no volumes")
-
-    async def wait_ended(self) -> str:
-        """Never returns: nothing runs, so nothing ends by itself."""
-        await asyncio.get_running_loop().create_future()
-        return "unreachable"  # pragma: no cover
-
-    def offer(self) -> OfferTemplate:
-        """Nothing to add to offers."""
-        return OfferTemplate()
-
-    async def self_test(self) -> None:
-        """Always works."""
-
-
-class UnavailableRuntime(IdleRuntime):
-    """The runtime of an activity whose payload cannot run (say, an unknown image): ``deploy`` fails with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    async def deploy(self, settings: DeploySettings) -> Deployment:
-        """Fail with the reason."""
-        raise RuntimeFailure(self.reason)
 
 
 RuntimeFactory = Callable[[Agreement, str], Runtime]

@@ -46,7 +46,7 @@ from golem_api.images.cache import ImageCache, parse_task_package
 from golem_api.images.errors import ImageError
 from golem_api.images.registry import ImageRegistry
 from golem_api.images.serve import REGISTRY_PREFIX, add_registry_routes
-from golem_api.local.activity import ActivityHub, IdleRuntime, Runtime, UnavailableRuntime
+from golem_api.local.activity import ActivityHub, Runtime
 from golem_api.local.activity_api import add_activity_routes
 from golem_api.local.config import LocalNetworkConfig
 from golem_api.local.eventlog import StrictClock
@@ -60,6 +60,7 @@ from golem_api.local.market_model import Agreement
 from golem_api.local.payment_api import add_payment_routes
 from golem_api.local.provider import LocalProvider
 from golem_api.local.runtime.base import RuntimeFailure
+from golem_api.local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_api.local.runtime.image import DEFAULT_IMAGE, Image
 from golem_api.local.runtime.vm import VmRuntime
 from golem_api.local.transfer import FileTransfer

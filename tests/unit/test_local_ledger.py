@@ -13,7 +13,8 @@ from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golem_api.local.activity import DEBIT_NOTE_INTERVAL, MULTI_ACTIVITY, ActivityHub, ActivityState, ManualTime
+from golem_api.local.activity import DEBIT_NOTE_INTERVAL, MULTI_ACTIVITY, ActivityHub, ActivityState
+from golem_api.local.clock import ManualTime
 from golem_api.local.config import ProviderSpec
 from golem_api.local.eventlog import StrictClock
 from golem_api.local.http import HttpError
