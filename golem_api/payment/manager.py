@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -36,6 +37,7 @@ from golem_api.errors import (
     PaymentError,
 )
 from golem_api.events import (
+    ActivityCreated,
     AllocationCreated,
     AllocationReleased,
     DebitNoteAccepted,
@@ -46,6 +48,7 @@ from golem_api.events import (
     InvoiceReceived,
     PaymentFailed,
 )
+from golem_api.market.pricing import DURATION_SEC
 
 if TYPE_CHECKING:
     from golem_api.market.agreement import Agreement
@@ -96,6 +99,8 @@ class PaymentManager:
         self._handled: set[str] = set()
         self._invoice_paid: dict[str, asyncio.Future[Decimal]] = {}
         self._pollers: list[asyncio.Task[None]] = []
+        self._activity_seen: dict[str, float] = {}  # activity id -> time.monotonic() when its creation was answered
+        self._subscription = bus.subscribe(self._on_activity_created, ActivityCreated)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -136,6 +141,7 @@ class PaymentManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._pollers = []
+        self._bus.unsubscribe(self._subscription)
         if self.allocation is not None:
             allocation_id, self.allocation = self.allocation.allocation_id, None
             with contextlib.suppress(NotFoundError, GoneError):
@@ -257,10 +263,33 @@ class PaymentManager:
             _log.warning("activity %s reports a usage the agreement does not price: %s", activity_id, exc)
             return None
 
+    def _on_activity_created(self, event: object) -> None:
+        if isinstance(event, ActivityCreated):
+            self._activity_seen.setdefault(event.activity_id, time.monotonic())
+
+    def _certain_cost(self, agreement: Agreement, activity_id: str) -> Decimal | None:
+        """A floor of what the activity costs by now: the agreed price of the time it has surely run.
+
+        The provider created the activity before the requestor got its id, so its ``duration_sec`` is at least
+        the time since then. With no negative price, a note asking no more than this floor (plus the tolerance)
+        asks no more than the price of the activity's real usage either, and needs no usage query.
+        """
+        seen = self._activity_seen.get(activity_id)
+        pricing = agreement.pricing
+        if seen is None or DURATION_SEC not in pricing.usage_vector:
+            return None
+        if pricing.start_price < 0 or any(c < 0 for c in pricing.coeffs):
+            return None
+        elapsed = max(time.monotonic() - seen, 0.0)
+        return pricing.cost_of({DURATION_SEC: Decimal(str(round(elapsed, 6)))})
+
     async def _overcharged_debit_note(self, agreement: Agreement, note: DebitNote) -> bool:
         """Refuse the note (and the agreement) when it asks more than the prices allow; True if refused."""
         if self._refused_before(agreement, "debit note", note.debit_note_id, note.total_amount_due):
             return True
+        floor = self._certain_cost(agreement, note.activity_id)
+        if floor is not None and note.total_amount_due <= self._allowance(floor):
+            return False  # within the price of the time the activity has surely run: no need to ask its usage
         cost = await self._usage_cost(agreement, note.activity_id)
         if cost is None and note.usage_counter_vector is not None:
             # The activity API did not answer: price the usage the note itself claims.
