@@ -348,14 +348,7 @@ class Script:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ConfigurationError(f"upload_bytes takes bytes, got {type(data).__name__}; use upload_json for values")
         payload = bytes(data)
-        return self._add(
-            _Transfer(
-                self._next,
-                label=f"upload {len(payload)} bytes to {dst}",
-                container_path=dst,
-                upload=lambda storage: storage.publish_bytes(payload),
-            )
-        )
+        return self._upload_payload(payload, dst, f"upload {len(payload)} bytes to {dst}")
 
     def upload_json(self, value: Any, dst: str) -> Command:
         """Send ``value`` as JSON (UTF-8) to the file ``dst`` on the provider."""
@@ -363,10 +356,13 @@ class Script:
             payload = json.dumps(value).encode()
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"upload_json needs a JSON value: {exc}") from None
+        return self._upload_payload(payload, dst, f"upload JSON to {dst}")
+
+    def _upload_payload(self, payload: bytes, dst: str, label: str) -> Command:
         return self._add(
             _Transfer(
                 self._next,
-                label=f"upload JSON to {dst}",
+                label=label,
                 container_path=dst,
                 upload=lambda storage: storage.publish_bytes(payload),
             )
