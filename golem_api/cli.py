@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from golem_api.images.builder import build_image
 from golem_api.images.registry import ImageRegistry, default_registry_dir
 from golem_api.local.config import LocalNetworkConfig
 from golem_api.local.node import LocalNode
+from golem_api.signals import stop_on_signals
 
 __all__ = ["build_parser", "main"]
 
@@ -223,23 +223,11 @@ def _run_node(args: argparse.Namespace) -> int:
 
 
 async def _serve_node(config: LocalNetworkConfig, port: int, app_key: str | None, out: TextIO) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no signal support
-            pass
-    try:
+    with stop_on_signals() as stop:
         async with LocalNode(config, port=port, app_key=app_key) as node:
             _describe(node, out)
             await stop.wait()
             print("Stopping the local Golem network…", file=out, flush=True)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
     print("Stopped.", file=out, flush=True)
     return 0
 

@@ -33,7 +33,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,6 +42,7 @@ from golem_api.activity.storage import GsbStorage, Published, Receiving
 from golem_api.errors import ApiError, ConfigurationError, GolemError, NodeUnreachableError
 from golem_api.rest.client import RestClient
 from golem_api.rest.config import ApiConfig
+from golem_api.signals import stop_on_signals
 
 __all__ = ["GFTP_VERSION", "GftpRpcServer", "run_gftp_server", "serve_gftp"]
 
@@ -268,35 +268,26 @@ async def serve_gftp(
     release = _nothing
     if reader is None:
         reader, release = await _stdin_reader()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
     code = 0
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no signal support
-            pass
     try:
-        async with RestClient(config, request_timeout=_REQUEST_TIMEOUT) as rest, GsbStorage(rest) as storage:
-            server = GftpRpcServer(storage)
-            serving = loop.create_task(server.serve(reader, write or _write_stdout), name="gftp server")
-            stopping = loop.create_task(stop.wait(), name="gftp server stop signal")
-            try:
-                await asyncio.wait((serving, stopping), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (serving, stopping):
-                    task.cancel()
-                await asyncio.gather(serving, stopping, return_exceptions=True)
-                await server.close()
-            failure = serving.exception() if serving.done() and not serving.cancelled() else None
-            if failure is not None:
-                _log.error("the gftp server stopped: %s: %s", type(failure).__name__, failure)
-                code = 1
+        with stop_on_signals() as stop:
+            async with RestClient(config, request_timeout=_REQUEST_TIMEOUT) as rest, GsbStorage(rest) as storage:
+                server = GftpRpcServer(storage)
+                serving = loop.create_task(server.serve(reader, write or _write_stdout), name="gftp server")
+                stopping = loop.create_task(stop.wait(), name="gftp server stop signal")
+                try:
+                    await asyncio.wait((serving, stopping), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (serving, stopping):
+                        task.cancel()
+                    await asyncio.gather(serving, stopping, return_exceptions=True)
+                    await server.close()
+                failure = serving.exception() if serving.done() and not serving.cancelled() else None
+                if failure is not None:
+                    _log.error("the gftp server stopped: %s: %s", type(failure).__name__, failure)
+                    code = 1
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         release()
     return code
 
