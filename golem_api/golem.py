@@ -89,6 +89,16 @@ def _budget(value: object) -> Decimal:
     return amount
 
 
+def _tolerance(value: float | Decimal | str) -> Decimal:
+    try:
+        tolerance = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigurationError(f"price_tolerance must be a number such as 0.01 (1 %), got {value!r}") from None
+    if not tolerance.is_finite() or tolerance < 0:
+        raise ConfigurationError(f"price_tolerance must be a non-negative fraction such as 0.01, got {value!r}")
+    return tolerance
+
+
 class Golem:
     """The requestor engine: ``async with Golem(budget=1.0) as golem: …``.
 
@@ -99,8 +109,10 @@ class Golem:
     wait for invoices on exit; ``event_consumer`` replaces the default summary log (``None`` for none).
     ``health_check_interval`` is how often (seconds) each service instance's activity is checked for life
     (``run_service`` may override it); ``shutdown_timeout`` bounds each instance's ``shutdown`` handler when
-    a cluster stops. Create it anywhere, even outside a running loop: nothing touches the loop before
-    ``async with``.
+    a cluster stops. ``price_tolerance`` (relative, default 0.01) is how much more than the agreed price of
+    the reported usage a debit note or invoice may ask before it is refused. Without ``local_network``, the
+    embedded network takes ``subnet_tag`` and the payment platform from these parameters. Create it anywhere,
+    even outside a running loop: nothing touches the loop before ``async with``.
 
     Leaving ``async with`` because of a cancellation or ``KeyboardInterrupt`` (Ctrl-C under ``asyncio.run``)
     still stops every cluster and pays what is owed, with short bounds (:data:`INTERRUPTED_STOP_TIMEOUT`,
@@ -122,6 +134,7 @@ class Golem:
         event_consumer: Consumer | str | None = "default",
         health_check_interval: float = 5.0,
         shutdown_timeout: float = 15.0,
+        price_tolerance: float | Decimal | str = Decimal("0.01"),
     ) -> None:
         self.budget = _budget(budget)
         for name, value in (
@@ -135,6 +148,7 @@ class Golem:
             raise ConfigurationError(f"invoice_timeout must not be negative, got {invoice_timeout!r}")
         self.health_check_interval = _seconds("health_check_interval", health_check_interval)
         self.shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
+        self.price_tolerance = _tolerance(price_tolerance)
         self.subnet_tag = subnet_tag
         self.payment_driver = payment_driver
         self.payment_network = payment_network
@@ -193,7 +207,13 @@ class Golem:
             from golem_api.activity.storage import GsbStorage
 
             self._storage = await stack.enter_async_context(GsbStorage(self._rest))
-            self._payments = PaymentManager(self._rest, self.bus, budget=self.budget, platform=self.payment_platform)
+            self._payments = PaymentManager(
+                self._rest,
+                self.bus,
+                budget=self.budget,
+                platform=self.payment_platform,
+                price_tolerance=self.price_tolerance,
+            )
             await self._payments.start()
             stack.push_async_callback(self._payments.stop)
             stack.push_async_callback(self._settle)
@@ -213,9 +233,15 @@ class Golem:
                 f"api_url={self._api_url!r} was given without an app key: pass app_key= or set YAGNA_APPKEY "
                 "(`yagna app-key list` shows it), or drop api_url to use the embedded local network"
             )
+        from golem_api.local.config import LocalNetworkConfig
         from golem_api.local.node import LocalNode
 
-        node = LocalNode(self._local_network)
+        # Without a configuration of its own, the local network takes the requestor's subnet and payment
+        # platform, so that `Golem(payment_network="polygon", subnet_tag="devnet")` also works locally.
+        config = self._local_network or LocalNetworkConfig.with_providers(
+            len(LocalNetworkConfig().providers), payment_platform=self.payment_platform, subnet=self.subnet_tag
+        )
+        node = LocalNode(config)
         self.local_node = await stack.enter_async_context(node)
         _log.info(
             "No YAGNA_APPKEY set: started the embedded local Golem network at %s with %d providers "

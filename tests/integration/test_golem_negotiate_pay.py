@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from golem_api import (
+    ConfigurationError,
     DebitNoteAccepted,
     Golem,
     InvoiceAccepted,
@@ -57,3 +58,28 @@ async def test_agreements_with_all_three_providers_are_paid_once_each() -> None:
     assert golem.summary.total_paid == total
     for agreement in agreements:
         assert agreement.terminated
+
+
+async def test_the_default_local_network_follows_the_requestors_subnet_and_payment_platform() -> None:
+    golem = Golem(budget="0.5", subnet_tag="devnet-beta", payment_driver="erc20", payment_network="polygon")
+    async with golem:
+        node = golem.local_node
+        assert node is not None
+        demand = await golem.create_demand(VmPayload())
+        agreement = await demand.agreement(timeout=10)
+        await agreement.create_activity()
+    assert golem.payment_platform == "erc20-polygon-glm"
+    (allocation,) = node.ledger.allocations()
+    assert allocation.payment_platform == "erc20-polygon-glm"
+    (invoice,) = node.ledger.invoices()
+    assert invoice.agreement_id == agreement.agreement_id
+    assert invoice.status == "SETTLED"
+    assert golem.spent == invoice.amount
+
+
+def test_price_tolerance_must_be_a_non_negative_fraction() -> None:
+    with pytest.raises(ConfigurationError, match=r"price_tolerance.*-0\.1"):
+        Golem(budget=1, price_tolerance=-0.1)
+    with pytest.raises(ConfigurationError, match=r"price_tolerance.*'lots'"):
+        Golem(budget=1, price_tolerance="lots")
+    assert Golem(budget=1, price_tolerance=0.05).price_tolerance == Decimal("0.05")
