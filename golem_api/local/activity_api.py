@@ -90,8 +90,9 @@ def _sse_frame(event: dict[str, Any], event_id: int) -> bytes:
 
 
 class _ActivityRoutes:
-    def __init__(self, hub: ActivityHub) -> None:
+    def __init__(self, hub: ActivityHub, ping_interval: float) -> None:
         self.hub = hub
+        self.ping_interval = ping_interval
 
     async def create(self, request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -144,7 +145,7 @@ class _ActivityRoutes:
         sent = 0
         try:
             while True:
-                events = await batch.events_from(sent, timeout=SSE_PING_INTERVAL)
+                events = await batch.events_from(sent, timeout=self.ping_interval)
                 if not events:
                     if batch.finished and sent >= len(batch.events):
                         break
@@ -165,9 +166,9 @@ class _ActivityRoutes:
         return json_response(running)
 
 
-def add_activity_routes(app: web.Application, hub: ActivityHub) -> None:
-    """Serve ``hub`` under ``/activity-api/v1`` on ``app``."""
-    routes = _ActivityRoutes(hub)
+def add_activity_routes(app: web.Application, hub: ActivityHub, *, ping_interval: float = SSE_PING_INTERVAL) -> None:
+    """Serve ``hub`` under ``/activity-api/v1`` on ``app``; event streams ping after ``ping_interval`` s of silence."""
+    routes = _ActivityRoutes(hub, ping_interval)
     p = ACTIVITY_PREFIX
     app.router.add_routes(
         [

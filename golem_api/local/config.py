@@ -177,8 +177,10 @@ class LocalNetworkConfig:
     at ``/v1/image/…`` (where ``vm.repo`` finds images on the local network; default
     :func:`~golem_api.images.registry.default_registry_dir`, where ``golem-api image build`` puts them).
     ``bwrap`` is the bubblewrap program the sandboxes use (a name on ``PATH`` or a path).
-    ``activity_runtime`` is what runs activities: ``"vm"`` (a bubblewrap sandbox each) or ``"idle"`` (nothing
-    is spawned; every command exits 0 with no output), for measuring the requestor at scale (``bench/``).
+    ``sse_ping_interval`` is how many seconds of silence make an activity's event stream send a ``:ping``
+    comment (the daemon's 15 s). ``activity_runtime`` is what runs activities: ``"vm"`` (a bubblewrap
+    sandbox each) or ``"idle"`` (nothing is spawned; every command exits 0 with no output), for measuring the
+    requestor at scale (``bench/``).
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -189,6 +191,7 @@ class LocalNetworkConfig:
     image_registry: Path | None = field(default=None, converter=_to_path, validator=_registry)
     bwrap: str = field(default="bwrap", validator=_non_empty)
     activity_runtime: str = field(default="vm")
+    sse_ping_interval: float = field(default=15.0, validator=_positive)
 
     @activity_runtime.validator
     def _check_activity_runtime(self, _attribute: Any, runtime: str) -> None:

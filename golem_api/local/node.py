@@ -160,7 +160,7 @@ class LocalNode:
         add_registry_routes(app, self.registry)
         add_market_routes(app, self.market, node_id=self.requestor_id)
         add_payment_routes(app, self.ledger)
-        add_activity_routes(app, self.activities)
+        add_activity_routes(app, self.activities, ping_interval=self.config.sse_ping_interval)
         add_gsb_routes(app, self.gsb)
         return app
 

@@ -205,6 +205,32 @@ async def test_event_stream_is_live_and_replays_for_late_readers(exe: Exe, http:
     assert [data for _, data, _ in late] == [data for _, data, _ in frames]
 
 
+async def test_a_silent_event_stream_sends_ping_comments_until_the_batch_ends(tmp_path: Path) -> None:
+    """While a command says nothing, the stream keeps the connection alive with ``:ping`` comments."""
+    network = LocalNetworkConfig.with_providers(1, debit_note_interval_sec=3600, sse_ping_interval=0.1)
+    async with (
+        LocalNode(network) as node,
+        aiohttp.ClientSession(base_url=node.url, headers={"Authorization": f"Bearer {node.app_key}"}) as session,
+    ):
+        exe = Exe(session, await new_activity(session, node))
+        # the command ends when the test has seen two pings: it waits for a file the test writes then
+        batch = await exe.exec([*DEPLOY_START, run("while [ ! -f /golem/in/go ]; do sleep 0.05; done")])
+        await exe.finished(batch, 2)  # deployed and started: the run is next
+        volume = node.activities.get(exe.activity_id).runtime.container_path("/golem/in/go")
+        received = b""
+        async with session.get(f"{exe.path}/exec/{batch}", headers={"Accept": "text/event-stream"}) as response:
+            async for piece in response.content.iter_any():
+                received += piece
+                if received.count(b":ping\n\n") == 2:
+                    volume.write_text("go")
+        frames = [frame for frame in received.split(b"\n\n") if frame]
+        pings = [i for i, frame in enumerate(frames) if frame == b":ping"]
+        assert len(pings) >= 2
+        last = json.loads(frames[-1].decode().split("data: ", 1)[1].split("\n", 1)[0])
+        assert last["kind"] == {"finished": {"return_code": 0, "message": None}}
+        assert pings[-1] < len(frames) - 1, "the stream ends with the batch's last finished event"
+
+
 async def test_a_command_in_the_wrong_state_fails_and_stops_the_batch(exe: Exe) -> None:
     batch = await exe.exec([run("echo never"), *DEPLOY_START])
     results = await exe.finished(batch, 1)
