@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
-from golem_api.local.runtime.base import DeploySettings, RunProcess
-from golem_api.local.runtime.image import Image
-from golem_api.local.runtime.sandbox import SandboxLayout, bwrap_args, check_bubblewrap
-from golem_api.local.runtime.vm import VmRuntime
+from golem_local.runtime.base import DeploySettings, RunProcess
+from golem_local.runtime.image import Image
+from golem_local.runtime.sandbox import SandboxLayout, bwrap_args, check_bubblewrap
+from golem_local.runtime.vm import VmRuntime
 
 RUNS_AGENT = 200
 RUNS_FRESH = 50

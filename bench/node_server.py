@@ -14,8 +14,8 @@ import json
 import logging
 import sys
 
-from golem_api.local.config import LocalNetworkConfig
-from golem_api.local.node import LocalNode
+from golem_local.config import LocalNetworkConfig
+from golem_local.node import LocalNode
 
 __all__ = ["main", "serve"]
 

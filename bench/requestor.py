@@ -18,7 +18,7 @@ from bench.services import BatchLoop, Probe, Trivial
 from bench.stats import Figure, Result, Target, medians
 from golem_api import Golem
 from golem_api.events import Event, InvoiceAccepted, UnpaidAgreementsWarning
-from golem_api.local.config import LocalNetworkConfig
+from golem_local.config import LocalNetworkConfig
 
 __all__ = ["command_overhead", "shutdown", "throughput", "time_to_running"]
 

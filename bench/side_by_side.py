@@ -22,7 +22,7 @@ KEYS = (("ttr_1", "time to running, N=1"), ("ttr_n", "time to running, N=10"), (
 def _gftp_shim(bin_dir: Path) -> None:
     """A ``gftp`` program for yapapi: ``golem-api gftp`` run by this interpreter."""
     shim = bin_dir / "gftp"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m golem_api.cli gftp "$@"\n')
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m golem_api._cli gftp "$@"\n')
     shim.chmod(0o755)
 
 

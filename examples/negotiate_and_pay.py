@@ -16,7 +16,8 @@ from decimal import Decimal
 from rich.console import Console
 from rich.table import Table
 
-from golem_api import Event, Golem, GolemError, InvoiceAccepted, LocalNetworkConfig, VmPayload
+from golem_api import Golem, GolemError, LocalNetworkConfig, VmPayload
+from golem_api.events import Event, InvoiceAccepted
 
 
 async def main(providers: int, hold: float, budget: Decimal) -> None:

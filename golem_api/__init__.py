@@ -1,5 +1,20 @@
-"""golem-api: run services on the Golem network, with an embedded local Golem network by default."""
+"""golem-api: run services on the Golem network, with an embedded local Golem network by default.
 
+What a program writes is here: ``Golem``, ``Service`` and its handlers' ``Script``, ``Cluster``, payloads
+(and :mod:`golem_api.vm`), strategies and every error. Events are in :mod:`golem_api.events`, the live console
+in :mod:`golem_api.console`. ``LocalNetworkConfig``, ``ProviderSpec`` and ``LocalNode`` come from the embedded
+local network (:mod:`golem_local`), which is imported only when one of them is first used.
+"""
+
+from typing import TYPE_CHECKING
+
+from golem_api import events, vm
+from golem_api._summary import (
+    SummaryLogger,
+)
+from golem_api._version import (
+    __version__,
+)
 from golem_api.activity.activity import (
     Activity,
 )
@@ -11,7 +26,6 @@ from golem_api.activity.script import (
 )
 from golem_api.activity.storage import (
     GsbStorage,
-    TransferError,
 )
 from golem_api.activity.work_context import (
     WorkContext,
@@ -29,72 +43,31 @@ from golem_api.errors import (
     ConflictError,
     ConstraintSyntaxError,
     GolemError,
+    GolemTimeoutError,
     GoneError,
+    ImageError,
+    ImageNotFoundError,
     InsufficientFundsError,
     LocalNodeError,
     MarketError,
+    MarketTimeoutError,
     NodeUnreachableError,
     NotFoundError,
     PaymentError,
     RequestTimeoutError,
     SandboxUnavailableError,
     ServerError,
-)
-from golem_api.events import (
-    ActivityCreated,
-    ActivityDestroyed,
-    AgreementConfirmed,
-    AgreementCreated,
-    AgreementRejected,
-    AgreementTerminated,
-    AllocationCreated,
-    AllocationReleased,
-    CommandExecuted,
-    CommandOutput,
-    DebitNoteAccepted,
-    DebitNoteRejected,
-    DemandSubscribed,
-    DocumentRefused,
-    Event,
-    EventBus,
-    GolemStarted,
-    GolemStopped,
-    InvoiceAccepted,
-    InvoiceReceived,
-    NoOffersWarning,
-    OfferReceived,
-    OfferRejected,
-    PaymentFailed,
-    ProposalRejectedByProvider,
-    ScriptFinished,
-    ScriptSent,
-    ServiceRespawned,
-    ServiceStateChanged,
-    Subscription,
-    UnpaidAgreementsWarning,
+    TransferError,
+    TransferTimeoutError,
 )
 from golem_api.golem import (
     Golem,
 )
-from golem_api.local.config import (
-    LocalNetworkConfig,
-    ProviderSpec,
-)
-from golem_api.local.node import (
-    LocalNode,
-)
 from golem_api.market.agreement import (
     Agreement,
 )
-from golem_api.market.constraints import (
-    Constraint,
-    parse_constraints,
-)
 from golem_api.market.negotiation import (
     Demand,
-)
-from golem_api.market.pricing import (
-    LinearPricing,
 )
 from golem_api.market.strategy import (
     LeastExpensiveLinearPayu,
@@ -111,28 +84,37 @@ from golem_api.services.cluster import (
     Cluster,
 )
 from golem_api.services.service import (
+    Handler,
     Service,
 )
 from golem_api.services.state import (
     ServiceState,
 )
-from golem_api.summary import (
-    SummaryLogger,
+from golem_shared.constraints import (
+    Constraint,
+    parse_constraints,
 )
+from golem_shared.pricing import (
+    LinearPricing,
+)
+
+if TYPE_CHECKING:
+    from golem_api._local import LocalNetworkConfig, LocalNode, ProviderSpec
+
+
+def __getattr__(name: str) -> object:
+    from golem_api import _local
+
+    if name in _local.PUBLIC_NAMES:
+        return _local.public_name(name)
+    raise AttributeError(f"module 'golem_api' has no attribute {name!r}")
+
 
 __all__ = [
     "Activity",
-    "ActivityCreated",
-    "ActivityDestroyed",
     "ActivityError",
     "Agreement",
-    "AgreementConfirmed",
-    "AgreementCreated",
     "AgreementError",
-    "AgreementRejected",
-    "AgreementTerminated",
-    "AllocationCreated",
-    "AllocationReleased",
     "ApiError",
     "AuthenticationError",
     "BadRequestError",
@@ -140,32 +122,24 @@ __all__ = [
     "BudgetExceededError",
     "Cluster",
     "Command",
-    "CommandExecuted",
     "CommandExecutionError",
-    "CommandOutput",
     "CommandResult",
     "ConfigurationError",
     "ConflictError",
     "Constraint",
     "ConstraintSyntaxError",
     "CustomPayload",
-    "DebitNoteAccepted",
-    "DebitNoteRejected",
     "Demand",
-    "DemandSubscribed",
-    "DocumentRefused",
     "Download",
-    "Event",
-    "EventBus",
     "Golem",
     "GolemError",
-    "GolemStarted",
-    "GolemStopped",
+    "GolemTimeoutError",
     "GoneError",
     "GsbStorage",
+    "Handler",
+    "ImageError",
+    "ImageNotFoundError",
     "InsufficientFundsError",
-    "InvoiceAccepted",
-    "InvoiceReceived",
     "LeastExpensiveLinearPayu",
     "LinearPricing",
     "LocalNetworkConfig",
@@ -173,33 +147,27 @@ __all__ = [
     "LocalNodeError",
     "MarketError",
     "MarketStrategy",
-    "NoOffersWarning",
+    "MarketTimeoutError",
     "NodeUnreachableError",
     "NotFoundError",
     "Offer",
-    "OfferReceived",
-    "OfferRejected",
     "Payload",
     "PaymentError",
-    "PaymentFailed",
-    "ProposalRejectedByProvider",
     "ProviderSpec",
     "RequestTimeoutError",
     "SandboxUnavailableError",
     "Script",
-    "ScriptFinished",
-    "ScriptSent",
     "ServerError",
     "Service",
-    "ServiceRespawned",
     "ServiceState",
-    "ServiceStateChanged",
-    "Subscription",
     "SummaryLogger",
     "TransferError",
-    "UnpaidAgreementsWarning",
+    "TransferTimeoutError",
     "Verdict",
     "VmPayload",
     "WorkContext",
+    "__version__",
+    "events",
     "parse_constraints",
+    "vm",
 ]

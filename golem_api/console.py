@@ -3,7 +3,7 @@
 * :func:`status_table`: one row per instance (instance, provider, state, uptime, cost so far from accepted
   debit notes). ``Cluster`` renders as this table (``rich.print(cluster)``, or a notebook cell's last line).
 * :func:`summary_table`: one row per provider (agreements, activity time, amount paid) and the total; the
-  :class:`~golem_api.summary.SummaryLogger` at ``golem.summary`` renders as it.
+  :class:`~golem_api._summary.SummaryLogger` at ``golem.summary`` renders as it.
 * :class:`LiveStatus`: ``async with LiveStatus(golem, cluster):`` keeps the status table on screen while the
   services run, redrawn a few times per second, when the output is a terminal; in a notebook the table is one
   output updated in place; otherwise (a pipe, a file, a test) it prints one plain line per state change.
@@ -33,10 +33,10 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from golem_api._summary import SummaryLogger
 from golem_api.errors import ConfigurationError
 from golem_api.events import Event, ServiceStateChanged, Subscription
-from golem_api.summary import SummaryLogger
-from golem_api.timestamps import utc_now
+from golem_shared.timestamps import utc_now
 
 if TYPE_CHECKING:
     from golem_api.golem import Golem

@@ -1,27 +1,38 @@
 """Every error golem-api raises on purpose derives from :class:`GolemError`.
 
-The tree::
+The tree (the root and the branches both halves raise live in :mod:`golem_shared.errors`; all are importable
+from here)::
 
     GolemError
     ├── ConfigurationError          a bad argument or setting, found before anything was sent
     │   └── ConstraintSyntaxError   a constraint string that does not parse (carries the position)
+    ├── GolemTimeoutError           a bounded wait ran out (also the builtin TimeoutError, on every Python)
+    │   ├── BatchTimeoutError       a script did not finish within its timeout (also an ActivityError)
+    │   ├── MarketTimeoutError      no agreement within the time asked for (also a MarketError)
+    │   ├── TransferTimeoutError    a transfer did not finish in time (also a TransferError)
+    │   └── RequestTimeoutError     408: a long-poll ran out of time (also an ApiError)
     ├── NodeUnreachableError        no HTTP answer at all: refused, DNS, time-out (carries the URL)
     ├── ApiError                    the node answered with an error status (method, path, status, message)
     │   ├── BadRequestError         400
     │   ├── AuthenticationError     401 / 403: missing or wrong app key
     │   ├── NotFoundError           404
-    │   ├── RequestTimeoutError     408: a long-poll ran out of time
+    │   ├── RequestTimeoutError     408
     │   ├── ConflictError           409
     │   ├── GoneError               410: the object has expired, ended or was released
     │   └── ServerError             5xx
     ├── MarketError                 negotiation did not lead where it should
-    │   └── AgreementError          an agreement was refused, expired or broke
+    │   ├── AgreementError          an agreement was refused, expired or broke
+    │   └── MarketTimeoutError      no agreement within the time asked for (also a GolemTimeoutError)
     ├── PaymentError                allocations, debit notes, invoices
     │   ├── InsufficientFundsError  the budget is larger than the account holds
     │   └── BudgetExceededError     paying a document would go over the budget
     ├── ActivityError               running commands on a provider
     │   ├── CommandExecutionError   a command of a script failed (command, index, message, stdout, stderr)
-    │   └── BatchTimeoutError       a script did not finish within its timeout
+    │   ├── TransferError           data from a provider could not be received
+    │   │   └── TransferTimeoutError  … within its time (also a GolemTimeoutError)
+    │   └── BatchTimeoutError
+    ├── ImageError                  an image could not be built, found, fetched or read
+    │   └── ImageNotFoundError      a registry knows no image by that tag or hash
     └── LocalNodeError              the embedded local network could not start or run
         └── SandboxUnavailableError the local runtime's sandbox (bubblewrap) is missing or does not work
 
@@ -30,6 +41,18 @@ Context travels as attributes (``status``, ``path``, ``position``, …) so that 
 """
 
 from __future__ import annotations
+
+from golem_shared.errors import (
+    ConfigurationError,
+    ConstraintSyntaxError,
+    GolemError,
+    GolemTimeoutError,
+    ImageError,
+    ImageNotFoundError,
+    LocalNodeError,
+    MarketError,
+    SandboxUnavailableError,
+)
 
 __all__ = [
     "ActivityError",
@@ -44,44 +67,23 @@ __all__ = [
     "ConflictError",
     "ConstraintSyntaxError",
     "GolemError",
+    "GolemTimeoutError",
     "GoneError",
+    "ImageError",
+    "ImageNotFoundError",
     "InsufficientFundsError",
     "LocalNodeError",
     "MarketError",
+    "MarketTimeoutError",
     "NodeUnreachableError",
     "NotFoundError",
     "PaymentError",
     "RequestTimeoutError",
     "SandboxUnavailableError",
     "ServerError",
+    "TransferError",
+    "TransferTimeoutError",
 ]
-
-
-class GolemError(Exception):
-    """Base of every error raised by golem-api."""
-
-
-class ConfigurationError(GolemError, ValueError):
-    """An argument or setting is wrong; nothing was sent to the node."""
-
-
-class ConstraintSyntaxError(ConfigurationError):
-    """A constraint string could not be parsed.
-
-    ``position`` is the 0-based offset of the offending character in ``text``; ``str(error)``
-    shows the text with a caret under that position.
-    """
-
-    def __init__(self, reason: str, *, text: str, position: int) -> None:
-        self.reason = reason
-        self.text = text
-        self.position = position
-        # Show only the line holding the offending character, with a caret under it.
-        line_start = text.rfind("\n", 0, position) + 1
-        line_end = text.find("\n", position)
-        line = text[line_start : None if line_end < 0 else line_end]
-        caret = " " * (position - line_start) + "^"
-        super().__init__(f"{reason} at position {position}:\n  {line}\n  {caret}")
 
 
 class NodeUnreachableError(GolemError):
@@ -119,7 +121,7 @@ class NotFoundError(ApiError):
     """404: the node does not know the object."""
 
 
-class RequestTimeoutError(ApiError):
+class RequestTimeoutError(ApiError, GolemTimeoutError):
     """408: the node waited as long as it was asked to and nothing happened."""
 
 
@@ -135,16 +137,16 @@ class ServerError(ApiError):
     """5xx: the node failed."""
 
 
-class MarketError(GolemError):
-    """Negotiation on the market did not lead where it should."""
-
-
 class AgreementError(MarketError):
     """An agreement was rejected, expired, or could not be confirmed."""
 
     def __init__(self, message: str, *, agreement_id: str | None = None) -> None:
         self.agreement_id = agreement_id
         super().__init__(message)
+
+
+class MarketTimeoutError(MarketError, GolemTimeoutError):
+    """No provider approved an agreement within the time asked for; the message says what the market saw."""
 
 
 class PaymentError(GolemError):
@@ -197,18 +199,18 @@ class CommandExecutionError(ActivityError):
         super().__init__(text)
 
 
-class BatchTimeoutError(ActivityError):
+class TransferError(ActivityError):
+    """Data sent by a provider could not be received: too large, incomplete, a wrong hash, or the connection
+    to the node ended before the provider said it was done."""
+
+
+class TransferTimeoutError(TransferError, GolemTimeoutError):
+    """A transfer did not finish within its time (``timeout``, in seconds)."""
+
+
+class BatchTimeoutError(ActivityError, GolemTimeoutError):
     """A script did not finish within its timeout; its unfinished commands were not waited for."""
 
     def __init__(self, message: str, *, batch_id: str | None = None, timeout: float | None = None) -> None:
         self.batch_id = batch_id
-        self.timeout = timeout
-        super().__init__(message)
-
-
-class LocalNodeError(GolemError):
-    """The embedded local Golem network could not start or failed while running."""
-
-
-class SandboxUnavailableError(LocalNodeError):
-    """The local ``vm`` runtime cannot sandbox commands: bubblewrap is missing or refuses to run here."""
+        super().__init__(message, timeout=timeout)

@@ -16,8 +16,8 @@ from typing import TypeVar
 
 from attrs import define, field, frozen
 
-from golem_api.errors import ConfigurationError
-from golem_api.timestamps import utc_now
+from golem_api.errors import ConfigurationError, GolemTimeoutError
+from golem_shared.timestamps import utc_now
 
 __all__ = [
     "ActivityCreated",
@@ -411,7 +411,10 @@ class EventBus:
         *,
         timeout: float,
     ) -> E:
-        """The next event of class ``kind`` that satisfies ``predicate``; ``TimeoutError`` after ``timeout`` s."""
+        """The next event of class ``kind`` that satisfies ``predicate``.
+
+        Raises :class:`~golem_api.errors.GolemTimeoutError` after ``timeout`` s.
+        """
         future: asyncio.Future[E] = asyncio.get_running_loop().create_future()
 
         def consume(event: Event) -> None:
@@ -421,5 +424,7 @@ class EventBus:
         subscription = self.subscribe(consume, kind)
         try:
             return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise GolemTimeoutError(f"no {kind.__name__} event within {timeout:g} s", timeout=timeout) from None
         finally:
             self.unsubscribe(subscription)

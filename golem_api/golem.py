@@ -17,6 +17,11 @@ from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from golem_api import _local
+from golem_api._images import resolve_image
+from golem_api._rest.client import RestClient
+from golem_api._rest.config import ApiConfig
+from golem_api._summary import SummaryLogger
 from golem_api.errors import ConfigurationError, GolemError
 from golem_api.events import (
     Consumer,
@@ -26,25 +31,20 @@ from golem_api.events import (
     GolemStopped,
     UnpaidAgreementsWarning,
 )
-from golem_api.images.resolve import resolve_image
 from golem_api.market.agreement import Agreement
-from golem_api.market.constraints import all_of
 from golem_api.market.negotiation import Demand
 from golem_api.market.strategy import LeastExpensiveLinearPayu, MarketStrategy
 from golem_api.payload import Payload
-from golem_api.payment.manager import PaymentManager
-from golem_api.rest.client import RestClient
-from golem_api.rest.config import ApiConfig
-from golem_api.services.arguments import check_service_class, plan_instances, resolve_payload
+from golem_api.payment._manager import PaymentManager
+from golem_api.services._arguments import check_service_class, plan_instances, resolve_payload
+from golem_api.services._runner import InstanceSettings
 from golem_api.services.cluster import Cluster, ServiceT
-from golem_api.services.runner import InstanceSettings
-from golem_api.summary import SummaryLogger
-from golem_api.timestamps import utc_now
+from golem_shared.constraints import all_of
+from golem_shared.timestamps import utc_now
 
 if TYPE_CHECKING:
+    from golem_api._local import LocalNetworkConfig, LocalNode
     from golem_api.activity.storage import GsbStorage
-    from golem_api.local.config import LocalNetworkConfig
-    from golem_api.local.node import LocalNode
 
 __all__ = ["INTERRUPTED_INVOICE_TIMEOUT", "INTERRUPTED_STOP_TIMEOUT", "Golem", "payment_platform"]
 
@@ -215,7 +215,7 @@ class Golem:
                 price_tolerance=self.price_tolerance,
             )
             await self._payments.start()
-            stack.push_async_callback(self._payments.stop)
+            stack.push_async_callback(self._payments.aclose)
             stack.push_async_callback(self._settle)
             stack.push_async_callback(self._stop_clusters)
             self.bus.emit(GolemStarted(api_url=config.root_url, identity=identity.identity, local=local))
@@ -233,15 +233,12 @@ class Golem:
                 f"api_url={self._api_url!r} was given without an app key: pass app_key= or set YAGNA_APPKEY "
                 "(`yagna app-key list` shows it), or drop api_url to use the embedded local network"
             )
-        from golem_api.local.config import LocalNetworkConfig
-        from golem_api.local.node import LocalNode
-
         # Without a configuration of its own, the local network takes the requestor's subnet and payment
         # platform, so that `Golem(payment_network="polygon", subnet_tag="devnet")` also works locally.
-        config = self._local_network or LocalNetworkConfig.with_providers(
-            len(LocalNetworkConfig().providers), payment_platform=self.payment_platform, subnet=self.subnet_tag
+        config = self._local_network or _local.default_config(
+            payment_platform=self.payment_platform, subnet=self.subnet_tag
         )
-        node = LocalNode(config)
+        node = _local.new_node(config)
         self.local_node = await stack.enter_async_context(node)
         _log.info(
             "No YAGNA_APPKEY set: started the embedded local Golem network at %s with %d providers "
@@ -283,7 +280,7 @@ class Golem:
 
     async def _settle(self) -> None:
         for demand in self._demands:
-            await demand.close()
+            await demand.aclose()
         self._demands.clear()
         for agreement in self.agreements:
             try:

@@ -57,7 +57,7 @@ class VmPayload:
     :func:`golem_api.vm.repo` names its image by ``image_hash``, ``image_tag`` or ``image_url`` instead, and
     ``Golem`` resolves that into the task package when it creates the demand (against the local node's
     registry on the local network, else ``repo_url`` or the public Golem registry; see
-    :mod:`golem_api.images.resolve`). ``capabilities`` (e.g. ``vpn``) must all be offered by the runtime.
+    :mod:`golem_api._images`). ``capabilities`` (e.g. ``vpn``) must all be offered by the runtime.
     """
 
     min_mem_gib: float = field(default=0.5, validator=_positive)
@@ -82,7 +82,7 @@ class VmPayload:
             what = f"tag {self.image_tag!r}" if self.image_tag else f"hash {self.image_hash or self.image_url!r}"
             raise ConfigurationError(
                 f"the image ({what}) of this VmPayload is not resolved yet: Golem.create_demand and run_service "
-                "resolve it; elsewhere, await golem_api.images.resolve.resolve_image(payload) first"
+                "resolve it; elsewhere, await golem_api._images.resolve_image(payload) first"
             )
         if self.task_package is None:
             return {}

@@ -8,7 +8,7 @@ The image is named by its tag, by its hash (the SHA3-224 hex digest ``golem-api 
 ``gvmkit-build`` print), or by a URL with its hash. Nothing is asked of any registry here: ``Golem`` resolves
 the name when it creates the demand, against the local node's registry on the local network and against
 ``$GOLEM_REGISTRY_URL``, else ``https://registry.golem.network``, on a real one (``repo_url=`` overrides
-both; :mod:`golem_api.images.resolve`), so the same code runs on both.
+both; :mod:`golem_api._images`), so the same code runs on both.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from golem_api.errors import ConfigurationError
-from golem_api.images.registry import check_image_hash
 from golem_api.payload import VmPayload
+from golem_shared.imagehash import check_image_hash
 
 __all__ = ["repo"]
 

@@ -34,8 +34,9 @@ from typing import Any
 
 from rich.console import Console
 
-from golem_api import Golem, GolemError, Payload, Service, ServiceState, ServiceStateChanged
+from golem_api import Golem, GolemError, Payload, Service, ServiceState
 from golem_api.console import LiveStatus, format_amount, progress
+from golem_api.events import ServiceStateChanged
 from golem_api.services.service import Handler
 
 __all__ = ["SimpleService", "main"]
@@ -65,7 +66,7 @@ async def build_local_image(console: Console) -> str:
     Cheap and idempotent (the same files give the same image, in about a second), so the image always
     matches the scripts beside this file.
     """
-    from golem_api.images.builder import build_image
+    from golem_local.images.builder import build_image
 
     def log(text: str) -> None:
         _log.debug("image build: %s", text.rstrip("\n"))

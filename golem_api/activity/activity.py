@@ -12,9 +12,9 @@ from golem_api.errors import GoneError, NotFoundError
 from golem_api.events import ActivityCreated, ActivityDestroyed, EventBus
 
 if TYPE_CHECKING:
+    from golem_api._rest.client import RestClient
+    from golem_api._rest.models import ActivityState, ActivityUsage, ExeScriptCommandResult, RuntimeEvent
     from golem_api.market.agreement import Agreement
-    from golem_api.rest.client import RestClient
-    from golem_api.rest.models import ActivityState, ActivityUsage, ExeScriptCommandResult, RuntimeEvent
 
 __all__ = ["Activity"]
 

@@ -178,7 +178,7 @@ class _Transfer(Command):
         receiving, self._receiving = self._receiving, None
         for service in (published, receiving):
             if service is not None:
-                await service.close()
+                await service.aclose()
 
 
 class Download(_Transfer, Generic[T]):

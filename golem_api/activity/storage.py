@@ -30,8 +30,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
-from golem_api.errors import ActivityError, ApiError, ConfigurationError, GolemError, NodeUnreachableError
-from golem_api.gftp import (
+from golem_api.errors import (
+    ApiError,
+    ConfigurationError,
+    GolemError,
+    NodeUnreachableError,
+    TransferError,
+    TransferTimeoutError,
+)
+from golem_shared.gftp import (
     GET_CHUNK,
     GET_METADATA,
     UPLOAD_CHUNK,
@@ -44,23 +51,19 @@ from golem_api.gftp import (
     gftp_address,
     gftp_url,
 )
+from golem_shared.tasks import TaskSet
 
 if TYPE_CHECKING:
-    from golem_api.rest.client import RestClient
-    from golem_api.rest.gsb import GsbServices
+    from golem_api._rest.client import RestClient
+    from golem_api._rest.gsb import GsbServices
 
-__all__ = ["GsbStorage", "Published", "Receiving", "TransferError"]
+__all__ = ["GsbStorage", "Published", "Receiving"]
 
 _log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound="_Service")
 
 _HASH_BLOCK = 1024 * 1024  # bytes read at a time when hashing a received file
-
-
-class TransferError(ActivityError):
-    """Data sent by a provider could not be received: too large, incomplete, a wrong hash, or the connection
-    to the node ended before the provider said it was done."""
 
 
 class _Service:
@@ -74,7 +77,7 @@ class _Service:
         self.url = gftp_url(node_id, file_id)
         self._binding: GsbServices | None = None
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet(f"gftp service {file_id}", logger=_log)
         self._closed = False
         self.requests = 0
 
@@ -93,9 +96,9 @@ class _Service:
             self._binding = await rest.gsb.bind_services(gftp_address(self.file_id), self.components)
             self._ws = await rest.gsb.connect(self._binding.services_id)
         except BaseException:
-            await self.close()
+            await self.aclose()
             raise
-        self._task = asyncio.get_running_loop().create_task(self._serve(self._ws), name=f"gftp {self.file_id}")
+        self._tasks.spawn(self._serve(self._ws), name=f"gftp {self.file_id}")
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
         try:
@@ -132,16 +135,13 @@ class _Service:
     def _disconnected(self) -> None:
         """The WebSocket ended (closed by us, unbound, or the node went away)."""
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop answering, close the WebSocket and unbind the service. Closing twice is harmless."""
         if self._closed:
             return
         self._closed = True
         self._storage._forget(self)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._tasks.aclose()
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()
@@ -233,7 +233,7 @@ class Receiving(_Service):
         try:
             return await asyncio.wait_for(asyncio.shield(self._done), timeout)
         except asyncio.TimeoutError:
-            raise TransferError(
+            raise TransferTimeoutError(
                 f"the upload to {self.url} did not finish within {timeout:g} s "
                 f"({self._received()} bytes received); did the provider's transfer command run?"
             ) from None
@@ -366,13 +366,13 @@ class GsbStorage:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.aclose()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Close every published and received item still open; the storage cannot be used afterwards."""
         self._closed = True
         for service in list(self._services):
-            await service.close()
+            await service.aclose()
 
     async def node_id(self) -> str:
         """The requestor's node id, the host part of its ``gftp://`` URLs (``GET /me``, asked once)."""

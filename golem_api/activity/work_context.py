@@ -23,16 +23,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from golem_api.activity.results import EventStreamReader, OutputRouter, poll_results
+from golem_api.activity._results import EventStreamReader, OutputRouter, poll_results
 from golem_api.activity.script import Command, CommandResult, Script
 from golem_api.errors import BatchTimeoutError, CommandExecutionError, ConfigurationError, GolemError
 from golem_api.events import CommandExecuted, CommandOutput, EventBus, ScriptFinished, ScriptSent
 
 if TYPE_CHECKING:
+    from golem_api._rest.models import ActivityState, ActivityUsage, ExeScriptCommandResult
     from golem_api.activity.activity import Activity
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.agreement import Agreement
-    from golem_api.rest.models import ActivityState, ActivityUsage, ExeScriptCommandResult
 
 __all__ = ["DOWNLOAD_WAIT", "STREAM_GRACE", "WorkContext"]
 
@@ -194,7 +194,7 @@ class _ScriptRun:
             await poll_results(ctx.activity, self.batch_id, len(self.commands), self._on_result)
         finally:
             if self.reader is not None:
-                await self.reader.close()
+                await self.reader.aclose()
 
     async def _on_result(self, item: ExeScriptCommandResult) -> bool:
         command = self.commands[item.index]

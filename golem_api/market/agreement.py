@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from golem_api.errors import ApiError, ConflictError, GoneError
 from golem_api.events import AgreementTerminated, EventBus
-from golem_api.market.pricing import LinearPricing
+from golem_shared.pricing import LinearPricing
 
 if TYPE_CHECKING:
+    from golem_api._rest.client import RestClient
     from golem_api.activity.activity import Activity
-    from golem_api.rest.client import RestClient
 
 __all__ = ["Agreement"]
 

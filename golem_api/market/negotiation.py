@@ -28,6 +28,7 @@ from golem_api.errors import (
     ConflictError,
     GoneError,
     MarketError,
+    MarketTimeoutError,
     NotFoundError,
     RequestTimeoutError,
 )
@@ -47,11 +48,12 @@ from golem_api.events import (
 )
 from golem_api.market.agreement import Agreement
 from golem_api.market.strategy import MarketStrategy, Offer
-from golem_api.timestamps import utc_now
+from golem_shared.tasks import TaskSet
+from golem_shared.timestamps import utc_now
 
 if TYPE_CHECKING:
-    from golem_api.rest.client import RestClient
-    from golem_api.rest.models import Proposal
+    from golem_api._rest.client import RestClient
+    from golem_api._rest.models import Proposal
 
 __all__ = ["Demand"]
 
@@ -113,7 +115,7 @@ class Demand:
         self._draft_arrived = asyncio.Event()
         self._engaged: set[str] = set()  # providers with a live agreement from this demand
         self._stats = _Stats()
-        self._collector: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("demand", logger=_log)
         self._failure: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -125,18 +127,14 @@ class Demand:
         """Publish the demand and start collecting offers."""
         await self._subscribe()
         self._bus_subscription = self._bus.subscribe(self._on_terminated, AgreementTerminated)
-        self._collector = asyncio.create_task(self._collect(), name=f"demand-{self.subscription_id}")
+        self._tasks.spawn(self._collect(), name=f"offers of demand {self.subscription_id}")
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop collecting and withdraw the demand from the market."""
         if self._bus_subscription is not None:
             self._bus.unsubscribe(self._bus_subscription)
             self._bus_subscription = None
-        if self._collector is not None:
-            self._collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._collector
-            self._collector = None
+        await self._tasks.aclose()
         if self.subscription_id is not None:
             with contextlib.suppress(NotFoundError, GoneError):
                 await self._rest.market.unsubscribe_demand(self.subscription_id)
@@ -194,7 +192,7 @@ class Demand:
         )
 
     async def _handle(self, event: object) -> None:
-        from golem_api.rest.models import ProposalEvent, ProposalRejectedEvent
+        from golem_api._rest.models import ProposalEvent, ProposalRejectedEvent
 
         if isinstance(event, ProposalEvent):
             proposal = event.proposal
@@ -287,7 +285,8 @@ class Demand:
             await asyncio.wait_for(self._draft_arrived.wait(), remaining)
 
     async def agreement(self, timeout: float = 60.0, *, avoid: Collection[str] = ()) -> Agreement:
-        """The next approved agreement, best-scored provider first; ``MarketError`` after ``timeout`` s.
+        """The next approved agreement, best-scored provider first; :class:`~golem_api.errors.MarketTimeoutError`
+        after ``timeout`` s.
 
         ``avoid`` holds provider ids to pass over (say, ones a service instance just failed to start on):
         they get an agreement only when no other provider's Draft is at hand.
@@ -300,7 +299,7 @@ class Demand:
             try:
                 draft = await self._best_draft(deadline, frozenset(avoid))
             except asyncio.TimeoutError:
-                raise MarketError(self._no_agreement_message(timeout)) from None
+                raise MarketTimeoutError(self._no_agreement_message(timeout), timeout=timeout) from None
             agreement = await self._try_agreement(draft, deadline)
             if agreement is not None:
                 return agreement

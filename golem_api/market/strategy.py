@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from attrs import define, field, frozen
 
 from golem_api.errors import ConfigurationError, MarketError
-from golem_api.market.pricing import CPU_SEC, DURATION_SEC, LinearPricing
+from golem_shared.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 
 __all__ = ["LeastExpensiveLinearPayu", "MarketStrategy", "Offer", "Verdict"]
 

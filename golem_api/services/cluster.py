@@ -1,7 +1,7 @@
 """``Cluster``: the instances of one service class, run from one demand, stopped together.
 
 ``Golem.run_service`` returns a cluster at once; its instances get agreements and start in the background,
-each in a task of its own (:class:`~golem_api.services.runner.InstanceRunner`) that the cluster owns::
+each in a task of its own (:class:`~golem_api.services._runner.InstanceRunner`) that the cluster owns::
 
     cluster = await golem.run_service(Clock, num_instances=2)
     await cluster.wait_running(timeout=60)
@@ -23,18 +23,18 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from golem_api.errors import GolemError
+from golem_api.errors import GolemError, GolemTimeoutError
 from golem_api.events import Event, EventBus, ServiceStateChanged
-from golem_api.services.arguments import plan_instances
-from golem_api.services.runner import CLEANUP_TIMEOUT, InstanceRunner, InstanceSettings
+from golem_api.services._arguments import plan_instances
+from golem_api.services._runner import CLEANUP_TIMEOUT, InstanceRunner, InstanceSettings
 from golem_api.services.service import Service
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from golem_api._summary import SummaryLogger
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.negotiation import Demand
-    from golem_api.summary import SummaryLogger
 
 __all__ = ["Cluster", "ServiceT"]
 
@@ -147,7 +147,7 @@ class Cluster(Generic[ServiceT]):
         await asyncio.gather(*(self._finish(runner) for runner in self._runners))
         if self._instance_stops:
             await asyncio.gather(*self._instance_stops)
-        await self.demand.close()
+        await self.demand.aclose()
 
     async def __aenter__(self) -> Cluster[ServiceT]:
         return self
@@ -163,7 +163,7 @@ class Cluster(Generic[ServiceT]):
         """Return once every instance is ``running``.
 
         Raises ``GolemError`` when an instance ended (``terminated`` or ``unresponsive``) before it ran,
-        ``TimeoutError`` after ``timeout`` s.
+        :class:`~golem_api.errors.GolemTimeoutError` after ``timeout`` s.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -185,7 +185,9 @@ class Cluster(Generic[ServiceT]):
                 changed.clear()
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise TimeoutError(f"not every instance was running after {timeout:g} s: {self!r}")
+                    raise GolemTimeoutError(
+                        f"not every instance was running after {timeout:g} s: {self!r}", timeout=timeout
+                    )
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)
                 except asyncio.TimeoutError:

@@ -17,7 +17,7 @@ A subclass says what to run (``get_payload``) and how, in three asynchronous-gen
 
 ``results = yield script`` hands the handler the list of :class:`CommandResult`; a command that failed raises
 :class:`~golem_api.errors.CommandExecutionError` inside the handler, at that ``yield``, so the handler may catch
-it and go on. The cluster drives the handlers (:mod:`golem_api.services.runner`); this class holds what an
+it and go on. The cluster drives the handlers (:mod:`golem_api.services._runner`); this class holds what an
 instance is: its parameters, its name, its state and the provider it runs on.
 """
 

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import pytest
 
-from golem_api.local.node import LocalNode
+from golem_local.node import LocalNode
 
 __all__ = ["YagnaDaemon"]
 

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
+from golem_api._rest.client import RestClient
+from golem_api._rest.config import ApiConfig
+from golem_api._rest.models.market import ProposalEvent
 from golem_api.errors import BadRequestError, GoneError, MarketError, NotFoundError
 from golem_api.events import Event, EventBus, OfferReceived, OfferRejected
 from golem_api.market.negotiation import Demand
 from golem_api.market.strategy import LeastExpensiveLinearPayu
-from golem_api.rest.client import RestClient
-from golem_api.rest.config import ApiConfig
-from golem_api.rest.models.market import ProposalEvent
-from golem_api.timestamps import utc_now
+from golem_shared.timestamps import utc_now
 from tests.fidelity.conftest import YagnaDaemon
 
 PLATFORM = "erc20-holesky-tglm"
@@ -143,6 +143,6 @@ async def test_a_demand_collects_and_counters_the_daemons_offer_then_withdraws(
         with pytest.raises(MarketError, match=r"no provider approved an agreement within 1 s \(1 offers seen\)"):
             await demand.agreement(timeout=1.0)
     finally:
-        await demand.close()
+        await demand.aclose()
     with pytest.raises(NotFoundError):
         await rest.market.collect_demand_events(sub_id, timeout=0.1)

@@ -26,7 +26,7 @@ from schemathesis import Case
 from schemathesis.core.result import Ok
 from schemathesis.schemas import APIOperation
 
-from golem_api.local.node import LocalNode
+from golem_local.node import LocalNode
 from tests.spec_validator import DEVIATIONS, SPECS, spec_validator
 
 FUZZED = ("market-api.yaml", "activity-api.yaml", "payment-api.yaml")
@@ -51,7 +51,7 @@ class ThreadedNode:
 
     def __exit__(self, *exc_info: object) -> None:
         try:
-            asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(timeout=30)
+            asyncio.run_coroutine_threadsafe(self.node.aclose(), self.loop).result(timeout=30)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)

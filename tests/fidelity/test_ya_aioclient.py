@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from golem_api.local.node import LocalNode
+from golem_local.node import LocalNode
 
 ROOT = Path(__file__).resolve().parents[2]
 YAPAPI_PYTHON = ROOT / ".venv-yapapi" / "bin" / "python"

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from golem_api.local.node import LocalNode
+from golem_local.node import LocalNode
 from tests.fidelity.conftest import YagnaDaemon
 
 M = "/market-api/v1"

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from golem_api.local.config import LocalNetworkConfig
-from golem_api.local.node import LocalNode
+from golem_local.config import LocalNetworkConfig
+from golem_local.node import LocalNode
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def gftp_shim(bin_dir: Path) -> Path:
     """A ``gftp`` program in ``bin_dir`` that runs ``golem-api gftp`` with this interpreter."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     shim = bin_dir / "gftp"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m golem_api.cli gftp "$@"\n')
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m golem_api._cli gftp "$@"\n')
     shim.chmod(0o755)
     return shim
 
@@ -78,7 +78,7 @@ async def build_image(registry: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "golem_api.cli",
+        "golem_api._cli",
         "image",
         "build",
         str(IMAGE_CONTEXT),
@@ -110,7 +110,7 @@ class NodeProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "golem_api.cli",
+            "golem_api._cli",
             "node",
             "--port",
             "0",
@@ -244,7 +244,7 @@ class GftpProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "golem_api.cli",
+            "golem_api._cli",
             "gftp",
             "server",
             env=dict(env),

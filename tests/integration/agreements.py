@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from golem_api.local.node import LocalNode
-from golem_api.timestamps import format_timestamp, utc_now
+from golem_local.node import LocalNode
+from golem_shared.timestamps import format_timestamp, utc_now
 
 PLATFORM = "erc20-holesky-tglm"
 MARKET = "/market-api/v1"

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from golem_api.local.node import LocalNode
+from golem_local.node import LocalNode
 from tests.spec_validator import spec_trace_config
 
 

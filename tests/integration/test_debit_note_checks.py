@@ -19,10 +19,10 @@ from golem_api.events import (
     ServiceStateChanged,
 )
 from golem_api.golem import Golem
-from golem_api.local.config import LocalNetworkConfig, ProviderSpec
 from golem_api.payload import VmPayload
 from golem_api.services.service import Service
 from golem_api.services.state import ServiceState
+from golem_local.config import LocalNetworkConfig, ProviderSpec
 
 pytestmark = pytest.mark.integration
 

@@ -15,14 +15,15 @@ from golem_api import (
     ConstraintSyntaxError,
     CustomPayload,
     Golem,
+    GolemTimeoutError,
     InsufficientFundsError,
     LocalNetworkConfig,
     LocalNode,
     MarketError,
     NodeUnreachableError,
-    NoOffersWarning,
     VmPayload,
 )
+from golem_api.events import NoOffersWarning
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +64,10 @@ async def test_demand_that_no_offer_matches_warns_and_then_fails_clearly() -> No
         demand = await golem.create_demand(VmPayload(min_mem_gib=4096), no_offers_warning_after=0.2)
         warning = await golem.bus.wait_for(NoOffersWarning, timeout=10)
         assert "golem.inf.mem.gib>=4096" in warning.constraints
-        with pytest.raises(MarketError) as info:
+        with pytest.raises(GolemTimeoutError) as info:  # one name catches every timeout golem-api raises
             await demand.agreement(timeout=0.5)
+        assert isinstance(info.value, MarketError)
+        assert info.value.timeout == 0.5
         assert "0 offers" in str(info.value)
         assert "golem.inf.mem.gib>=4096" in str(info.value)
 

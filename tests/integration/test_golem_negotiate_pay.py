@@ -6,14 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from golem_api import (
-    ConfigurationError,
-    DebitNoteAccepted,
-    Golem,
-    InvoiceAccepted,
-    LocalNetworkConfig,
-    VmPayload,
-)
+from golem_api import ConfigurationError, Golem, LocalNetworkConfig, VmPayload
+from golem_api.events import DebitNoteAccepted, InvoiceAccepted
 
 pytestmark = pytest.mark.integration
 

@@ -14,21 +14,21 @@ import aiohttp
 import pytest
 
 from golem_api import Golem, LocalNetworkConfig, vm
+from golem_api._rest.client import RestClient
+from golem_api._rest.config import ApiConfig
 from golem_api.activity.storage import GsbStorage
 from golem_api.activity.work_context import WorkContext
 from golem_api.errors import CommandExecutionError
-from golem_api.images.builder import build_image
-from golem_api.images.cache import image_from_metadata
-from golem_api.images.errors import DockerfileError, ImageBuildError, ImageNotFoundError
-from golem_api.images.format import read_metadata, unpack_image
-from golem_api.images.registry import ImageRegistry
-from golem_api.local.node import LocalNode
-from golem_api.local.runtime.base import DeploySettings, RunProcess
-from golem_api.local.runtime.vm import VmRuntime
 from golem_api.market.agreement import Agreement
 from golem_api.payload import Payload, VmPayload
-from golem_api.rest.client import RestClient
-from golem_api.rest.config import ApiConfig
+from golem_local.images.builder import build_image
+from golem_local.images.cache import image_from_metadata
+from golem_local.images.errors import DockerfileError, ImageBuildError, ImageNotFoundError
+from golem_local.images.format import read_metadata, unpack_image
+from golem_local.images.registry import ImageRegistry
+from golem_local.node import LocalNode
+from golem_local.runtime.base import DeploySettings, RunProcess
+from golem_local.runtime.vm import VmRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +255,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, s
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "golem_api.cli",
+        "golem_api._cli",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

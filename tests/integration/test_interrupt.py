@@ -13,10 +13,10 @@ import pytest
 
 from golem_api.events import InvoiceAccepted, ServiceStateChanged, UnpaidAgreementsWarning
 from golem_api.golem import INTERRUPTED_STOP_TIMEOUT, Golem
-from golem_api.local.config import LocalNetworkConfig
 from golem_api.payload import Payload, VmPayload
 from golem_api.services.service import Handler, Service
 from golem_api.services.state import ServiceState
+from golem_local.config import LocalNetworkConfig
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 
 from golem_api.errors import SandboxUnavailableError
-from golem_api.local.config import LocalNetworkConfig
-from golem_api.local.node import LocalNode
-from golem_api.local.runtime.image import Image
-from golem_api.local.runtime.vm import VmRuntime
-from golem_api.timestamps import parse_timestamp
+from golem_local.config import LocalNetworkConfig
+from golem_local.node import LocalNode
+from golem_local.runtime.image import Image
+from golem_local.runtime.vm import VmRuntime
+from golem_shared.timestamps import parse_timestamp
 from tests.integration.agreements import ACTIVITY, call, new_activity
 
 pytestmark = pytest.mark.integration
@@ -385,7 +385,7 @@ async def test_node_start_reports_a_missing_bubblewrap() -> None:
     assert "install" in str(failure.value)
     assert not node.running
     assert node.work_dir is None
-    await node.stop()
+    await node.aclose()
 
 
 async def test_batches_of_one_activity_run_one_after_another(exe: Exe) -> None:

@@ -1,6 +1,6 @@
 """The GSB API of the local node and the provider side of ``transfer``, over real HTTP and a raw WebSocket.
 
-The requestor side here is hand-made (aiohttp WebSocket + the FlexBuffers codec of ``golem_api.gftp``), as
+The requestor side here is hand-made (aiohttp WebSocket + the FlexBuffers codec of ``golem_shared.gftp``), as
 a browser or golem-js would do it, so that the node is checked against the wire, not against our own client.
 """
 
@@ -18,7 +18,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from golem_api.gftp import (
+from golem_local.config import LocalNetworkConfig
+from golem_local.node import LocalNode
+from golem_shared.gftp import (
     GSB_SUBPROTOCOL,
     GsbResponse,
     decode_request,
@@ -26,8 +28,6 @@ from golem_api.gftp import (
     gftp_address,
     gftp_url,
 )
-from golem_api.local.config import LocalNetworkConfig
-from golem_api.local.node import LocalNode
 from tests.integration.agreements import ACTIVITY, call, new_activity
 
 pytestmark = pytest.mark.integration

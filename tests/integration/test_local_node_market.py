@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from golem_api.errors import LocalNodeError
-from golem_api.local.identity import is_node_id
-from golem_api.local.node import LocalNode
-from golem_api.timestamps import format_timestamp, parse_timestamp, utc_now
+from golem_local.identity import is_node_id
+from golem_local.node import LocalNode
+from golem_shared.timestamps import format_timestamp, parse_timestamp, utc_now
 
 pytestmark = pytest.mark.integration
 
@@ -267,7 +267,7 @@ async def test_the_cli_serves_a_node_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "golem_api.cli",
+        "golem_api._cli",
         "node",
         "--port",
         "0",

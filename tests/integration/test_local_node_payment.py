@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from golem_api.local.config import LocalNetworkConfig
-from golem_api.local.node import LocalNode
-from golem_api.timestamps import format_timestamp, utc_now
+from golem_local.config import LocalNetworkConfig
+from golem_local.node import LocalNode
+from golem_shared.timestamps import format_timestamp, utc_now
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,10 @@ from golem_api.events import (
     UnpaidAgreementsWarning,
 )
 from golem_api.golem import Golem
-from golem_api.local.config import LocalNetworkConfig
 from golem_api.payload import Payload, VmPayload
 from golem_api.services.service import Handler, Service
 from golem_api.services.state import ServiceState
+from golem_local.config import LocalNetworkConfig
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from typing import Literal
 import pytest
 
 from golem_api.errors import SandboxUnavailableError
-from golem_api.local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
-from golem_api.local.runtime.image import Image
-from golem_api.local.runtime.sandbox import check_bubblewrap
-from golem_api.local.runtime.vm import VmRuntime
+from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
+from golem_local.runtime.image import Image
+from golem_local.runtime.sandbox import check_bubblewrap
+from golem_local.runtime.vm import VmRuntime
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 

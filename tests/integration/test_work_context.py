@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from golem_api import Golem, LocalNetworkConfig, VmPayload
+from golem_api._rest.client import RestClient
+from golem_api._rest.config import ApiConfig
 from golem_api.activity.storage import GsbStorage
 from golem_api.activity.work_context import WorkContext
 from golem_api.errors import CommandExecutionError
 from golem_api.events import CommandOutput, Event, ScriptFinished
-from golem_api.rest.client import RestClient
-from golem_api.rest.config import ApiConfig
 
 pytestmark = pytest.mark.integration
 

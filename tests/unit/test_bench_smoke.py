@@ -54,7 +54,7 @@ def test_the_page_says_for_each_target_whether_it_is_met_and_shows_a_plot_per_be
 
 def test_a_local_network_runtime_other_than_vm_or_idle_is_refused_by_name() -> None:
     from golem_api.errors import ConfigurationError
-    from golem_api.local.config import LocalNetworkConfig
+    from golem_local.config import LocalNetworkConfig
 
     assert LocalNetworkConfig.with_providers(2, activity_runtime="idle").activity_runtime == "idle"
     with pytest.raises(ConfigurationError, match=r"activity_runtime must be 'vm' or 'idle', not 'docker'"):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from golem_api._summary import SummaryLogger, token_name
 from golem_api.console import LiveStatus, format_amount, format_duration, status_table, summary_table, to_html
 from golem_api.errors import ConfigurationError
 from golem_api.events import (
@@ -24,7 +25,6 @@ from golem_api.events import (
     ServiceStateChanged,
 )
 from golem_api.services.service import Service
-from golem_api.summary import SummaryLogger, token_name
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -140,8 +140,8 @@ def test_the_status_table_shows_each_instance_with_provider_state_uptime_and_cos
 
 
 def test_a_cluster_renders_as_its_status_table() -> None:
+    from golem_api.services._runner import InstanceSettings
     from golem_api.services.cluster import Cluster
-    from golem_api.services.runner import InstanceSettings
 
     cluster: Cluster[_Svc] = Cluster(
         _Svc,

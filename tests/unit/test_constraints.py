@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from golem_api.errors import ConfigurationError, ConstraintSyntaxError
-from golem_api.market.constraints import (
+from golem_shared.constraints import (
     And,
     Comparison,
     Constraint,

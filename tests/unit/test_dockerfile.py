@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from golem_api.errors import ConfigurationError
-from golem_api.images.builder import base_kind
-from golem_api.images.dockerfile import (
+from golem_local.images.builder import base_kind
+from golem_local.images.dockerfile import (
     ArgStep,
     CommandStep,
     CopyStep,
@@ -20,7 +20,7 @@ from golem_api.images.dockerfile import (
     expand,
     parse_dockerfile,
 )
-from golem_api.images.errors import DockerfileError
+from golem_local.images.errors import DockerfileError
 
 EXAMPLE = """\
 # syntax=docker/dockerfile:1

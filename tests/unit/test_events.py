@@ -8,15 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from golem_api import (
-    AgreementConfirmed,
-    ConfigurationError,
-    Event,
-    EventBus,
-    GolemStopped,
-    InvoiceAccepted,
-    SummaryLogger,
-)
+from golem_api import ConfigurationError, GolemTimeoutError, SummaryLogger
+from golem_api.events import AgreementConfirmed, Event, EventBus, GolemStopped, InvoiceAccepted
 
 
 def confirmed(name: str) -> AgreementConfirmed:
@@ -71,13 +64,13 @@ async def test_wait_for_returns_the_matching_event_and_is_bounded() -> None:
     bus.emit(confirmed("a"))
     bus.emit(confirmed("b"))
     assert (await waiter).provider_name == "b"
-    with pytest.raises(asyncio.TimeoutError):
+    with pytest.raises(GolemTimeoutError, match=r"no GolemStopped event within 0\.01 s"):
         await bus.wait_for(GolemStopped, timeout=0.01)
 
 
 def test_summary_logs_agreements_invoices_and_the_total(caplog: pytest.LogCaptureFixture) -> None:
     summary = SummaryLogger()
-    with caplog.at_level(logging.INFO, logger="golem_api.summary"):
+    with caplog.at_level(logging.INFO, logger="golem_api._summary"):
         summary(confirmed("p1"))
         summary(InvoiceAccepted(invoice_id="i", agreement_id="a-p1", provider_name="p1", amount=Decimal("0.25")))
         summary(GolemStopped())

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from golem_api.local.exescript import (
+from golem_local.exescript import (
     Capture,
     CaptureMode,
     DeployCommand,

@@ -15,11 +15,12 @@ import pytest
 
 from golem_api import vm
 from golem_api.errors import ConfigurationError
-from golem_api.images.cache import image_from_metadata, parse_task_package
-from golem_api.images.errors import ImageFormatError, ImageNotFoundError
-from golem_api.images.format import BASE_LABEL, ImageMetadata, file_sha3, read_metadata, unpack_image, write_image
-from golem_api.images.registry import ImageRegistry, check_image_hash, default_registry_dir, normalize_tag
 from golem_api.payload import VmPayload
+from golem_local.images.cache import image_from_metadata, parse_task_package
+from golem_local.images.errors import ImageFormatError, ImageNotFoundError
+from golem_local.images.format import BASE_LABEL, ImageMetadata, read_metadata, unpack_image, write_image
+from golem_local.images.registry import ImageRegistry, default_registry_dir, normalize_tag
+from golem_shared.imagehash import check_image_hash, file_sha3
 
 METADATA = ImageMetadata(
     env=("PATH=/usr/local/bin:/usr/bin", "APP=/golem/run"),

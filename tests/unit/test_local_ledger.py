@@ -13,14 +13,15 @@ from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golem_api.local.activity import DEBIT_NOTE_INTERVAL, MULTI_ACTIVITY, ActivityHub, ActivityState
-from golem_api.local.clock import ManualTime
-from golem_api.local.config import ProviderSpec
-from golem_api.local.eventlog import StrictClock
-from golem_api.local.http import HttpError
-from golem_api.local.ledger import DebitNote, Ledger, money
-from golem_api.local.market import LocalMarket, ProposalEvent
-from golem_api.timestamps import parse_timestamp, utc_now
+from golem_local.activity import DEBIT_NOTE_INTERVAL, MULTI_ACTIVITY, ActivityHub, ExeUnitState
+from golem_local.clock import ManualTime
+from golem_local.config import ProviderSpec
+from golem_local.eventlog import StrictClock
+from golem_local.http import HttpError
+from golem_local.ledger import DebitNoteRecord, Ledger, money
+from golem_local.market import LocalMarket
+from golem_local.market_model import ProposalEventRecord
+from golem_shared.timestamps import parse_timestamp, utc_now
 
 PLATFORM = "erc20-holesky-tglm"
 REQUESTOR = "0x" + "a" * 40
@@ -35,7 +36,7 @@ def make_ledger(balance: str = "100") -> Ledger:
 
 def note(
     ledger: Ledger, due: str, *, activity: str = "act-1", agreement: str = "agr-1", provider: str = PROVIDER
-) -> DebitNote:
+) -> DebitNoteRecord:
     return ledger.issue_debit_note(
         agreement_id=agreement,
         activity_id=activity,
@@ -320,7 +321,7 @@ async def approved_agreement(market: LocalMarket, *, multi: bool = False, approv
     demand_props = {f"golem.com.payment.platform.{PLATFORM}.address": REQUESTOR}
     demand_id = market.subscribe_demand(REQUESTOR, demand_props, "()")
     events = await market.collect_events(demand_id, timeout=0, max_events=10)
-    (initial,) = [e.proposal for e in events if isinstance(e, ProposalEvent) and e.proposal.offer_id == offer_id]
+    (initial,) = [e.proposal for e in events if isinstance(e, ProposalEventRecord) and e.proposal.offer_id == offer_id]
     counter = market.counter_proposal(demand_id, initial.proposal_id, demand_props, "()", by=REQUESTOR)
     draft = market.counter_proposal(offer_id, counter, offer_props, "()", by=PROVIDER)
     agreement_id = market.create_agreement(REQUESTOR, draft, utc_now() + timedelta(hours=1))
@@ -338,7 +339,7 @@ async def billing() -> AsyncIterator[tuple[LocalMarket, Ledger, ActivityHub, Man
     time = ManualTime()
     hub = ActivityHub(market, ledger, providers={PROVIDER: OFFER_SPEC}, time_source=time)
     yield market, ledger, hub, time
-    await hub.close()
+    await hub.aclose()
 
 
 async def next_debit_notes(ledger: Ledger, after: datetime | None, count: int = 1) -> list[dict[str, Any]]:
@@ -361,7 +362,7 @@ async def test_activity_bills_every_interval_then_once_more_when_destroyed(
 ) -> None:
     market, ledger, hub, time = billing
     activity = await hub.create(await approved_agreement(market))
-    assert activity.state is ActivityState.INITIALIZED
+    assert activity.state is ExeUnitState.INITIALIZED
     assert activity.interval == 10
     assert activity.usage() == [0.0, 0.0]
 
@@ -379,7 +380,7 @@ async def test_activity_bills_every_interval_then_once_more_when_destroyed(
     assert last.previous_debit_note_id == first.document_id
     assert last.usage_counter_vector == [15.0, 0.0]
     assert last.total_amount_due == expected_cost(15)
-    assert hub.get(activity.activity_id).state is ActivityState.TERMINATED
+    assert hub.get(activity.activity_id).state is ExeUnitState.TERMINATED
     assert not metering_tasks(activity.activity_id)
 
     time.advance(100)  # usage stays frozen, and destroying twice changes nothing
@@ -401,7 +402,7 @@ async def test_overcharging_provider_bills_its_factor(
     time.advance(2)
     await greedy.destroy(activity.activity_id)
     assert ledger.debit_notes()[-1].total_amount_due == 3 * expected_cost(2)
-    await greedy.close()
+    await greedy.aclose()
 
 
 async def test_agreement_end_destroys_activities_and_invoices_their_sum(
@@ -415,7 +416,7 @@ async def test_agreement_end_destroys_activities_and_invoices_their_sum(
     time.advance(3)
     await hub.agreement_ended(agreement_id, PROVIDER)
     await hub.agreement_ended(agreement_id, PROVIDER)  # a second end invoices nothing more
-    assert (first.state, second.state) == (ActivityState.TERMINATED, ActivityState.TERMINATED)
+    assert (first.state, second.state) == (ExeUnitState.TERMINATED, ExeUnitState.TERMINATED)
     assert first.reason == "the agreement ended"
     (invoice,) = ledger.invoices()
     assert invoice.activity_ids == [first.activity_id, second.activity_id]
@@ -471,11 +472,11 @@ async def test_close_cancels_and_awaits_every_metering_task(
     market, ledger, hub, time = billing
     activity = await hub.create(await approved_agreement(market))
     assert metering_tasks(activity.activity_id)
-    await hub.close()
+    await hub.aclose()
     assert not metering_tasks(activity.activity_id)
     time.advance(60)
     assert ledger.debit_notes() == []  # closing bills nothing
-    assert activity.state is ActivityState.TERMINATED
+    assert activity.state is ExeUnitState.TERMINATED
 
 
 async def test_requestor_destroy_racing_the_agreement_end_still_invoices_the_final_amount(

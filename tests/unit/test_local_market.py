@@ -11,25 +11,25 @@ from typing import Any
 import pytest
 
 from golem_api.errors import ConfigurationError
-from golem_api.local.config import LocalNetworkConfig, ProviderSpec
-from golem_api.local.identity import NodeIdentities, is_node_id, new_node_id
-from golem_api.local.market import (
-    AgreementEvent,
+from golem_local.config import LocalNetworkConfig, ProviderSpec
+from golem_local.identity import NodeIdentities, is_node_id, new_node_id
+from golem_local.market import LocalMarket
+from golem_local.market_model import (
+    AgreementEventRecord,
+    AgreementRecord,
     AgreementState,
-    LocalMarket,
+    LocalMarketTimeoutError,
     MarketBadRequestError,
     MarketConflictError,
     MarketEvent,
     MarketGoneError,
     MarketNotFoundError,
-    MarketTimeoutError,
-    Proposal,
-    ProposalEvent,
-    ProposalRejectedEvent,
+    ProposalEventRecord,
+    ProposalRecord,
+    ProposalRejectionRecord,
     ProposalState,
 )
-from golem_api.local.market_model import Agreement
-from golem_api.local.provider import LocalProvider
+from golem_local.provider import LocalProvider
 
 PLATFORM = "erc20-holesky-tglm"
 REQUESTOR = new_node_id()
@@ -73,11 +73,11 @@ async def events(market: LocalMarket, sub_id: str, timeout: float = 0.0) -> list
     return await market.collect_events(sub_id, timeout=timeout, max_events=100)
 
 
-async def proposals(market: LocalMarket, sub_id: str, timeout: float = 0.0) -> list[Proposal]:
-    return [e.proposal for e in await events(market, sub_id, timeout) if isinstance(e, ProposalEvent)]
+async def proposals(market: LocalMarket, sub_id: str, timeout: float = 0.0) -> list[ProposalRecord]:
+    return [e.proposal for e in await events(market, sub_id, timeout) if isinstance(e, ProposalEventRecord)]
 
 
-async def negotiate(market: LocalMarket, now: FakeNow | None = None) -> tuple[str, str, Proposal]:
+async def negotiate(market: LocalMarket, now: FakeNow | None = None) -> tuple[str, str, ProposalRecord]:
     """Offer, demand, Initial, requestor counter, provider counter: (demand id, offer id, provider's Draft)."""
     offer_id = market.subscribe_offer(PROVIDER, OFFER, OFFER_CONSTRAINTS)
     demand_id = market.subscribe_demand(REQUESTOR, demand_properties(now), DEMAND_CONSTRAINTS)
@@ -90,7 +90,7 @@ async def negotiate(market: LocalMarket, now: FakeNow | None = None) -> tuple[st
     return demand_id, offer_id, draft
 
 
-async def approved_agreement(market: LocalMarket) -> Agreement:
+async def approved_agreement(market: LocalMarket) -> AgreementRecord:
     _demand_id, _offer_id, draft = await negotiate(market)
     agreement_id = market.create_agreement(REQUESTOR, draft.proposal_id, later())
     market.confirm(agreement_id, by=REQUESTOR)
@@ -149,7 +149,7 @@ async def test_the_full_negotiation_sequence_ends_in_a_terminated_agreement() ->
     market = LocalMarket()
     ended: list[tuple[str, str]] = []
 
-    async def observer(agreement: Agreement, terminator: str) -> None:
+    async def observer(agreement: AgreementRecord, terminator: str) -> None:
         ended.append((agreement.agreement_id, terminator))
 
     market.add_termination_observer(observer)
@@ -164,7 +164,7 @@ async def test_the_full_negotiation_sequence_ends_in_a_terminated_agreement() ->
 
     market.confirm(agreement_id, by=REQUESTOR)
     (event,) = await events(market, offer_id)
-    assert isinstance(event, AgreementEvent)
+    assert isinstance(event, AgreementEventRecord)
     assert event.agreement.state is AgreementState.PENDING
     assert event.agreement.offer.proposal_id == draft.proposal_id
 
@@ -224,7 +224,7 @@ async def test_a_rejected_proposal_reaches_its_issuer_with_the_reason() -> None:
     demand_id, offer_id, draft = await negotiate(market)
     market.reject_proposal(demand_id, draft.proposal_id, {"message": "too dear"}, by=REQUESTOR)
     (event,) = await events(market, offer_id)
-    assert isinstance(event, ProposalRejectedEvent)
+    assert isinstance(event, ProposalRejectionRecord)
     assert (event.proposal_id, event.reason) == (draft.proposal_id, {"message": "too dear"})
     with pytest.raises(MarketGoneError):
         market.reject_proposal(demand_id, draft.proposal_id)
@@ -258,7 +258,7 @@ async def test_waiting_for_approval_times_out_with_408_and_a_rejection_is_410() 
     with pytest.raises(MarketConflictError, match="not confirmed"):
         await market.wait_for_approval(agreement_id, timeout=0.01)
     market.confirm(agreement_id)
-    with pytest.raises(MarketTimeoutError):
+    with pytest.raises(LocalMarketTimeoutError):
         await market.wait_for_approval(agreement_id, timeout=0.01)
     market.reject_agreement(agreement_id, {"message": "no"}, by=PROVIDER)
     with pytest.raises(MarketGoneError, match=r"^Rejected"):
@@ -341,7 +341,7 @@ async def provider() -> AsyncIterator[LocalProvider]:
     )
     await running.start()
     yield running
-    await running.stop()
+    await running.aclose()
 
 
 async def counter_initial(market: LocalMarket, demand_id: str, extra: Mapping[str, Any] | None = None) -> str:
@@ -382,7 +382,7 @@ async def test_the_provider_counters_approves_is_busy_and_offers_again_once_bill
     second = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
     refused = await counter_initial(market, second)
     (rejection,) = await events(market, second, timeout=5)
-    assert isinstance(rejection, ProposalRejectedEvent)
+    assert isinstance(rejection, ProposalRejectionRecord)
     assert rejection.proposal_id == refused
     assert rejection.reason == {"message": f"busy: already serving agreement {agreement_id}"}
 
@@ -398,7 +398,7 @@ async def test_the_provider_refuses_a_payment_platform_it_is_not_paid_on(provide
     demand_id = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
     await counter_initial(market, demand_id, {"golem.com.payment.chosen-platform": "erc20-polygon-glm"})
     (rejection,) = await events(market, demand_id, timeout=5)
-    assert isinstance(rejection, ProposalRejectedEvent)
+    assert isinstance(rejection, ProposalRejectionRecord)
     assert rejection.reason is not None
     assert "no common payment platform" in rejection.reason["message"]
     assert "erc20-polygon-glm" in rejection.reason["message"]

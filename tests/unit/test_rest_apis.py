@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from attrs import define, field
 
+from golem_api._rest import routes
+from golem_api._rest.activity import ActivityApi
+from golem_api._rest.market import MarketApi
+from golem_api._rest.models import ProposalEvent, ProposalRejectedEvent
+from golem_api._rest.payment import PaymentApi
+from golem_api._rest.routes import ABSENT, POLL_MARGIN, Route
 from golem_api.errors import AgreementError, ConfigurationError, GoneError, RequestTimeoutError
-from golem_api.rest import routes
-from golem_api.rest.activity import ActivityApi
-from golem_api.rest.market import MarketApi
-from golem_api.rest.models import ProposalEvent, ProposalRejectedEvent
-from golem_api.rest.payment import PaymentApi
-from golem_api.rest.routes import ABSENT, POLL_MARGIN, Route
 
 
 @define

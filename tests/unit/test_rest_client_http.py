@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import test_utils, web
 
+from golem_api._rest import RestClient
+from golem_api._rest.config import ApiConfig
 from golem_api.errors import (
     AuthenticationError,
     GolemError,
@@ -20,8 +22,6 @@ from golem_api.errors import (
     NotFoundError,
     ServerError,
 )
-from golem_api.rest import RestClient
-from golem_api.rest.config import ApiConfig
 
 KEY = "test-app-key-0123456789abcdef"
 
@@ -182,7 +182,7 @@ async def test_debug_log_has_requests_but_never_the_key(
     node: tuple[str, Recorded], caplog: pytest.LogCaptureFixture
 ) -> None:
     url, _ = node
-    caplog.set_level(logging.DEBUG, logger="golem_api.rest")
+    caplog.set_level(logging.DEBUG, logger="golem_api._rest")
     async with RestClient(ApiConfig.for_node(url, KEY)) as client:
         await client.identity()
     assert "GET /me" in caplog.text
@@ -195,8 +195,8 @@ async def test_a_closed_client_refuses_further_requests(node: tuple[str, Recorde
     url, _ = node
     client = RestClient(ApiConfig.for_node(url, KEY))
     await client.identity()
-    await client.close()
-    await client.close()
+    await client.aclose()
+    await client.aclose()
     with pytest.raises(GolemError, match="closed"):
         await client.identity()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from golem_api._rest.config import Api, ApiConfig
 from golem_api.errors import ConfigurationError
-from golem_api.rest.config import Api, ApiConfig
 
 KEY = "0123456789abcdef0123456789abcdef"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from golem_api._rest.http_errors import error_for_status, unreachable_error
 from golem_api.errors import (
     ApiError,
     AuthenticationError,
@@ -14,7 +15,6 @@ from golem_api.errors import (
     RequestTimeoutError,
     ServerError,
 )
-from golem_api.rest.http_errors import error_for_status, unreachable_error
 
 
 @pytest.mark.parametrize(

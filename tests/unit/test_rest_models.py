@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from golem_api.rest.models import (
+from golem_api._rest.models import (
     ActivityState,
     ActivityUsage,
     Agreement,

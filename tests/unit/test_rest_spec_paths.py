@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
-from golem_api.rest import routes
-from golem_api.rest.activity import ActivityApi
-from golem_api.rest.client import RestClient
-from golem_api.rest.config import API_PREFIXES, Api, ApiConfig
-from golem_api.rest.gsb import GsbApi
-from golem_api.rest.market import MarketApi
-from golem_api.rest.payment import PaymentApi
-from golem_api.rest.routes import ABSENT, ROUTES, Route
+from golem_api._rest import routes
+from golem_api._rest.activity import ActivityApi
+from golem_api._rest.client import RestClient
+from golem_api._rest.config import API_PREFIXES, Api, ApiConfig
+from golem_api._rest.gsb import GsbApi
+from golem_api._rest.market import MarketApi
+from golem_api._rest.payment import PaymentApi
+from golem_api._rest.routes import ABSENT, ROUTES, Route
 
 # The official specs, copied unchanged into the repository (see tests/specs/yagna/SOURCE.md).
 SPECS = Path(__file__).resolve().parents[1] / "specs" / "yagna"
@@ -238,8 +238,8 @@ async def test_the_api_classes_use_exactly_the_routes_of_the_table() -> None:
 async def test_the_client_refuses_a_route_outside_the_table() -> None:
     client = RestClient(ApiConfig.for_node("http://127.0.0.1:1", "key"))
     scan = Route(Api.MARKET, "POST", "/scan")
-    with pytest.raises(ValueError, match=r"not in golem_api\.rest\.routes\.ROUTES"):
+    with pytest.raises(ValueError, match=r"not in golem_api\._rest\.routes\.ROUTES"):
         await client._request(scan, parse=lambda data: data)
     with pytest.raises(ValueError, match="no query parameters"):
         await client._request(routes.GET_AGREEMENT, "a", params={"timeout": "1"}, parse=lambda data: data)
-    await client.close()
+    await client.aclose()

@@ -9,7 +9,7 @@ import pytest
 
 from golem_api.errors import ConfigurationError, GolemError
 from golem_api.payload import Payload, VmPayload
-from golem_api.services.arguments import check_service_class, plan_instances, resolve_payload
+from golem_api.services._arguments import check_service_class, plan_instances, resolve_payload
 from golem_api.services.service import Handler, Service
 
 

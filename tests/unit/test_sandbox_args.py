@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from golem_api.local.runtime.base import Volume
-from golem_api.local.runtime.image import DEFAULT_IMAGE, DEFAULT_VOLUMES, Image, check_sandbox_path
-from golem_api.local.runtime.sandbox import AGENT_PATH, SandboxLayout, bwrap_args, describe_exit
+from golem_local.runtime.base import Volume
+from golem_local.runtime.image import DEFAULT_IMAGE, DEFAULT_VOLUMES, Image, check_sandbox_path
+from golem_local.runtime.sandbox import AGENT_PATH, SandboxLayout, bwrap_args, describe_exit
 
 
 def _ops(args: list[str]) -> list[tuple[str, ...]]:

@@ -19,9 +19,12 @@ from typing import Any, cast
 import pytest
 from attrs import define, field
 
+from golem_api._rest.client import RestClient
+from golem_api._rest.config import ApiConfig
+from golem_api._rest.models import ExeScriptCommandResult, RuntimeEvent
 from golem_api.activity.activity import Activity
 from golem_api.activity.script import ENV_PROGRAM, Command, CommandResult, Download, Script
-from golem_api.activity.storage import GsbStorage, Published, Receiving, TransferError
+from golem_api.activity.storage import GsbStorage, Published, Receiving
 from golem_api.activity.work_context import WorkContext
 from golem_api.errors import (
     ActivityError,
@@ -29,10 +32,12 @@ from golem_api.errors import (
     BatchTimeoutError,
     CommandExecutionError,
     ConfigurationError,
+    GolemTimeoutError,
     NodeUnreachableError,
+    TransferError,
 )
 from golem_api.events import CommandExecuted, CommandOutput, Event, EventBus, ScriptFinished, ScriptSent
-from golem_api.gftp import (
+from golem_shared.gftp import (
     GsbRequest,
     GsbResponse,
     decode_request,
@@ -40,9 +45,6 @@ from golem_api.gftp import (
     encode_request,
     encode_response,
 )
-from golem_api.rest.client import RestClient
-from golem_api.rest.config import ApiConfig
-from golem_api.rest.models import ExeScriptCommandResult, RuntimeEvent
 
 WHEN = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
 BOUND = 5.0  # seconds any await here may take; the semantics under test are "at once"
@@ -119,7 +121,7 @@ class FakeService:
     data: bytes = b""
     closed: bool = False
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self.closed = True
 
     async def wait(self, timeout: float) -> int:
@@ -349,6 +351,8 @@ async def test_a_timed_out_script_raises_and_settles_the_unfinished_commands() -
     with pytest.raises(BatchTimeoutError, match=r"within its timeout of 0\.2 s") as raised:
         await asyncio.wait_for(ctx.run_script(script), BOUND)
     assert raised.value.batch_id == "batch-1"
+    assert isinstance(raised.value, GolemTimeoutError)
+    assert raised.value.timeout == 0.2
     assert done.result().success
     for command in (stuck, after):
         with pytest.raises(CommandExecutionError, match="timeout"):
@@ -493,7 +497,7 @@ async def test_chunks_in_any_order_are_assembled_and_checked_against_the_hash() 
     digest = hashlib.sha3_256(b"hello world").hexdigest()
     assert (await call(receiving, "UploadFinished", {"hash": digest})).error is None
     assert await receiving.result(timeout=BOUND) == b"hello world"
-    await receiving.close()
+    await receiving.aclose()
 
 
 @pytest.mark.parametrize(
@@ -514,7 +518,16 @@ async def test_a_corrupt_upload_is_refused_and_its_result_raises(
     assert list(answer.error) == [variant]
     with pytest.raises(TransferError, match=match):
         await receiving.result(timeout=BOUND)
-    await receiving.close()
+    await receiving.aclose()
+
+
+async def test_an_upload_the_provider_never_finishes_times_out_as_a_golem_timeout() -> None:
+    receiving = Receiving(storage_without_node(), "f1", "0xrequestor")
+    await call(receiving, "UploadChunk", chunk(0, b"abc"))
+    with pytest.raises(GolemTimeoutError, match=r"did not finish within 0\.01 s") as raised:
+        await receiving.result(timeout=0.01)
+    assert isinstance(raised.value, TransferError)
+    await receiving.aclose()
 
 
 async def test_an_upload_over_the_limit_is_refused_at_the_chunk() -> None:
@@ -524,12 +537,12 @@ async def test_an_upload_over_the_limit_is_refused_at_the_chunk() -> None:
     assert "limit of 4 bytes" in answer.error["WriteError"]
     with pytest.raises(TransferError, match="limit"):
         await receiving.result(timeout=BOUND)
-    await receiving.close()
+    await receiving.aclose()
 
 
 async def test_a_receiver_closed_before_the_upload_ended_fails_its_waiters() -> None:
     receiving = Receiving(storage_without_node(), "f1", "0xrequestor")
-    await receiving.close()
+    await receiving.aclose()
     with pytest.raises(TransferError, match="closed before"):
         await receiving.wait(timeout=BOUND)
 
@@ -546,4 +559,4 @@ async def test_published_data_is_served_by_metadata_and_chunks(tmp_path: Path) -
         beyond = await call(published, "GetChunk", {"offset": 11, "size": 1})
         assert beyond.error is not None
         assert "beyond the end" in beyond.error["ReadError"]
-        await published.close()
+        await published.aclose()

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from golem_api._rest import routes
+from golem_api._rest.activity import EVENT_STREAM, ActivityApi
+from golem_api._rest.models import RuntimeEvent
+from golem_api._rest.routes import Route
+from golem_api._rest.sse import SseFrame, SseParser
 from golem_api.errors import ConfigurationError, ServerError
-from golem_api.rest import routes
-from golem_api.rest.activity import EVENT_STREAM, ActivityApi
-from golem_api.rest.models import RuntimeEvent
-from golem_api.rest.routes import Route
-from golem_api.rest.sse import SseFrame, SseParser
 
 
 def frames_of(stream: bytes, *, chunk: int | None = None) -> list[SseFrame]:

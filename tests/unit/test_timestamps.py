@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from golem_api.timestamps import format_timestamp, parse_timestamp
+from golem_shared.timestamps import format_timestamp, parse_timestamp
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,190 @@
+"""Every call the client can make, in one table: :data:`ROUTES`.
+
+The API classes name a :class:`Route` from this module for each request and :class:`Requester`
+(``RestClient._request``) refuses any route that is not in :data:`ROUTES`, so this table is exactly the
+client's wire surface; a unit test checks each entry against the official specs.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import quote
+
+from attrs import frozen
+
+from golem_api._rest.config import Api
+from golem_api.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["ABSENT", "POLL_MARGIN", "ROUTES", "Requester", "Route", "StreamOpener", "WebSocketOpener"]
+
+T = TypeVar("T")
+
+POLL_MARGIN = 10.0
+"""Seconds added to a long-poll's own timeout for the HTTP request, so the node answers first."""
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+class _Absent(enum.Enum):
+    ABSENT = enum.auto()
+
+
+ABSENT = _Absent.ABSENT
+"""Marks a request without a body (``None`` sends the JSON ``null``)."""
+
+
+@frozen
+class Route:
+    """One endpoint: ``method`` on ``template`` below the base URL of ``api``, with its query names."""
+
+    api: Api
+    method: str
+    template: str
+    query: tuple[str, ...] = ()
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        """The names in braces in the template, in order."""
+        return tuple(_PLACEHOLDER.findall(self.template))
+
+    def expand(self, *args: str) -> str:
+        """The template with each placeholder replaced by the matching argument, percent-encoded."""
+        names = self.placeholders
+        if len(args) != len(names):
+            raise TypeError(f"{self} takes {len(names)} path arguments, got {len(args)}")
+        values = iter(args)
+
+        def fill(match: re.Match[str]) -> str:
+            value = next(values)
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"{match[1]} for {self} must be a non-empty string, got {value!r}")
+            return quote(value, safe="")
+
+        return _PLACEHOLDER.sub(fill, self.template)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.template}"
+
+
+class Requester(Protocol):
+    """Sends one request on a route and returns ``parse`` applied to the JSON answer."""
+
+    async def __call__(
+        self,
+        route: Route,
+        *path_args: str,
+        params: Mapping[str, str | None] | None = None,
+        json: Any = ABSENT,
+        timeout: float | None = None,
+        parse: Callable[[Any], T],
+    ) -> T:
+        """Send ``route`` filled with ``path_args``; ``None`` query values are left out."""
+
+
+class StreamOpener(Protocol):
+    """Opens a streaming answer on a route (server-sent events): the body as an async iterator of byte chunks.
+
+    The context manager raises the same errors as :class:`Requester` when the node refuses, and closes the
+    connection on exit.
+    """
+
+    def __call__(
+        self,
+        route: Route,
+        *path_args: str,
+        params: Mapping[str, str | None] | None = None,
+        accept: str,
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open ``route`` filled with ``path_args``, asking for the media type ``accept``."""
+
+
+class WebSocketOpener(Protocol):
+    """Opens a WebSocket on a route (with the app key) and returns it; the caller closes it."""
+
+    async def __call__(
+        self, route: Route, *path_args: str, protocols: tuple[str, ...]
+    ) -> aiohttp.ClientWebSocketResponse[bool]:
+        """Connect to ``route`` filled with ``path_args``, offering the subprotocols ``protocols``."""
+
+
+_table: list[Route] = []
+
+
+def _route(api: Api, method: str, template: str, *query: str) -> Route:
+    route = Route(api, method, template, query)
+    _table.append(route)
+    return route
+
+
+_MARKET, _PAYMENT, _ACTIVITY, _GSB = Api.MARKET, Api.PAYMENT, Api.ACTIVITY, Api.GSB
+_POLL = ("timeout", "maxEvents")
+_SINCE = ("timeout", "afterTimestamp", "maxEvents")
+
+# Identity (no prefix; not part of the published specs).
+IDENTITY = _route(Api.ROOT, "GET", "/me")
+
+# Market, requestor side.
+SUBSCRIBE_DEMAND = _route(_MARKET, "POST", "/demands")
+UNSUBSCRIBE_DEMAND = _route(_MARKET, "DELETE", "/demands/{subscriptionId}")
+COLLECT_DEMAND_EVENTS = _route(_MARKET, "GET", "/demands/{subscriptionId}/events", *_POLL)
+COUNTER_PROPOSAL = _route(_MARKET, "POST", "/demands/{subscriptionId}/proposals/{proposalId}")
+GET_PROPOSAL = _route(_MARKET, "GET", "/demands/{subscriptionId}/proposals/{proposalId}")
+REJECT_PROPOSAL = _route(_MARKET, "POST", "/demands/{subscriptionId}/proposals/{proposalId}/reject")
+CREATE_AGREEMENT = _route(_MARKET, "POST", "/agreements")
+CONFIRM_AGREEMENT = _route(_MARKET, "POST", "/agreements/{agreementId}/confirm", "appSessionId")
+WAIT_FOR_APPROVAL = _route(_MARKET, "POST", "/agreements/{agreementId}/wait", "timeout")
+CANCEL_AGREEMENT = _route(_MARKET, "POST", "/agreements/{agreementId}/cancel")
+
+# Market, both sides.
+GET_AGREEMENT = _route(_MARKET, "GET", "/agreements/{agreementId}")
+TERMINATE_AGREEMENT = _route(_MARKET, "POST", "/agreements/{agreementId}/terminate")
+COLLECT_AGREEMENT_EVENTS = _route(_MARKET, "GET", "/agreementEvents", *_SINCE, "appSessionId")
+
+# Market, provider side.
+SUBSCRIBE_OFFER = _route(_MARKET, "POST", "/offers")
+UNSUBSCRIBE_OFFER = _route(_MARKET, "DELETE", "/offers/{subscriptionId}")
+COLLECT_OFFER_EVENTS = _route(_MARKET, "GET", "/offers/{subscriptionId}/events", *_POLL)
+COUNTER_DEMAND_PROPOSAL = _route(_MARKET, "POST", "/offers/{subscriptionId}/proposals/{proposalId}")
+REJECT_DEMAND_PROPOSAL = _route(_MARKET, "POST", "/offers/{subscriptionId}/proposals/{proposalId}/reject")
+APPROVE_AGREEMENT = _route(_MARKET, "POST", "/agreements/{agreementId}/approve", "appSessionId", "timeout")
+REJECT_AGREEMENT = _route(_MARKET, "POST", "/agreements/{agreementId}/reject")
+
+# Payment, requestor side.
+CREATE_ALLOCATION = _route(_PAYMENT, "POST", "/allocations")
+LIST_ALLOCATIONS = _route(_PAYMENT, "GET", "/allocations")
+GET_ALLOCATION = _route(_PAYMENT, "GET", "/allocations/{allocationId}")
+RELEASE_ALLOCATION = _route(_PAYMENT, "DELETE", "/allocations/{allocationId}")
+DEMAND_DECORATIONS = _route(_PAYMENT, "GET", "/demandDecorations", "allocationIds")
+COLLECT_DEBIT_NOTE_EVENTS = _route(_PAYMENT, "GET", "/debitNoteEvents", *_SINCE)
+COLLECT_INVOICE_EVENTS = _route(_PAYMENT, "GET", "/invoiceEvents", *_SINCE)
+LIST_DEBIT_NOTES = _route(_PAYMENT, "GET", "/debitNotes")
+GET_DEBIT_NOTE = _route(_PAYMENT, "GET", "/debitNotes/{debitNoteId}")
+ACCEPT_DEBIT_NOTE = _route(_PAYMENT, "POST", "/debitNotes/{debitNoteId}/accept")
+LIST_INVOICES = _route(_PAYMENT, "GET", "/invoices")
+GET_INVOICE = _route(_PAYMENT, "GET", "/invoices/{invoiceId}")
+ACCEPT_INVOICE = _route(_PAYMENT, "POST", "/invoices/{invoiceId}/accept")
+
+# Activity, requestor side.
+CREATE_ACTIVITY = _route(_ACTIVITY, "POST", "/activity")
+DESTROY_ACTIVITY = _route(_ACTIVITY, "DELETE", "/activity/{activityId}")
+GET_ACTIVITY_STATE = _route(_ACTIVITY, "GET", "/activity/{activityId}/state")
+GET_ACTIVITY_USAGE = _route(_ACTIVITY, "GET", "/activity/{activityId}/usage")
+EXEC = _route(_ACTIVITY, "POST", "/activity/{activityId}/exec")
+# JSON (long-poll with commandIndex and timeout), or server-sent events with ``Accept: text/event-stream``.
+GET_EXEC_BATCH_RESULTS = _route(_ACTIVITY, "GET", "/activity/{activityId}/exec/{batchId}", "commandIndex", "timeout")
+GET_RUNNING_COMMAND = _route(_ACTIVITY, "GET", "/activity/{activityId}/command")
+
+# GSB services (file transfer without a gftp binary): bind, unbind, and the WebSocket of their messages.
+BIND_SERVICES = _route(_GSB, "POST", "/services")
+UNBIND_SERVICES = _route(_GSB, "DELETE", "/services/{servicesId}")
+SERVICE_MESSAGES = _route(_GSB, "GET", "/services/{servicesId}")
+
+ROUTES: tuple[Route, ...] = tuple(_table)
+"""Every route the client may send; ``RestClient._request`` refuses any other."""

@@ -1,0 +1,243 @@
+"""Collecting a batch's results: long-polling the node for each command, and reading its event stream for output.
+
+Polling is the ground truth. :func:`poll_results` asks for command 0, then 1, … with ``commandIndex`` and a
+long-poll ``timeout``, so each command is known as soon as it ends (and only the asked command carries its
+output, as the daemon answers), until a command fails or the last one is in.
+
+Streaming adds the output as it is written. :class:`EventStreamReader` reads the batch's server-sent events in
+a task it owns and hands ``stdout`` / ``stderr`` pieces to an :class:`OutputRouter`, which cuts them into lines
+for the command's callbacks. The daemon sends only what happens after the stream opened, so a command that
+ended before it missed its events: before a polled command is settled, :meth:`EventStreamReader.caught_up`
+waits (briefly, bounded) for the stream to reach that command's end, and :meth:`OutputRouter.fallback` gives
+the callbacks the output from the result for a stream of which nothing came live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+from golem_api.errors import ActivityError, GolemError, RequestTimeoutError
+from golem_shared.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from golem_api._rest.models import ExeScriptCommandResult, RuntimeEvent
+    from golem_api.activity.activity import Activity
+
+__all__ = ["POLL_TIMEOUT", "STREAMS", "EventStreamReader", "LineSplitter", "OutputRouter", "poll_results"]
+
+_log = logging.getLogger(__name__)
+
+POLL_TIMEOUT = 10.0
+"""Seconds one long-poll for a command's result waits on the node before it is asked again."""
+
+STREAMS = ("stdout", "stderr")
+
+_MISSING_LIMIT = 3  # answers in a row without the awaited command before the node is deemed broken
+
+
+class LineSplitter:
+    """Cuts text that arrives in pieces into lines (without their line break) for ``callback``.
+
+    A callback that raises is logged and does not stop the script.
+    """
+
+    def __init__(self, callback: Callable[[str], None], name: str = "output") -> None:
+        self._callback = callback
+        self._name = name
+        self._partial = ""
+
+    def feed(self, text: str) -> None:
+        """Take the next piece; call back for every line it completes."""
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._deliver(line.removesuffix("\r"))
+
+    def flush(self) -> None:
+        """Call back with the unfinished last line, if any (the output has ended)."""
+        partial, self._partial = self._partial, ""
+        if partial:
+            self._deliver(partial.removesuffix("\r"))
+
+    def _deliver(self, line: str) -> None:
+        try:
+            self._callback(line)
+        except Exception:
+            _log.exception("the %s callback %r failed on the line %r", self._name, self._callback, line)
+
+
+class OutputRouter:
+    """Routes output pieces of a batch's commands to their line callbacks and to ``on_piece`` (for events).
+
+    ``callbacks`` maps a command index to its ``{"stdout": callback, "stderr": callback}`` (either may be
+    missing); ``on_piece(index, stream, text)`` sees every piece of every command.
+    """
+
+    def __init__(
+        self,
+        callbacks: Mapping[int, Mapping[str, Callable[[str], None] | None]],
+        on_piece: Callable[[int, str, str], None],
+    ) -> None:
+        self._splitters = {
+            (index, stream): LineSplitter(callback, f"{stream} of command #{index}")
+            for index, streams in callbacks.items()
+            for stream, callback in streams.items()
+            if callback is not None
+        }
+        self._on_piece = on_piece
+        self._seen: dict[tuple[int, str], list[str]] = {}
+        self._finished: set[int] = set()
+
+    def output(self, index: int, stream: str, text: str) -> None:
+        """A piece of ``stream`` written by command ``index``."""
+        if not text or index in self._finished:
+            return
+        self._seen.setdefault((index, stream), []).append(text)
+        try:
+            self._on_piece(index, stream, text)
+        except Exception:
+            _log.exception("handling output of command #%d failed", index)
+        splitter = self._splitters.get((index, stream))
+        if splitter is not None:
+            splitter.feed(text)
+
+    def streamed(self, index: int, stream: str) -> str | None:
+        """Everything of ``stream`` that came live for command ``index`` (``None``: nothing came)."""
+        pieces = self._seen.get((index, stream))
+        return "".join(pieces) if pieces else None
+
+    def fallback(self, index: int, result: ExeScriptCommandResult) -> None:
+        """Give the callbacks the result's output for each stream of which nothing came live."""
+        for stream in STREAMS:
+            text = result.stdout if stream == "stdout" else result.stderr
+            if text and (index, stream) not in self._seen:
+                self.output(index, stream, text)
+
+    def finish(self, index: int) -> None:
+        """Command ``index`` has ended: flush its unfinished lines; later pieces for it are dropped."""
+        if index in self._finished:
+            return
+        for stream in STREAMS:
+            splitter = self._splitters.get((index, stream))
+            if splitter is not None:
+                splitter.flush()
+        self._finished.add(index)
+
+
+class EventStreamReader:
+    """Reads a batch's event stream in an owned task, feeding an :class:`OutputRouter`.
+
+    :meth:`start` opens it; :meth:`aclose` cancels and awaits the task. A stream that cannot be opened or breaks
+    is logged and ends: polling goes on, and outputs then reach the callbacks from the results.
+    """
+
+    def __init__(self, activity: Activity, batch_id: str, router: OutputRouter) -> None:
+        self._activity = activity
+        self._batch_id = batch_id
+        self._router = router
+        self._tasks = TaskSet(f"event stream of batch {batch_id}", logger=_log)
+        self._reader: asyncio.Task[None] | None = None
+        self._finished: set[int] = set()
+        self._highest_started = -1
+        self._tick = asyncio.Event()
+        self.events = 0
+
+    def start(self) -> None:
+        """Open the stream and start reading it."""
+        if self._reader is None:
+            self._reader = self._tasks.spawn(self._read(), name=f"events of {self._batch_id}")
+
+    @property
+    def running(self) -> bool:
+        """True while the stream is being read."""
+        return self._reader is not None and not self._reader.done()
+
+    async def _read(self) -> None:
+        try:
+            async with self._activity.stream(self._batch_id) as events:
+                async for event in events:
+                    self._handle(event)
+        except GolemError as exc:
+            _log.info("the event stream of batch %s ended (%s); results still come by polling", self._batch_id, exc)
+        except Exception:
+            _log.exception("reading the event stream of batch %s failed; results still come by polling", self._batch_id)
+        finally:
+            self._wake()
+
+    def _handle(self, event: RuntimeEvent) -> None:
+        if event.batch_id != self._batch_id:
+            return
+        self.events += 1
+        if event.kind in STREAMS and isinstance(event.payload, str):
+            self._router.output(event.index, event.kind, event.payload)
+        elif event.kind == "started":
+            self._highest_started = max(self._highest_started, event.index)
+        elif event.kind == "finished":
+            self._finished.add(event.index)
+        self._wake()
+
+    def _wake(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    def _passed(self, index: int) -> bool:
+        return index in self._finished or self._highest_started > index or not self.running
+
+    async def caught_up(self, index: int, grace: float) -> bool:
+        """Wait up to ``grace`` s for the stream to pass the end of command ``index``; True if it did.
+
+        Returns at once when the stream has already passed it, has gone on to a later command (the command's
+        own events were missed), or is not running.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while not self._passed(index):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._tick.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def aclose(self) -> None:
+        """Stop reading and close the stream."""
+        await self._tasks.aclose()
+        self._reader = None
+
+
+async def poll_results(
+    activity: Activity,
+    batch_id: str,
+    count: int,
+    on_result: Callable[[ExeScriptCommandResult], Awaitable[bool]],
+    *,
+    poll_timeout: float = POLL_TIMEOUT,
+) -> None:
+    """Long-poll each of the ``count`` commands of a batch in turn and pass its result to ``on_result``.
+
+    Stops after the last command, or when ``on_result`` returns False (a failed command: the batch stops there).
+    """
+    index = 0
+    missing = 0
+    while index < count:
+        try:
+            results = await activity.results(batch_id, command_index=index, timeout=poll_timeout)
+        except RequestTimeoutError:
+            continue
+        item = next((result for result in results if result.index == index), None)
+        if item is None:
+            missing += 1
+            if missing >= _MISSING_LIMIT:
+                raise ActivityError(
+                    f"the node answered {missing} long-polls for command #{index} of batch {batch_id} without its "
+                    f"result (got indexes {[result.index for result in results]}); it does not follow the activity API"
+                )
+            continue
+        missing = 0
+        if not await on_result(item):
+            return
+        index += 1

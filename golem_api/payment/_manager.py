@@ -1,0 +1,453 @@
+"""Paying providers: one allocation for the budget, debit notes and invoices accepted exactly once.
+
+Two owned tasks long-poll the node's debit-note and invoice events, starting at the allocation's own
+timestamp (the node's clock), so documents of earlier runs are not touched. A document is accepted only
+when it belongs to an agreement of this run, asks no more than the agreed prices allow, and its new charge
+fits in what is left of the budget; otherwise it is refused (an event says why) and the agreement is
+terminated, since the daemon cannot reject documents.
+
+What the prices allow: the agreement's linear price model (:class:`~golem_shared.pricing.LinearPricing`)
+applied to the usage the activity API reports, read after the document arrived (so it covers at least the
+usage the document bills), plus a tolerance (``price_tolerance``, relative, and ``amount_epsilon``,
+absolute). For a debit note that is the price of its activity's usage; for an invoice, the sum over its
+activities. A provider caught asking for more (:class:`~golem_api.events.DocumentRefused`) is paid nothing
+more under that agreement, its invoice included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from golem_api.errors import (
+    ApiError,
+    BadRequestError,
+    GolemError,
+    GoneError,
+    InsufficientFundsError,
+    MarketError,
+    NodeUnreachableError,
+    NotFoundError,
+    PaymentError,
+)
+from golem_api.events import (
+    ActivityCreated,
+    AllocationCreated,
+    AllocationReleased,
+    DebitNoteAccepted,
+    DebitNoteRejected,
+    DocumentRefused,
+    EventBus,
+    InvoiceAccepted,
+    InvoiceReceived,
+    PaymentFailed,
+)
+from golem_shared.pricing import DURATION_SEC
+from golem_shared.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from golem_api._rest.client import RestClient
+    from golem_api._rest.models import Allocation, DebitNote, Invoice, PaymentEvent
+    from golem_api.market.agreement import Agreement
+
+__all__ = ["PaymentManager"]
+
+_log = logging.getLogger(__name__)
+
+_RETRY_AFTER = 1.0  # seconds between polls after the node failed to answer
+_USAGE_TIMEOUT = 10.0  # seconds allowed for reading an activity's usage
+
+
+class PaymentManager:
+    """Holds the allocation and accepts the documents of this run's agreements.
+
+    ``price_tolerance`` (relative, default 1 %) and ``amount_epsilon`` (absolute) are how much more than
+    price × reported usage a document may ask, for rounding and clocks that differ a little.
+    """
+
+    def __init__(
+        self,
+        rest: RestClient,
+        bus: EventBus,
+        *,
+        budget: Decimal,
+        platform: str,
+        price_tolerance: Decimal = Decimal("0.01"),
+        amount_epsilon: Decimal = Decimal("1e-9"),
+    ) -> None:
+        if not price_tolerance >= 0 or not amount_epsilon >= 0:
+            raise PaymentError(
+                f"price_tolerance and amount_epsilon must not be negative, got {price_tolerance}, {amount_epsilon}"
+            )
+        self._rest = rest
+        self._bus = bus
+        self.budget = budget
+        self.platform = platform
+        self.price_tolerance = Decimal(str(price_tolerance))  # str(): no binary noise from a float
+        self.amount_epsilon = Decimal(str(amount_epsilon))
+        self._refused: dict[str, str] = {}  # agreement id -> why nothing more is paid under it
+        self.allocation: Allocation | None = None
+        self._agreements: dict[str, Agreement] = {}
+        self._accepted_debit: dict[str, Decimal] = {}  # activity id -> cumulative amount accepted
+        self._activity_agreement: dict[str, str] = {}
+        self._invoiced: dict[str, Decimal] = {}  # agreement id -> invoice amount accepted
+        self._handled: set[str] = set()
+        self._invoice_paid: dict[str, asyncio.Future[Decimal]] = {}
+        self._tasks = TaskSet("payment manager", logger=_log)
+        self._activity_seen: dict[str, float] = {}  # activity id -> time.monotonic() when its creation was answered
+        self._subscription = bus.subscribe(self._on_activity_created, ActivityCreated)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the allocation for the budget and start accepting documents."""
+        try:
+            self.allocation = await self._rest.payment.create_allocation(
+                payment_platform=self.platform, total_amount=self.budget
+            )
+        except BadRequestError as exc:
+            if "insufficient" in exc.message.lower():
+                raise InsufficientFundsError(
+                    f"the budget of {self.budget} is more than the account holds on {self.platform}: "
+                    f"{exc.message}. Lower budget=, release old allocations, or fund the account "
+                    f"(on a testnet: `yagna payment fund`)",
+                    requested=self.budget,
+                    platform=self.platform,
+                ) from exc
+            raise PaymentError(
+                f"the node refused an allocation of {self.budget} on {self.platform}: {exc.message}. "
+                "Check payment_driver= and payment_network="
+            ) from exc
+        allocation = self.allocation
+        self._bus.emit(
+            AllocationCreated(allocation_id=allocation.allocation_id, amount=self.budget, platform=self.platform)
+        )
+        since = allocation.timestamp
+        self._tasks.spawn(
+            self._poll(self._rest.payment.collect_debit_note_events, since, self._on_debit_note),
+            name="debit-note events",
+        )
+        self._tasks.spawn(
+            self._poll(self._rest.payment.collect_invoice_events, since, self._on_invoice), name="invoice events"
+        )
+
+    async def aclose(self) -> None:
+        """Stop accepting documents and release the allocation."""
+        await self._tasks.aclose()
+        self._bus.unsubscribe(self._subscription)
+        if self.allocation is not None:
+            allocation_id, self.allocation = self.allocation.allocation_id, None
+            with contextlib.suppress(NotFoundError, GoneError):
+                await self._rest.payment.release_allocation(allocation_id)
+            self._bus.emit(AllocationReleased(allocation_id=allocation_id, spent=self.spent))
+
+    # --- what the engine asks -------------------------------------------------------------------
+
+    @property
+    def allocation_id(self) -> str:
+        if self.allocation is None:
+            raise PaymentError("no allocation: the payment manager is not started")
+        return self.allocation.allocation_id
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Agreements under which nothing more is paid (ids → why), after a document asked too much."""
+        return dict(self._refused)
+
+    @property
+    def spent(self) -> Decimal:
+        """What this run has accepted to pay so far."""
+        total = sum(self._invoiced.values(), start=Decimal(0))
+        for activity_id, amount in self._accepted_debit.items():
+            if self._activity_agreement.get(activity_id) not in self._invoiced:
+                total += amount
+        return total
+
+    def track(self, agreement: Agreement) -> None:
+        """Pay the documents of ``agreement`` (checked against its prices, ``agreement.pricing``)."""
+        self._agreements[agreement.agreement_id] = agreement
+        self._invoice_paid.setdefault(agreement.agreement_id, asyncio.get_running_loop().create_future())
+
+    async def wait_for_invoices(self, agreement_ids: Iterable[str], timeout: float) -> list[str]:
+        """Wait up to ``timeout`` s for the invoices of these agreements; return the ids still unpaid.
+
+        An agreement whose documents were refused for asking too much counts as settled: nothing is owed.
+        """
+        futures = {a: self._invoice_paid[a] for a in agreement_ids if a in self._invoice_paid}
+        pending = [f for f in futures.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return [a for a, f in futures.items() if not f.done()]
+
+    # --- polling ----------------------------------------------------------------------------------
+
+    async def _poll(
+        self,
+        collect: Callable[..., Awaitable[list[PaymentEvent]]],
+        since: datetime,
+        handle: Callable[[str], Awaitable[None]],
+    ) -> None:
+        after = since
+        while True:
+            try:
+                events = await collect(after=after, timeout=5.0, max_events=100)
+            except (NodeUnreachableError, ApiError) as exc:
+                _log.warning("polling payment events failed, retrying in %.0f s: %s", _RETRY_AFTER, exc)
+                await asyncio.sleep(_RETRY_AFTER)
+                continue
+            for event in events:
+                after = max(after, event.event_date)
+                if event.event_type.endswith("ReceivedEvent") and event.document_id not in self._handled:
+                    self._handled.add(event.document_id)
+                    try:
+                        await handle(event.document_id)
+                    except (ApiError, NodeUnreachableError) as exc:
+                        _log.error("could not process %s: %s", event.document_id, exc)
+
+    def _remaining(self) -> Decimal:
+        return self.budget - self.spent
+
+    async def _on_debit_note(self, debit_note_id: str) -> None:
+        note = await self._rest.payment.get_debit_note(debit_note_id)
+        agreement = self._agreements.get(note.agreement_id)
+        if agreement is None:
+            _log.debug("debit note %s is for agreement %s of another run", debit_note_id, note.agreement_id)
+            return
+        if await self._overcharged_debit_note(agreement, note):
+            return
+        already = self._accepted_debit.get(note.activity_id, Decimal(0))
+        charge = note.total_amount_due - already
+        reason = self._refusal(charge)
+        if reason:
+            await self._refuse(agreement, note.debit_note_id, note.total_amount_due, reason, debit=True)
+            return
+        await self._rest.payment.accept_debit_note(
+            debit_note_id, amount=note.total_amount_due, allocation_id=self.allocation_id
+        )
+        self._activity_agreement[note.activity_id] = note.agreement_id
+        self._accepted_debit[note.activity_id] = max(already, note.total_amount_due)
+        self._bus.emit(
+            DebitNoteAccepted(
+                debit_note_id=debit_note_id,
+                agreement_id=note.agreement_id,
+                activity_id=note.activity_id,
+                provider_name=agreement.provider_name,
+                amount=note.total_amount_due,
+            )
+        )
+
+    # --- price checks ---------------------------------------------------------------------------
+
+    def _allowance(self, cost: Decimal) -> Decimal:
+        return cost * (1 + self.price_tolerance) + self.amount_epsilon
+
+    async def _usage_cost(self, agreement: Agreement, activity_id: str) -> Decimal | None:
+        """The agreed price of the activity's usage as the activity API reports it now; ``None`` if unknown."""
+        try:
+            usage = await asyncio.wait_for(self._rest.activity.get_usage(activity_id), _USAGE_TIMEOUT)
+        except (GolemError, asyncio.TimeoutError) as exc:
+            _log.warning("could not read the usage of activity %s: %r", activity_id, exc)
+            return None
+        if usage.current_usage is None:
+            return None
+        try:
+            return agreement.pricing.cost(usage.current_usage)
+        except MarketError as exc:
+            _log.warning("activity %s reports a usage the agreement does not price: %s", activity_id, exc)
+            return None
+
+    def _on_activity_created(self, event: object) -> None:
+        if isinstance(event, ActivityCreated):
+            self._activity_seen.setdefault(event.activity_id, time.monotonic())
+
+    def _certain_cost(self, agreement: Agreement, activity_id: str) -> Decimal | None:
+        """A floor of what the activity costs by now: the agreed price of the time it has surely run.
+
+        The provider created the activity before the requestor got its id, so its ``duration_sec`` is at least
+        the time since then. With no negative price, a note asking no more than this floor (plus the tolerance)
+        asks no more than the price of the activity's real usage either, and needs no usage query.
+        """
+        seen = self._activity_seen.get(activity_id)
+        pricing = agreement.pricing
+        if seen is None or DURATION_SEC not in pricing.usage_vector:
+            return None
+        if pricing.start_price < 0 or any(c < 0 for c in pricing.coeffs):
+            return None
+        elapsed = max(time.monotonic() - seen, 0.0)
+        return pricing.cost_of({DURATION_SEC: Decimal(str(round(elapsed, 6)))})
+
+    async def _overcharged_debit_note(self, agreement: Agreement, note: DebitNote) -> bool:
+        """Refuse the note (and the agreement) when it asks more than the prices allow; True if refused."""
+        if self._refused_before(agreement, "debit note", note.debit_note_id, note.total_amount_due):
+            return True
+        floor = self._certain_cost(agreement, note.activity_id)
+        if floor is not None and note.total_amount_due <= self._allowance(floor):
+            return False  # within the price of the time the activity has surely run: no need to ask its usage
+        cost = await self._usage_cost(agreement, note.activity_id)
+        if cost is None and note.usage_counter_vector is not None:
+            # The activity API did not answer: price the usage the note itself claims.
+            with contextlib.suppress(MarketError):
+                cost = agreement.pricing.cost(note.usage_counter_vector)
+        return await self._over_allowance(
+            agreement,
+            "debit note",
+            note.debit_note_id,
+            note.total_amount_due,
+            cost,
+            f"activity {note.activity_id}",
+            "its reported usage",
+        )
+
+    async def _overcharged_invoice(self, agreement: Agreement, invoice: Invoice) -> bool:
+        """Refuse the invoice (and the agreement) when it asks more than the prices allow; True if refused."""
+        if self._refused_before(agreement, "invoice", invoice.invoice_id, invoice.amount):
+            return True
+        cost = Decimal(0)
+        for activity_id in invoice.activity_ids:
+            activity_cost = await self._usage_cost(agreement, activity_id)
+            if activity_cost is None:  # unknown now: what was already checked and accepted for it
+                activity_cost = self._accepted_debit.get(activity_id, Decimal(0))
+            cost += activity_cost
+        return await self._over_allowance(
+            agreement,
+            "invoice",
+            invoice.invoice_id,
+            invoice.amount,
+            cost,
+            f"{len(invoice.activity_ids)} activit(ies)",
+            "their final usage",
+        )
+
+    def _refused_before(self, agreement: Agreement, kind: str, document_id: str, amount: Decimal) -> bool:
+        """True (and an event) when an earlier document of ``agreement`` was refused: nothing more is paid."""
+        earlier = self._refused.get(agreement.agreement_id)
+        if earlier is None:
+            return False
+        reason = f"nothing more is paid under agreement {agreement.agreement_id}: {earlier}"
+        _log.info("not paying %s %s from %r: %s", kind, document_id, agreement.provider_name, reason)
+        self._emit_refused(agreement, kind, document_id, amount, Decimal(0), reason)
+        return True
+
+    async def _over_allowance(
+        self,
+        agreement: Agreement,
+        kind: str,
+        document_id: str,
+        amount: Decimal,
+        cost: Decimal | None,
+        charged_for: str,
+        usage: str,
+    ) -> bool:
+        """Refuse the document (and end the agreement) when ``amount`` exceeds what ``cost`` allows; True if so."""
+        if cost is None:
+            reason = f"the usage of {charged_for} is unknown, so {amount} cannot be checked"
+            allowed = Decimal(0)
+        else:
+            allowed = self._allowance(cost)
+            if amount <= allowed:
+                return False
+            reason = (
+                f"it asks {amount} for {charged_for}, but {usage} at the agreed prices costs {cost} "
+                f"(at most {allowed} with the tolerance)"
+            )
+        self._refused[agreement.agreement_id] = f"its {kind} {document_id} was refused: {reason}"
+        _log.error("refusing %s %s from %r: %s", kind, document_id, agreement.provider_name, reason)
+        self._emit_refused(agreement, kind, document_id, amount, allowed, reason)
+        # Nothing is owed any more under this agreement: nobody should wait for its invoice.
+        future = self._invoice_paid.get(agreement.agreement_id)
+        if future is not None and not future.done():
+            future.set_result(Decimal(0))
+        with contextlib.suppress(ApiError, NodeUnreachableError):
+            await agreement.terminate(f"{kind} refused: {reason}", success=False)
+        return True
+
+    def _emit_refused(
+        self, agreement: Agreement, kind: str, document_id: str, amount: Decimal, allowed: Decimal, reason: str
+    ) -> None:
+        self._bus.emit(
+            DocumentRefused(
+                kind=kind,
+                document_id=document_id,
+                agreement_id=agreement.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=amount,
+                allowed=allowed,
+                reason=reason,
+            )
+        )
+
+    # --- budget -----------------------------------------------------------------------------------
+
+    def _refusal(self, charge: Decimal) -> str:
+        if charge > self._remaining():
+            return f"it would charge {charge} more, but only {self._remaining()} of the budget of {self.budget} is left"
+        return ""
+
+    async def _refuse(
+        self, agreement: Agreement, document_id: str, amount: Decimal, reason: str, *, debit: bool
+    ) -> None:
+        _log.error("not paying %s from %r: %s", document_id, agreement.provider_name, reason)
+        if debit:
+            self._bus.emit(
+                DebitNoteRejected(
+                    debit_note_id=document_id,
+                    agreement_id=agreement.agreement_id,
+                    provider_name=agreement.provider_name,
+                    amount=amount,
+                    reason=reason,
+                )
+            )
+        else:
+            self._bus.emit(
+                PaymentFailed(
+                    document_id=document_id,
+                    agreement_id=agreement.agreement_id,
+                    provider_name=agreement.provider_name,
+                    reason=reason,
+                )
+            )
+        with contextlib.suppress(ApiError):
+            await agreement.terminate(f"payment refused: {reason}", success=False)
+
+    async def _on_invoice(self, invoice_id: str) -> None:
+        invoice = await self._rest.payment.get_invoice(invoice_id)
+        agreement = self._agreements.get(invoice.agreement_id)
+        if agreement is None:
+            _log.debug("invoice %s is for agreement %s of another run", invoice_id, invoice.agreement_id)
+            return
+        self._bus.emit(
+            InvoiceReceived(
+                invoice_id=invoice_id,
+                agreement_id=invoice.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=invoice.amount,
+            )
+        )
+        if await self._overcharged_invoice(agreement, invoice):
+            return
+        covered = sum((self._accepted_debit.get(a, Decimal(0)) for a in invoice.activity_ids), start=Decimal(0))
+        reason = self._refusal(max(invoice.amount - covered, Decimal(0)))
+        if reason:
+            await self._refuse(agreement, invoice_id, invoice.amount, reason, debit=False)
+            return
+        await self._rest.payment.accept_invoice(invoice_id, amount=invoice.amount, allocation_id=self.allocation_id)
+        self._invoiced[invoice.agreement_id] = invoice.amount
+        for activity_id in invoice.activity_ids:
+            self._activity_agreement[activity_id] = invoice.agreement_id
+        future = self._invoice_paid.get(invoice.agreement_id)
+        if future is not None and not future.done():
+            future.set_result(invoice.amount)
+        self._bus.emit(
+            InvoiceAccepted(
+                invoice_id=invoice_id,
+                agreement_id=invoice.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=invoice.amount,
+            )
+        )

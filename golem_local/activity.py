@@ -1,0 +1,591 @@
+"""The exe-unit side of activities on the local network: create, run ExeScript, meter, bill, destroy.
+
+Each activity is supervised by an :class:`Activity` with an explicit lifecycle, as the daemon's exe-unit::
+
+    New --create--> Initialized --deploy--> Deployed --start--> Ready
+       any live state --destroy / terminate--> Terminated
+       any live state --the runtime ended by itself--> Unresponsive --destroy--> Terminated
+
+While a ``deploy`` or ``start`` runs, the state shows the pending transition (``[Initialized, Deployed]``,
+``[Deployed, Ready]``); while a ``run`` or ``transfer`` runs, ``[Ready, Ready]``.
+
+**Commands.** ``POST /exec`` hands the activity a parsed batch (:mod:`golem_local.exescript`); an owned
+worker task runs the activity's batches one after another, the commands of each in order, on the activity's
+:class:`Runtime` (one per activity, made by the hub's ``runtime_factory``). A command in the wrong state
+fails with an Error result that names the state and what to send first; any failure stops its batch
+(:mod:`golem_local.batch`). ``terminate`` ends the activity like a destroy; ``sign`` is answered with an
+Error result, as the local node has no key to sign with. ``transfer`` goes through
+:class:`~golem_local.transfer.FileTransfer`.
+
+**Unresponsive.** After ``start`` an owned watcher task awaits ``runtime.wait_ended()``; when it returns
+(the sandbox was killed from outside, it crashed) the activity becomes ``Unresponsive`` with the reason as
+``errorMessage``, the running command ends with an Error result, queued batches fail, and metering stops
+with a last debit note.
+
+**Metering.** While it lives, an owned metering task wakes every ``debit-note interval`` seconds of its
+agreement and has the provider issue a debit note for the cumulative cost of the usage so far: the
+agreement's linear price model applied to ``golem.usage.duration_sec`` (seconds since creation) and
+``golem.usage.cpu_sec`` (``runtime.cpu_seconds()``), times the provider's ``overcharge``. Ending an activity
+cancels and awaits its tasks, stops its runtime and issues a last debit note. When the agreement ends
+(:meth:`ActivityHub.agreement_ended`, the provider's ``Billing`` hook) its live activities are destroyed and
+the provider invoices the sum of their final amounts, also when that sum is zero, so that the requestor
+always sees every agreement settled.
+
+Time comes from a :class:`TimeSource`; :class:`ManualTime` lets tests move it by hand instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Literal, Protocol
+
+from golem_local.batch import Batch, Outcome, run_batch
+from golem_local.clock import LoopTime, TimeSource
+from golem_local.config import ProviderSpec
+from golem_local.exescript import (
+    Command,
+    DeployCommand,
+    OutputCapture,
+    RunCommand,
+    SignCommand,
+    StartCommand,
+    TerminateCommand,
+    TransferCommand,
+)
+from golem_local.http import HttpError
+from golem_local.ledger import Ledger
+from golem_local.market_model import AgreementRecord, AgreementState, LocalMarketError
+from golem_local.runtime.base import (
+    Deployment,
+    DeploySettings,
+    RunProcess,
+    Runtime,
+    RuntimeFailure,
+)
+from golem_local.runtime.idle import IdleRuntime
+from golem_local.transfer import FileTransfer
+from golem_shared.errors import GolemError, MarketError
+from golem_shared.pricing import CPU_SEC, DURATION_SEC, LinearPricing
+from golem_shared.tasks import TaskSet
+
+__all__ = [
+    "DEBIT_NOTE_INTERVAL",
+    "DEFAULT_DEBIT_NOTE_INTERVAL",
+    "MULTI_ACTIVITY",
+    "ActivityHub",
+    "AgreementLookup",
+    "ExeUnitActivity",
+    "ExeUnitState",
+    "Runtime",
+    "RuntimeFactory",
+]
+
+DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
+MULTI_ACTIVITY = "golem.srv.caps.multi-activity"
+DEFAULT_DEBIT_NOTE_INTERVAL = 120.0
+"""Seconds between debit notes when neither side of the agreement names an interval."""
+
+_log = logging.getLogger(__name__)
+
+_WEI = Decimal("1e-18")  # amounts are kept to the token's 18 decimals
+_TASK_END_TIMEOUT = 10.0  # seconds a cancelled task of an activity gets to end (a command being killed)
+
+
+class ExeUnitState(Enum):
+    """The activity states, as on the wire."""
+
+    NEW = "New"
+    INITIALIZED = "Initialized"
+    DEPLOYED = "Deployed"
+    READY = "Ready"
+    UNRESPONSIVE = "Unresponsive"
+    TERMINATED = "Terminated"
+
+
+_LIVE = frozenset({ExeUnitState.INITIALIZED, ExeUnitState.DEPLOYED, ExeUnitState.READY})
+# action -> (states it may start from, state it leads to)
+_TRANSITIONS: dict[str, tuple[frozenset[ExeUnitState], ExeUnitState]] = {
+    "create": (frozenset({ExeUnitState.NEW}), ExeUnitState.INITIALIZED),
+    "deploy": (frozenset({ExeUnitState.INITIALIZED}), ExeUnitState.DEPLOYED),
+    "start": (frozenset({ExeUnitState.DEPLOYED}), ExeUnitState.READY),
+    "fail": (_LIVE, ExeUnitState.UNRESPONSIVE),
+    "destroy": (_LIVE | {ExeUnitState.NEW, ExeUnitState.UNRESPONSIVE}, ExeUnitState.TERMINATED),
+}
+# stateful command -> (the state it needs, the state it leads to)
+_COMMAND_STATES: dict[str, tuple[ExeUnitState, ExeUnitState]] = {
+    "deploy": (ExeUnitState.INITIALIZED, ExeUnitState.DEPLOYED),
+    "start": (ExeUnitState.DEPLOYED, ExeUnitState.READY),
+    "run": (ExeUnitState.READY, ExeUnitState.READY),
+    "transfer": (ExeUnitState.READY, ExeUnitState.READY),
+}
+
+
+def _wrong_state(state: ExeUnitState, command: str) -> str:
+    """Why ``command`` cannot run in ``state``, and what to send instead."""
+    now = f"the activity is {state.value}"
+    if state not in _LIVE:
+        return f"{now}; it runs no more commands: create a new activity"
+    if command == "deploy":
+        return f"{now}; deploy runs once, on an Initialized activity"
+    if command == "start":
+        if state is ExeUnitState.INITIALIZED:
+            return f"{now}; send deploy before start"
+        return f"{now}; start runs once, after deploy"
+    if state is ExeUnitState.INITIALIZED:
+        return f"{now}; send deploy and start before {command}"
+    return f"{now}; send start before {command}"
+
+
+def _exit_message(code: int) -> str | None:
+    if code == 0:
+        return None
+    if code < 0:
+        return f"ExeScript command was killed by signal {-code}"
+    return f"ExeScript command exited with code {code}"
+
+
+RuntimeFactory = Callable[[AgreementRecord, str], Runtime]
+"""Makes the runtime of a new activity from its agreement and its activity id."""
+
+
+class AgreementLookup(Protocol):
+    """The part of the local market the hub needs: agreements by id (raising ``LocalMarketError``)."""
+
+    def get_agreement(self, agreement_id: str, *, by: str | None = None) -> AgreementRecord:
+        """The agreement as it is now; 404 when unknown or ``by`` is not one of its parties."""
+        ...
+
+
+def _interval(agreement: AgreementRecord) -> float:
+    # The offer side is the provider's last counter-proposal: it holds the interval the provider accepted.
+    for properties in (agreement.offer.properties, agreement.demand.properties):
+        value = properties.get(DEBIT_NOTE_INTERVAL)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return DEFAULT_DEBIT_NOTE_INTERVAL
+
+
+def _payee(agreement: AgreementRecord, platform: str) -> str:
+    chosen = agreement.demand.properties.get("golem.com.payment.chosen-platform", platform)
+    address = agreement.offer.properties.get(f"golem.com.payment.platform.{chosen}.address")
+    return address if isinstance(address, str) else agreement.provider_id
+
+
+class ExeUnitActivity:
+    """The supervisor of one activity: its state, its batches, its usage, its debit notes and its tasks."""
+
+    def __init__(
+        self,
+        *,
+        agreement: AgreementRecord,
+        ledger: Ledger,
+        pricing: LinearPricing,
+        overcharge: Decimal,
+        runtime: Runtime,
+        time_source: TimeSource,
+        activity_id: str | None = None,
+        transfers: FileTransfer | None = None,
+    ) -> None:
+        self.activity_id = activity_id if activity_id is not None else secrets.token_hex(16)
+        self.agreement_id = agreement.agreement_id
+        self.provider_id = agreement.provider_id
+        self.payee_addr = _payee(agreement, ledger.platform)
+        self.interval = _interval(agreement)
+        self.pricing = pricing
+        self.overcharge = overcharge
+        self.runtime = runtime
+        self.transfers = transfers
+        self.state = ExeUnitState.NEW
+        self.next_state: ExeUnitState | None = None
+        self.reason: str | None = None
+        self.error_message: str | None = None
+        self.final_usage: list[float] | None = None
+        self.last_amount = Decimal(0)
+        self.deployment: Deployment | None = None
+        self.batches: dict[str, Batch] = {}
+        self._ledger = ledger
+        self._time = time_source
+        self._created = time_source.monotonic()
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue()
+        self._current: Batch | None = None
+        self._tasks = TaskSet(f"activity {activity_id}", logger=_log)
+        self._worker: asyncio.Task[None] | None = None
+        self._shutting_down = False
+        self._stopped = asyncio.Event()  # set once the last debit note (if any) is out and usage is frozen
+
+    def __repr__(self) -> str:
+        return f"<Activity {self.activity_id} {self.state.value} of agreement {self.agreement_id}>"
+
+    @property
+    def live(self) -> bool:
+        """Neither terminated nor unresponsive."""
+        return self.state in _LIVE
+
+    def _transition(self, action: str) -> None:
+        sources, target = _TRANSITIONS[action]
+        if self.state not in sources:
+            raise HttpError(409, f"activity {self.activity_id} is {self.state.value}; cannot {action} it")
+        self.state = target
+        self.next_state = None
+
+    # -- usage and billing --------------------------------------------------------------------------------
+
+    def usage(self) -> list[float]:
+        """The usage counters in the agreement's order (frozen once the activity has stopped)."""
+        if self.final_usage is not None:
+            return list(self.final_usage)
+        counters = {
+            DURATION_SEC: max(self._time.monotonic() - self._created, 0.0),
+            CPU_SEC: self.runtime.cpu_seconds(),
+        }
+        return [float(counters.get(name, 0.0)) for name in self.pricing.usage_vector]
+
+    def amount_due(self, usage: list[float]) -> Decimal:
+        """The cumulative amount the provider bills for ``usage``: price model × overcharge, to 18 decimals."""
+        return (self.pricing.cost(usage) * self.overcharge).quantize(_WEI)
+
+    def bill(self, usage: list[float] | None = None) -> None:
+        """Issue a debit note for ``usage`` (by default the usage so far)."""
+        usage = self.usage() if usage is None else usage
+        self.last_amount = self.amount_due(usage)
+        self._ledger.issue_debit_note(
+            agreement_id=self.agreement_id,
+            activity_id=self.activity_id,
+            provider_id=self.provider_id,
+            payee_addr=self.payee_addr,
+            total_amount_due=self.last_amount,
+            usage_counter_vector=usage,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """``New → Initialized``; start metering and the worker that runs batches."""
+        self._transition("create")
+        self._tasks.spawn(self._metering(), name=f"metering of activity {self.activity_id}")
+        self._worker = self._tasks.spawn(self._work(), name=f"batches of activity {self.activity_id}")
+
+    async def _metering(self) -> None:
+        # Deadlines count from the creation, so that a late start or a slow bill never shifts them;
+        # intervals that passed entirely while the loop was busy are billed once, not once each.
+        due = 1
+        try:
+            while True:
+                await self._time.sleep_until(self._created + due * self.interval)
+                self.bill()
+                due = int((self._time.monotonic() - self._created) // self.interval) + 1
+        except Exception:
+            _log.exception("activity %s: metering failed; no more periodic debit notes", self.activity_id)
+
+    async def _watch_runtime(self) -> None:
+        try:
+            reason = await self.runtime.wait_ended()
+        except Exception as exc:  # a broken watch is as good as an ended runtime: the commands cannot be trusted
+            reason = f"the runtime could not be watched: {exc}"
+        if self.live:
+            _log.warning("activity %s: the runtime ended by itself: %s", self.activity_id, reason)
+            await self.fail(reason)
+
+    async def _shutdown(self, reason: str, *, bill: bool) -> None:
+        """Cancel and await the activity's tasks, fail its batches, stop the runtime, bill; once."""
+        if self._shutting_down:
+            await self._stopped.wait()
+            return
+        self._shutting_down = True
+        try:
+            current = asyncio.current_task()
+            await self._tasks.aclose(timeout=_TASK_END_TIMEOUT)
+            await self.runtime.stop()
+            usage = self.usage()
+            if bill:
+                self.bill(usage)
+            self.final_usage = usage
+            self.reason = reason
+        finally:
+            # Last, so that whoever sees a batch end here also sees the activity's final state and bill.
+            for batch in list(self.batches.values()):
+                if not (batch is self._current and self._worker is current):  # a terminate finishes its own batch
+                    batch.abort(f"the activity is {self.state.value}: {reason}")
+            self._stopped.set()
+
+    async def fail(self, reason: str) -> None:
+        """The runtime ended by itself: ``Unresponsive`` with ``reason``; commands fail, metering stops."""
+        if not self.live:
+            return
+        self._transition("fail")
+        self.error_message = reason
+        await self._shutdown(f"the runtime ended by itself: {reason}", bill=True)
+
+    async def destroy(self, reason: str = "destroyed by the requestor") -> None:
+        """Stop the tasks and the runtime, issue the last debit note, and end ``Terminated``.
+
+        A second call (say the agreement ends while the requestor destroys) waits for the first to finish,
+        so that whoever invoices afterwards sees the final amount. An ``Unresponsive`` activity, already
+        stopped and billed, just becomes ``Terminated``.
+        """
+        if self.state is ExeUnitState.TERMINATED:
+            await self._stopped.wait()
+            return
+        self._transition("destroy")
+        await self._shutdown(reason, bill=True)
+
+    async def aclose(self) -> None:
+        """Stop without billing (the node is shutting down)."""
+        if self.state is not ExeUnitState.TERMINATED:
+            self._transition("destroy")
+        await self._shutdown("the local node shut down", bill=False)
+        self._worker = None
+        await self._tasks.aclose(timeout=_TASK_END_TIMEOUT)  # a worker that ran `terminate` ended by itself
+
+    # -- batches ------------------------------------------------------------------------------------------
+
+    def exec(self, commands: Sequence[Command]) -> Batch:
+        """Queue a batch; it runs after the batches sent before it. 410 when the activity no longer runs."""
+        if not self.live:
+            why = f": {self.error_message}" if self.error_message else ""
+            raise HttpError(
+                410,
+                f"activity {self.activity_id} is {self.state.value}{why}; it runs no more commands: "
+                "create a new activity",
+            )
+        batch = Batch(self.activity_id, commands)
+        self.batches[batch.batch_id] = batch
+        self._queue.put_nowait(batch)
+        return batch
+
+    def batch(self, batch_id: str) -> Batch:
+        """A batch of this activity by id; 404 when unknown."""
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise HttpError(404, f"activity {self.activity_id} has no batch {batch_id}")
+        return batch
+
+    def running_commands(self) -> list[dict[str, Any]]:
+        """``[{"command", "params"?, "batchId"}]`` of the commands running now (empty when idle)."""
+        running = []
+        for batch in self.batches.values():
+            command = batch.running
+            if command is not None:
+                item: dict[str, Any] = {"command": command.state_name, "batchId": batch.batch_id}
+                if command.params is not None:
+                    item["params"] = command.params
+                running.append(item)
+        return running
+
+    async def _work(self) -> None:
+        while self.live:
+            batch = await self._queue.get()
+            self._current = batch
+            try:
+                await run_batch(batch, self._execute)
+            finally:
+                self._current = None
+        while not self._queue.empty():  # after a terminate: batches that were queued behind it
+            self._queue.get_nowait().abort(_wrong_state(self.state, "exec"))
+
+    async def _execute(self, command: Command, batch: Batch) -> Outcome:
+        """Run one command; every failure, including a wrong state, becomes an Error outcome."""
+        if isinstance(command, TerminateCommand):
+            if self.live:
+                self._transition("destroy")
+                await self._shutdown("terminated by the ExeScript terminate command", bill=True)
+            return Outcome()
+        if isinstance(command, SignCommand):
+            return Outcome.error(
+                "sign is not supported by the local node: it has no key to sign batches with; leave it out"
+            )
+        needed, target = _COMMAND_STATES[command.name]
+        if self.state is not needed:
+            return Outcome.error(_wrong_state(self.state, command.name))
+        self.next_state = target
+        try:
+            outcome = await self._run(command, batch)
+        except (RuntimeFailure, GolemError) as exc:
+            outcome = Outcome.error(f"{command.name} failed: {exc}")
+        except Exception as exc:
+            _log.exception("activity %s: %s failed", self.activity_id, command.name)
+            outcome = Outcome.error(f"{command.name} failed: internal error of the local node: {exc!r}")
+        finally:
+            if self.live:
+                self.next_state = None
+        if outcome.ok and self.live:
+            self.state = target
+            if isinstance(command, StartCommand):
+                self._tasks.spawn(self._watch_runtime(), name=f"runtime watch of activity {self.activity_id}")
+        return outcome
+
+    async def _run(self, command: Command, batch: Batch) -> Outcome:
+        if isinstance(command, DeployCommand):
+            settings = DeploySettings(
+                env=dict(command.env), hostname=command.hostname, volumes=command.volumes, raw=command.raw["deploy"]
+            )
+            self.deployment = await self.runtime.deploy(settings)
+            return Outcome()
+        if isinstance(command, StartCommand):
+            await self.runtime.start(command.args)
+            return Outcome()
+        if isinstance(command, RunCommand):
+            return await self._run_process(command, batch)
+        assert isinstance(command, TransferCommand)
+        if self.transfers is None:
+            return Outcome.error("transfer is not available: this activity hub was built without file transfer")
+        await self.transfers.transfer(self.runtime, command.source, command.destination)
+        return Outcome()
+
+    async def _run_process(self, command: RunCommand, batch: Batch) -> Outcome:
+        captures = {"stdout": OutputCapture(command.capture.stdout), "stderr": OutputCapture(command.capture.stderr)}
+
+        def sink(stream: Literal["stdout", "stderr"], data: bytes) -> None:
+            piece = captures[stream].write(data)
+            if piece is not None:
+                batch.command_output(command.index, stream, piece)
+
+        process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
+        code = await self.runtime.run_command(process, sink)
+        return Outcome(
+            return_code=code,
+            message=_exit_message(code),
+            stdout=captures["stdout"].result(),
+            stderr=captures["stderr"].result(),
+        )
+
+
+class ActivityHub:
+    """The activities of the local node's providers; also the providers' ``Billing`` hook.
+
+    ``providers`` maps provider node ids to their specs (for ``overcharge``); ``runtime_factory`` makes the
+    runtime of each new activity from its agreement and activity id (the idle one by default);
+    ``transfers`` carries out ``transfer`` commands (none by default: they fail).
+    """
+
+    def __init__(
+        self,
+        market: AgreementLookup,
+        ledger: Ledger,
+        *,
+        providers: Mapping[str, ProviderSpec] | None = None,
+        time_source: TimeSource | None = None,
+        runtime_factory: RuntimeFactory | None = None,
+        transfers: FileTransfer | None = None,
+    ) -> None:
+        self._market = market
+        self._ledger = ledger
+        self._providers = dict(providers or {})
+        self._time: TimeSource = time_source if time_source is not None else LoopTime()
+        self._runtime_factory: RuntimeFactory = runtime_factory or (lambda _agreement, _id: IdleRuntime())
+        self._transfers = transfers
+        self._activities: dict[str, ExeUnitActivity] = {}
+        self._invoiced: set[str] = set()
+        self._closed = False
+
+    @property
+    def requestor_id(self) -> str:
+        """The identity the activity API serves (the node's requestor)."""
+        return self._ledger.requestor_id
+
+    def _agreement(self, agreement_id: str, by: str | None) -> AgreementRecord:
+        try:
+            return self._market.get_agreement(agreement_id, by=by)
+        except LocalMarketError as exc:
+            raise HttpError(exc.status, exc.message) from exc
+
+    async def create(self, agreement_id: str, *, by: str | None = None) -> ExeUnitActivity:
+        """A new ``Initialized`` activity on an ``Approved`` agreement of ``by`` (default: the requestor).
+
+        404 unknown agreement; 403 not the requestor's; 400 not approved, or a second activity on an
+        agreement whose offer lacks ``golem.srv.caps.multi-activity``.
+        """
+        caller = by or self.requestor_id
+        if self._closed:
+            raise HttpError(500, "the local node is shutting down")
+        agreement = self._agreement(agreement_id, caller)
+        if agreement.requestor_id != caller:
+            raise HttpError(403, f"agreement {agreement_id} is not yours: only its requestor may create activities")
+        if agreement.state is not AgreementState.APPROVED:
+            raise HttpError(400, f"agreement {agreement_id} is {agreement.state.value}, not Approved")
+        if agreement_id in self._invoiced:
+            raise HttpError(400, f"agreement {agreement_id} has ended: its provider has invoiced it")
+        existing = [a for a in self._activities.values() if a.agreement_id == agreement_id]
+        if existing and agreement.offer.properties.get(MULTI_ACTIVITY) is not True:
+            raise HttpError(
+                400,
+                f"agreement {agreement_id} already has activity {existing[0].activity_id} and the provider does "
+                f"not offer {MULTI_ACTIVITY}: destroy nothing, reuse that activity or negotiate another agreement",
+            )
+        try:
+            pricing = LinearPricing.from_properties(agreement.offer.properties)
+        except MarketError as exc:
+            raise HttpError(400, f"agreement {agreement_id} cannot be billed: {exc}") from exc
+        spec = self._providers.get(agreement.provider_id)
+        activity_id = secrets.token_hex(16)
+        activity = ExeUnitActivity(
+            agreement=agreement,
+            ledger=self._ledger,
+            pricing=pricing,
+            overcharge=spec.overcharge if spec is not None else Decimal(1),
+            runtime=self._runtime_factory(agreement, activity_id),
+            time_source=self._time,
+            activity_id=activity_id,
+            transfers=self._transfers,
+        )
+        self._activities[activity.activity_id] = activity
+        activity.start()
+        return activity
+
+    def get(self, activity_id: str) -> ExeUnitActivity:
+        """An activity by id; 404 when unknown."""
+        activity = self._activities.get(activity_id)
+        if activity is None:
+            raise HttpError(404, f"activity {activity_id} not found")
+        return activity
+
+    def activities(self, agreement_id: str | None = None) -> list[ExeUnitActivity]:
+        """Every activity (of ``agreement_id`` when given), oldest first."""
+        return [a for a in self._activities.values() if agreement_id in (None, a.agreement_id)]
+
+    async def destroy(self, activity_id: str) -> None:
+        """Destroy an activity (404 unknown); a terminated one stays as it is."""
+        await self.get(activity_id).destroy()
+
+    def tick(self) -> None:
+        """Have every live activity bill now, as its metering task does every interval."""
+        for activity in self._activities.values():
+            if activity.live:
+                activity.bill()
+
+    async def agreement_ended(self, agreement_id: str, provider_id: str) -> None:
+        """``Billing``: destroy the agreement's live activities and invoice their final amounts (once).
+
+        The invoice is issued even when no activity ran (amount 0), so every ended agreement settles.
+        """
+        if agreement_id in self._invoiced:
+            return
+        self._invoiced.add(agreement_id)
+        activities = self.activities(agreement_id)
+        for activity in activities:
+            await activity.destroy("the agreement ended")
+        if activities:
+            payee = activities[0].payee_addr
+        else:
+            try:
+                payee = _payee(self._agreement(agreement_id, None), self._ledger.platform)
+            except HttpError:
+                payee = provider_id
+        self._ledger.issue_invoice(
+            agreement_id=agreement_id,
+            activity_ids=[a.activity_id for a in activities],
+            provider_id=provider_id,
+            payee_addr=payee,
+            amount=sum((a.last_amount for a in activities), Decimal(0)),
+        )
+
+    async def aclose(self) -> None:
+        """Stop every activity and await its metering task; no documents are issued any more."""
+        self._closed = True
+        for activity in list(self._activities.values()):
+            await activity.aclose()

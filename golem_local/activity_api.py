@@ -1,0 +1,184 @@
+"""The Activity API of the local node (``/activity-api/v1``), answering as the daemon does.
+
+``POST /activity`` takes either a JSON string (the agreement id) and answers a JSON string (the activity
+id), or ``{"agreementId", "requestorPubKey"?}`` and answers ``{"activityId"}``: the answer has the form
+of the question, since yapapi sends a string and breaks on an object. The daemon answers 200 where the
+spec says 201. Destroying answers 200 ``null``; an unknown activity is 404 everywhere.
+
+Commands: ``POST /activity/{id}/exec {"text"}`` answers the batch id (400 naming the bad command when the
+script does not parse; 410 when the activity is Terminated or Unresponsive). ``GET /activity/{id}/exec/{batch}``
+answers the finished results (``?commandIndex=&timeout=`` long-polls, 408 when the awaited command did not
+finish in time) or, with ``Accept: text/event-stream`` exactly, streams the batch's runtime events as
+server-sent events (``event: runtime``, ``data: <json>``, ``id: <n>`` counting from 0), from the batch's start,
+then live, with a ``:ping`` comment every 15 s of silence, ending after the batch's last ``finished`` event.
+``GET /activity/{id}/command`` lists the running commands (404 when idle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+
+from golem_local.activity import ActivityHub, ExeUnitActivity
+from golem_local.batch import Batch
+from golem_local.exescript import ExeScriptError, parse_exescript
+from golem_local.http import HttpError, json_response, read_json
+
+__all__ = [
+    "ACTIVITY_PREFIX",
+    "SSE_PING_INTERVAL",
+    "activity_state_json",
+    "activity_usage_json",
+    "add_activity_routes",
+]
+
+ACTIVITY_PREFIX = "/activity-api/v1"
+SSE_PING_INTERVAL = 15.0
+"""Seconds of silence after which the event stream sends a ``:ping`` comment."""
+
+_EVENT_STREAM = "text/event-stream"
+
+
+def activity_state_json(activity: ExeUnitActivity) -> dict[str, Any]:
+    """``{"state": [current, next], "reason"?, "errorMessage"?}``; ``next`` is the pending transition or null.
+
+    ``reason`` and ``errorMessage`` are left out when there is none, as the daemon does (the spec has no null).
+    """
+    pending = activity.next_state.value if activity.next_state is not None else None
+    body: dict[str, Any] = {"state": [activity.state.value, pending]}
+    if activity.reason is not None:
+        body["reason"] = activity.reason
+    if activity.error_message is not None:
+        body["errorMessage"] = activity.error_message
+    return body
+
+
+def activity_usage_json(activity: ExeUnitActivity) -> dict[str, Any]:
+    """``{"currentUsage": [...], "timestamp": unix seconds}``, counters in the agreement's usage-vector order."""
+    return {"currentUsage": activity.usage(), "timestamp": int(time.time())}
+
+
+def _number(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise HttpError(400, f"{name} must be a number of 0 or more, not {raw!r}")
+    return value
+
+
+def _command_index(request: web.Request) -> int | None:
+    value = _number(request, "commandIndex")
+    if value is None:
+        return None
+    if not value.is_integer():
+        raise HttpError(400, f"commandIndex must be a whole number, not {request.query['commandIndex']!r}")
+    return int(value)
+
+
+def _sse_frame(event: dict[str, Any], event_id: int) -> bytes:
+    data = json.dumps(event, separators=(",", ":"))
+    return f"event: runtime\ndata: {data}\nid: {event_id}\n\n".encode()
+
+
+class _ActivityRoutes:
+    def __init__(self, hub: ActivityHub, ping_interval: float) -> None:
+        self.hub = hub
+        self.ping_interval = ping_interval
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        if isinstance(body, str):
+            return json_response((await self.hub.create(body)).activity_id)
+        if isinstance(body, dict) and isinstance(body.get("agreementId"), str):
+            activity = await self.hub.create(body["agreementId"])
+            return json_response({"activityId": activity.activity_id})
+        raise HttpError(
+            400, f'the body must be the agreement id as a JSON string, or {{"agreementId": "…"}}; got {body!r}'
+        )
+
+    async def destroy(self, request: web.Request) -> web.Response:
+        await self.hub.destroy(request.match_info["id"])
+        return json_response(None)
+
+    async def state(self, request: web.Request) -> web.Response:
+        return json_response(activity_state_json(self.hub.get(request.match_info["id"])))
+
+    async def usage(self, request: web.Request) -> web.Response:
+        return json_response(activity_usage_json(self.hub.get(request.match_info["id"])))
+
+    async def agreement(self, request: web.Request) -> web.Response:
+        return json_response(self.hub.get(request.match_info["id"]).agreement_id)
+
+    async def exec(self, request: web.Request) -> web.Response:
+        activity = self.hub.get(request.match_info["id"])
+        body = await read_json(request)
+        if not isinstance(body, dict) or "text" not in body:
+            raise HttpError(
+                400, f'the body must be {{"text": "<JSON array of ExeScript commands>"}}; got {body!r:.200}'
+            )
+        try:
+            commands = parse_exescript(body["text"])
+        except ExeScriptError as exc:
+            raise HttpError(400, str(exc)) from None
+        return json_response(activity.exec(commands).batch_id)
+
+    async def results(self, request: web.Request) -> web.StreamResponse:
+        batch = self.hub.get(request.match_info["id"]).batch(request.match_info["batch"])
+        if request.headers.get("Accept") == _EVENT_STREAM:
+            return await self._stream(request, batch)
+        command_index = _command_index(request)
+        timeout = _number(request, "timeout")
+        return json_response(await batch.wait_results(command_index=command_index, timeout=timeout))
+
+    async def _stream(self, request: web.Request, batch: Batch) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": _EVENT_STREAM, "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        sent = 0
+        try:
+            while True:
+                events = await batch.events_from(sent, timeout=self.ping_interval)
+                if not events:
+                    if batch.finished and sent >= len(batch.events):
+                        break
+                    await response.write(b":ping\n\n")
+                    continue
+                await response.write(b"".join(_sse_frame(event, sent + i) for i, event in enumerate(events)))
+                sent += len(events)
+            await response.write_eof()
+        except ConnectionError:  # the reader went away: nothing more to send
+            pass
+        return response
+
+    async def command(self, request: web.Request) -> web.Response:
+        activity = self.hub.get(request.match_info["id"])
+        running = activity.running_commands()
+        if not running:
+            raise HttpError(404, f"no command is running in activity {activity.activity_id}")
+        return json_response(running)
+
+
+def add_activity_routes(app: web.Application, hub: ActivityHub, *, ping_interval: float = SSE_PING_INTERVAL) -> None:
+    """Serve ``hub`` under ``/activity-api/v1`` on ``app``; event streams ping after ``ping_interval`` s of silence."""
+    routes = _ActivityRoutes(hub, ping_interval)
+    p = ACTIVITY_PREFIX
+    app.router.add_routes(
+        [
+            web.post(f"{p}/activity", routes.create),
+            web.delete(f"{p}/activity/{{id}}", routes.destroy),
+            web.get(f"{p}/activity/{{id}}/state", routes.state),
+            web.get(f"{p}/activity/{{id}}/usage", routes.usage),
+            web.get(f"{p}/activity/{{id}}/agreement", routes.agreement),
+            web.get(f"{p}/activity/{{id}}/command", routes.command),
+            web.post(f"{p}/activity/{{id}}/exec", routes.exec),
+            web.get(f"{p}/activity/{{id}}/exec/{{batch}}", routes.results),
+        ]
+    )

@@ -1,0 +1,215 @@
+"""The local network's commands of ``golem-api``: ``node`` and ``image``.
+
+``golem-api node [--port N] [--providers N] [--app-key KEY] [--registry DIR]`` runs the embedded local Golem
+network on its own, for code in another process (or another language) that talks to a yagna daemon: it
+prints the URL and app key to export, and runs until Ctrl-C or SIGTERM, then stops cleanly.
+
+``golem-api image build DIR --tag NAME:VERSION [--file DOCKERFILE] [--build-arg NAME=VALUE]… [--registry DIR]``
+builds an image from the Dockerfile in ``DIR`` (:mod:`golem_local.images.builder`; the steps' output goes to
+stderr) and adds it to the local image registry, then prints its tag, hash, size and file on stdout.
+``golem-api image list [--registry DIR]`` lists the registry's images. The registry defaults to
+``$GOLEM_API_HOME/images`` (:func:`~golem_local.images.registry.default_registry_dir`).
+
+The requestor's command line (:mod:`golem_api._cli`) adds these through :func:`add_commands`, by way of its
+one lazy door into this package (:mod:`golem_api._local`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from golem_local.config import LocalNetworkConfig
+from golem_local.images.builder import build_image
+from golem_local.images.registry import ImageRegistry, default_registry_dir
+from golem_local.node import LocalNode
+from golem_shared.errors import GolemError
+from golem_shared.signals import stop_on_signals
+
+__all__ = ["DEFAULT_PORT", "add_commands"]
+
+DEFAULT_PORT = 7465
+"""The daemon's port, so that clients' default ``YAGNA_API_URL`` (``http://127.0.0.1:7465``) finds the node."""
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``node`` and ``image`` to the ``golem-api`` parser's subcommands."""
+    _add_node_command(commands)
+    _add_image_command(commands)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _add_node_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser(
+        "node",
+        help="run the embedded local Golem network standalone",
+        description="Run the embedded local Golem network (a yagna-compatible node with local providers) "
+        "until Ctrl-C or SIGTERM.",
+    )
+    node.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free)"
+    )
+    node.add_argument("--providers", type=_count, default=3, metavar="N", help="number of providers (default 3)")
+    node.add_argument("--app-key", metavar="KEY", help="the app key clients must send (default: a random one)")
+    _add_registry_option(node, "the image registry the node serves")
+    node.set_defaults(handler=_run_node)
+
+
+def _add_registry_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--registry",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help=f"{what} (default: {default_registry_dir()}, from $GOLEM_API_HOME)",
+    )
+
+
+def _build_arg(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def _add_image_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    image = commands.add_parser(
+        "image", help="build and list local images", description="Build and list the images of the local registry."
+    )
+    actions = image.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser(
+        "build",
+        help="build an image from a Dockerfile",
+        description="Build an image from DIR/Dockerfile (a Dockerfile subset; RUN steps run in the local sandbox, "
+        "FROM python:* is this machine's Python) and add it to the local registry.",
+    )
+    build.add_argument("context", metavar="DIR", type=Path, help="the build context: the folder of the Dockerfile")
+    build.add_argument("--tag", "-t", required=True, metavar="NAME:VERSION", help="the tag to give the image")
+    build.add_argument("--file", "-f", type=Path, metavar="DOCKERFILE", help="the Dockerfile (default: DIR/Dockerfile)")
+    build.add_argument(
+        "--build-arg", type=_build_arg, action="append", default=[], metavar="NAME=VALUE", help="an ARG value"
+    )
+    _add_registry_option(build, "the registry to add the image to")
+    build.set_defaults(handler=_build_image)
+    listing = actions.add_parser("list", help="list the images of the local registry")
+    _add_registry_option(listing, "the registry to list")
+    listing.set_defaults(handler=_list_images)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024 or unit == "MiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover - unreachable
+
+
+def _build_image(args: argparse.Namespace) -> int:
+    def log(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    try:
+        result = asyncio.run(
+            build_image(
+                args.context,
+                tag=args.tag,
+                registry=ImageRegistry(args.registry),
+                dockerfile=args.file,
+                build_args=dict(args.build_arg),
+                log=log,
+            )
+        )
+    except GolemError as exc:
+        print(f"golem-api image build: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("golem-api image build: interrupted", file=sys.stderr)
+        return 130
+    print(
+        f"Built {result.tag} in {result.seconds:.1f} s\n"
+        f"  hash: {result.hash}\n"
+        f"  tag:  {result.tag}\n"
+        f"  size: {_size(result.size)} ({result.size} bytes)\n"
+        f"  file: {result.path}\n"
+        f"Use it with: await vm.repo(image_tag={result.tag!r})",
+        flush=True,
+    )
+    return 0
+
+
+def _list_images(args: argparse.Namespace) -> int:
+    registry = ImageRegistry(args.registry)
+    try:
+        entries = registry.entries()
+    except GolemError as exc:
+        print(f"golem-api image list: error: {exc}", file=sys.stderr)
+        return 1
+    if not entries:
+        print(f"No images in {registry.root}; build one with `golem-api image build DIR --tag NAME:VERSION`.")
+        return 0
+    rows = [(", ".join(entry.tags) or "(untagged)", entry.hash, _size(entry.size)) for entry in entries]
+    width = max(len("TAG"), *(len(row[0]) for row in rows))
+    print(f"{'TAG':<{width}}  {'HASH':<56}  SIZE")
+    for tags, digest, size in rows:
+        print(f"{tags:<{width}}  {digest}  {size}")
+    return 0
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    try:
+        config = LocalNetworkConfig.with_providers(args.providers, image_registry=args.registry)
+        return asyncio.run(_serve_node(config, args.port, args.app_key, sys.stdout))
+    except GolemError as exc:
+        print(f"golem-api node: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
+        return 130
+
+
+async def _serve_node(config: LocalNetworkConfig, port: int, app_key: str | None, out: TextIO) -> int:
+    with stop_on_signals() as stop:
+        async with LocalNode(config, port=port, app_key=app_key) as node:
+            _describe(node, out)
+            await stop.wait()
+            print("Stopping the local Golem network…", file=out, flush=True)
+    print("Stopped.", file=out, flush=True)
+    return 0
+
+
+def _describe(node: LocalNode, out: TextIO) -> None:
+    lines = [
+        f"Local Golem network running at {node.url} with {len(node.providers)} provider(s)",
+        f"  requestor id: {node.requestor_id}",
+        f"  app key:      {node.app_key}",
+        f"  payment:      {node.config.payment_platform}, balance {node.config.requestor_balance}",
+    ]
+    lines += [f"  provider:     {p.name} {p.node_id}" for p in node.providers]
+    lines += [
+        f"  images:       {node.registry.root} (the registry at {node.url}/v1/image/)",
+        "Point clients at it with:",
+        f"  export YAGNA_APPKEY={node.app_key} YAGNA_API_URL={node.url} YAGNA_SUBNET={node.config.subnet} "
+        f"GOLEM_REGISTRY_URL={node.url}",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), file=out, flush=True)

@@ -1,0 +1,404 @@
+"""ExeScript on the local exe-unit: the commands a requestor sends to ``/exec``, checked before anything runs,
+and what a ``run`` command keeps of its output.
+
+:func:`parse_exescript` turns the ``text`` of an exec request (a JSON array) into command values, or raises
+:class:`ExeScriptError` naming the index of the first bad command and what is wrong with it, so that a
+malformed script is answered 400 at once instead of failing half-way. Inner field names are the daemon's
+(``entry_point`` stays snake_case; capture modes are ``atEnd`` / ``stream``).
+
+Capture follows the daemon's semantics, in :class:`OutputCapture`:
+
+* no capture for a stream: the output is discarded and the result has ``null`` there;
+* ``{"stream": {"limit"?, "format"?}}``: every piece is also sent as an event, and the result keeps the
+  output up to ``limit`` bytes (all of it without a limit); once the limit is reached no more events go out;
+* ``{"atEnd": {"head"|"tail"|"headTail": n, "format"?}}``: the result keeps the first ``n`` bytes, the last
+  ``n`` bytes, or the first half and the last half of ``n``; without a part, all of it;
+* ``format`` is ``str`` (the default; also ``string``) or ``bin`` (also ``binary``): a ``str`` result is text
+  (bytes that are not UTF-8 are read as Latin-1, as the daemon does), a ``bin`` one a list of byte values;
+* empty output gives ``null``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from attrs import field, frozen
+
+from golem_shared.errors import GolemError
+
+__all__ = [
+    "COMMAND_NAMES",
+    "Capture",
+    "CaptureMode",
+    "Command",
+    "DeployCommand",
+    "ExeScriptError",
+    "OutputCapture",
+    "RunCommand",
+    "SignCommand",
+    "StartCommand",
+    "TerminateCommand",
+    "TransferCommand",
+    "parse_exescript",
+]
+
+CaptureFormat = Literal["str", "bin"]
+
+_FORMATS: dict[str, CaptureFormat] = {"str": "str", "string": "str", "bin": "bin", "binary": "bin"}
+_PARTS = ("head", "tail", "headTail")
+
+
+class ExeScriptError(GolemError, ValueError):
+    """An ExeScript that cannot run: not JSON, not an array of commands, or a malformed command.
+
+    ``index`` is the position of the offending command (``None`` when the script as a whole is wrong).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        self.index = index
+        self.reason = message
+        where = "the ExeScript" if index is None else f"command #{index}"
+        super().__init__(f"{where}: {message}")
+
+
+@frozen
+class CaptureMode:
+    """How one output stream of a ``run`` is kept: streamed (with an optional byte ``limit``) or at the end.
+
+    ``head`` and ``tail`` are byte counts kept from the start and the end (``None``: no limit on that side;
+    for ``stream`` only ``head`` is used, as the limit).
+    """
+
+    stream: bool
+    format: CaptureFormat = "str"
+    head: int | None = None
+    tail: int | None = 0
+
+
+@frozen
+class Capture:
+    """The capture of a ``run``: ``None`` for a stream means its output is discarded."""
+
+    stdout: CaptureMode | None = None
+    stderr: CaptureMode | None = None
+
+
+@frozen
+class _CommandBase:
+    index: int
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """The command's name as on the wire (``run``, ``deploy``, …)."""
+        return next(iter(self.raw))
+
+    @property
+    def state_name(self) -> str:
+        """The name ``GET /command`` shows (``Run``, ``Deploy``, …)."""
+        return self.name.capitalize()
+
+    @property
+    def params(self) -> list[str] | None:
+        """The parameters ``GET /command`` shows (``None``: none)."""
+        return None
+
+
+@frozen
+class DeployCommand(_CommandBase):
+    """``deploy``: env, hostname and volumes go to the runtime; ``net``, ``hosts`` and ``progress`` are ignored."""
+
+    env: Mapping[str, str] = field(factory=dict)
+    hostname: str | None = None
+    volumes: tuple[str, ...] = ()
+
+
+@frozen
+class StartCommand(_CommandBase):
+    """``start``: the runtime's start arguments."""
+
+    args: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> list[str] | None:
+        """The start arguments."""
+        return list(self.args)
+
+
+@frozen
+class RunCommand(_CommandBase):
+    """``run``: ``entry_point`` with ``args`` (and ``env``, an extension the daemon ignores), output per ``capture``."""
+
+    entry_point: str = ""
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(factory=dict)
+    capture: Capture = field(factory=Capture)
+
+    @property
+    def params(self) -> list[str] | None:
+        """The entry point, then the arguments."""
+        return [self.entry_point, *self.args]
+
+
+@frozen
+class TransferCommand(_CommandBase):
+    """``transfer`` from ``source`` to ``destination``; ``format``, ``depth`` and ``fileset`` are accepted."""
+
+    source: str = ""
+    destination: str = ""
+    format: str | None = None
+    depth: int | None = None
+
+    @property
+    def params(self) -> list[str] | None:
+        """Source, then destination."""
+        return [self.source, self.destination]
+
+
+@frozen
+class TerminateCommand(_CommandBase):
+    """``terminate``: end the activity."""
+
+
+@frozen
+class SignCommand(_CommandBase):
+    """``sign``: sign the batch (not supported by the local node)."""
+
+
+Command = DeployCommand | StartCommand | RunCommand | TransferCommand | TerminateCommand | SignCommand
+
+COMMAND_NAMES = ("deploy", "start", "run", "transfer", "terminate", "sign")
+
+
+# -- parsing ------------------------------------------------------------------------------------------------
+
+
+class _Body:
+    """Typed reads of one command's body, each failure naming the command and the field."""
+
+    def __init__(self, index: int, name: str, body: Mapping[str, Any]) -> None:
+        self.index = index
+        self.name = name
+        self.body = body
+
+    def fail(self, message: str) -> ExeScriptError:
+        return ExeScriptError(f"{self.name}: {message}", index=self.index)
+
+    def text(self, key: str) -> str | None:
+        """An optional non-empty string."""
+        return None if self.body.get(key) is None else self.required(key)
+
+    def required(self, key: str) -> str:
+        """A non-empty string that must be there."""
+        value = self.body.get(key)
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"{key!r} must be a non-empty string, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.body.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail(f"{key!r} must be a list of strings, got {value!r}")
+        return tuple(value)
+
+    def string_map(self, key: str) -> dict[str, str]:
+        value = self.body.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self.fail(f"{key!r} must be an object of string values, got {value!r}")
+        return dict(value)
+
+    def count(self, key: str, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise self.fail(f"{key!r} must be a whole number of 0 or more, got {value!r}")
+        return value
+
+
+def _capture_format(body: _Body, mode: str, value: Any) -> CaptureFormat:
+    if value is None:
+        return "str"
+    if not isinstance(value, str) or value not in _FORMATS:
+        raise body.fail(f"capture {mode} format must be 'str' or 'bin', got {value!r}")
+    return _FORMATS[value]
+
+
+def _capture_mode(body: _Body, stream_name: str, value: Any) -> CaptureMode | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("atEnd", "stream"):
+        raise body.fail(f"capture.{stream_name} must be {{'stream': {{...}}}} or {{'atEnd': {{...}}}}, got {value!r}")
+    mode, settings = next(iter(value.items()))
+    settings = {} if settings is None else settings
+    if not isinstance(settings, dict):
+        raise body.fail(f"capture.{stream_name}.{mode} must be an object, got {settings!r}")
+    fmt = _capture_format(body, mode, settings.get("format"))
+    if mode == "stream":
+        limit = settings.get("limit")
+        head = None if limit is None else body.count(f"capture.{stream_name}.stream.limit", limit)
+        return CaptureMode(stream=True, format=fmt, head=head, tail=0)
+    parts = [part for part in _PARTS if settings.get(part) is not None]
+    if len(parts) > 1:
+        raise body.fail(f"capture.{stream_name}.atEnd takes one of head, tail or headTail, got {sorted(parts)}")
+    if not parts:
+        return CaptureMode(stream=False, format=fmt, head=None, tail=0)
+    part = parts[0]
+    size = body.count(f"capture.{stream_name}.atEnd.{part}", settings[part])
+    if part == "head":
+        return CaptureMode(stream=False, format=fmt, head=size, tail=0)
+    if part == "tail":
+        return CaptureMode(stream=False, format=fmt, head=0, tail=size)
+    head = (size + 1) // 2
+    return CaptureMode(stream=False, format=fmt, head=head, tail=size - head)
+
+
+def _capture(body: _Body) -> Capture:
+    value = body.body.get("capture")
+    if value is None:
+        return Capture()
+    if not isinstance(value, dict):
+        raise body.fail(f"'capture' must be an object with 'stdout' and/or 'stderr', got {value!r}")
+    unknown = sorted(set(value) - {"stdout", "stderr"})
+    if unknown:
+        raise body.fail(f"'capture' knows only 'stdout' and 'stderr', not {unknown}")
+    return Capture(
+        stdout=_capture_mode(body, "stdout", value.get("stdout")),
+        stderr=_capture_mode(body, "stderr", value.get("stderr")),
+    )
+
+
+def _volumes(body: _Body) -> tuple[str, ...]:
+    value = body.body.get("volumes")
+    if value is None:
+        return ()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if isinstance(value, dict):
+        return tuple(str(path) for path in value)
+    raise body.fail(f"'volumes' must be a list of paths or an object keyed by path, got {value!r}")
+
+
+def _command(index: int, item: Any) -> Command:
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ExeScriptError(
+            f"a command must be an object with exactly one key, the command's name "
+            f"({', '.join(COMMAND_NAMES)}), got {item!r:.200}",
+            index=index,
+        )
+    name, raw_body = next(iter(item.items()))
+    if name not in COMMAND_NAMES:
+        raise ExeScriptError(f"unknown command {name!r}; known: {', '.join(COMMAND_NAMES)}", index=index)
+    raw_body = {} if raw_body is None else raw_body
+    if not isinstance(raw_body, dict):
+        raise ExeScriptError(f"{name}: the command's body must be an object, got {raw_body!r:.200}", index=index)
+    body = _Body(index, name, raw_body)
+    raw = {name: raw_body}
+    if name == "deploy":
+        return DeployCommand(
+            index, raw, env=body.string_map("env"), hostname=body.text("hostname"), volumes=_volumes(body)
+        )
+    if name == "start":
+        return StartCommand(index, raw, args=body.strings("args"))
+    if name == "run":
+        return RunCommand(
+            index,
+            raw,
+            entry_point=body.required("entry_point"),
+            args=body.strings("args"),
+            env=body.string_map("env"),
+            capture=_capture(body),
+        )
+    if name == "transfer":
+        fmt = raw_body.get("format")
+        if fmt is not None and not isinstance(fmt, str):
+            raise body.fail(f"'format' must be a string, got {fmt!r}")
+        depth = raw_body.get("depth")
+        return TransferCommand(
+            index,
+            raw,
+            source=body.required("from"),
+            destination=body.required("to"),
+            format=fmt,
+            depth=None if depth is None else body.count("depth", depth),
+        )
+    if name == "terminate":
+        return TerminateCommand(index, raw)
+    return SignCommand(index, raw)
+
+
+def parse_exescript(text: Any) -> list[Command]:
+    """The commands of an exec request's ``text``; :class:`ExeScriptError` says what is wrong, and where."""
+    if not isinstance(text, str):
+        raise ExeScriptError(f"'text' must be a string holding a JSON array of commands, got {text!r:.200}")
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        raise ExeScriptError(f"the text is not valid JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise ExeScriptError(f"the text must be a JSON array of commands, got {items!r:.200}")
+    if not items:
+        raise ExeScriptError("the script has no commands; send at least one (e.g. deploy)")
+    return [_command(index, item) for index, item in enumerate(items)]
+
+
+# -- output capture -----------------------------------------------------------------------------------------
+
+
+def _to_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+class OutputCapture:
+    """What one output stream of a running command keeps, and the pieces it streams (see the module docstring)."""
+
+    def __init__(self, mode: CaptureMode | None) -> None:
+        self.mode = mode
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @property
+    def streams(self) -> bool:
+        """Whether pieces of this output are sent as events."""
+        return self.mode is not None and self.mode.stream
+
+    def write(self, data: bytes) -> str | list[int] | None:
+        """Keep what the mode keeps of ``data``; return the event payload to stream, if any."""
+        mode = self.mode
+        if mode is None or not data:
+            return None
+        kept = data
+        if mode.head is None:
+            self._head += data
+        else:
+            room = max(mode.head - len(self._head), 0)
+            kept = data[:room]
+            self._head += kept
+        if mode.tail:  # only what the head did not keep, so that head and tail never repeat a byte
+            self._tail += data[len(kept) :]
+            del self._tail[: max(len(self._tail) - mode.tail, 0)]
+        if not mode.stream or not kept:
+            return None
+        if mode.format == "bin":
+            return list(kept)
+        text = self._decoder.decode(kept)
+        return text or None
+
+    def result(self) -> str | list[int] | None:
+        """The kept output as the result shows it: text, byte values, or ``None`` when nothing was kept."""
+        if self.mode is None:
+            return None
+        data = bytes(self._head) + bytes(self._tail)
+        if not data:
+            return None
+        return list(data) if self.mode.format == "bin" else _to_text(data)

@@ -1,0 +1,277 @@
+"""The embedded local Golem network: a yagna-compatible node on loopback with local providers.
+
+::
+
+    async with LocalNode() as node:          # 3 providers, a funded requestor, any free port
+        print(node.url, node.app_key)        # what YAGNA_API_URL and YAGNA_APPKEY would be
+
+The node serves ``GET /me``, ``/market-api/v1``, ``/payment-api/v1``, ``/activity-api/v1`` and
+``/gsb-api/v1`` behind the app-key check, as the requestor identity ``requestor_id``. Its providers run
+in-process on the same :class:`~golem_local.market.LocalMarket`; the
+:class:`~golem_local.activity.ActivityHub` runs their activities' ExeScript, meters them and is their
+``Billing``; the :class:`~golem_local.ledger.Ledger` holds the money; the
+:class:`~golem_local.gsb.GsbRouter` carries file transfers to and from the requestor.
+
+Every activity runs in a :class:`~golem_local.runtime.vm.VmRuntime` (a bubblewrap sandbox) with its own
+directory ``<work_dir>/<activity id>``, running the image its demand names in ``golem.srv.comp.task_package``
+(``hash:sha3:<hash>:<url>``: ``LocalNetworkConfig.images[hash]`` when given there, else downloaded from
+``<url>`` at ``deploy``, verified and cached in ``<work_dir>/images`` by the node's
+:class:`~golem_local.images.cache.ImageCache`), or the default image without one.
+
+The node also plays the public Golem registry for the images of its
+:class:`~golem_local.images.registry.ImageRegistry` (``LocalNetworkConfig.image_registry``): ``/v1/image/info``
+and the downloads (:mod:`golem_local.images.serve`), without the app key, as the public registry needs none.
+
+Nothing is bound to an event loop before :meth:`LocalNode.start`, which runs in the caller's loop (a
+notebook's included): it checks once that the sandbox works here (``SandboxUnavailableError`` saying what
+to install when not), creates the temporary ``work_dir``, serves, and starts the providers.
+:meth:`LocalNode.stop` stops the providers and the activities, closes the server and removes ``work_dir``.
+A node runs once: build a new one to start again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from golem_local.activity import ActivityHub, Runtime
+from golem_local.activity_api import add_activity_routes
+from golem_local.config import LocalNetworkConfig
+from golem_local.eventlog import StrictClock
+from golem_local.gsb import GsbRouter, add_gsb_routes
+from golem_local.http import APP_KEY, Handler, auth_middleware, error_middleware, json_response
+from golem_local.identity import NodeIdentities, new_app_key
+from golem_local.images.cache import ImageCache, parse_task_package
+from golem_local.images.errors import ImageError
+from golem_local.images.registry import ImageRegistry
+from golem_local.images.serve import REGISTRY_PREFIX, add_registry_routes
+from golem_local.ledger import Ledger
+from golem_local.market import LocalMarket
+from golem_local.market_api import add_market_routes
+from golem_local.market_model import AgreementRecord
+from golem_local.payment_api import add_payment_routes
+from golem_local.provider import LocalProvider
+from golem_local.runtime.base import RuntimeFailure
+from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
+from golem_local.runtime.image import DEFAULT_IMAGE, Image
+from golem_local.runtime.vm import VmRuntime
+from golem_local.transfer import FileTransfer
+from golem_shared.errors import LocalNodeError
+
+__all__ = [
+    "TASK_PACKAGE",
+    "LocalNode",
+]
+
+_log = logging.getLogger(__name__)
+
+_SHUTDOWN_TIMEOUT = 0.5  # seconds open requests (long-polls) get to finish when the node stops
+TASK_PACKAGE = "golem.srv.comp.task_package"
+
+
+@web.middleware
+async def _auth_unless_registry(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The app-key check, except for the registry API, which is public (as the Golem registry is)."""
+    if request.path.startswith(REGISTRY_PREFIX):
+        return await handler(request)
+    return await auth_middleware(request, handler)
+
+
+class LocalNode:
+    """A local Golem network reachable over HTTP at :attr:`url` with :attr:`app_key` (an async context manager).
+
+    ``port=0`` takes any free port. The ids are fresh for every node: ``requestor_id`` and each provider's
+    ``node_id`` (which is also its payment address).
+    """
+
+    def __init__(
+        self,
+        config: LocalNetworkConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        app_key: str | None = None,
+    ) -> None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise LocalNodeError(f"port must be 0 (any free port) or 1-65535, not {port!r}")
+        if app_key is not None and not app_key.strip():
+            raise LocalNodeError("app_key must not be empty: leave it out to have one generated")
+        self.config = config if config is not None else LocalNetworkConfig()
+        self.host = host
+        self.port = port
+        self.app_key = app_key if app_key is not None else new_app_key()
+        ids = NodeIdentities()
+        self.requestor_id = ids.node_id("requestor")
+        clock = StrictClock()
+        self.market = LocalMarket(clock)
+        self.ledger: Ledger = Ledger(
+            clock, self.requestor_id, self.config.requestor_balance, self.config.payment_platform
+        )
+        provider_ids = {spec.name: ids.node_id(f"provider/{spec.name}") for spec in self.config.providers}
+        self._specs = {provider_ids[spec.name]: spec for spec in self.config.providers}
+        self.work_dir: Path | None = None
+        self.registry = ImageRegistry(self.config.image_registry)
+        self.image_cache: ImageCache | None = None
+        self.gsb = GsbRouter()
+        self.activities = ActivityHub(
+            self.market,
+            self.ledger,
+            providers=self._specs,
+            runtime_factory=self._runtime,
+            transfers=FileTransfer(self.gsb, self.requestor_id),
+        )
+        self.providers: tuple[LocalProvider, ...] = tuple(
+            LocalProvider(
+                spec,
+                self.market,
+                node_id=provider_ids[spec.name],
+                payment_platform=self.config.payment_platform,
+                billing=self.activities,
+            )
+            for spec in self.config.providers
+        )
+        self._runner: web.AppRunner | None = None
+        self._started = False
+
+    def __repr__(self) -> str:
+        where = self.url if self._runner is not None else "not running"
+        return f"<LocalNode {where} requestor={self.requestor_id} providers={len(self.providers)}>"
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``: the root URL to use as ``YAGNA_API_URL`` (the bound port once started)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is up."""
+        return self._runner is not None
+
+    def build_app(self) -> web.Application:
+        """The aiohttp application of the node: errors first, then the app-key check, then every API."""
+        app = web.Application(middlewares=[error_middleware, _auth_unless_registry])
+        app[APP_KEY] = self.app_key
+        app.router.add_get("/me", self._me)
+        add_registry_routes(app, self.registry)
+        add_market_routes(app, self.market, node_id=self.requestor_id)
+        add_payment_routes(app, self.ledger)
+        add_activity_routes(app, self.activities, ping_interval=self.config.sse_ping_interval)
+        add_gsb_routes(app, self.gsb)
+        return app
+
+    def _runtime(self, agreement: AgreementRecord, activity_id: str) -> Runtime:
+        """A sandbox for a new activity: the image its demand names, its provider's environment."""
+        if self.work_dir is None:
+            raise LocalNodeError("the local node is not running: start it before creating activities")
+        if self.config.activity_runtime == "idle":
+            return IdleRuntime()
+        spec = self._specs.get(agreement.provider_id)
+        env = spec.env if spec is not None else {}
+        work_dir = self.work_dir / activity_id
+        package = agreement.demand.properties.get(TASK_PACKAGE)
+        if package is None:
+            return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env)
+        try:
+            digest, url = parse_task_package(package)
+        except ValueError as exc:
+            return UnavailableRuntime(f"{TASK_PACKAGE}: {exc}")
+        given = self.config.images.get(digest)
+        if given is not None:
+            return VmRuntime(given, work_dir, bwrap=self.config.bwrap, env=env)
+        load = functools.partial(self._load_image, digest, url)
+        return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env, load_image=load)
+
+    async def _load_image(self, digest: str, url: str) -> Image:
+        """The image of a task package, from the node's cache (downloaded there once); for ``VmRuntime.deploy``."""
+        if self.image_cache is None:
+            raise RuntimeFailure("the local node is stopping: no image can be fetched now")
+        try:
+            return await self.image_cache.image(digest, url)
+        except ImageError as exc:
+            raise RuntimeFailure(str(exc)) from exc
+
+    async def _me(self, request: web.Request) -> web.StreamResponse:
+        return json_response({"identity": self.requestor_id, "name": "requestor", "role": "manager"})
+
+    async def start(self) -> None:
+        """Serve the node on ``host:port`` and start the providers; ``LocalNodeError`` if the port is taken."""
+        if self._started:
+            raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
+        self._started = True
+        self.work_dir = Path(tempfile.mkdtemp(prefix="golem-local-node-"))
+        self.image_cache = ImageCache(self.work_dir / "images")
+        try:
+            # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
+            probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap)
+            if self.config.activity_runtime == "vm":
+                await probe.self_test()
+        except BaseException:
+            await self._remove_work_dir()
+            raise
+        for provider in self.providers:
+            provider.runtime_offer = probe.offer()
+        # handler_cancellation: a request whose client went away is cancelled, as the daemon drops it, so that
+        # abandoned long-polls do not hold the node open when it stops.
+        runner = web.AppRunner(
+            self.build_app(), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT, handler_cancellation=True
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            await self._remove_work_dir()
+            raise LocalNodeError(
+                f"the local node cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; "
+                "is another node running there? Choose another port, or port=0 for any free one"
+            ) from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        try:
+            for provider in self.providers:
+                await provider.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        _log.debug("local Golem node at %s with %d providers", self.url, len(self.providers))
+
+    async def aclose(self) -> None:
+        """Stop the providers and the activities, then close the server. Calling it twice is harmless."""
+        self._started = True  # a stopped node never starts (again)
+        for provider in self.providers:
+            await provider.aclose()
+        await self.activities.aclose()
+        cache, self.image_cache = self.image_cache, None
+        if cache is not None:
+            await cache.aclose()
+        await self.gsb.aclose()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        await self._remove_work_dir()
+
+    async def _remove_work_dir(self) -> None:
+        work_dir, self.work_dir = self.work_dir, None
+        if work_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, work_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> LocalNode:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

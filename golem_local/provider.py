@@ -1,0 +1,321 @@
+"""A local provider: publishes an offer, negotiates, approves one agreement at a time, has it billed.
+
+It talks to the :class:`~golem_local.market.LocalMarket` in-process, as an external provider would
+over ``/offers…``: it reads its offer's events (counter-proposals, agreements to approve) and its agreement
+events, each in one owned task; :meth:`LocalProvider.stop` cancels and awaits both.
+
+Negotiation, as a real provider does it:
+
+* a requestor's counter-proposal is refused (``ProposalRejectedEvent`` with a reason) when the provider is
+  busy, when the demand no longer matches the offer, or when ``golem.com.payment.chosen-platform`` is not
+  the provider's platform; otherwise the provider counters back with its offer's properties, plus the
+  debit-note interval and payment timeout it accepts (the requestor's, when it proposed positive values);
+* an agreement is approved when it is built on the provider's last counter-proposal to that demand and the
+  provider is free; from then on it is busy until the agreement is terminated (by either side, or by the
+  provider when the demand's ``golem.srv.comp.expiration`` passes);
+* when the agreement ends it awaits ``billing.agreement_ended(agreement_id, provider_id)`` (the payment
+  side destroys the activities and issues the invoice), then publishes a fresh offer, which reaches every
+  live demand as a new ``Initial`` proposal.
+
+The offer carries what the provider's runtime adds (``runtime_offer``, the runtime's ``offer()``: its
+version, capabilities, …) under the provider's own resources, prices and terms, which always win.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from golem_local.config import ProviderSpec
+from golem_local.market import EXPIRATION, LocalMarket
+from golem_local.market_model import (
+    AgreementEventRecord,
+    AgreementRecord,
+    LocalMarketError,
+    MarketEvent,
+    MarketNotFoundError,
+    ProposalEventRecord,
+    ProposalRecord,
+)
+from golem_local.runtime.base import OfferTemplate
+from golem_shared.constraints import constraints_match
+from golem_shared.errors import LocalNodeError
+from golem_shared.tasks import TaskSet
+
+__all__ = [
+    "CHOSEN_PLATFORM",
+    "DEBIT_NOTE_INTERVAL",
+    "OFFER_LIFETIME_SEC",
+    "PAYMENT_TIMEOUT",
+    "Billing",
+    "LocalProvider",
+    "NoBilling",
+]
+
+_log = logging.getLogger(__name__)
+
+CHOSEN_PLATFORM = "golem.com.payment.chosen-platform"
+DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
+PAYMENT_TIMEOUT = "golem.com.scheme.payu.payment-timeout-sec?"
+OFFER_LIFETIME_SEC = 3600
+"""An offer's ``golem.srv.comp.expiration`` is this far ahead; it is renewed a minute before it passes."""
+_RENEW_MARGIN_SEC = 60
+_POLL_SEC = 5.0  # longest single wait of the provider's loops
+_RUNTIME_VERSION = "0.4.2"
+_TRANSFER_PROTOCOLS = ["gftp", "http", "https"]
+
+
+class Billing(Protocol):
+    """The payment side of a provider: settles an agreement once it has ended."""
+
+    async def agreement_ended(self, agreement_id: str, provider_id: str) -> None:
+        """The agreement ended: stop its activities and invoice what they earned."""
+        ...
+
+
+class NoBilling:
+    """A :class:`Billing` that bills nothing (a market without the payment side, e.g. in tests)."""
+
+    async def agreement_ended(self, agreement_id: str, provider_id: str) -> None:
+        """Do nothing."""
+
+
+class LocalProvider:
+    """One provider of the local network (see the module docstring), identified by ``node_id``.
+
+    Its payment address on ``payment_platform`` is its node id, as for a real node.
+    """
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        market: LocalMarket,
+        *,
+        node_id: str,
+        payment_platform: str,
+        billing: Billing | None = None,
+        runtime_offer: OfferTemplate | None = None,
+    ) -> None:
+        self.spec = spec
+        self.runtime_offer = runtime_offer if runtime_offer is not None else OfferTemplate()
+        self.market = market
+        self.node_id = node_id
+        self.payment_platform = payment_platform
+        self.billing: Billing = billing if billing is not None else NoBilling()
+        self.offer_id: str | None = None
+        self.agreement_id: str | None = None
+        self._offer_properties: dict[str, Any] = {}
+        self._offer_constraints = ""
+        self._offer_expiration_ms = 0
+        self._agreement_expiration_ms: int | None = None
+        self._last_counter: dict[str, str] = {}  # demand id -> our last counter-proposal to it
+        self._tasks = TaskSet(f"provider {self.name}", logger=_log)
+
+    def __repr__(self) -> str:
+        state = f"serving {self.agreement_id}" if self.agreement_id else "free"
+        return f"<LocalProvider {self.name} {self.node_id} {state}>"
+
+    @property
+    def name(self) -> str:
+        """The provider's name (``golem.node.id.name``)."""
+        return self.spec.name
+
+    @property
+    def address(self) -> str:
+        """The payment address on ``payment_platform``."""
+        return self.node_id
+
+    @property
+    def busy(self) -> bool:
+        """Whether an agreement is being served."""
+        return self.agreement_id is not None
+
+    def offer_properties(self, expiration_ms: int) -> dict[str, Any]:
+        """The properties a real provider publishes, with the honest prices (``overcharge`` is not shown).
+
+        The runtime's offer properties come first; the provider's resources, prices and terms override them.
+        """
+        spec = self.spec
+        return {
+            "golem.runtime.version": _RUNTIME_VERSION,
+            "golem.inf.cpu.architecture": "x86_64",
+            **self.runtime_offer.properties,
+            "golem.runtime.name": spec.runtime,
+            "golem.inf.cpu.threads": spec.cpu_threads,
+            "golem.inf.cpu.cores": max(1, spec.cpu_threads // 2),
+            "golem.inf.mem.gib": float(spec.mem_gib),
+            "golem.inf.storage.gib": float(spec.storage_gib),
+            "golem.activity.caps.transfer.protocol": list(_TRANSFER_PROTOCOLS),
+            "golem.node.id.name": spec.name,
+            "golem.node.debug.subnet": spec.subnet,
+            **spec.pricing.to_properties(),
+            f"golem.com.payment.platform.{self.payment_platform}.address": self.address,
+            "golem.com.payment.protocol.version": "3",
+            DEBIT_NOTE_INTERVAL: spec.debit_note_interval_sec,
+            PAYMENT_TIMEOUT: spec.payment_timeout_sec,
+            "golem.srv.caps.multi-activity": True,
+            EXPIRATION: expiration_ms,
+        }
+
+    def offer_constraints(self, now_ms: int) -> str:
+        """What the provider asks of a demand: not expired, its subnet, an address on its payment platform,
+        and what its runtime asks for (if anything)."""
+        runtime = self.runtime_offer.constraints.strip()
+        return (
+            f"(&(golem.srv.comp.expiration>{now_ms})"
+            f"(golem.node.debug.subnet={self.spec.subnet})"
+            f"(golem.com.payment.platform.{self.payment_platform}.address=*){runtime})"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Publish the offer and start the provider's two tasks."""
+        if len(self._tasks):
+            raise LocalNodeError(f"provider {self.name} is already running")
+        self._publish()
+        self._tasks.spawn(self._negotiate(), name=f"{self.name}: negotiation")
+        self._tasks.spawn(self._watch_agreements(), name=f"{self.name}: agreements")
+
+    async def aclose(self) -> None:
+        """Cancel and await the provider's tasks and withdraw its offer. Calling it twice is harmless."""
+        await self._tasks.aclose(reopen=True)
+        if self.offer_id is not None:
+            self._withdraw()
+
+    def _publish(self) -> None:
+        """Publish a fresh offer (withdrawing the current one): live demands get new Initial proposals."""
+        if self.offer_id is not None:
+            self._withdraw()
+        now = self.market.now_ms()
+        self._offer_expiration_ms = now + OFFER_LIFETIME_SEC * 1000
+        self._offer_properties = self.offer_properties(self._offer_expiration_ms)
+        self._offer_constraints = self.offer_constraints(now)
+        self._last_counter.clear()
+        self.offer_id = self.market.subscribe_offer(self.node_id, self._offer_properties, self._offer_constraints)
+
+    def _withdraw(self) -> None:
+        offer_id, self.offer_id = self.offer_id, None
+        if offer_id is not None:
+            try:
+                self.market.unsubscribe_offer(offer_id, by=self.node_id)
+            except LocalMarketError as exc:
+                _log.debug("provider %s: offer %s already gone: %s", self.name, offer_id, exc)
+
+    # -- negotiation --------------------------------------------------------------------------------------
+
+    async def _negotiate(self) -> None:
+        while True:
+            offer_id = self.offer_id
+            renew_in = (self._offer_expiration_ms - _RENEW_MARGIN_SEC * 1000 - self.market.now_ms()) / 1000
+            if offer_id is None or renew_in <= 0:
+                self._publish()
+                continue
+            try:
+                events = await self.market.collect_events(
+                    offer_id, timeout=min(renew_in, _POLL_SEC), max_events=10, kind="offer", by=self.node_id
+                )
+            except MarketNotFoundError:
+                if self.offer_id == offer_id:  # not replaced by us: it went away, publish again
+                    self._publish()
+                continue
+            for event in events:
+                self._handle(event)
+
+    def _handle(self, event: MarketEvent) -> None:
+        try:
+            if isinstance(event, ProposalEventRecord):
+                self._on_proposal(event.proposal)
+            elif isinstance(event, AgreementEventRecord):
+                self._on_agreement(event.agreement)
+            else:
+                _log.debug("provider %s: proposal %s rejected: %s", self.name, event.proposal_id, event.reason)
+        except LocalMarketError as exc:  # the requestor moved on meanwhile (unsubscribed, cancelled, …)
+            _log.debug("provider %s: %s", self.name, exc)
+
+    def _refusal(self, proposal: ProposalRecord) -> str | None:
+        if self.agreement_id is not None:
+            return f"busy: already serving agreement {self.agreement_id}"
+        offer = self._offer_properties
+        if not (
+            constraints_match(proposal.constraints, offer)
+            and constraints_match(self._offer_constraints, proposal.properties)
+        ):
+            return f"the demand no longer matches the offer of {self.name}"
+        chosen = proposal.properties.get(CHOSEN_PLATFORM)
+        if chosen != self.payment_platform:
+            return (
+                f"no common payment platform: {CHOSEN_PLATFORM} is {chosen!r}, "
+                f"but {self.name} is paid only on {self.payment_platform!r}"
+            )
+        return None
+
+    def _on_proposal(self, proposal: ProposalRecord) -> None:
+        assert self.offer_id is not None
+        refusal = self._refusal(proposal)
+        if refusal is not None:
+            _log.debug("provider %s rejects proposal %s: %s", self.name, proposal.proposal_id, refusal)
+            reason = {"message": refusal}
+            self.market.reject_proposal(self.offer_id, proposal.proposal_id, reason, kind="offer", by=self.node_id)
+            return
+        terms = dict(self._offer_properties)
+        for key in (DEBIT_NOTE_INTERVAL, PAYMENT_TIMEOUT):
+            asked = proposal.properties.get(key)
+            if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > 0:
+                terms[key] = int(asked)
+        counter_id = self.market.counter_proposal(
+            self.offer_id, proposal.proposal_id, terms, self._offer_constraints, kind="offer", by=self.node_id
+        )
+        self._last_counter[proposal.demand_id] = counter_id
+
+    def _on_agreement(self, agreement: AgreementRecord) -> None:
+        agreement_id = agreement.agreement_id
+        if self.agreement_id is not None:
+            reason = f"busy: already serving agreement {self.agreement_id}"
+        elif self._last_counter.get(agreement.demand.demand_id) != agreement.offer.proposal_id:
+            reason = "the agreement is not built on this provider's last counter-proposal"
+        else:
+            self.market.approve(agreement_id, by=self.node_id)
+            self.agreement_id = agreement_id
+            expiration = agreement.demand.properties.get(EXPIRATION)
+            self._agreement_expiration_ms = int(expiration) if isinstance(expiration, (int, float)) else None
+            _log.debug("provider %s approved agreement %s", self.name, agreement_id)
+            return
+        _log.debug("provider %s rejects agreement %s: %s", self.name, agreement_id, reason)
+        self.market.reject_agreement(agreement_id, {"message": reason}, by=self.node_id)
+
+    # -- agreements ---------------------------------------------------------------------------------------
+
+    async def _watch_agreements(self) -> None:
+        after = None
+        while True:
+            timeout = _POLL_SEC
+            if self.agreement_id is not None and self._agreement_expiration_ms is not None:
+                left = (self._agreement_expiration_ms - self.market.now_ms()) / 1000
+                if left <= 0:
+                    await self._end_expired(self.agreement_id)
+                    continue
+                timeout = min(timeout, left)
+            events = await self.market.agreement_events(self.node_id, after=after, timeout=timeout, max_events=10)
+            for event in events:
+                after = event.event_date
+                if event.event_type == "AgreementTerminatedEvent" and event.agreement_id == self.agreement_id:
+                    await self._settle(event.agreement_id)
+
+    async def _end_expired(self, agreement_id: str) -> None:
+        self._agreement_expiration_ms = None  # one attempt: the terminated event then frees the provider
+        try:
+            await self.market.terminate(
+                agreement_id, self.node_id, {"message": "the agreement expired (golem.srv.comp.expiration)"}
+            )
+        except LocalMarketError as exc:
+            _log.debug("provider %s: %s", self.name, exc)
+
+    async def _settle(self, agreement_id: str) -> None:
+        try:
+            await self.billing.agreement_ended(agreement_id, self.node_id)
+        except Exception:
+            _log.exception("provider %s: billing agreement %s failed", self.name, agreement_id)
+        self.agreement_id = None
+        self._agreement_expiration_ms = None
+        self._publish()

@@ -1,0 +1,289 @@
+"""The agent inside a local ``vm`` sandbox: it starts the activity's commands and reports on them.
+
+The runtime (:mod:`golem_local.runtime.vm`) starts it as the sandbox's first process, PID 1 of the
+sandbox's PID namespace, and drives it over the sandbox's stdin and stdout. As PID 1 it reaps every process
+that ends in the sandbox, orphaned daemons included, and when it exits the kernel kills whatever is left
+before the agent's own exit is reported to bubblewrap: the sandbox is empty once bubblewrap has exited.
+
+This file runs *inside* the sandbox under the host's ``/usr/bin/python3`` with ``-I -S`` (or, on a host
+without one, the interpreter running golem-api; see :func:`~golem_local.runtime.sandbox.agent_interpreter`),
+so it uses the standard library only, runs on Python 3.7 or newer, and imports nothing of golem_api (the
+package is not visible in the sandbox).
+
+Protocol: one JSON object per line, UTF-8, in both directions.
+
+Requests (runtime → agent, on stdin)::
+
+    {"op": "run", "id": 7, "argv": ["sh", "-c", "…"], "env": {"PATH": "…"}, "cwd": "/golem/work"}
+    {"op": "kill", "id": 7}        SIGKILL the command's process group (it was started in a session of its own)
+    {"op": "usage", "id": 3}       CPU seconds of every process in the sandbox
+    {"op": "exit"}                 kill the running commands and end; the sandbox ends with the agent
+
+Events (agent → runtime, on stdout)::
+
+    {"ev": "ready", "pid": 2, "python": "3.11.2"}
+    {"ev": "out", "id": 7, "fd": 1, "data": "<base64>"}      fd 1 is stdout, 2 stderr; sent as read, not by line
+    {"ev": "exit", "id": 7, "code": 0}                        a negative code -N: killed by signal N
+    {"ev": "failed", "id": 7, "message": "No such file…"}     the command could not be started
+    {"ev": "usage", "id": 3, "cpu": 1.25}
+    {"ev": "error", "message": "…"}                           a request the agent could not read
+
+A command ends when its main process exits, not when its output pipes close: a daemon it left in the
+background keeps the pipes open. After the exit the agent forwards what is still readable for
+``DRAIN_SECONDS`` and then reports the exit; from then on it reads and discards what the daemon writes
+there, so that the daemon never gets ``EPIPE``.
+
+CPU usage sums ``utime + stime + cutime + cstime`` over ``/proc/[0-9]*/stat``. The sandbox has its own PID
+namespace and ``/proc``, so that is every process of the activity: live ones count their own time, and the
+time of exited ones has moved into the ``cutime``/``cstime`` of whoever reaped them (their parent, or the
+agent for orphans), so each tick counts once.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+__all__ = [
+    "DRAIN_SECONDS",
+    "Agent",
+    "main",
+    "sandbox_cpu_seconds",
+]
+
+CHUNK = 65536
+DRAIN_SECONDS = 0.05
+_STDIN = 0
+_STDOUT = 1
+
+
+def _emit(event: dict[str, Any]) -> None:
+    """Write one event line to stdout, all of it (stdout stays blocking: the runtime always reads)."""
+    view = memoryview((json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8"))
+    while view:
+        view = view[os.write(_STDOUT, view) :]
+
+
+def sandbox_cpu_seconds(proc_root: str = "/proc") -> float:
+    """CPU seconds of every process visible in ``proc_root`` (see the module docstring)."""
+    ticks = 0
+    for name in os.listdir(proc_root):
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_root, name, "stat"), "rb") as stat:
+                data = stat.read()
+        except OSError:  # the process ended meanwhile: its time is now in its reaper's cutime
+            continue
+        # The command name (field 2) may hold spaces and parentheses; the fields after its last ")" start at
+        # field 3 (state), so utime, stime, cutime, cstime (fields 14 to 17) are at indices 11 to 14.
+        fields = data[data.rindex(b")") + 2 :].split()
+        ticks += sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _Command:
+    """A started command: its process, its open output pipes (fd → 1 or 2) and, once known, its exit code."""
+
+    def __init__(self, command_id: int, process: subprocess.Popen[bytes], pipes: dict[int, int]) -> None:
+        self.command_id = command_id
+        self.process = process
+        self.pipes = pipes
+        self.code: int | None = None
+        self.drain_until = 0.0
+
+
+class Agent:
+    """The agent's event loop: requests on stdin, command output pipes, and child exits (SIGCHLD)."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.commands: dict[int, _Command] = {}
+        self.orphans: set[int] = set()  # pipes of reported commands, held open by daemons; read and discarded
+        self.pending = b""
+        self.running = True
+        self.wake_read, wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(wake_write, False)
+        # A Python-level SIGCHLD handler makes the interpreter write to the wakeup fd: the select() below
+        # then returns as soon as a command's main process exits.
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        self.selector.register(self.wake_read, selectors.EVENT_READ)
+        self.selector.register(_STDIN, selectors.EVENT_READ)
+
+    def serve(self) -> None:
+        """Run until asked to exit or until stdin closes, then kill what still runs."""
+        _emit({"ev": "ready", "pid": os.getpid(), "python": ".".join(str(part) for part in sys.version_info[:3])})
+        while self.running:
+            for key, _events in self.selector.select(self._timeout()):
+                if key.fd == _STDIN:
+                    self._read_requests()
+                elif key.fd == self.wake_read:
+                    self._drain_wakeups()
+                else:
+                    self._read_pipe(key.fd)
+            self._check_exits()
+        for command in self.commands.values():
+            self._kill(command)
+
+    def _timeout(self) -> float | None:
+        deadlines = [c.drain_until for c in self.commands.values() if c.code is not None]
+        return max(min(deadlines) - time.monotonic(), 0.0) if deadlines else None
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _read_requests(self) -> None:
+        data = os.read(_STDIN, CHUNK)
+        if not data:
+            self.running = False
+            return
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._handle(line)
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            request = json.loads(line)
+            op = request["op"]
+            if op == "run":
+                self._run(int(request["id"]), request["argv"], request["env"], request["cwd"])
+            elif op == "kill":
+                command = self.commands.get(int(request["id"]))
+                if command is not None and command.code is None:
+                    self._kill(command)
+            elif op == "usage":
+                _emit({"ev": "usage", "id": request["id"], "cpu": sandbox_cpu_seconds()})
+            elif op == "exit":
+                self.running = False
+            else:
+                raise ValueError(f"unknown op {op!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            _emit({"ev": "error", "message": f"cannot handle request {line[:200]!r}: {exc}"})
+
+    def _run(self, command_id: int, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out_write,
+                stderr=err_write,
+                start_new_session=True,  # its own process group, so that kill reaches what it started
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            os.close(out_read)
+            os.close(err_read)
+            if isinstance(exc, OSError) and exc.errno is not None:
+                message = os.strerror(exc.errno)
+                if exc.filename is not None:
+                    message += f": {exc.filename!r}"
+            else:
+                message = str(exc)
+            _emit({"ev": "failed", "id": command_id, "message": message})
+            return
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        pipes = {out_read: 1, err_read: 2}
+        for fd in pipes:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ)
+        self.commands[command_id] = _Command(command_id, process, pipes)
+
+    def _owner(self, fd: int) -> _Command | None:
+        for command in self.commands.values():
+            if fd in command.pipes:
+                return command
+        return None
+
+    def _read_pipe(self, fd: int) -> bool:
+        """Forward (or, for an orphaned pipe, discard) one read; return whether more may be readable now."""
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        owner = self._owner(fd)
+        if not data:
+            self.selector.unregister(fd)
+            os.close(fd)
+            self.orphans.discard(fd)
+            if owner is not None:
+                del owner.pipes[fd]
+            return False
+        if owner is not None:
+            encoded = base64.b64encode(data).decode("ascii")
+            _emit({"ev": "out", "id": owner.command_id, "fd": owner.pipes[fd], "data": encoded})
+        return True
+
+    def _reap(self) -> None:
+        """Collect every child that ended: commands' main processes and orphans (the agent is PID 1)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            command = self._by_pid(pid)
+            if command is None:
+                continue  # an orphaned daemon: reaped, so its CPU time moves into the agent's cutime
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            command.process.returncode = code  # so that Popen never waits for it again
+            command.code = code
+            command.drain_until = time.monotonic() + DRAIN_SECONDS
+            for fd in list(command.pipes):  # everything the main process wrote is in the pipes by now
+                while fd in command.pipes and self._read_pipe(fd):
+                    pass
+
+    def _by_pid(self, pid: int) -> _Command | None:
+        for command in self.commands.values():
+            if command.process.pid == pid:
+                return command
+        return None
+
+    def _check_exits(self) -> None:
+        self._reap()
+        now = time.monotonic()
+        for command in list(self.commands.values()):
+            if command.code is None or (command.pipes and now < command.drain_until):
+                continue
+            self.orphans.update(command.pipes)
+            del self.commands[command.command_id]
+            _emit({"ev": "exit", "id": command.command_id, "code": command.code})
+
+    def _kill(self, command: _Command) -> None:
+        try:
+            os.killpg(command.process.pid, signal.SIGKILL)
+        except OSError:  # the group is gone already (or was never formed): kill the process itself
+            with contextlib.suppress(OSError):  # not Popen.kill(): it polls, and could reap behind _reap's back
+                os.kill(command.process.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    """Serve the runtime until it says exit or goes away."""
+    Agent().serve()
+
+
+if __name__ == "__main__":
+    main()

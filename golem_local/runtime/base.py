@@ -1,0 +1,147 @@
+"""What a local runtime is: the lifecycle of the runtime SDK (deploy, start, run/kill command, stop,
+self-test, offer), so that the exe-unit can drive any runtime the same way.
+
+The exe-unit (:mod:`golem_local.activity`) owns one runtime per activity and calls it in this order::
+
+    deploy(settings) -> Deployment      once, on the ExeScript ``deploy`` command
+    start(args)                         once, on ``start``; the runtime's environment is up afterwards
+    run_command(process, sink) -> int   any number of times, concurrently allowed; returns the exit code
+    kill_command(...)                   by cancelling the ``run_command`` call
+    stop()                              once, when the activity is destroyed (idempotent; also before deploy)
+
+``offer()`` and ``self_test()`` may be called at any time, without an activity: the provider publishes
+``offer()`` in its offers, and the node calls ``self_test()`` before it serves, so that a missing sandbox
+is reported at start-up with what to install, not at the first command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from attrs import field, frozen
+
+__all__ = [
+    "DeploySettings",
+    "Deployment",
+    "OfferTemplate",
+    "OutputSink",
+    "RunProcess",
+    "Runtime",
+    "RuntimeFailure",
+    "Volume",
+]
+
+
+class RuntimeFailure(Exception):
+    """A runtime could not do what it was asked; the exe-unit turns the message into an Error result.
+
+    Not part of the public ``GolemError`` tree: it never leaves the local node; the requestor sees
+    its message in the failed command's result.
+    """
+
+
+@frozen
+class Volume:
+    """A writable directory of the activity: ``path`` inside the runtime, ``host_path`` on this machine."""
+
+    path: str
+    host_path: Path
+
+
+@frozen
+class DeploySettings:
+    """What the ExeScript ``deploy`` command carries (``net`` and ``hosts`` are accepted and ignored)."""
+
+    env: Mapping[str, str] = field(factory=dict)
+    hostname: str | None = None
+    volumes: Sequence[str] = ()  # extra volume paths asked for by the requestor
+    raw: Mapping[str, Any] = field(factory=dict)
+
+
+@frozen
+class Deployment:
+    """The answer of ``deploy``: the start mode and the activity's volumes (for file transfer)."""
+
+    start_mode: Literal["blocking", "empty"]
+    volumes: tuple[Volume, ...]
+
+
+@frozen
+class RunProcess:
+    """One ``run`` command: ``entry_point`` with ``args``, ``env`` added to the image's environment."""
+
+    entry_point: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(factory=dict)
+    cwd: str | None = None  # default: the image's working directory
+
+
+class OutputSink(Protocol):
+    """Where a running command's output goes, piece by piece, as it arrives."""
+
+    def __call__(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
+        """Take ``data`` written by the command on ``stream``."""
+        ...
+
+
+@frozen
+class OfferTemplate:
+    """Properties and constraints the runtime adds to its provider's offers."""
+
+    properties: Mapping[str, Any] = field(factory=dict)
+    constraints: str = ""
+
+
+class Runtime(Protocol):
+    """The lifecycle every local runtime implements; see the module docstring for the order of calls."""
+
+    async def deploy(self, settings: DeploySettings) -> Deployment:
+        """Prepare the payload (image, volumes). Raises :class:`RuntimeFailure` when it cannot."""
+        ...
+
+    async def start(self, args: Sequence[str]) -> None:
+        """Bring the environment up (for the ``vm`` runtime: the sandbox and its agent)."""
+        ...
+
+    async def run_command(self, process: RunProcess, sink: OutputSink) -> int:
+        """Run one command to its end, streaming its output to ``sink``; return its exit code.
+
+        Cancelling the call kills the command (the SDK's ``kill_command``). Processes the command left
+        running in the background keep running until :meth:`stop`.
+        Raises :class:`RuntimeFailure` when the command cannot be started (no such program, not started).
+        """
+        ...
+
+    async def stop(self) -> None:
+        """End the environment and everything running in it; free its files. Idempotent."""
+        ...
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by every process the activity started (0.0 before start)."""
+        ...
+
+    def container_path(self, path: str) -> Path:
+        """The host path of ``path`` inside the runtime, for file transfer.
+
+        Only paths inside a volume are reachable; others raise :class:`RuntimeFailure` naming the volumes.
+        """
+        ...
+
+    async def wait_ended(self) -> str:
+        """Return when the environment has ended by itself (crashed, killed from outside), with why.
+
+        Never returns while the environment runs normally; the exe-unit watches it to mark the activity
+        ``Unresponsive``. After :meth:`stop` it need not return.
+        """
+        ...
+
+    def offer(self) -> OfferTemplate:
+        """What this runtime adds to offers (``golem.runtime.name``, capabilities, …)."""
+        ...
+
+    async def self_test(self) -> None:
+        """Check that the runtime can work on this machine; raise ``SandboxUnavailableError`` (or another
+        ``LocalNodeError``) saying what is missing and how to install it."""
+        ...

@@ -1,0 +1,140 @@
+"""The gftp messages of the GSB API (daemon >= 0.13), shared by the requestor and the local node.
+
+A requestor that serves or receives a file binds a GSB service on ``/public/gftp/<id>`` with
+``POST /gsb-api/v1/services`` and talks over the WebSocket ``/gsb-api/v1/services/<servicesId>``
+(subprotocol ``gsb+flexbuffers``). Every frame is one FlexBuffers map:
+
+- request (node → requestor): ``{"id", "component", "payload"}`` with ``component`` one of
+  ``GetMetadata`` (no payload) → ``{"fileSize"}``; ``GetChunk {"offset", "size"}`` → ``{"offset", "content"}``;
+  ``UploadChunk {"chunk": {"offset", "content"}}`` → ``null``; ``UploadFinished {"hash"?}`` → ``null``.
+- response (requestor → node): ``{"id", "payload"}`` or ``{"id", "error": {"ReadError": "…"}}``.
+
+The provider side names such a file ``gftp://<requestor-node-id>/<id>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+from flatbuffers import flexbuffers
+
+from golem_shared.errors import GolemError
+
+__all__ = [
+    "GET_CHUNK",
+    "GET_METADATA",
+    "GSB_SUBPROTOCOL",
+    "UPLOAD_CHUNK",
+    "UPLOAD_FINISHED",
+    "GftpMessageError",
+    "GsbRequest",
+    "GsbResponse",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "gftp_address",
+    "gftp_url",
+    "parse_gftp_url",
+]
+
+GSB_SUBPROTOCOL = "gsb+flexbuffers"
+GET_METADATA = "GetMetadata"
+GET_CHUNK = "GetChunk"
+UPLOAD_CHUNK = "UploadChunk"
+UPLOAD_FINISHED = "UploadFinished"
+
+
+class GftpMessageError(GolemError):
+    """A GSB frame that is not a valid gftp message (the text says what is wrong with it)."""
+
+
+@frozen
+class GsbRequest:
+    """A call to a bound service: ``component`` names the message, ``payload`` its fields."""
+
+    id: str
+    component: str
+    payload: Any = None
+
+
+@frozen
+class GsbResponse:
+    """The answer to the request with the same ``id``: a payload, or an error ``{variant: message}``."""
+
+    id: str
+    payload: Any = None
+    error: dict[str, str] | None = None
+
+
+def _decode_map(frame: bytes | bytearray | memoryview, what: str) -> dict[str, Any]:
+    try:
+        value = flexbuffers.Loads(bytes(frame))
+    except Exception as exc:
+        raise GftpMessageError(f"a GSB {what} frame of {len(frame)} bytes is not FlexBuffers: {exc}") from None
+    if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+        raise GftpMessageError(f"a GSB {what} must be a map with a string 'id', got {value!r:.200}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    # flexbuffers gives blobs back as bytearray; hand out immutable bytes
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def encode_request(request: GsbRequest) -> bytes:
+    """One FlexBuffers frame for ``request`` (a missing payload is sent as an empty map)."""
+    payload = {} if request.payload is None else request.payload
+    return bytes(flexbuffers.Dumps({"id": request.id, "component": request.component, "payload": payload}))
+
+
+def decode_request(frame: bytes | bytearray | memoryview) -> GsbRequest:
+    """Parse a request frame; raises :class:`GftpMessageError` when it is not one."""
+    value = _decode_map(frame, "request")
+    component = value.get("component")
+    if not isinstance(component, str):
+        raise GftpMessageError(f"a GSB request needs a string 'component', got {component!r}")
+    return GsbRequest(id=value["id"], component=component, payload=_plain(value.get("payload")))
+
+
+def encode_response(response: GsbResponse) -> bytes:
+    """One FlexBuffers frame for ``response``: ``{id, payload}`` or ``{id, error}``."""
+    if response.error is not None:
+        return bytes(flexbuffers.Dumps({"id": response.id, "error": response.error}))
+    return bytes(flexbuffers.Dumps({"id": response.id, "payload": response.payload}))
+
+
+def decode_response(frame: bytes | bytearray | memoryview) -> GsbResponse:
+    """Parse a response frame; raises :class:`GftpMessageError` when it is not one."""
+    value = _decode_map(frame, "response")
+    error = value.get("error")
+    if error is not None and not isinstance(error, dict):
+        error = {"Error": str(error)}
+    return GsbResponse(id=value["id"], payload=_plain(value.get("payload")), error=error)
+
+
+def gftp_address(file_id: str) -> str:
+    """The GSB address a file is served on: ``/public/gftp/<id>``."""
+    return f"/public/gftp/{file_id}"
+
+
+def gftp_url(node_id: str, file_id: str) -> str:
+    """The URL a provider uses for a served file: ``gftp://<node-id>/<id>``."""
+    return f"gftp://{node_id}/{file_id}"
+
+
+def parse_gftp_url(url: str) -> tuple[str, str]:
+    """``(node_id, file_id)`` of a ``gftp://`` URL; raises :class:`GftpMessageError` for anything else."""
+    prefix = "gftp://"
+    rest = url[len(prefix) :] if url.startswith(prefix) else ""
+    node_id, _, file_id = rest.partition("/")
+    if not node_id or not file_id or "/" in file_id:
+        raise GftpMessageError(f"not a gftp URL of the form gftp://<node-id>/<file-id>: {url!r}")
+    return node_id, file_id

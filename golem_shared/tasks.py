@@ -1,0 +1,99 @@
+"""One way to own background tasks: a :class:`TaskSet` per owner, closed with the owner.
+
+Every long-lived object of golem-api that runs work in the background (a payment manager's pollers, a demand's
+offer collector, a gftp service, a batch's event reader, a sandbox's readers, an activity's meter and worker, a
+provider's loops) holds a ``TaskSet``, starts its tasks with :meth:`TaskSet.spawn` and ends them in its own
+``aclose()`` with :meth:`TaskSet.aclose`, which cancels what still runs and waits until every task has ended.
+No task is left running after its owner closed, and none is created that nobody holds.
+
+A task that fails is logged with its name (unless its owner awaits it: the task is returned by ``spawn``);
+cancellation is not a failure. The lifecycle words are the same everywhere: ``start`` (or ``async with``) to
+begin, ``aclose`` to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+__all__ = ["TaskSet"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
+
+
+class TaskSet:
+    """The background tasks of one owner (``owner`` names it in log lines)."""
+
+    def __init__(self, owner: str, *, logger: logging.Logger | None = None) -> None:
+        self.owner = owner
+        self._log = logger or _log
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._awaited: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str, awaited: bool = False) -> asyncio.Task[T]:
+        """Start ``coro`` as a task of this set.
+
+        ``awaited=True`` says that the caller awaits the task and handles its failure itself; otherwise a
+        failure is logged. Spawning into a set that is closing refuses (the coroutine is closed, not run).
+        """
+        if self._closing:
+            coro.close()
+            raise RuntimeError(f"{self.owner} is closing: cannot start {name!r}")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        if awaited:
+            self._awaited.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        awaited = task in self._awaited
+        self._awaited.discard(task)
+        if task.cancelled() or awaited:
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._log.error("%s: background task %r failed", self.owner, task.get_name(), exc_info=exc)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(set(self._tasks))
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`aclose` was called: no more tasks start."""
+        return self._closing
+
+    async def aclose(self, *, timeout: float | None = None, reopen: bool = False) -> None:
+        """Cancel every task still running and wait until all have ended.
+
+        The task calling this (when it is one of the set) is left alone: a later ``aclose`` from elsewhere
+        collects it. ``timeout`` bounds the wait: a task that has not ended that long after being cancelled is
+        logged as an error and left behind. ``reopen=True`` lets the set take new tasks afterwards (an owner
+        that restarts). Calling it twice is harmless.
+        """
+        self._closing = True
+        current = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while tasks := [task for task in self._tasks if task is not current]:
+            for task in tasks:
+                task.cancel()
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(tasks, timeout=remaining)
+            if pending:
+                for task in pending:
+                    self._log.error(
+                        "%s: task %r did not end within %s s of being cancelled", self.owner, task.get_name(), timeout
+                    )
+                break
+        if reopen:
+            self._closing = False
