@@ -192,7 +192,7 @@ class Golem:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._interrupted = exc_type is not None and issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt)
-        await self.stop()
+        await self.aclose()
 
     async def start(self) -> None:
         """Connect to the node (starting the local network when no app key is set) and allocate the budget."""
@@ -248,8 +248,11 @@ class Golem:
         )
         return ApiConfig.for_node(node.url, node.app_key), True
 
-    async def stop(self) -> None:
-        """Withdraw demands, end agreements, pay invoices (bounded wait), release the allocation."""
+    async def aclose(self) -> None:
+        """Withdraw demands, end agreements, pay invoices (bounded wait), release the allocation.
+
+        ``async with Golem(…)`` calls it on the way out; :meth:`stop` is the same, under yapapi's name.
+        """
         stack, self._stack = self._stack, None
         if stack is None:
             return
@@ -260,6 +263,10 @@ class Golem:
         finally:
             self._interrupted = False
             self.bus.emit(GolemStopped())
+
+    async def stop(self) -> None:
+        """yapapi's name for :meth:`aclose`."""
+        await self.aclose()
 
     async def _stop_clusters(self) -> None:
         """Stop every cluster (each instance's shutdown is bounded) before payments are settled."""
