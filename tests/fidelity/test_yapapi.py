@@ -78,7 +78,7 @@ async def build_image(registry: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "golem_api._cli",
+        "golem_api",
         "image",
         "build",
         str(IMAGE_CONTEXT),
@@ -110,7 +110,7 @@ class NodeProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "golem_api._cli",
+            "golem_api",
             "node",
             "--port",
             "0",
@@ -244,7 +244,7 @@ class GftpProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "golem_api._cli",
+            "golem_api",
             "gftp",
             "server",
             env=dict(env),

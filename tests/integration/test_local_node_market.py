@@ -15,21 +15,12 @@ from golem_api.errors import LocalNodeError
 from golem_local.identity import is_node_id
 from golem_local.node import LocalNode
 from golem_shared.timestamps import format_timestamp, parse_timestamp, utc_now
+from tests.integration.agreements import call
 
 pytestmark = pytest.mark.integration
 
 PLATFORM = "erc20-holesky-tglm"
 M = "/market-api/v1"
-
-
-async def call(http: aiohttp.ClientSession, method: str, path: str, body: Any = None, **params: Any) -> tuple[int, Any]:
-    """(status, decoded JSON body or None for an empty one)."""
-    kwargs: dict[str, Any] = {"params": {k: str(v) for k, v in params.items()}}
-    if body is not None:
-        kwargs["json"] = body
-    async with http.request(method, path, **kwargs) as response:
-        text = await response.text()
-        return response.status, (await response.json(content_type=None)) if text else None
 
 
 def demand(node: LocalNode) -> dict[str, Any]:
@@ -267,7 +258,7 @@ async def test_the_cli_serves_a_node_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "golem_api._cli",
+        "golem_api",
         "node",
         "--port",
         "0",

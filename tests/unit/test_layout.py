@@ -24,37 +24,35 @@ def _copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_requestor_module_importing_the_local_network_breaks_the_contract(tmp_path: Path) -> None:
+def _with_line(tmp_path: Path, module: str, line: str) -> list[str]:
+    """The contract's violations in a copy of the tree where ``module`` (a path) ends with ``line``."""
     root = _copy(tmp_path)
-    events = root / "golem_api" / "events.py"
-    events.write_text(events.read_text() + "\nfrom golem_local.node import LocalNode\n")
-    (violation,) = check(root)
+    path = root / module
+    path.write_text(path.read_text() + "\n" + line + "\n")
+    return check(root)
+
+
+def test_a_requestor_module_importing_the_local_network_breaks_the_contract(tmp_path: Path) -> None:
+    (violation,) = _with_line(tmp_path, "golem_api/events.py", "from golem_local.node import LocalNode")
     assert violation.startswith("golem_api/events.py:")
     assert "only through golem_api/_local.py" in violation
 
 
 def test_the_door_itself_may_not_import_the_local_network_at_module_level(tmp_path: Path) -> None:
-    root = _copy(tmp_path)
-    door = root / "golem_api" / "_local.py"
-    door.write_text(door.read_text() + "\nimport golem_local.node\n")
-    (violation,) = check(root)
+    (violation,) = _with_line(tmp_path, "golem_api/_local.py", "import golem_local.node")
     assert "at module level in the one door" in violation
 
 
 def test_the_local_network_may_not_import_the_requestor(tmp_path: Path) -> None:
-    root = _copy(tmp_path)
-    market = root / "golem_local" / "market.py"
-    market.write_text(market.read_text() + "\ndef late():\n    from golem_api.events import EventBus\n")
-    (violation,) = check(root)
+    lazily = "def late():\n    from golem_api.events import EventBus"
+    (violation,) = _with_line(tmp_path, "golem_local/market.py", lazily)
     assert violation.startswith("golem_local/market.py:")
     assert "never the requestor" in violation
 
 
 def test_the_shared_core_imports_neither_half(tmp_path: Path) -> None:
-    root = _copy(tmp_path)
-    core = root / "golem_shared" / "pricing.py"
-    core.write_text(core.read_text() + "\nfrom golem_api import errors\nimport golem_local\n")
-    assert len(check(root)) == 2
+    violations = _with_line(tmp_path, "golem_shared/pricing.py", "from golem_api import errors\nimport golem_local")
+    assert len(violations) == 2
 
 
 def test_the_contract_command_exits_1_and_names_the_file(tmp_path: Path) -> None:

@@ -2,59 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from attrs import define, field
 
 from golem_api._rest import routes
 from golem_api._rest.activity import ActivityApi
 from golem_api._rest.market import MarketApi
 from golem_api._rest.models import ProposalEvent, ProposalRejectedEvent
 from golem_api._rest.payment import PaymentApi
-from golem_api._rest.routes import ABSENT, POLL_MARGIN, Route
+from golem_api._rest.routes import ABSENT, POLL_MARGIN
 from golem_api.errors import AgreementError, ConfigurationError, GoneError, RequestTimeoutError
-
-
-@define
-class Sent:
-    route: Route
-    path: str
-    params: dict[str, str]
-    json: Any
-    timeout: float | None
-
-
-@define
-class FakeNode:
-    """Answers each route with canned JSON (or raises a canned error) and records the requests."""
-
-    answers: dict[Route, Any] = field(factory=dict)
-    sent: list[Sent] = field(factory=list)
-
-    async def __call__(
-        self,
-        route: Route,
-        *path_args: str,
-        params: Mapping[str, str | None] | None = None,
-        json: Any = ABSENT,
-        timeout: float | None = None,
-        parse: Callable[[Any], Any],
-    ) -> Any:
-        query = {key: value for key, value in (params or {}).items() if value is not None}
-        self.sent.append(Sent(route, route.expand(*path_args), query, json, timeout))
-        answer = self.answers.get(route)
-        if isinstance(answer, Exception):
-            raise answer
-        return parse(answer)
-
-    @property
-    def last(self) -> Sent:
-        return self.sent[-1]
-
+from tests.unit.fake_node import FakeNode
 
 WHEN = datetime(2024, 5, 1, 10, 0, 0, 250000, tzinfo=timezone.utc)
 PROPOSAL = {
