@@ -21,6 +21,7 @@ _SLOW_MODULES = {
     "test_bench_smoke.py",
     "test_images.py",
     "test_packaging.py",
+    "test_lowest_versions.py",
 }
 
 
