@@ -20,6 +20,8 @@ _SLOW_MODULES = {
     "test_docs_build.py",
     "test_bench_smoke.py",
     "test_images.py",
+    "test_packaging.py",
+    "test_lowest_versions.py",
 }
 
 
