@@ -204,6 +204,11 @@ class PaymentManager:
         """Agreements whose invoice arrived and was not paid (ids → why: the budget, or it asked too much)."""
         return dict(self._unpaid)
 
+    def settled(self, agreement_id: str) -> bool:
+        """Whether nothing more is owed under the agreement: its invoice was paid, or refused with a reason."""
+        future = self._invoice_paid.get(agreement_id)
+        return future is not None and future.done()
+
     async def wait_for_invoices(self, agreement_ids: Iterable[str], timeout: float) -> list[str]:
         """Wait up to ``timeout`` s for the invoices of these agreements; return the ids still unpaid.
 
