@@ -179,6 +179,7 @@ class LocalNode:
                 node_id=provider_ids[spec.name],
                 payment_platform=self.config.payment_platform,
                 billing=self.activities,
+                ledger=self.ledger,
             )
             for spec in self.config.providers
         )

@@ -68,6 +68,7 @@ _CHOSEN_PLATFORM = "golem.com.payment.chosen-platform"
 _ECHOED = (
     "golem.com.scheme.payu.debit-note.interval-sec?",
     "golem.com.scheme.payu.payment-timeout-sec?",
+    "golem.com.payment.debit-notes.accept-timeout?",
 )
 
 
