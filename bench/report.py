@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -159,9 +160,19 @@ def render(results: Sequence[Result], machine: Machine, *, took: float, images: 
         "`./bench/run` sets up `.venv` and yapapi's `.venv-yapapi` on a fresh clone (through",
         "`scripts/bootstrap.sh`), then runs `python -m bench.run`. The plots are in `docs/performance/`.",
         "`bench/bench_sandbox.py` measures the sandbox alone (a command through the agent against a fresh sandbox).",
+        "`python -m bench.soak [--minutes M] --write-docs` runs the soak and rewrites its section (kept by",
+        "`bench/run`).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _kept_sections(page: Path) -> str:
+    """The sections of ``page`` that other commands write (``## Soak``, by ``bench.soak``), to carry over."""
+    if not page.exists():
+        return ""
+    found = re.search(r"^## Soak\n.*?(?=^## )", page.read_text(), re.MULTILINE | re.DOTALL)
+    return found.group(0) if found else ""
 
 
 def write_report(results: Sequence[Result], machine: Machine, *, took: float, page: Path) -> list[Path]:
@@ -174,6 +185,10 @@ def write_report(results: Sequence[Result], machine: Machine, *, took: float, pa
         if plot(result, png):
             images[result.key] = f"{image_dir.name}/{png.name}"
             written.append(png)
-    page.write_text(render(results, machine, took=took, images=images))
+    text = render(results, machine, took=took, images=images)
+    kept = _kept_sections(page)
+    if kept:
+        text = text.replace("## Re-running", kept + "## Re-running", 1)
+    page.write_text(text)
     written.append(page)
     return written

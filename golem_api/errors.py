@@ -87,10 +87,15 @@ __all__ = [
 
 
 class NodeUnreachableError(GolemError):
-    """The node at ``url`` gave no HTTP answer (connection refused, unknown host, time-out)."""
+    """The node at ``url`` gave no HTTP answer (connection refused, unknown host, time-out).
 
-    def __init__(self, message: str, *, url: str) -> None:
+    ``down_for`` is how many seconds the node has given no answer to any request of this client (0 for the
+    first failure after an answer), so that retries stop early once it has been gone for long.
+    """
+
+    def __init__(self, message: str, *, url: str, down_for: float = 0.0) -> None:
         self.url = url
+        self.down_for = down_for
         super().__init__(message)
 
 

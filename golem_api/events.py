@@ -28,6 +28,7 @@ __all__ = [
     "AgreementTerminated",
     "AllocationCreated",
     "AllocationReleased",
+    "BudgetExhausted",
     "CommandExecuted",
     "CommandOutput",
     "DebitNoteAccepted",
@@ -301,6 +302,26 @@ class DebitNoteRejected(Event):
     provider_name: str
     amount: Decimal
     reason: str
+
+
+@frozen
+class BudgetExhausted(Event):
+    """A debit note or invoice was refused because the rest of the budget cannot pay it.
+
+    ``charge`` is what accepting it would have added to what was spent (``spent``, of ``budget``); ``message``
+    is the line the requestor logged. The agreement is terminated; a service instance on it ends as a failure
+    with a :class:`~golem_api.errors.BudgetExceededError` carrying ``message``.
+    """
+
+    kind: str
+    document_id: str
+    agreement_id: str
+    provider_name: str
+    amount: Decimal
+    charge: Decimal
+    budget: Decimal
+    spent: Decimal
+    message: str
 
 
 @frozen

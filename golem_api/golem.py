@@ -8,9 +8,13 @@ entered on one :class:`contextlib.AsyncExitStack` and unwound in reverse order o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -46,7 +50,13 @@ if TYPE_CHECKING:
     from golem_api._local import LocalNetworkConfig, LocalNode
     from golem_api.activity.storage import GsbStorage
 
-__all__ = ["INTERRUPTED_INVOICE_TIMEOUT", "INTERRUPTED_STOP_TIMEOUT", "Golem", "payment_platform"]
+__all__ = [
+    "HURRIED_EXIT_TIMEOUT",
+    "INTERRUPTED_INVOICE_TIMEOUT",
+    "INTERRUPTED_STOP_TIMEOUT",
+    "Golem",
+    "payment_platform",
+]
 
 _log = logging.getLogger("golem_api")
 
@@ -56,6 +66,9 @@ INTERRUPTED_STOP_TIMEOUT = 2.5
 cancellation); then their instances are cancelled, which still ends their activities and agreements."""
 INTERRUPTED_INVOICE_TIMEOUT = 2.0
 """Seconds to wait for invoices (at most ``invoice_timeout``) when the run was interrupted."""
+HURRIED_EXIT_TIMEOUT = 3.0
+"""Seconds from a second Ctrl-C to the end of the clean-up: the services are cancelled at once, the agreements
+ended and what arrives paid; what is still unpaid then is said, and the program goes on leaving."""
 _MAINNETS = frozenset({"mainnet", "polygon"})
 
 
@@ -63,6 +76,12 @@ def payment_platform(driver: str, network: str) -> str:
     """The platform name for a driver and network: ``erc20-holesky-tglm``, ``erc20-polygon-glm``, …"""
     token = "glm" if network in _MAINNETS else "tglm"
     return f"{driver}-{network}-{token}"
+
+
+def _is_asyncio_runner_handler(handler: object) -> bool:
+    """Whether ``handler`` is the SIGINT handler ``asyncio.run`` installs (Python 3.11+)."""
+    func = handler.func if isinstance(handler, functools.partial) else handler
+    return getattr(func, "__name__", "") == "_on_sigint" and "asyncio" in getattr(func, "__module__", "")
 
 
 def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -117,6 +136,14 @@ class Golem:
     Leaving ``async with`` because of a cancellation or ``KeyboardInterrupt`` (Ctrl-C under ``asyncio.run``)
     still stops every cluster and pays what is owed, with short bounds (:data:`INTERRUPTED_STOP_TIMEOUT`,
     :data:`INTERRUPTED_INVOICE_TIMEOUT`) so that the program ends within seconds.
+
+    Ctrl-C, once or more: while it runs in the main thread under ``asyncio.run`` (or with Python's own SIGINT
+    handler), ``Golem`` counts the presses itself. The first interrupts the program as ``asyncio.run`` would (the
+    main task is cancelled, and ``asyncio.run`` raises ``KeyboardInterrupt`` at the end) and the exit above runs;
+    a second one, during that exit, stops waiting for the services' ``shutdown`` handlers, ends the agreements and
+    pays what arrives within :data:`HURRIED_EXIT_TIMEOUT` s; a third leaves at once. Each step logs what it left
+    unpaid. Clean-up faults (a node that no longer answers, say) are logged, not raised: the exit raises only
+    what the program can act on.
     """
 
     def __init__(
@@ -176,6 +203,13 @@ class Golem:
         self._storage: GsbStorage | None = None
         self.clusters: list[Cluster[Any]] = []
         self._interrupted = False
+        self._presses = 0  # Ctrl-C presses counted while running
+        self._hurry = asyncio.Event()  # a second Ctrl-C: skip the services' shutdown, pay within a hard bound
+        self._give_up = asyncio.Event()  # a third Ctrl-C: leave now
+        self._sigint_previous: Any = None
+        self._owner: asyncio.Task[Any] | None = None
+        self._closing = False
+        self._stopping_clusters: list[Cluster[Any]] = []
 
     def __repr__(self) -> str:
         where = "local network" if self.local_node else (self._api_url or "yagna")
@@ -215,14 +249,18 @@ class Golem:
                 price_tolerance=self.price_tolerance,
             )
             await self._payments.start()
-            stack.push_async_callback(self._payments.aclose)
-            stack.push_async_callback(self._settle)
-            stack.push_async_callback(self._stop_clusters)
+            stack.push_async_callback(self._carry_on, "releasing the allocation", self._payments.aclose)
+            stack.push_async_callback(self._carry_on, "ending the agreements and paying them", self._settle)
+            stack.push_async_callback(self._carry_on, "stopping the services", self._stop_clusters)
             self.bus.emit(GolemStarted(api_url=config.root_url, identity=identity.identity, local=local))
         except BaseException:
             self._stack = None
             await stack.aclose()
             raise
+        self._closing = False
+        self._presses = 0
+        self._hurry, self._give_up = asyncio.Event(), asyncio.Event()
+        self._watch_interrupts()
 
     async def _connect(self, stack: AsyncExitStack) -> tuple[ApiConfig, bool]:
         app_key = self._app_key or os.environ.get("YAGNA_APPKEY")
@@ -251,29 +289,134 @@ class Golem:
     async def aclose(self) -> None:
         """Withdraw demands, end agreements, pay invoices (bounded wait), release the allocation.
 
-        ``async with Golem(…)`` calls it on the way out; :meth:`stop` is the same, under yapapi's name.
+        ``async with Golem(…)`` calls it on the way out; :meth:`stop` is the same, under yapapi's name. A step
+        that fails for a reason of the node's (it no longer answers) is logged and the next one runs.
         """
         stack, self._stack = self._stack, None
         if stack is None:
             return
+        self._closing = True
         if self._interrupted:
             _log.info("Interrupted: stopping the services and paying what is owed (bounded to a few seconds)")
+        closing = asyncio.ensure_future(stack.aclose())
         try:
-            await stack.aclose()
+            await self._until_closed(closing)
         finally:
+            self._unwatch_interrupts()
             self._interrupted = False
             self.bus.emit(GolemStopped())
+
+    async def _until_closed(self, closing: asyncio.Future[None]) -> None:
+        """Await the clean-up; after a second Ctrl-C at most :data:`HURRIED_EXIT_TIMEOUT` s, after a third none."""
+        give_up: asyncio.Future[Any] = asyncio.ensure_future(self._give_up.wait())
+        hurry: asyncio.Future[Any] = asyncio.ensure_future(self._hurry.wait())
+        deadline: asyncio.Future[Any] | None = None
+        try:
+            while not closing.done():
+                waiting: set[asyncio.Future[Any]] = {closing, give_up, hurry if deadline is None else deadline}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if deadline is None and hurry.done():
+                    deadline = asyncio.ensure_future(asyncio.sleep(HURRIED_EXIT_TIMEOUT))  # the hard bound
+                out_of_time = deadline is not None and deadline.done()
+                if (give_up.done() or out_of_time) and not closing.done():
+                    how = "at once (a third Ctrl-C)" if give_up.done() else f"{HURRIED_EXIT_TIMEOUT:g} s after Ctrl-C"
+                    self._say_unpaid(how)
+                    closing.cancel()  # what is left of the clean-up runs on, cancelled: the node is still stopped
+                    await asyncio.wait({closing})
+                    if not closing.cancelled() and closing.exception() is not None:
+                        _log.debug("clean-up after giving up: %r", closing.exception())
+                    return
+        finally:
+            for waiter in (give_up, hurry, deadline):
+                if waiter is not None:
+                    waiter.cancel()
+        closing.result()
+
+    def _say_unpaid(self, how: str) -> None:
+        """Log (and emit) what the exit leaves unpaid: agreements not ended, invoices not accepted."""
+        payments = self._payments
+        unpaid = [a for a in self.agreements if payments is None or not payments.settled(a.agreement_id)]
+        if not unpaid:
+            _log.warning("Left %s: every agreement was settled", how)
+            return
+        listed = ", ".join(
+            f"{a.agreement_id} with {a.provider_name!r} ({'ended' if a.terminated else 'not ended'})" for a in unpaid
+        )
+        _log.warning("Left %s: %d agreement(s) left unpaid: %s", how, len(unpaid), listed)
+        self.bus.emit(UnpaidAgreementsWarning(agreement_ids=tuple(a.agreement_id for a in unpaid), waited=0.0))
 
     async def stop(self) -> None:
         """yapapi's name for :meth:`aclose`."""
         await self.aclose()
 
+    async def _carry_on(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a clean-up step; a fault of the node's is logged and the exit goes on to the next step."""
+        try:
+            await step()
+        except GolemError as exc:
+            _log.error("%s failed, carrying on: %s", what[0].upper() + what[1:], exc)
+
+    # --- Ctrl-C -----------------------------------------------------------------------------------
+
+    def _watch_interrupts(self) -> None:
+        """Count Ctrl-C presses ourselves while running (see the class docstring), where that is safe."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.default_int_handler and not _is_asyncio_runner_handler(previous):
+            return  # someone else handles Ctrl-C (a notebook kernel, the program itself): leave it to them
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_interrupt)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return
+        self._sigint_previous = previous
+        self._owner = asyncio.current_task()
+
+    def _unwatch_interrupts(self) -> None:
+        previous, self._sigint_previous = self._sigint_previous, None
+        if previous is None:
+            return
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_interrupt(self) -> None:
+        self._presses += 1
+        if self._presses == 1 and not self._closing:
+            _log.warning(
+                "Ctrl-C: stopping the services (up to %g s) and paying what is owed; Ctrl-C again to hurry",
+                INTERRUPTED_STOP_TIMEOUT,
+            )
+            if _is_asyncio_runner_handler(self._sigint_previous):
+                self._sigint_previous(signal.SIGINT, None)  # as asyncio.run does: cancel the main task, count it
+            elif self._owner is not None:
+                self._owner.cancel()
+        elif not self._hurry.is_set():
+            self._interrupted = True
+            _log.warning(
+                "Ctrl-C during the exit: not waiting for the services any more; ending the agreements and paying "
+                "what is owed within %g s (Ctrl-C once more to leave at once, leaving providers unpaid)",
+                HURRIED_EXIT_TIMEOUT,
+            )
+            self._hurry.set()
+            for cluster in self._stopping_clusters:
+                cluster.abort()
+        elif not self._give_up.is_set():
+            _log.warning("Ctrl-C once more: leaving now")
+            self._give_up.set()
+
+    # --- the steps of the exit --------------------------------------------------------------------
+
     async def _stop_clusters(self) -> None:
         """Stop every cluster (each instance's shutdown is bounded) before payments are settled."""
         clusters, self.clusters = self.clusters, []
+        self._stopping_clusters = clusters
         if not clusters:
             return
-        stopping = [cluster.stop() for cluster in clusters]
+        stopping = [cluster._stopping() for cluster in clusters]
+        if self._hurry.is_set():
+            for cluster in clusters:
+                cluster.abort()
         bound = INTERRUPTED_STOP_TIMEOUT if self._interrupted else None
         _done, late = await asyncio.wait(stopping, timeout=bound)
         if late:
@@ -289,15 +432,27 @@ class Golem:
         for demand in self._demands:
             await demand.aclose()
         self._demands.clear()
-        for agreement in self.agreements:
-            try:
-                await agreement.terminate()
-            except GolemError as exc:
-                _log.warning("could not terminate %r: %s", agreement, exc)
         assert self._payments is not None
-        ids = [a.agreement_id for a in self.agreements]
+        payments = self._payments
+        ending = [agreement.terminate() for agreement in self.agreements if not agreement.terminated]
+        for agreement, outcome in zip(
+            [a for a in self.agreements if not a.terminated],
+            await asyncio.gather(*ending, return_exceptions=True),
+            strict=True,
+        ):
+            if isinstance(outcome, GolemError):
+                _log.warning("could not terminate %r: %s", agreement, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        # An agreement that could not be ended gets no invoice: it is not waited for, and is said to be unpaid.
+        ended = [a.agreement_id for a in self.agreements if a.terminated]
         waited = min(self._invoice_timeout, INTERRUPTED_INVOICE_TIMEOUT) if self._interrupted else self._invoice_timeout
-        unpaid = await self._payments.wait_for_invoices(ids, waited)
+        if self._hurry.is_set():
+            waited = min(waited, HURRIED_EXIT_TIMEOUT)
+        no_invoice = await payments.wait_for_invoices(ended, waited)
+        for agreement_id, why in payments.unpaid.items():
+            _log.warning("Agreement %s left unpaid: %s", agreement_id, why)
+        unpaid = no_invoice + [a.agreement_id for a in self.agreements if not a.terminated]
         if unpaid:
             self.bus.emit(UnpaidAgreementsWarning(agreement_ids=tuple(unpaid), waited=waited))
 

@@ -94,6 +94,9 @@ _log = logging.getLogger(__name__)
 
 _WEI = Decimal("1e-18")  # amounts are kept to the token's 18 decimals
 _TASK_END_TIMEOUT = 10.0  # seconds a cancelled task of an activity gets to end (a command being killed)
+BATCH_RETENTION = 60.0
+"""Seconds a finished batch's results stay readable; the last :data:`BATCHES_KEPT` batches are kept anyway."""
+BATCHES_KEPT = 16
 
 
 class ExeUnitState(Enum):
@@ -353,16 +356,31 @@ class ExeUnitActivity:
                 f"activity {self.activity_id} is {self.state.value}{why}; it runs no more commands: "
                 "create a new activity",
             )
+        self._forget_old_batches()
         batch = Batch(self.activity_id, commands)
         self.batches[batch.batch_id] = batch
         self._queue.put_nowait(batch)
         return batch
 
+    def _forget_old_batches(self) -> None:
+        """Drop the results of batches that finished over :data:`BATCH_RETENTION` s ago, but the last few, so
+        that an activity running commands for hours does not hold every result it ever had."""
+        if len(self.batches) <= BATCHES_KEPT:
+            return
+        cutoff = self._time.monotonic() - BATCH_RETENTION
+        for batch_id, batch in list(self.batches.items())[:-BATCHES_KEPT]:
+            if batch.finished_at is not None and batch.finished_at < cutoff:
+                del self.batches[batch_id]
+
     def batch(self, batch_id: str) -> Batch:
-        """A batch of this activity by id; 404 when unknown."""
+        """A batch of this activity by id; 404 when unknown (or finished long ago: see :data:`BATCH_RETENTION`)."""
         batch = self.batches.get(batch_id)
         if batch is None:
-            raise HttpError(404, f"activity {self.activity_id} has no batch {batch_id}")
+            raise HttpError(
+                404,
+                f"activity {self.activity_id} has no batch {batch_id} (results of finished batches are kept "
+                f"for {BATCH_RETENTION:g} s)",
+            )
         return batch
 
     def running_commands(self) -> list[dict[str, Any]]:
@@ -385,6 +403,7 @@ class ExeUnitActivity:
                 await run_batch(batch, self._execute)
             finally:
                 self._current = None
+                batch.finished_at = self._time.monotonic()
         while not self._queue.empty():  # after a terminate: batches that were queued behind it
             self._queue.get_nowait().abort(_wrong_state(self.state, "exec"))
 

@@ -26,7 +26,7 @@ from aiohttp import web
 from golem_local.activity import ActivityHub, ExeUnitActivity
 from golem_local.batch import Batch
 from golem_local.exescript import ExeScriptError, parse_exescript
-from golem_local.http import HttpError, json_response, read_json
+from golem_local.http import HttpError, json_response, query_seconds, read_json
 
 __all__ = [
     "ACTIVITY_PREFIX",
@@ -136,7 +136,7 @@ class _ActivityRoutes:
         if request.headers.get("Accept") == _EVENT_STREAM:
             return await self._stream(request, batch)
         command_index = _command_index(request)
-        timeout = _number(request, "timeout")
+        timeout = query_seconds(request, "timeout", None)
         return json_response(await batch.wait_results(command_index=command_index, timeout=timeout))
 
     async def _stream(self, request: web.Request, batch: Batch) -> web.StreamResponse:

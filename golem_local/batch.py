@@ -76,6 +76,7 @@ class Batch:
         self.events: list[dict[str, Any]] = []
         self.running: Command | None = None
         self.finished = False
+        self.finished_at: float | None = None  # the activity's monotonic time when its worker was done with it
         # Swapped for a fresh one on every change: a waiter holds the one that was current when it looked.
         self._changed = asyncio.Event()
 

@@ -111,6 +111,10 @@ class ProviderSpec:
 
     ``overcharge`` is not announced: the offer states the honest prices, and the provider multiplies what it
     bills by ``overcharge`` (1 = honest), so that a requestor's checks of debit notes can be exercised.
+    The payment terms are announced and enforced as a real provider does: a debit note every
+    ``debit_note_interval_sec``; each must be accepted within ``debit_note_accept_timeout_sec``
+    (``golem.com.payment.debit-notes.accept-timeout?``) and paid within ``payment_timeout_sec``
+    (``golem.com.scheme.payu.payment-timeout-sec?``), or the provider terminates the agreement and offers again.
     ``env`` is added to the environment of every command run in this provider's sandboxes.
     """
 
@@ -123,6 +127,7 @@ class ProviderSpec:
     start_price: Decimal = field(default=Decimal("0.001"), converter=_to_decimal, validator=_price)
     debit_note_interval_sec: int = field(default=5, validator=_positive_int)
     payment_timeout_sec: int = field(default=120, validator=_positive_int)
+    debit_note_accept_timeout_sec: int = field(default=240, validator=_positive_int)
     runtime: str = field(default="vm", validator=_non_empty)
     subnet: str = field(default="public", validator=_non_empty)
     overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive_amount)

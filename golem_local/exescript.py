@@ -21,12 +21,12 @@ Capture follows the daemon's semantics, in :class:`OutputCapture`:
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from attrs import field, frozen
 
+from golem_local.limits import find_nul, load_json
 from golem_shared.errors import GolemError
 
 __all__ = [
@@ -338,13 +338,19 @@ def parse_exescript(text: Any) -> list[Command]:
     if not isinstance(text, str):
         raise ExeScriptError(f"'text' must be a string holding a JSON array of commands, got {text!r:.200}")
     try:
-        items = json.loads(text)
+        items = load_json(text, "the text")
     except ValueError as exc:
-        raise ExeScriptError(f"the text is not valid JSON: {exc}") from None
+        raise ExeScriptError(str(exc)) from None
     if not isinstance(items, list):
         raise ExeScriptError(f"the text must be a JSON array of commands, got {items!r:.200}")
     if not items:
         raise ExeScriptError("the script has no commands; send at least one (e.g. deploy)")
+    for index, item in enumerate(items):
+        nul = find_nul(item)
+        if nul is not None:
+            raise ExeScriptError(
+                f"{nul} holds a NUL byte (\\u0000), which no path, argument or variable can hold", index=index
+            )
     return [_command(index, item) for index, item in enumerate(items)]
 
 

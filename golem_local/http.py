@@ -1,11 +1,17 @@
 """HTTP plumbing shared by every API of the local node: error bodies, the app-key check, JSON bodies.
 
 The daemon answers errors as ``{"message": "…"}``; handlers raise :class:`HttpError` and the middleware
-turns it into that body, so that no handler builds an error response by hand.
+turns it into that body, so that no handler builds an error response by hand. Bodies and waits are checked
+against the limits of :mod:`golem_local.limits` (400 naming the limit).
+
+The app key is compared in constant time. It is taken from ``Authorization: Bearer <key>``, and from the
+query (``?authToken=<key>``) only on the GSB API, the one API whose spec allows it (a browser cannot set
+headers on a WebSocket): a key in a URL ends up in logs. (The daemon 0.17 also takes it on the other APIs.)
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,11 +19,14 @@ from typing import Any
 
 from aiohttp import web
 
+from golem_local.limits import load_json, timeout_problem
+
 __all__ = [
     "HttpError",
     "auth_middleware",
     "error_middleware",
     "json_response",
+    "query_seconds",
     "read_json",
 ]
 
@@ -26,6 +35,8 @@ _log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 APP_KEY = web.AppKey("golem_api.app_key", str)
+QUERY_TOKEN_PREFIX = "/gsb-api/v1/"
+"""The only paths where the app key may come as ``?authToken=`` (the GSB API's ``app_key_param``)."""
 
 
 class HttpError(Exception):
@@ -52,9 +63,24 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise HttpError(400, "the request body is empty; a JSON body is required")
     try:
-        return json.loads(raw)
+        return load_json(raw, "the request body")
     except ValueError as exc:
-        raise HttpError(400, f"the request body is not valid JSON: {exc}") from exc
+        raise HttpError(400, str(exc)) from None
+
+
+def query_seconds(request: web.Request, name: str, default: float | None) -> float | None:
+    """A wait in seconds from the query (``default`` when absent); 400 when it is not one the node can wait."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HttpError(400, f"query parameter {name}={raw!r} is not a number of seconds") from None
+    problem = timeout_problem(value)
+    if problem is not None:
+        raise HttpError(400, f"query parameter {name}={raw!r} {problem}")
+    return value
 
 
 @web.middleware
@@ -75,11 +101,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require the node's app key as ``Authorization: Bearer <key>`` (or ``?authToken=<key>``)."""
+    """Require the node's app key as ``Authorization: Bearer <key>`` (or ``?authToken=<key>`` on the GSB API)."""
     expected = request.app[APP_KEY]
     header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else request.query.get("authToken")
-    if given != expected:
-        what = "no app key was given" if not given else "the app key is not valid"
+    given: str | None = header[7:].strip() if header.lower().startswith("bearer ") else None
+    if given is None and request.path.startswith(QUERY_TOKEN_PREFIX):
+        given = request.query.get("authToken")
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        if given:
+            what = "the app key is not valid"
+        elif "authToken" in request.query:
+            what = "?authToken= is taken only on the GSB API; send the app key as 'Authorization: Bearer <key>'"
+        else:
+            what = "no app key was given"
         return _error_response(401, f"Unauthorized: {what}")
     return await handler(request)

@@ -133,6 +133,7 @@ class Ledger:
         self._debit_notes: dict[str, DebitNoteRecord] = {}
         self._invoices: dict[str, InvoiceRecord] = {}
         self._last_note: dict[str, str] = {}  # activity id → its latest debit note id
+        self._notes_of_agreement: dict[str, list[DebitNoteRecord]] = {}
         self._accepted_for_activity: dict[str, Decimal] = {}  # cumulative amount accepted per activity
         self._paid_for_agreement: dict[str, Decimal] = {}
         self._invoiced_agreements: set[str] = set()
@@ -269,6 +270,7 @@ class Ledger:
             previous_debit_note_id=self._last_note.get(activity_id),
         )
         self._debit_notes[note.document_id] = note
+        self._notes_of_agreement.setdefault(agreement_id, []).append(note)
         self._last_note[activity_id] = note.document_id
         self._log(self.debit_note_events, "DebitNoteReceivedEvent", "debitNoteId", note.document_id)
         return note
@@ -310,6 +312,10 @@ class Ledger:
     def debit_notes(self) -> list[DebitNoteRecord]:
         """Every debit note received, oldest first."""
         return list(self._debit_notes.values())
+
+    def debit_notes_of(self, agreement_id: str) -> list[DebitNoteRecord]:
+        """The debit notes of one agreement, oldest first."""
+        return list(self._notes_of_agreement.get(agreement_id, ()))
 
     def invoices(self) -> list[InvoiceRecord]:
         """Every invoice received, oldest first."""

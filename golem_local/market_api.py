@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from golem_local.http import HttpError, json_response, read_json
+from golem_local.http import HttpError, json_response, query_seconds, read_json
 from golem_local.market import LocalMarket
 from golem_local.market_model import (
     AgreementEventRecord,
@@ -129,15 +129,8 @@ def agreement_event_json(event: AgreementOperationRecord) -> dict[str, Any]:
 
 
 def _float_query(request: web.Request, name: str, default: float) -> float:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise HttpError(400, f"query parameter {name}={raw!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise HttpError(400, f"query parameter {name}={raw!r} must be zero or more seconds")
+    value = query_seconds(request, name, default)
+    assert value is not None
     return value
 
 

@@ -27,13 +27,22 @@ notebook's included): it checks once that the sandbox works here (``SandboxUnava
 to install when not), creates the temporary ``work_dir``, serves, and starts the providers.
 :meth:`LocalNode.stop` stops the providers and the activities, closes the server and removes ``work_dir``.
 A node runs once: build a new one to start again.
+
+A node that is killed (SIGKILL, a crash) cannot remove its ``work_dir``. So each node holds an exclusive lock
+(``flock``) on ``<work_dir>/node.lock``, which also names its pid, for as long as it runs; the kernel releases
+it when the process dies, however it dies. At start a node removes every ``golem-local-node-*`` directory of
+the temporary directory whose lock it can take: their nodes are dead. Directories without a lock file are left
+alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,14 +75,50 @@ from golem_local.transfer import FileTransfer
 from golem_shared.errors import LocalNodeError
 
 __all__ = [
+    "LOCK_FILE",
     "TASK_PACKAGE",
+    "WORK_DIR_PREFIX",
     "LocalNode",
+    "remove_stale_work_dirs",
 ]
 
 _log = logging.getLogger(__name__)
 
 _SHUTDOWN_TIMEOUT = 0.5  # seconds open requests (long-polls) get to finish when the node stops
 TASK_PACKAGE = "golem.srv.comp.task_package"
+WORK_DIR_PREFIX = "golem-local-node-"
+LOCK_FILE = "node.lock"
+
+
+def _lock_work_dir(work_dir: Path) -> int:
+    """Take the lock of a node's ``work_dir`` for this process (see the module docstring); the open descriptor."""
+    fd = os.open(work_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def remove_stale_work_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove the ``work_dir`` of every dead node under ``parent`` (the temporary directory); returns them."""
+    removed = []
+    for candidate in Path(parent or tempfile.gettempdir()).glob(f"{WORK_DIR_PREFIX}*"):
+        try:
+            fd = os.open(candidate / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue  # no lock file: not ours to judge (a node starting, or of an older version)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live node holds it
+        try:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        finally:
+            os.close(fd)
+    if removed:
+        _log.info("removed the work directories of %d dead local node(s): %s", len(removed), removed)
+    return removed
 
 
 @web.middleware
@@ -134,11 +179,13 @@ class LocalNode:
                 node_id=provider_ids[spec.name],
                 payment_platform=self.config.payment_platform,
                 billing=self.activities,
+                ledger=self.ledger,
             )
             for spec in self.config.providers
         )
         self._runner: web.AppRunner | None = None
         self._started = False
+        self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
         where = self.url if self._runner is not None else "not running"
@@ -206,7 +253,9 @@ class LocalNode:
         if self._started:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
-        self.work_dir = Path(tempfile.mkdtemp(prefix="golem-local-node-"))
+        await asyncio.to_thread(remove_stale_work_dirs)
+        self.work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
+        self._lock_fd = _lock_work_dir(self.work_dir)
         self.image_cache = ImageCache(self.work_dir / "images")
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
@@ -263,6 +312,10 @@ class LocalNode:
         work_dir, self.work_dir = self.work_dir, None
         if work_dir is not None:
             await asyncio.to_thread(shutil.rmtree, work_dir, ignore_errors=True)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     async def __aenter__(self) -> LocalNode:
         await self.start()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from golem_local.eventlog import EventLog
-from golem_local.http import HttpError, json_response, read_json
+from golem_local.http import HttpError, json_response, query_seconds, read_json
 from golem_local.ledger import (
     AllocationRecord,
     DebitNoteRecord,
@@ -27,6 +27,7 @@ from golem_local.ledger import (
     PaymentEvent,
     money,
 )
+from golem_local.limits import amount_problem
 from golem_shared.timestamps import format_timestamp, parse_timestamp
 
 __all__ = [
@@ -54,9 +55,10 @@ def parse_money(value: object, what: str) -> Decimal:
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation as exc:
-        raise HttpError(400, f'{what} must be a decimal string such as "1.5", got {value!r}') from exc
-    if not amount.is_finite():
-        raise HttpError(400, f"{what} must be a finite amount, got {value!r}")
+        raise HttpError(400, f'{what} must be a decimal string such as "1.5", got {value!r:.60}') from exc
+    problem = amount_problem(amount)
+    if problem is not None:
+        raise HttpError(400, f"{what} {value!r:.60} {problem}")
     return amount
 
 
@@ -115,15 +117,8 @@ def invoice_json(invoice: InvoiceRecord) -> dict[str, Any]:
 
 
 def _query_float(request: web.Request, name: str, default: float) -> float:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise HttpError(400, f"query parameter {name} must be a number of seconds, got {raw!r}") from exc
-    if not value >= 0:  # also refuses NaN
-        raise HttpError(400, f"query parameter {name} must not be negative, got {raw!r}")
+    value = query_seconds(request, name, default)
+    assert value is not None
     return value
 
 

@@ -15,7 +15,12 @@ Negotiation, as a real provider does it:
   provider when the demand's ``golem.srv.comp.expiration`` passes);
 * when the agreement ends it awaits ``billing.agreement_ended(agreement_id, provider_id)`` (the payment
   side destroys the activities and issues the invoice), then publishes a fresh offer, which reaches every
-  live demand as a new ``Initial`` proposal.
+  live demand as a new ``Initial`` proposal;
+* while it serves an agreement, a third owned task watches the agreement's debit notes in the ledger: one not
+  accepted within the agreed ``golem.com.payment.debit-notes.accept-timeout?``, or not paid within the agreed
+  ``golem.com.scheme.payu.payment-timeout-sec?`` (on the local network accepting pays at once), makes the
+  provider terminate the agreement with a reason saying so, as a real provider does when its requestor has
+  gone away: the agreement is invoiced and the provider offers itself again.
 
 The offer carries what the provider's runtime adds (``runtime_offer``, the runtime's ``offer()``: its
 version, capabilities, …) under the provider's own resources, prices and terms, which always win.
@@ -23,10 +28,14 @@ version, capabilities, …) under the provider's own resources, prices and terms
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from golem_local.config import ProviderSpec
+from golem_local.ledger import Ledger
 from golem_local.market import EXPIRATION, LocalMarket
 from golem_local.market_model import (
     AgreementEventRecord,
@@ -41,9 +50,11 @@ from golem_local.runtime.base import OfferTemplate
 from golem_shared.constraints import constraints_match
 from golem_shared.errors import LocalNodeError
 from golem_shared.tasks import TaskSet
+from golem_shared.timestamps import format_timestamp, utc_now
 
 __all__ = [
     "CHOSEN_PLATFORM",
+    "DEBIT_NOTE_ACCEPT_TIMEOUT",
     "DEBIT_NOTE_INTERVAL",
     "OFFER_LIFETIME_SEC",
     "PAYMENT_TIMEOUT",
@@ -57,6 +68,8 @@ _log = logging.getLogger(__name__)
 CHOSEN_PLATFORM = "golem.com.payment.chosen-platform"
 DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
 PAYMENT_TIMEOUT = "golem.com.scheme.payu.payment-timeout-sec?"
+DEBIT_NOTE_ACCEPT_TIMEOUT = "golem.com.payment.debit-notes.accept-timeout?"
+_NEGOTIATED = (DEBIT_NOTE_INTERVAL, PAYMENT_TIMEOUT, DEBIT_NOTE_ACCEPT_TIMEOUT)
 OFFER_LIFETIME_SEC = 3600
 """An offer's ``golem.srv.comp.expiration`` is this far ahead; it is renewed a minute before it passes."""
 _RENEW_MARGIN_SEC = 60
@@ -95,6 +108,7 @@ class LocalProvider:
         payment_platform: str,
         billing: Billing | None = None,
         runtime_offer: OfferTemplate | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.spec = spec
         self.runtime_offer = runtime_offer if runtime_offer is not None else OfferTemplate()
@@ -102,6 +116,7 @@ class LocalProvider:
         self.node_id = node_id
         self.payment_platform = payment_platform
         self.billing: Billing = billing if billing is not None else NoBilling()
+        self.ledger = ledger
         self.offer_id: str | None = None
         self.agreement_id: str | None = None
         self._offer_properties: dict[str, Any] = {}
@@ -109,6 +124,8 @@ class LocalProvider:
         self._offer_expiration_ms = 0
         self._agreement_expiration_ms: int | None = None
         self._last_counter: dict[str, str] = {}  # demand id -> our last counter-proposal to it
+        self._terms: dict[str, float] = {}  # the agreed accept and payment timeouts of the agreement served
+        self._agreement_changed = asyncio.Event()
         self._tasks = TaskSet(f"provider {self.name}", logger=_log)
 
     def __repr__(self) -> str:
@@ -153,6 +170,7 @@ class LocalProvider:
             "golem.com.payment.protocol.version": "3",
             DEBIT_NOTE_INTERVAL: spec.debit_note_interval_sec,
             PAYMENT_TIMEOUT: spec.payment_timeout_sec,
+            DEBIT_NOTE_ACCEPT_TIMEOUT: spec.debit_note_accept_timeout_sec,
             "golem.srv.caps.multi-activity": True,
             EXPIRATION: expiration_ms,
         }
@@ -176,6 +194,8 @@ class LocalProvider:
         self._publish()
         self._tasks.spawn(self._negotiate(), name=f"{self.name}: negotiation")
         self._tasks.spawn(self._watch_agreements(), name=f"{self.name}: agreements")
+        if self.ledger is not None:
+            self._tasks.spawn(self._watch_payments(self.ledger), name=f"{self.name}: payments")
 
     async def aclose(self) -> None:
         """Cancel and await the provider's tasks and withdraw its offer. Calling it twice is harmless."""
@@ -259,7 +279,7 @@ class LocalProvider:
             self.market.reject_proposal(self.offer_id, proposal.proposal_id, reason, kind="offer", by=self.node_id)
             return
         terms = dict(self._offer_properties)
-        for key in (DEBIT_NOTE_INTERVAL, PAYMENT_TIMEOUT):
+        for key in _NEGOTIATED:
             asked = proposal.properties.get(key)
             if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > 0:
                 terms[key] = int(asked)
@@ -279,6 +299,15 @@ class LocalProvider:
             self.agreement_id = agreement_id
             expiration = agreement.demand.properties.get(EXPIRATION)
             self._agreement_expiration_ms = int(expiration) if isinstance(expiration, (int, float)) else None
+            # Our last counter-proposal (the agreement's offer side) holds the terms we agreed to.
+            self._terms = {
+                key: float(value)
+                for key in (DEBIT_NOTE_ACCEPT_TIMEOUT, PAYMENT_TIMEOUT)
+                if isinstance(value := agreement.offer.properties.get(key), (int, float))
+                and not isinstance(value, bool)
+                and value > 0
+            }
+            self._agreement_changed.set()
             _log.debug("provider %s approved agreement %s", self.name, agreement_id)
             return
         _log.debug("provider %s rejects agreement %s: %s", self.name, agreement_id, reason)
@@ -318,4 +347,59 @@ class LocalProvider:
             _log.exception("provider %s: billing agreement %s failed", self.name, agreement_id)
         self.agreement_id = None
         self._agreement_expiration_ms = None
+        self._terms = {}
+        self._agreement_changed.set()
         self._publish()
+
+    # -- payments -----------------------------------------------------------------------------------------
+
+    def overdue(self, ledger: Ledger, agreement_id: str, now: datetime) -> tuple[str | None, datetime | None]:
+        """Why the agreement must end now for want of payment (or ``None``), and when the next deadline falls.
+
+        A debit note not accepted within the agreed accept timeout, or not paid within the agreed payment
+        timeout (accepting pays at once here), is overdue.
+        """
+        limits = [(self._terms[key], key) for key in (DEBIT_NOTE_ACCEPT_TIMEOUT, PAYMENT_TIMEOUT) if key in self._terms]
+        if not limits:
+            return None, None
+        limit, key = min(limits)
+        waiting = [note for note in ledger.debit_notes_of(agreement_id) if not note.accepted]
+        if not waiting:
+            return None, None
+        oldest = min(waiting, key=lambda note: note.timestamp)
+        deadline = oldest.timestamp + timedelta(seconds=limit)
+        if now < deadline:
+            return None, deadline
+        what = "accepted" if key == DEBIT_NOTE_ACCEPT_TIMEOUT else "paid"
+        return (
+            f"debit note {oldest.document_id} of {format_timestamp(oldest.timestamp)} was not {what} within "
+            f"{limit:g} s ({key}): the requestor is gone or does not pay",
+            deadline,
+        )
+
+    async def _watch_payments(self, ledger: Ledger) -> None:
+        """End the agreement served when a debit note of it is overdue (see :meth:`overdue`)."""
+        while True:
+            self._agreement_changed.clear()
+            agreement_id = self.agreement_id
+            wait = _POLL_SEC
+            if agreement_id is not None and self._terms:
+                now = utc_now()
+                reason, deadline = self.overdue(ledger, agreement_id, now)
+                if reason is not None:
+                    await self._end_unpaid(agreement_id, reason)
+                    continue
+                # A note issued from now on falls due no sooner than the shortest timeout from now.
+                wait = min(wait, min(self._terms.values()))
+                if deadline is not None:
+                    wait = min(wait, max((deadline - now).total_seconds(), 0.0))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._agreement_changed.wait(), wait)
+
+    async def _end_unpaid(self, agreement_id: str, reason: str) -> None:
+        _log.warning("provider %s terminates agreement %s: %s", self.name, agreement_id, reason)
+        self._terms = {}  # one attempt: the terminated event then frees the provider
+        try:
+            await self.market.terminate(agreement_id, self.node_id, {"message": reason})
+        except LocalMarketError as exc:
+            _log.debug("provider %s: %s", self.name, exc)

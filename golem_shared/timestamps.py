@@ -39,5 +39,8 @@ def parse_timestamp(text: str) -> datetime:
         tz = "+00:00"
     elif ":" not in tz:
         tz = f"{tz[:3]}:{tz[3:]}"
-    parsed = datetime.fromisoformat(f"{match['base'].replace(' ', 'T')}.{frac}{tz}")
-    return parsed.astimezone(timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(f"{match['base'].replace(' ', 'T')}.{frac}{tz}")
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:  # a day that does not exist, or a moment outside years 1-9999 in UTC
+        raise ValueError(f"not a valid moment: {text!r} ({exc})") from None

@@ -57,6 +57,7 @@ class RestClient:
         self.stream_read_timeout = stream_read_timeout
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._failing_since: float | None = None  # time.monotonic() of the first failure since the last answer
         self._market = MarketApi(self._request)
         self._payment = PaymentApi(self._request)
         self._activity = ActivityApi(self._request, self._stream)
@@ -155,6 +156,7 @@ class RestClient:
                 text = await response.text()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._unreachable(route, url, exc, f"no answer within {total:g} s") from exc
+        self._failing_since = None
         _log.debug("%s %s -> %d (%.0f ms)", route.method, full_path, status, (time.monotonic() - started) * 1000)
         if not 200 <= status < 300:
             raise error_for_status(route.method, full_path, status, text)
@@ -189,13 +191,19 @@ class RestClient:
 
     def _unreachable(self, route: Route, url: str, exc: BaseException, timed_out: str) -> NodeUnreachableError:
         """The :class:`NodeUnreachableError` for a transport failure ``exc`` (``timed_out`` says how long)."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        down_for = now - self._failing_since
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return unreachable_error(route.method, url, str(exc.os_error) or type(exc).__name__)
-        if isinstance(exc, _CONNECT_TIMEOUT):
-            return unreachable_error(route.method, url, f"no connection within {self.connect_timeout:g} s")
-        if isinstance(exc, asyncio.TimeoutError):
-            return unreachable_error(route.method, url, timed_out)
-        return unreachable_error(route.method, url, str(exc) or type(exc).__name__)
+            reason = str(exc.os_error) or type(exc).__name__
+        elif isinstance(exc, _CONNECT_TIMEOUT):
+            reason = f"no connection within {self.connect_timeout:g} s"
+        elif isinstance(exc, asyncio.TimeoutError):
+            reason = timed_out
+        else:
+            reason = str(exc) or type(exc).__name__
+        return unreachable_error(route.method, url, reason, down_for=down_for)
 
     @contextlib.asynccontextmanager
     async def _stream(
@@ -223,6 +231,7 @@ class RestClient:
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._unreachable(route, url, exc, f"no answer within {self.stream_read_timeout:g} s") from exc
+        self._failing_since = None
         async with response:
             if not 200 <= response.status < 300:
                 text = await _read_text(response)

@@ -61,8 +61,8 @@ def error_for_status(method: str, path: str, status: int, body_text: str) -> Api
     return cls(method=method, path=path, status=status, message=node_message(body_text), hint=hint)
 
 
-def unreachable_error(method: str, url: str, reason: str) -> NodeUnreachableError:
-    """No HTTP answer to ``method url``: say which node, why, and what to try."""
+def unreachable_error(method: str, url: str, reason: str, *, down_for: float = 0.0) -> NodeUnreachableError:
+    """No HTTP answer to ``method url``: say which node, why, and what to try (``down_for``: see the error)."""
     parts = urlsplit(url)
     node = f"{parts.scheme}://{parts.netloc}"
     return NodeUnreachableError(
@@ -70,4 +70,5 @@ def unreachable_error(method: str, url: str, reason: str) -> NodeUnreachableErro
         "Is yagna running (`yagna service run`) and is YAGNA_API_URL right? "
         "Or unset YAGNA_APPKEY to use the embedded local network.",
         url=url,
+        down_for=down_for,
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
+from golem_api._retry import retry
 from golem_api.errors import GoneError, NotFoundError
 from golem_api.events import ActivityCreated, ActivityDestroyed, EventBus
 
@@ -22,7 +24,7 @@ _log = logging.getLogger(__name__)
 
 
 class Activity:
-    """One activity on a provider; ``destroy`` ends it (idempotent)."""
+    """One activity on a provider; ``destroy`` ends it (idempotent, retried on transient failures)."""
 
     def __init__(self, activity_id: str, agreement: Agreement, rest: RestClient, bus: EventBus) -> None:
         self.activity_id = activity_id
@@ -30,6 +32,9 @@ class Activity:
         self._rest = rest
         self._bus = bus
         self._destroyed = False
+        self._destroying = asyncio.Lock()
+        self.end_reason: str | None = None
+        """Why the requestor ends (or ended) the activity, once it was asked to."""
 
     @classmethod
     async def create(cls, agreement: Agreement, rest: RestClient, bus: EventBus) -> Activity:
@@ -46,8 +51,13 @@ class Activity:
 
     @property
     def destroyed(self) -> bool:
-        """True once the activity was destroyed."""
+        """True once the node confirmed that the activity was destroyed."""
         return self._destroyed
+
+    @property
+    def ending(self) -> bool:
+        """True once the requestor asked to destroy the activity (confirmed or not)."""
+        return self.end_reason is not None
 
     def __repr__(self) -> str:
         return f"<Activity {self.activity_id[:8]}… on {self.agreement.provider_name!r}>"
@@ -87,15 +97,25 @@ class Activity:
         """
         return self._rest.activity.stream_exec_batch_results(self.activity_id, batch_id)
 
-    async def destroy(self) -> None:
-        """End the activity; the provider sends its last debit note."""
-        if self._destroyed:
-            return
-        self._destroyed = True
-        try:
-            await self._rest.activity.destroy_activity(self.activity_id)
-        except (NotFoundError, GoneError) as exc:
-            _log.debug("activity %s was already gone: %s", self.activity_id, exc)
+    async def destroy(self, reason: str = "destroyed by the requestor") -> None:
+        """End the activity (the provider kills what still runs and sends its last debit note).
+
+        Transient failures are retried; when the node still does not confirm, the error is raised and a later
+        call tries again.
+        """
+        if self.end_reason is None:
+            self.end_reason = reason
+        async with self._destroying:
+            if self._destroyed:
+                return
+            try:
+                await retry(
+                    lambda: self._rest.activity.destroy_activity(self.activity_id),
+                    what=f"destroying activity {self.activity_id}",
+                )
+            except (NotFoundError, GoneError) as exc:
+                _log.debug("activity %s was already gone: %s", self.activity_id, exc)
+            self._destroyed = True
         self._bus.emit(
             ActivityDestroyed(
                 activity_id=self.activity_id,

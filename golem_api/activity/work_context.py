@@ -15,6 +15,15 @@ Running a script goes through fixed steps, each with its failure handled:
 
 The first failed command raises :class:`~golem_api.errors.CommandExecutionError` once everything is settled;
 the timeout raises :class:`~golem_api.errors.BatchTimeoutError`.
+
+No script waits silently behind a command that will not end. The activity API cannot kill a batch, so:
+
+* when a script's timeout passes while its batch still runs, the activity is ended (the provider kills what
+  runs in it) and the error says so; later scripts on this context fail at once with
+  :class:`~golem_api.errors.ActivityError`;
+* when a script is cut short otherwise (cancelled: the instance was stopped), its batch may go on running. The
+  next script first waits up to :data:`UNFINISHED_GRACE` s (a long-poll: it ends as soon as the batch does)
+  for that batch to finish; if it has not, the activity is ended and the script fails at once.
 """
 
 from __future__ import annotations
@@ -25,7 +34,13 @@ from typing import TYPE_CHECKING
 
 from golem_api.activity._results import EventStreamReader, OutputRouter, poll_results
 from golem_api.activity.script import Command, CommandResult, Script
-from golem_api.errors import BatchTimeoutError, CommandExecutionError, ConfigurationError, GolemError
+from golem_api.errors import (
+    ActivityError,
+    BatchTimeoutError,
+    CommandExecutionError,
+    ConfigurationError,
+    GolemError,
+)
 from golem_api.events import CommandExecuted, CommandOutput, EventBus, ScriptFinished, ScriptSent
 
 if TYPE_CHECKING:
@@ -34,7 +49,7 @@ if TYPE_CHECKING:
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.agreement import Agreement
 
-__all__ = ["DOWNLOAD_WAIT", "STREAM_GRACE", "WorkContext"]
+__all__ = ["DOWNLOAD_WAIT", "END_ACTIVITY_TIMEOUT", "STREAM_GRACE", "UNFINISHED_GRACE", "WorkContext"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +58,13 @@ STREAM_GRACE = 2.0
 
 DOWNLOAD_WAIT = 30.0
 """Seconds a successful download waits for the provider's end-of-upload message (normally already there)."""
+
+UNFINISHED_GRACE = 1.0
+"""Seconds a script waits for the batch of an earlier script that was cut short to finish before the activity is
+ended (so that nothing queues behind a command that does not end)."""
+
+END_ACTIVITY_TIMEOUT = 10.0
+"""Seconds allowed for ending an activity whose commands must be stopped."""
 
 
 class WorkContext:
@@ -57,6 +79,7 @@ class WorkContext:
         self.storage = storage
         self.bus = bus
         self.stream_output = stream_output
+        self._unfinished: tuple[str, int] | None = None  # (batch id, last index) of a script cut short
 
     def __repr__(self) -> str:
         return f"<WorkContext {self.activity!r}>"
@@ -101,7 +124,47 @@ class WorkContext:
         script._claim()
         if not script.commands:
             return []
+        await self.settle_unfinished(UNFINISHED_GRACE)
+        if self.activity.ending:
+            raise ActivityError(
+                f"{self.activity!r} was ended ({self.activity.end_reason}); no more scripts run on it. "
+                "A service instance is started again on a new activity (or ends) by itself"
+            )
         return await _ScriptRun(self, script).run()
+
+    @property
+    def unfinished_batch(self) -> str | None:
+        """The batch of a script that was cut short while it ran on the provider, until it is known to be over."""
+        return self._unfinished[0] if self._unfinished is not None else None
+
+    async def settle_unfinished(self, grace: float) -> None:
+        """Wait up to ``grace`` s for the batch of a script cut short to finish; if it has not, end the activity.
+
+        Does nothing when no script was cut short. Afterwards either nothing runs on the provider any more, or
+        :attr:`Activity.ending <golem_api.activity.activity.Activity.ending>` is true.
+        """
+        unfinished, self._unfinished = self._unfinished, None
+        if unfinished is None or self.activity.ending:
+            return
+        batch_id, last = unfinished
+        try:
+            results = await self.activity.results(batch_id, command_index=last, timeout=grace)
+            if any(result.is_batch_finished for result in results):
+                return
+        except GolemError as exc:
+            _log.debug("batch %s is not known to have finished: %r", batch_id, exc)
+        await self.end_activity(
+            f"batch {batch_id} of a script that was cut short was still running {grace:g} s later; "
+            "the activity was ended to stop it"
+        )
+
+    async def end_activity(self, reason: str) -> None:
+        """End the activity so that nothing keeps running on it (bounded; a failure is logged)."""
+        _log.warning("%r: ending the activity: %s", self, reason)
+        try:
+            await asyncio.wait_for(self.activity.destroy(reason), END_ACTIVITY_TIMEOUT)
+        except (GolemError, asyncio.TimeoutError) as exc:
+            _log.warning("could not end %r: %r", self.activity, exc)
 
 
 class _Stop(Exception):
@@ -147,20 +210,28 @@ class _ScriptRun:
         except asyncio.TimeoutError:
             if timeout is None or loop.time() - started < timeout:
                 self._settle_rest("not finished: the script broke (a wait timed out)")
+                self._note_unfinished()
                 raise
             message = f"the script did not finish within its timeout of {timeout:g} s"
             self._settle_rest(f"not finished: {message}")
+            ended = ""
+            if self.batch_id is not None:
+                self.ctx._unfinished = None
+                await self.ctx.end_activity(f"{message} (batch {self.batch_id})")
+                ended = "; the activity was ended to stop its commands"
             raise BatchTimeoutError(
-                f"{message} on {self.ctx.provider_name!r} (batch {self.batch_id or 'not sent'}); "
-                "give new_script(timeout=…) more time if the commands are slow",
+                f"{message} on {self.ctx.provider_name!r} (batch {self.batch_id or 'not sent'}){ended}. "
+                "Give new_script(timeout=…) more time if the commands are slow",
                 batch_id=self.batch_id,
                 timeout=timeout,
             ) from None
         except asyncio.CancelledError:
             self._settle_rest("not finished: the script was cancelled")
+            self._note_unfinished()
             raise
         except BaseException as exc:
             self._settle_rest(f"not finished: the script broke: {exc}")
+            self._note_unfinished()
             raise
         finally:
             await self._release()
@@ -264,6 +335,11 @@ class _ScriptRun:
                 provider_name=self.ctx.provider_name,
             )
         )
+
+    def _note_unfinished(self) -> None:
+        """The script ended before its batch did: the next script must not queue behind it unawares."""
+        if self.batch_id is not None:
+            self.ctx._unfinished = (self.batch_id, len(self.commands) - 1)
 
     def _settle_rest(self, message: str) -> None:
         for command in self.commands:

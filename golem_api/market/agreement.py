@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from golem_api.errors import ApiError, ConflictError, GoneError
+from golem_api._retry import retry
+from golem_api.errors import ConflictError, GolemError, GoneError
 from golem_api.events import AgreementTerminated, EventBus
 from golem_shared.pricing import LinearPricing
 
@@ -22,7 +24,8 @@ _log = logging.getLogger(__name__)
 class Agreement:
     """An approved agreement: the provider, its agreed prices, and the way to end it.
 
-    Created by the engine once the provider has approved; ``terminate`` is idempotent.
+    Created by the engine once the provider has approved; ``terminate`` is idempotent and retried on transient
+    failures (:mod:`golem_api._retry`): the agreement counts as terminated only once the node confirmed it.
     """
 
     def __init__(
@@ -43,6 +46,12 @@ class Agreement:
         self._rest = rest
         self._bus = bus
         self._terminated = False
+        self._ending = asyncio.Lock()
+        self._ending_started = asyncio.Event()
+        self.end_reason: str | None = None
+        """Why the agreement ended (or is being ended), once it is."""
+        self.failure: GolemError | None = None
+        """The fault that made the requestor end it (the budget ran out, a document asked too much), if any."""
         self.activities: list[Activity] = []
 
     @property
@@ -62,21 +71,35 @@ class Agreement:
         self.activities.append(activity)
         return activity
 
-    async def terminate(self, reason: str = "Finished", *, success: bool = True) -> None:
-        """End the agreement (destroying its live activities first); does nothing if it has ended."""
-        if self._terminated:
-            return
-        self._terminated = True
-        for activity in self.activities:
-            await activity.destroy()
-        body = {"message": reason, "golem.requestor.code": "Success" if success else "Failure"}
-        try:
-            await self._rest.market.terminate_agreement(self.agreement_id, body)
-        except (GoneError, ConflictError) as exc:
-            _log.debug("agreement %s was already over: %s", self.agreement_id, exc)
-        except ApiError:
-            self._terminated = False
-            raise
+    async def terminate(
+        self, reason: str = "Finished", *, success: bool = True, failure: GolemError | None = None
+    ) -> None:
+        """End the agreement (destroying its live activities first); does nothing if it has ended.
+
+        ``failure`` is the fault that made the requestor end it (kept as :attr:`failure`, so that the service
+        instance on it ends as a failure of that cause). Transient failures are retried; when the node still
+        does not confirm, the error is raised and the agreement stays in force, so that a later call tries again.
+        """
+        if self.end_reason is None or failure is not None:
+            self.end_reason, self.failure = reason, failure or self.failure
+        self._ending_started.set()
+        async with self._ending:
+            if self._terminated:
+                return
+            for activity in self.activities:
+                try:
+                    await activity.destroy()
+                except GolemError as exc:  # terminating the agreement ends its activities on the provider anyway
+                    _log.warning("could not destroy %r before terminating its agreement: %s", activity, exc)
+            body = {"message": reason, "golem.requestor.code": "Success" if success else "Failure"}
+            try:
+                await retry(
+                    lambda: self._rest.market.terminate_agreement(self.agreement_id, body),
+                    what=f"terminating agreement {self.agreement_id}",
+                )
+            except (GoneError, ConflictError) as exc:
+                _log.debug("agreement %s was already over: %s", self.agreement_id, exc)
+            self._terminated = True
         self._bus.emit(
             AgreementTerminated(
                 agreement_id=self.agreement_id,
@@ -90,3 +113,8 @@ class Agreement:
     def mark_terminated(self) -> None:
         """Record that the provider ended the agreement."""
         self._terminated = True
+        self._ending_started.set()
+
+    async def wait_ending(self) -> None:
+        """Return once the agreement ends or is being ended (by :meth:`terminate` or :meth:`mark_terminated`)."""
+        await self._ending_started.wait()

@@ -5,8 +5,11 @@ counters the ones its strategy accepts; the provider answers with a ``Draft``; o
 agreement, which the requestor creates and confirms and the provider approves.
 
 One owned task collects the demand's events and counters acceptable offers at once, so that by the time
-an agreement is wanted the provider's Drafts are already waiting. :meth:`Demand.agreement` takes the best
-Draft (scores are asked again at that moment, so failures count) and turns it into an agreement.
+an agreement is wanted the provider's Drafts are already waiting. It outlives faults of the node: a failed
+read is retried after a pause of the one retry policy (:mod:`golem_api._retry`, with a warning), an unknown
+or expired subscription is subscribed again, and it ends only when the demand is closed.
+:meth:`Demand.agreement` takes the best Draft (scores are asked again at that moment, so failures count) and
+turns it into an agreement.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
+from golem_api._retry import DEFAULT_POLICY, is_transient, retry
 from golem_api.errors import (
     AgreementError,
-    ApiError,
     BadRequestError,
     ConfigurationError,
     ConflictError,
+    GolemError,
     GoneError,
     MarketError,
     MarketTimeoutError,
@@ -64,6 +68,7 @@ _CHOSEN_PLATFORM = "golem.com.payment.chosen-platform"
 _ECHOED = (
     "golem.com.scheme.payu.debit-note.interval-sec?",
     "golem.com.scheme.payu.payment-timeout-sec?",
+    "golem.com.payment.debit-notes.accept-timeout?",
 )
 
 
@@ -111,6 +116,8 @@ class Demand:
         self._bus_subscription: Subscription | None = None
         self.subscription_id: str | None = None
         self._counters: dict[str, Offer] = {}  # our counter-proposal id -> the offer it answers
+        # provider id -> the offer our counter answered, when the node took the counter but its id was lost
+        self._lost_counters: dict[str, Offer] = {}
         self._drafts: list[_Draft] = []
         self._draft_arrived = asyncio.Event()
         self._engaged: set[str] = set()  # providers with a live agreement from this demand
@@ -135,10 +142,17 @@ class Demand:
             self._bus.unsubscribe(self._bus_subscription)
             self._bus_subscription = None
         await self._tasks.aclose()
-        if self.subscription_id is not None:
-            with contextlib.suppress(NotFoundError, GoneError):
-                await self._rest.market.unsubscribe_demand(self.subscription_id)
-            self.subscription_id = None
+        subscription_id, self.subscription_id = self.subscription_id, None
+        if subscription_id is not None:
+            try:
+                await retry(
+                    lambda: self._rest.market.unsubscribe_demand(subscription_id),
+                    what=f"withdrawing demand {subscription_id}",
+                )
+            except (NotFoundError, GoneError):
+                pass
+            except GolemError as exc:  # the demand expires on the node by itself
+                _log.warning("could not withdraw demand %s: %s", subscription_id, exc)
 
     async def _subscribe(self) -> None:
         self.subscription_id = await self._rest.market.subscribe_demand(self.properties, self.constraints)
@@ -153,25 +167,41 @@ class Demand:
         loop = asyncio.get_running_loop()
         warn_at = loop.time() + self._no_offers_warning_after
         warned = False
+        delays = None
         try:
             while True:
-                assert self.subscription_id is not None
                 try:
+                    if self.subscription_id is None:
+                        await self._subscribe()
+                    assert self.subscription_id is not None
                     events = await self._rest.market.collect_demand_events(
                         self.subscription_id, timeout=1.0 if not warned else 5.0, max_events=50
                     )
+                    for event in events:
+                        await self._handle(event)
                 except (NotFoundError, GoneError):
                     _log.info("demand %s expired on the node; subscribing again", self.subscription_id)
-                    await self._subscribe()
+                    self.subscription_id = None
                     continue
-                for event in events:
-                    await self._handle(event)
+                except GolemError as exc:
+                    # The node failed or said no: pause (a back-off, not a wait for an event) and go on.
+                    delays = delays or DEFAULT_POLICY.delays()
+                    pause = next(delays)
+                    _log.warning(
+                        "collecting offers of demand %s failed, retrying in %.1f s: %s",
+                        self.subscription_id,
+                        pause,
+                        exc,
+                    )
+                    await asyncio.sleep(pause)
+                    continue
+                delays = None
                 if not warned and self._stats.offers == 0 and loop.time() >= warn_at:
                     warned = True
                     self._warn_no_offers()
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # a fault of ours, not of the node: agreement() says so
             self._failure = exc
             self._draft_arrived.set()
             raise
@@ -198,8 +228,11 @@ class Demand:
             proposal = event.proposal
             if proposal.state == "Initial":
                 await self._on_offer(proposal)
-            elif proposal.state == "Draft" and proposal.prev_proposal_id in self._counters:
-                del self._counters[proposal.prev_proposal_id]
+            elif proposal.state == "Draft":
+                if proposal.prev_proposal_id in self._counters:
+                    del self._counters[proposal.prev_proposal_id]
+                elif self._lost_counters.pop(proposal.issuer_id, None) is None:
+                    return  # not an answer to a counter of ours
                 # The Draft carries the provider's final terms; those are what the agreement holds.
                 draft_offer = Offer(proposal.proposal_id, proposal.issuer_id, proposal.properties)
                 self._drafts.append(_Draft(proposal.proposal_id, draft_offer))
@@ -245,7 +278,7 @@ class Demand:
                     reason=reason,
                 )
             )
-            with contextlib.suppress(ApiError):
+            with contextlib.suppress(GolemError):  # a courtesy: the offer is passed over either way
                 await self._rest.market.reject_proposal(self.subscription_id, offer.proposal_id, reason)
             return
         counter = dict(self.properties)
@@ -254,12 +287,31 @@ class Demand:
             value = offer.properties.get(key)
             if isinstance(value, int | float) and value > 0:
                 counter[key] = value
+        subscription_id, attempts = self.subscription_id, 0
+
+        async def send_counter() -> str:
+            nonlocal attempts
+            attempts += 1
+            return await self._rest.market.counter_proposal(
+                subscription_id, offer.proposal_id, counter, self.constraints
+            )
+
+        # Countering is not safe to repeat: a repeat after a lost answer is refused (410) as already countered.
+        # Then (or when the node never answered) the counter may have gone through, and the provider's Draft
+        # answering it is recognised by its issuer instead of by the counter's id.
         try:
-            counter_id = await self._rest.market.counter_proposal(
-                self.subscription_id, offer.proposal_id, counter, self.constraints
+            counter_id = await retry(
+                send_counter, what=f"countering offer {offer.proposal_id} of {offer.provider_name}"
             )
         except (BadRequestError, GoneError, NotFoundError, ConflictError) as exc:
+            if attempts > 1:
+                self._lost_counters[offer.provider_id] = offer
             _log.debug("could not counter %s from %s: %s", offer.proposal_id, offer.provider_name, exc)
+            return
+        except GolemError as exc:
+            if is_transient(exc):
+                self._lost_counters[offer.provider_id] = offer
+            _log.warning("could not counter the offer of %s: %s", offer.provider_name, exc)
             return
         self._counters[counter_id] = offer
 
@@ -307,24 +359,40 @@ class Demand:
     async def _try_agreement(self, draft: _Draft, deadline: float) -> Agreement | None:
         offer = draft.offer
         valid_to = min(self._expiration, utc_now() + timedelta(hours=24))
-        try:
+        try:  # not safe to repeat: a lost answer leaves an unconfirmed agreement, which expires on the node
             agreement_id = await self._rest.market.create_agreement(draft.proposal_id, valid_to)
         except (BadRequestError, GoneError, ConflictError, NotFoundError) as exc:
             _log.debug("draft %s from %s is stale: %s", draft.proposal_id, offer.provider_name, exc)
+            return None
+        except GolemError as exc:
+            _log.warning("could not make an agreement with %s: %s", offer.provider_name, exc)
             return None
         aid, pid, name = agreement_id, offer.provider_id, offer.provider_name
         self._bus.emit(AgreementCreated(agreement_id=aid, provider_id=pid, provider_name=name))
         self._engaged.add(offer.provider_id)
         wait = max(0.1, min(self._approval_timeout, deadline - asyncio.get_running_loop().time()))
+        confirmed = False
+
+        async def confirm() -> None:
+            nonlocal confirmed
+            try:
+                await self._rest.market.confirm_agreement(agreement_id)
+            except GoneError:
+                if not confirmed:  # a repeat after a lost answer: the first confirmation went through
+                    raise
+            confirmed = True
+
         try:
-            await self._rest.market.confirm_agreement(agreement_id)
-            await self._rest.market.wait_for_approval(agreement_id, timeout=wait)
-        except (AgreementError, RequestTimeoutError, GoneError, ConflictError) as exc:
+            await retry(confirm, what=f"confirming agreement {agreement_id}")
+            await retry(
+                lambda: self._rest.market.wait_for_approval(agreement_id, timeout=wait),
+                what=f"waiting for the approval of agreement {agreement_id}",
+            )
+        except (AgreementError, RequestTimeoutError, GoneError, ConflictError, GolemError) as exc:
             self._engaged.discard(offer.provider_id)
             self._strategy.provider_failed(offer.provider_id)
             self._bus.emit(AgreementRejected(agreement_id=aid, provider_id=pid, provider_name=name, reason=str(exc)))
-            with contextlib.suppress(ApiError):
-                await self._rest.market.cancel_agreement(agreement_id)
+            await self._withdraw_agreement(agreement_id)
             return None
         self._bus.emit(AgreementConfirmed(agreement_id=aid, provider_id=pid, provider_name=name))
         agreement = Agreement(
@@ -338,6 +406,24 @@ class Demand:
         if self._on_agreement is not None:
             self._on_agreement(agreement)
         return agreement
+
+    async def _withdraw_agreement(self, agreement_id: str) -> None:
+        """Cancel an agreement that will not be used; terminate it if the provider approved it meanwhile."""
+        try:
+            await retry(lambda: self._rest.market.cancel_agreement(agreement_id), what=f"cancelling {agreement_id}")
+            return
+        except (ConflictError, GoneError, BadRequestError):
+            pass  # no longer cancellable: it was approved (or has ended)
+        except GolemError as exc:
+            _log.warning("could not cancel agreement %s: %s", agreement_id, exc)
+            return
+        with contextlib.suppress(GolemError):
+            await retry(
+                lambda: self._rest.market.terminate_agreement(
+                    agreement_id, {"message": "the requestor could not confirm it in time"}
+                ),
+                what=f"terminating agreement {agreement_id}",
+            )
 
     def _on_terminated(self, event: Event) -> None:
         # The provider is free again: its next offer may be used.

@@ -12,6 +12,16 @@ usage the document bills), plus a tolerance (``price_tolerance``, relative, and 
 absolute). For a debit note that is the price of its activity's usage; for an invoice, the sum over its
 activities. A provider caught asking for more (:class:`~golem_api.events.DocumentRefused`) is paid nothing
 more under that agreement, its invoice included.
+
+Exactly once, under faults: a document counts as handled only once the node confirmed its acceptance (or
+the manager decided not to pay it). Reads and acceptances are retried on transient failures with the one
+policy of :mod:`golem_api._retry` (accepting twice answers as the first time, so a repeat after a lost answer
+is harmless; a refused repeat is checked against the document's status, and an accepted document counts as
+done). A document still not confirmed after that is kept and tried again on every later poll, until it is.
+
+A document the budget cannot pay is refused with :class:`~golem_api.events.BudgetExhausted` (and a line
+saying so), its agreement is terminated with a :class:`~golem_api.errors.BudgetExceededError` as the cause,
+and its invoice is not waited for on exit.
 """
 
 from __future__ import annotations
@@ -25,9 +35,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from golem_api._retry import DEFAULT_POLICY, is_transient, retry
 from golem_api.errors import (
     ApiError,
     BadRequestError,
+    BudgetExceededError,
     GolemError,
     GoneError,
     InsufficientFundsError,
@@ -40,6 +52,7 @@ from golem_api.events import (
     ActivityCreated,
     AllocationCreated,
     AllocationReleased,
+    BudgetExhausted,
     DebitNoteAccepted,
     DebitNoteRejected,
     DocumentRefused,
@@ -60,7 +73,6 @@ __all__ = ["PaymentManager"]
 
 _log = logging.getLogger(__name__)
 
-_RETRY_AFTER = 1.0  # seconds between polls after the node failed to answer
 _USAGE_TIMEOUT = 10.0  # seconds allowed for reading an activity's usage
 
 
@@ -97,8 +109,10 @@ class PaymentManager:
         self._accepted_debit: dict[str, Decimal] = {}  # activity id -> cumulative amount accepted
         self._activity_agreement: dict[str, str] = {}
         self._invoiced: dict[str, Decimal] = {}  # agreement id -> invoice amount accepted
-        self._handled: set[str] = set()
+        self._handled: set[str] = set()  # documents accepted, refused, or of another run: never looked at again
+        self._received_announced: set[str] = set()  # invoices whose InvoiceReceived was emitted
         self._invoice_paid: dict[str, asyncio.Future[Decimal]] = {}
+        self._unpaid: dict[str, str] = {}  # agreement id -> why its invoice is not (or not fully) paid
         self._tasks = TaskSet("payment manager", logger=_log)
         self._activity_seen: dict[str, float] = {}  # activity id -> time.monotonic() when its creation was answered
         self._subscription = bus.subscribe(self._on_activity_created, ActivityCreated)
@@ -130,21 +144,32 @@ class PaymentManager:
         )
         since = allocation.timestamp
         self._tasks.spawn(
-            self._poll(self._rest.payment.collect_debit_note_events, since, self._on_debit_note),
+            self._poll(self._rest.payment.collect_debit_note_events, since, self._on_debit_note, "debit note"),
             name="debit-note events",
         )
         self._tasks.spawn(
-            self._poll(self._rest.payment.collect_invoice_events, since, self._on_invoice), name="invoice events"
+            self._poll(self._rest.payment.collect_invoice_events, since, self._on_invoice, "invoice"),
+            name="invoice events",
         )
 
     async def aclose(self) -> None:
-        """Stop accepting documents and release the allocation."""
+        """Stop accepting documents and release the allocation.
+
+        A node that does not answer is logged, not raised: there is nothing the user could do about it here.
+        """
         await self._tasks.aclose()
         self._bus.unsubscribe(self._subscription)
         if self.allocation is not None:
             allocation_id, self.allocation = self.allocation.allocation_id, None
-            with contextlib.suppress(NotFoundError, GoneError):
-                await self._rest.payment.release_allocation(allocation_id)
+            try:
+                await retry(
+                    lambda: self._rest.payment.release_allocation(allocation_id),
+                    what=f"releasing allocation {allocation_id}",
+                )
+            except (NotFoundError, GoneError):
+                pass
+            except GolemError as exc:
+                _log.error("could not release allocation %s (it expires on the node by itself): %s", allocation_id, exc)
             self._bus.emit(AllocationReleased(allocation_id=allocation_id, spent=self.spent))
 
     # --- what the engine asks -------------------------------------------------------------------
@@ -174,10 +199,21 @@ class PaymentManager:
         self._agreements[agreement.agreement_id] = agreement
         self._invoice_paid.setdefault(agreement.agreement_id, asyncio.get_running_loop().create_future())
 
+    @property
+    def unpaid(self) -> dict[str, str]:
+        """Agreements whose invoice arrived and was not paid (ids → why: the budget, or it asked too much)."""
+        return dict(self._unpaid)
+
+    def settled(self, agreement_id: str) -> bool:
+        """Whether nothing more is owed under the agreement: its invoice was paid, or refused with a reason."""
+        future = self._invoice_paid.get(agreement_id)
+        return future is not None and future.done()
+
     async def wait_for_invoices(self, agreement_ids: Iterable[str], timeout: float) -> list[str]:
         """Wait up to ``timeout`` s for the invoices of these agreements; return the ids still unpaid.
 
-        An agreement whose documents were refused for asking too much counts as settled: nothing is owed.
+        An agreement whose documents were refused (for asking too much, or for the budget) is not waited for:
+        its invoice has come or will not be paid (see :attr:`unpaid` and :attr:`refused`).
         """
         futures = {a: self._invoice_paid[a] for a in agreement_ids if a in self._invoice_paid}
         pending = [f for f in futures.values() if not f.done()]
@@ -192,29 +228,79 @@ class PaymentManager:
         collect: Callable[..., Awaitable[list[PaymentEvent]]],
         since: datetime,
         handle: Callable[[str], Awaitable[None]],
+        kind: str,
     ) -> None:
+        """Read the node's events from ``since`` and handle each received document until it is done.
+
+        A document whose handling failed on a transient fault (after the retries of :func:`retry`) stays in
+        ``pending`` and is handled again on the next round; the next read of events is then short, so that it
+        comes round soon.
+        """
         after = since
+        pending: dict[str, None] = {}  # document ids in the order they arrived
+        delays = None
         while True:
             try:
-                events = await collect(after=after, timeout=5.0, max_events=100)
+                events = await collect(after=after, timeout=1.0 if pending else 5.0, max_events=100)
             except (NodeUnreachableError, ApiError) as exc:
-                _log.warning("polling payment events failed, retrying in %.0f s: %s", _RETRY_AFTER, exc)
-                await asyncio.sleep(_RETRY_AFTER)
+                delays = delays or DEFAULT_POLICY.delays()
+                pause = next(delays)
+                _log.warning("reading %s events failed, retrying in %.1f s: %s", kind, pause, exc)
+                await asyncio.sleep(pause)  # a back-off pause, not a wait for an event
                 continue
+            delays = None
             for event in events:
                 after = max(after, event.event_date)
                 if event.event_type.endswith("ReceivedEvent") and event.document_id not in self._handled:
-                    self._handled.add(event.document_id)
-                    try:
-                        await handle(event.document_id)
-                    except (ApiError, NodeUnreachableError) as exc:
-                        _log.error("could not process %s: %s", event.document_id, exc)
+                    pending[event.document_id] = None
+            for document_id in list(pending):
+                if await self._process(kind, document_id, handle):
+                    del pending[document_id]
+                    self._handled.add(document_id)
+
+    async def _process(self, kind: str, document_id: str, handle: Callable[[str], Awaitable[None]]) -> bool:
+        """Handle one document; True when it is done with (paid, refused, not ours), False to try again later."""
+        try:
+            await handle(document_id)
+        except GolemError as exc:
+            if is_transient(exc):
+                _log.warning("could not handle %s %s yet, will try again: %s", kind, document_id, exc)
+                return False
+            _log.error("could not handle %s %s: %s", kind, document_id, exc)
+        return True
+
+    async def _accept(self, kind: str, document_id: str, amount: Decimal) -> None:
+        """Accept a document for ``amount``, retried; a refused repeat of an acceptance that went through is done."""
+        payment = self._rest.payment
+        accept = payment.accept_invoice if kind == "invoice" else payment.accept_debit_note
+        allocation_id = self.allocation_id
+        try:
+            await retry(
+                lambda: accept(document_id, amount=amount, allocation_id=allocation_id),
+                what=f"accepting {kind} {document_id}",
+            )
+        except ApiError as exc:
+            if is_transient(exc) or not await self._already_accepted(kind, document_id):
+                raise
+            _log.info("%s %s was accepted already (the node said %s): counted as done", kind, document_id, exc)
+
+    async def _already_accepted(self, kind: str, document_id: str) -> bool:
+        """Whether the node holds the document as accepted (or settled)."""
+        if kind == "invoice":
+            status = (await retry(lambda: self._rest.payment.get_invoice(document_id), what=f"reading {kind}")).status
+        else:
+            status = (
+                await retry(lambda: self._rest.payment.get_debit_note(document_id), what=f"reading {kind}")
+            ).status
+        return status in ("ACCEPTED", "SETTLED")
 
     def _remaining(self) -> Decimal:
         return self.budget - self.spent
 
     async def _on_debit_note(self, debit_note_id: str) -> None:
-        note = await self._rest.payment.get_debit_note(debit_note_id)
+        note = await retry(
+            lambda: self._rest.payment.get_debit_note(debit_note_id), what=f"reading debit note {debit_note_id}"
+        )
         agreement = self._agreements.get(note.agreement_id)
         if agreement is None:
             _log.debug("debit note %s is for agreement %s of another run", debit_note_id, note.agreement_id)
@@ -223,13 +309,10 @@ class PaymentManager:
             return
         already = self._accepted_debit.get(note.activity_id, Decimal(0))
         charge = note.total_amount_due - already
-        reason = self._refusal(charge)
-        if reason:
-            await self._refuse(agreement, note.debit_note_id, note.total_amount_due, reason, debit=True)
+        if charge > self._remaining():
+            await self._refuse_for_budget(agreement, "debit note", debit_note_id, note.total_amount_due, charge)
             return
-        await self._rest.payment.accept_debit_note(
-            debit_note_id, amount=note.total_amount_due, allocation_id=self.allocation_id
-        )
+        await self._accept("debit note", debit_note_id, note.total_amount_due)
         self._activity_agreement[note.activity_id] = note.agreement_id
         self._accepted_debit[note.activity_id] = max(already, note.total_amount_due)
         self._bus.emit(
@@ -363,8 +446,10 @@ class PaymentManager:
         future = self._invoice_paid.get(agreement.agreement_id)
         if future is not None and not future.done():
             future.set_result(Decimal(0))
-        with contextlib.suppress(ApiError, NodeUnreachableError):
+        try:
             await agreement.terminate(f"{kind} refused: {reason}", success=False)
+        except GolemError as exc:
+            _log.warning("could not terminate %r after its %s was refused: %s", agreement, kind, exc)
         return True
 
     def _emit_refused(
@@ -384,23 +469,38 @@ class PaymentManager:
 
     # --- budget -----------------------------------------------------------------------------------
 
-    def _refusal(self, charge: Decimal) -> str:
-        if charge > self._remaining():
-            return f"it would charge {charge} more, but only {self._remaining()} of the budget of {self.budget} is left"
-        return ""
-
-    async def _refuse(
-        self, agreement: Agreement, document_id: str, amount: Decimal, reason: str, *, debit: bool
+    async def _refuse_for_budget(
+        self, agreement: Agreement, kind: str, document_id: str, amount: Decimal, charge: Decimal
     ) -> None:
-        _log.error("not paying %s from %r: %s", document_id, agreement.provider_name, reason)
-        if debit:
+        """Refuse a document the rest of the budget cannot pay: an event, a line, the agreement ended for it."""
+        remaining = self._remaining()
+        message = (
+            f"budget {self.budget} spent: refusing {kind} {document_id} of {amount} from {agreement.provider_name!r}; "
+            f"it would charge {charge} more, but only {remaining} is left ({self.spent} spent). "
+            "Give Golem(budget=…) more to keep this provider working"
+        )
+        _log.error("%s", message)
+        self._bus.emit(
+            BudgetExhausted(
+                kind=kind,
+                document_id=document_id,
+                agreement_id=agreement.agreement_id,
+                provider_name=agreement.provider_name,
+                amount=amount,
+                charge=charge,
+                budget=self.budget,
+                spent=self.spent,
+                message=message,
+            )
+        )
+        if kind == "debit note":
             self._bus.emit(
                 DebitNoteRejected(
                     debit_note_id=document_id,
                     agreement_id=agreement.agreement_id,
                     provider_name=agreement.provider_name,
                     amount=amount,
-                    reason=reason,
+                    reason=message,
                 )
             )
         else:
@@ -409,34 +509,44 @@ class PaymentManager:
                     document_id=document_id,
                     agreement_id=agreement.agreement_id,
                     provider_name=agreement.provider_name,
-                    reason=reason,
+                    reason=message,
                 )
             )
-        with contextlib.suppress(ApiError):
-            await agreement.terminate(f"payment refused: {reason}", success=False)
+            # The invoice is here and will not be paid: nobody should wait for it.
+            self._unpaid[agreement.agreement_id] = message
+            future = self._invoice_paid.get(agreement.agreement_id)
+            if future is not None and not future.done():
+                future.set_result(Decimal(0))
+        try:
+            failure = BudgetExceededError(message)
+            await agreement.terminate(f"payment refused: {message}", success=False, failure=failure)
+        except GolemError as exc:
+            _log.warning("could not terminate %r after its %s was refused: %s", agreement, kind, exc)
 
     async def _on_invoice(self, invoice_id: str) -> None:
-        invoice = await self._rest.payment.get_invoice(invoice_id)
+        invoice = await retry(lambda: self._rest.payment.get_invoice(invoice_id), what=f"reading invoice {invoice_id}")
         agreement = self._agreements.get(invoice.agreement_id)
         if agreement is None:
             _log.debug("invoice %s is for agreement %s of another run", invoice_id, invoice.agreement_id)
             return
-        self._bus.emit(
-            InvoiceReceived(
-                invoice_id=invoice_id,
-                agreement_id=invoice.agreement_id,
-                provider_name=agreement.provider_name,
-                amount=invoice.amount,
+        if invoice_id not in self._received_announced:
+            self._received_announced.add(invoice_id)
+            self._bus.emit(
+                InvoiceReceived(
+                    invoice_id=invoice_id,
+                    agreement_id=invoice.agreement_id,
+                    provider_name=agreement.provider_name,
+                    amount=invoice.amount,
+                )
             )
-        )
         if await self._overcharged_invoice(agreement, invoice):
             return
         covered = sum((self._accepted_debit.get(a, Decimal(0)) for a in invoice.activity_ids), start=Decimal(0))
-        reason = self._refusal(max(invoice.amount - covered, Decimal(0)))
-        if reason:
-            await self._refuse(agreement, invoice_id, invoice.amount, reason, debit=False)
+        charge = max(invoice.amount - covered, Decimal(0))
+        if charge > self._remaining():
+            await self._refuse_for_budget(agreement, "invoice", invoice_id, invoice.amount, charge)
             return
-        await self._rest.payment.accept_invoice(invoice_id, amount=invoice.amount, allocation_id=self.allocation_id)
+        await self._accept("invoice", invoice_id, invoice.amount)
         self._invoiced[invoice.agreement_id] = invoice.amount
         for activity_id in invoice.activity_ids:
             self._activity_agreement[activity_id] = invoice.agreement_id

@@ -16,6 +16,15 @@ activity's state (with a bound). When the activity is ``Unresponsive``, ``Termin
 its state cannot be read, or the agreement was ended (say, by the payment checks), the instance is lost: the
 handler is cancelled, the instance goes ``unresponsive`` and its activity and agreement are ended. A lost
 instance stays ``unresponsive`` unless it was still starting, in which case it is respawned like a failed start.
+When the requestor ended the agreement for a fault of its own making (the budget ran out:
+``Agreement.failure``), the check wakes at once and the instance ends ``terminated`` with that failure as its
+cause (``exc_info``), not ``unresponsive``.
+
+A script cut short may leave its batch running on the provider (the activity API cannot kill a batch). Before
+``shutdown`` runs, such a batch gets :data:`~golem_api.activity.work_context.UNFINISHED_GRACE` s to finish;
+if it has not, the activity is ended (which kills it) and ``shutdown``, which could not run anything, is skipped.
+A script whose timeout passed has ended its activity already: in ``start`` that is a failed start (respawned),
+elsewhere the handler's failure, after which the instance stops.
 
 Handlers are driven one ``yield`` at a time: each yielded script is run with ``WorkContext.run_script`` and its
 results are sent back into the generator, or its error thrown in at the ``yield`` (``agen.athrow``).
@@ -31,7 +40,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import frozen
 
-from golem_api.errors import GolemError
+from golem_api.activity.work_context import UNFINISHED_GRACE
+from golem_api.errors import ActivityError, GolemError
 from golem_api.events import EventBus, ServiceRespawned
 from golem_api.services.service import Service
 
@@ -89,6 +99,7 @@ class InstanceRunner:
         self._stoppable = False  # may a stop request cut the current step short?
         self._stop_reason: str | None = None
         self._lost: str | None = None
+        self._cause: GolemError | None = None  # the requestor's own reason the instance was lost (the budget)
         self._agreement: Agreement | None = None
         self._activity: Activity | None = None
         self._health: asyncio.Task[None] | None = None
@@ -249,7 +260,15 @@ class InstanceRunner:
         """``stopping``: drive ``shutdown`` (bounded), then end the activity and the agreement."""
         service = self.service
         service._change("stop", reason=reason)
-        if service._work_context is not None:
+        ctx = service._work_context
+        if ctx is not None:
+            await ctx.settle_unfinished(UNFINISHED_GRACE)
+            if ctx.activity.ending:
+                _log.warning(
+                    "%r: the shutdown handler is not run: the activity was ended (%s)", service, ctx.activity.end_reason
+                )
+                ctx = None
+        if ctx is not None:
             try:
                 await self._run_step(self._drive("shutdown"), stoppable=False, timeout=self._settings.shutdown_timeout)
             except _Interrupted:
@@ -268,6 +287,11 @@ class InstanceRunner:
 
     async def _become_unresponsive(self) -> None:
         reason = self._lost or "the activity was lost"
+        if self._cause is not None:  # not the provider's doing: the instance ends as a failure of that cause
+            self.service._record_failure(self._cause)
+            await self._release(reason, success=False)
+            self.service._change("terminate", reason=reason)
+            return
         self.service._change("mark_unresponsive", reason=reason)
         await self._release(reason, success=False)
 
@@ -337,10 +361,18 @@ class InstanceRunner:
         interval = self._settings.health_check_interval
         timeout = max(interval, _MIN_STATE_TIMEOUT)
         while True:
-            await asyncio.sleep(interval)  # a period, not a wait for something to happen
+            # A period, cut short when the agreement ends (the payment checks may end it at any moment).
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(agreement.wait_ending(), interval)
             reason: str | None = None
-            if agreement.terminated:
-                reason = f"agreement {agreement.agreement_id} was terminated"
+            if agreement.failure is not None:
+                self._cause = agreement.failure
+                reason = str(agreement.failure)
+            elif agreement.terminated or agreement.end_reason is not None:
+                reason = f"agreement {agreement.agreement_id} was terminated: {agreement.end_reason or 'no reason'}"
+            elif activity.ending:  # the requestor ended it (a script's timeout): a failure, not the provider's
+                reason = f"{activity!r} was ended: {activity.end_reason}"
+                self._cause = ActivityError(reason)
             else:
                 try:
                     state = await asyncio.wait_for(activity.state(), timeout)

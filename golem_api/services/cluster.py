@@ -10,8 +10,9 @@ each in a task of its own (:class:`~golem_api.services._runner.InstanceRunner`) 
 
 ``stop()`` returns an ``asyncio.Task``: called as a plain statement (as in yapapi) it starts stopping every
 instance (each runs its ``shutdown`` handler, bounded, then ends its activity and agreement); awaited, it
-returns once they all ended. Calling it again returns the same task. When ``Golem`` exits it stops every
-cluster and waits for them before it settles payments.
+returns once they all ended. Calling it again returns the same task. Cancelling that task (Ctrl-C during
+``await cluster.stop()``) only stops the waiting: the stop goes on, and ``Golem``'s exit, which stops every
+cluster and waits for them (within its bounds) before it settles payments, takes it over.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ ServiceT = TypeVar("ServiceT", bound=Service)
 _STOP_MARGIN = 2 * CLEANUP_TIMEOUT + 5.0  # beyond the shutdown handler's bound: destroy, terminate, slack
 
 
+async def _await_shielded(task: asyncio.Task[None]) -> None:
+    await asyncio.shield(task)
+
+
 class Cluster(Generic[ServiceT]):
     """The running instances of ``service_class``; made by ``Golem.run_service``.
 
@@ -71,6 +76,7 @@ class Cluster(Generic[ServiceT]):
         self._numbers = itertools.count(1)
         self._instance_stops: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
+        self._stop_waiter: asyncio.Task[None] | None = None
 
     # --- instances --------------------------------------------------------------------------------
 
@@ -128,7 +134,17 @@ class Cluster(Generic[ServiceT]):
     # --- stopping ---------------------------------------------------------------------------------
 
     def stop(self) -> asyncio.Task[None]:
-        """Stop every instance; returns the task doing it (await it to wait; calling again returns it)."""
+        """Stop every instance; returns a task that ends when they all ended (calling again returns it).
+
+        Cancelling the returned task cancels the waiting, not the stop.
+        """
+        stopping = self._stopping()
+        if self._stop_waiter is None:
+            self._stop_waiter = asyncio.create_task(_await_shielded(stopping), name=f"waiting for {self!r} to stop")
+        return self._stop_waiter
+
+    def _stopping(self) -> asyncio.Task[None]:
+        """The task that stops every instance (started on the first call)."""
         if self._stop_task is None:
             self._stop_task = asyncio.create_task(self._stop_all(), name=f"stopping {self!r}")
         return self._stop_task

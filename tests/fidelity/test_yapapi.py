@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from golem_local.config import LocalNetworkConfig
+from golem_local.config import LocalNetworkConfig, ProviderSpec
 from golem_local.node import LocalNode
+from golem_shared.timestamps import utc_now
 
 pytestmark = pytest.mark.integration
 
@@ -333,3 +334,92 @@ async def test_gftp_server_binds_and_unbinds_its_urls_on_the_real_daemon(tmp_pat
         assert "failed" not in log  # every binding and unbinding succeeded
     finally:
         await kill(gftp.process)
+
+
+_HOLDER = """
+import asyncio, sys
+from golem_api.golem import Golem
+from golem_api.payload import VmPayload
+
+async def main() -> None:
+    async with Golem(budget=1, app_key=sys.argv[1], api_url=sys.argv[2], event_consumer=None) as golem:
+        demand = await golem.create_demand(VmPayload(min_mem_gib=0.5, min_storage_gib=1.0))
+        agreement = await demand.agreement(timeout=20)
+        await agreement.create_activity()
+        print("HOLDING", agreement.agreement_id, flush=True)
+        await asyncio.get_running_loop().create_future()
+
+asyncio.run(main())
+"""
+ACCEPT_TIMEOUT = 2  # seconds the only provider gives a requestor to accept a debit note
+
+
+@needs_yapapi
+async def test_yapapi_gets_the_provider_of_a_killed_requestor_within_seconds(tmp_path: Path) -> None:
+    """A golem-api requestor process holding the only provider is SIGKILLed; yapapi's service example, started
+    right after, gets an agreement with that provider within seconds (the provider ends the old agreement when
+    its debit notes go unaccepted for ``ACCEPT_TIMEOUT`` s). yapapi's Task API hello example would need a
+    task image and gftp uploads of its own; its service example is what this suite already runs."""
+    registry = tmp_path / "registry"
+    await build_image(registry)
+    solo = ProviderSpec(name="solo", debit_note_interval_sec=1, debit_note_accept_timeout_sec=ACCEPT_TIMEOUT)
+    async with LocalNode(LocalNetworkConfig(providers=[solo], image_registry=registry), app_key=APP_KEY) as local:
+        (provider,) = local.providers
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _HOLDER, APP_KEY, local.url, cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert holder.stdout is not None
+            held = (await asyncio.wait_for(holder.stdout.readline(), LINE_BOUND * 2)).decode().split()
+            assert held[:1] == ["HOLDING"], held
+        finally:
+            await kill(holder)  # SIGKILL
+        killed_at = asyncio.get_running_loop().time()
+        since = utc_now()
+
+        async def next_approval() -> float:
+            after = since
+            while True:
+                for event in await local.market.agreement_events(
+                    provider.node_id, after=after, timeout=RUN_BOUND, max_events=10
+                ):
+                    after = event.event_date
+                    if event.event_type == "AgreementApprovedEvent" and event.agreement_id != held[1]:
+                        return asyncio.get_running_loop().time() - killed_at
+
+        approved = asyncio.ensure_future(asyncio.wait_for(next_approval(), RUN_BOUND))
+        output, log_file = tmp_path / "downloads", tmp_path / "yapapi.log"
+        output.mkdir()
+        bin_dir = gftp_shim(tmp_path / "bin").parent
+        env = clean_env(
+            PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            YAGNA_APPKEY=APP_KEY,
+            YAGNA_API_URL=local.url,
+            YAGNA_SUBNET="public",
+            GOLEM_REGISTRY_URL=local.url,
+            PYTHONUNBUFFERED="1",
+        )
+        process = await asyncio.create_subprocess_exec(
+            str(YAPAPI_PYTHON),
+            str(PROGRAM),
+            *("--image-tag", IMAGE_TAG, "--num-instances", "1", "--rounds", "1"),
+            *("--output-dir", str(output), "--log-file", str(log_file), "--timeout", "30"),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), RUN_BOUND)
+        finally:
+            await kill(process)
+        waited = await approved
+
+    print(f"\nyapapi got the provider {waited:.2f} s after the requestor holding it was killed")
+    out, err = out_bytes.decode(), err_bytes.decode()
+    assert process.returncode == 0, f"yapapi exited with {process.returncode}:\n{out}\n{err}"
+    assert out.splitlines()[-1] == "done"
+    assert waited < ACCEPT_TIMEOUT + 8
+    log = log_file.read_text()
+    assert provider_names(r"Agreement confirmed by provider '([^']+)'", log) == {"solo": 1}
+    assert provider_names(r"Accepted invoice from '([^']+)'", log) == {"solo": 1}

@@ -142,6 +142,8 @@ async def test_an_invoice_asking_more_than_its_activities_cost_is_refused() -> N
             amount=note.amount * 10,
         )
         refused = await golem.bus.wait_for(DocumentRefused, timeout=15)
+        # Terminated once the node confirmed it (the refusal comes first).
+        await golem.bus.wait_for(AgreementTerminated, lambda e: e.agreement_id == agreement.agreement_id, timeout=15)
         assert agreement.terminated
 
     assert refused.kind == "invoice"

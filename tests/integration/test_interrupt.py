@@ -88,3 +88,47 @@ async def test_cancelling_a_run_stops_its_services_and_pays_within_seconds() -> 
     assert [e for e in seen if isinstance(e, UnpaidAgreementsWarning)] == []
     assert golem.clusters == []
     assert [instance.state for instance in instances] == [ServiceState.terminated] * 2
+
+
+class SlowCleaner(Service):
+    """``shutdown`` takes about a second (a real command), then records that it finished."""
+
+    finished: ClassVar[list[str]] = []
+
+    @staticmethod
+    async def get_payload() -> Payload:
+        return VmPayload(min_mem_gib=0.5, min_storage_gib=1.0)
+
+    async def shutdown(self) -> Handler:
+        script = self._ctx.new_script(timeout=10)
+        script.run("/bin/sleep", "1")
+        yield script
+        self.finished.append(self.name)
+
+
+async def test_interrupting_await_cluster_stop_still_gives_shutdown_its_documented_bound() -> None:
+    SlowCleaner.finished = []
+    golem = Golem(budget=1.0, local_network=_NETWORK)
+    stopping = asyncio.Event()
+
+    async def main() -> None:
+        async with golem:
+            cluster = await golem.run_service(SlowCleaner)
+            await cluster.wait_running(timeout=30)
+            golem.bus.subscribe(lambda e: stopping.set(), ServiceStateChanged)
+            await cluster.stop()  # interrupted while the shutdown handler runs
+
+    task = asyncio.create_task(main())
+    await asyncio.wait_for(stopping.wait(), 30)
+    loop = asyncio.get_running_loop()
+    interrupted_at = loop.time()
+    task.cancel()
+    await asyncio.wait({task}, timeout=EXIT_BOUND + 5)
+    elapsed = loop.time() - interrupted_at
+
+    assert task.cancelled()
+    assert elapsed < EXIT_BOUND
+    assert SlowCleaner.finished == ["SlowCleaner-1"], "the 1 s shutdown finished within the 2.5 s bound"
+    node = golem.local_node
+    assert node is not None
+    assert [(i.accept_calls, i.status) for i in node.ledger.invoices()] == [(1, "SETTLED")]

@@ -52,6 +52,22 @@ def test_the_page_says_for_each_target_whether_it_is_met_and_shows_a_plot_per_be
     assert sorted(p.name for p in written) == ["performance.md", "shutdown.png", "throughput.png"]
 
 
+def test_the_soak_section_survives_a_rewrite_of_the_page(tmp_path: Path) -> None:
+    from bench.soak import write_section
+
+    page = tmp_path / "performance.md"
+    result = Result(key="shutdown", title="Shutdown", figures=[Figure("shutdown", "s", [0.2])])
+    machine = Machine({"CPU": "Test CPU"})
+    write_report([result], machine, took=1.0, page=page)
+    write_section("## Soak\n\nsoaked for 2 minutes\n", page)
+    write_section("## Soak\n\nsoaked for 3 minutes\n", page)
+    write_report([result], machine, took=1.0, page=page)
+    text = page.read_text()
+    assert text.count("## Soak") == 1
+    assert "soaked for 3 minutes" in text
+    assert text.index("## Soak") < text.index("## Re-running")
+
+
 def test_a_local_network_runtime_other_than_vm_or_idle_is_refused_by_name() -> None:
     from golem_api.errors import ConfigurationError
     from golem_local.config import LocalNetworkConfig
@@ -59,3 +75,21 @@ def test_a_local_network_runtime_other_than_vm_or_idle_is_refused_by_name() -> N
     assert LocalNetworkConfig.with_providers(2, activity_runtime="idle").activity_runtime == "idle"
     with pytest.raises(ConfigurationError, match=r"activity_runtime must be 'vm' or 'idle', not 'docker'"):
         LocalNetworkConfig(activity_runtime="docker")
+
+
+def test_a_short_soak_runs_and_finds_every_document_paid_once() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from bench.processes import ROOT
+
+    argv = ["--minutes", "0.05", "--instances", "2", "--sample", "1", "--runtime", "idle"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.soak", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["problems"] == []
+    assert result["invoices"] == result["agreements"] == 2
+    assert result["commands"] > 0

@@ -13,10 +13,18 @@ from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golem_local.activity import DEBIT_NOTE_INTERVAL, MULTI_ACTIVITY, ActivityHub, ExeUnitState
+from golem_local.activity import (
+    BATCH_RETENTION,
+    BATCHES_KEPT,
+    DEBIT_NOTE_INTERVAL,
+    MULTI_ACTIVITY,
+    ActivityHub,
+    ExeUnitState,
+)
 from golem_local.clock import ManualTime
 from golem_local.config import ProviderSpec
 from golem_local.eventlog import StrictClock
+from golem_local.exescript import parse_exescript
 from golem_local.http import HttpError
 from golem_local.ledger import DebitNoteRecord, Ledger, money
 from golem_local.market import LocalMarket
@@ -503,3 +511,23 @@ async def test_missed_intervals_are_billed_once_and_the_schedule_keeps_its_phase
     (second,) = await next_debit_notes(ledger, parse_timestamp(first["eventDate"]))
     notes = [ledger.debit_note(e["debitNoteId"]).usage_counter_vector for e in (first, second)]
     assert notes == [[35.0, 0.0], [40.0, 0.0]]
+
+
+async def test_an_activity_forgets_batches_that_finished_long_ago_but_keeps_the_last_ones(
+    billing: tuple[LocalMarket, Ledger, ActivityHub, ManualTime],
+) -> None:
+    market, _, hub, time = billing
+    activity = await hub.create(await approved_agreement(market))
+    batches = []
+    for text in ['[{"deploy": {}}, {"start": {}}]'] + ['[{"run": {"entry_point": "/bin/true"}}]'] * 30:
+        batch = activity.exec(parse_exescript(text))
+        await batch.wait_results(command_index=len(batch.commands) - 1, timeout=5)
+        batches.append(batch)
+    assert len(activity.batches) == 31, "nothing is forgotten within the retention"
+    time.advance(BATCH_RETENTION + 1)
+    activity.exec(parse_exescript('[{"run": {"entry_point": "/bin/true"}}]'))
+    assert len(activity.batches) == BATCHES_KEPT + 1
+    assert activity.batch(batches[-1].batch_id) is batches[-1]
+    with pytest.raises(HttpError, match="kept for 60 s") as info:
+        activity.batch(batches[0].batch_id)
+    assert info.value.status == 404

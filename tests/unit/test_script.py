@@ -22,6 +22,7 @@ from attrs import define, field
 from golem_api._rest.client import RestClient
 from golem_api._rest.config import ApiConfig
 from golem_api._rest.models import ExeScriptCommandResult, RuntimeEvent
+from golem_api.activity import work_context
 from golem_api.activity.activity import Activity
 from golem_api.activity.script import ENV_PROGRAM, Command, CommandResult, Download, Script
 from golem_api.activity.storage import GsbStorage, Published, Receiving
@@ -34,6 +35,7 @@ from golem_api.errors import (
     ConfigurationError,
     GolemTimeoutError,
     NodeUnreachableError,
+    RequestTimeoutError,
     TransferError,
 )
 from golem_api.events import CommandExecuted, CommandOutput, Event, EventBus, ScriptFinished, ScriptSent
@@ -79,6 +81,14 @@ class FakeActivity:
     polls: list[int | None] = field(factory=list)
     streamed_all: asyncio.Event = field(factory=asyncio.Event)
     polled: asyncio.Event = field(factory=asyncio.Event)
+    end_reason: str | None = None
+
+    @property
+    def ending(self) -> bool:
+        return self.end_reason is not None
+
+    async def destroy(self, reason: str = "destroyed") -> None:
+        self.end_reason = self.end_reason or reason
 
     async def exec(self, commands: list[dict[str, Any]]) -> str:
         self.sent.append(commands)
@@ -96,9 +106,10 @@ class FakeActivity:
         if self.events:  # like the node: a command's result comes after its events
             await self.streamed_all.wait()
         outcome = self.outcomes[command_index]
-        if outcome is None:
-            await asyncio.Event().wait()  # never finishes: only the script's timeout ends this
-        assert outcome is not None
+        if outcome is None:  # never finishes: the long-poll times out, as the node's does (408)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.Event().wait(), timeout)
+            raise RequestTimeoutError(method="GET", path="/exec", status=408, message="timeout")
         return [outcome]
 
     @contextlib.asynccontextmanager
@@ -357,6 +368,15 @@ async def test_a_timed_out_script_raises_and_settles_the_unfinished_commands() -
     for command in (stuck, after):
         with pytest.raises(CommandExecutionError, match="timeout"):
             await asyncio.wait_for(command, BOUND)
+    # No later script may queue behind the command still running: the activity was ended, and says why.
+    assert "the activity was ended" in str(raised.value)
+    assert activity.end_reason is not None
+    assert "timeout of 0.2 s" in activity.end_reason
+    later = ctx.new_script()
+    later.run("/bin/true")
+    with pytest.raises(ActivityError, match="no more scripts run on it"):
+        await asyncio.wait_for(ctx.run_script(later), BOUND)
+    assert len(activity.sent) == 1, "nothing was sent after the timeout"
 
 
 async def test_a_batch_the_node_refuses_settles_every_command_with_the_reason() -> None:
@@ -383,6 +403,37 @@ async def test_a_cancelled_script_leaves_no_command_pending() -> None:
         await task
     with pytest.raises(CommandExecutionError, match="cancelled"):
         await asyncio.wait_for(command, BOUND)
+
+
+@pytest.mark.parametrize("finishes", [True, False])
+async def test_a_script_never_queues_unawares_behind_a_cut_short_batch(
+    finishes: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(work_context, "UNFINISHED_GRACE", 0.2)
+    activity = FakeActivity(outcomes=[None])
+    ctx, _ = context(activity)
+    first = ctx.new_script()
+    first.run("/bin/sleep", "1000")
+    task = asyncio.ensure_future(ctx.run_script(first))
+    await asyncio.wait_for(activity.polled.wait(), BOUND)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ctx.unfinished_batch == "batch-1"
+    if finishes:  # the cut-short batch ends within the grace: the next script runs on the same activity
+        activity.outcomes = [ExeScriptCommandResult(index=0, event_date=WHEN, result="Ok", is_batch_finished=True)]
+    second = ctx.new_script()
+    second.run("/bin/true")
+    if finishes:
+        await asyncio.wait_for(ctx.run_script(second), BOUND)
+        assert activity.end_reason is None
+        assert len(activity.sent) == 2
+    else:  # still running after the grace: the activity is ended (killing it) and the script fails at once
+        with pytest.raises(ActivityError, match="no more scripts run on it") as raised:
+            await asyncio.wait_for(ctx.run_script(second), BOUND)
+        assert "still running 0.2 s later" in str(raised.value)
+        assert len(activity.sent) == 1
+    assert ctx.unfinished_batch is None
 
 
 async def test_a_script_runs_once_and_takes_no_commands_afterwards() -> None:

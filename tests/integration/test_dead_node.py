@@ -1,0 +1,103 @@
+"""A node that dies under a running requestor: the requestor's exit logs what it could not do and carries on
+(it raises nothing the program could act on), and the dead node's work directory is removed at the next start.
+
+The node is a real ``golem-api node`` process, killed with SIGKILL; the requestor talks to it over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from golem_api.events import UnpaidAgreementsWarning
+from golem_api.golem import Golem
+from golem_api.payload import VmPayload
+from golem_api.services.service import Service
+from golem_local.config import LocalNetworkConfig
+from golem_local.node import LOCK_FILE, WORK_DIR_PREFIX, LocalNode
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the exit waits out the 10 s retry deadline
+
+_ROOT = Path(__file__).resolve().parents[2]
+_KEY = "dead-node-test-key"
+_EXIT_BOUND = 15.0  # seconds: the retry deadline (10 s) bounds every clean-up call to a node that is gone
+
+
+async def _node_process() -> tuple[asyncio.subprocess.Process, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "golem_api",
+        "node",
+        "--port",
+        "0",
+        "--providers",
+        "1",
+        "--app-key",
+        _KEY,
+        cwd=_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    while line := (await asyncio.wait_for(process.stdout.readline(), 30)).decode():
+        found = re.search(r"running at (http://\S+)", line)
+        if found:
+            return process, found.group(1)
+    raise AssertionError("the node printed no URL")
+
+
+def _work_dirs_of(pid: int) -> list[Path]:
+    found = []
+    for work_dir in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"{WORK_DIR_PREFIX}*"):
+        try:
+            if (work_dir / LOCK_FILE).read_text().strip() == str(pid):
+                found.append(work_dir)
+        except OSError:
+            continue
+    return found
+
+
+async def test_leaving_after_the_node_died_logs_and_carries_on_and_its_work_dir_goes_at_the_next_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    process, url = await _node_process()
+    seen: list[Any] = []
+    try:
+        golem = Golem(budget=1, app_key=_KEY, api_url=url, health_check_interval=60)
+        async with golem:
+            golem.bus.subscribe(seen.append, UnpaidAgreementsWarning)
+            cluster = await golem.run_service(Service, payload=VmPayload(min_mem_gib=0.5, min_storage_gib=1.0))
+            await cluster.wait_running(timeout=60)
+            stale = _work_dirs_of(process.pid)
+            assert len(stale) == 1, "the running node holds the lock of its work directory"
+            process.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(process.wait(), 10)
+            leaving = time.monotonic()
+        exit_took = time.monotonic() - leaving  # reaching here means the exit raised nothing
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    print(f"\nthe exit after the node died took {exit_took:.1f} s")
+    assert exit_took < _EXIT_BOUND
+    (warning,) = [e for e in seen if isinstance(e, UnpaidAgreementsWarning)]
+    assert warning.agreement_ids == tuple(a.agreement_id for a in golem.agreements)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "golem_api"]
+    assert any("carrying on" in message for message in errors) or any(
+        "could not" in r.getMessage() for r in caplog.records
+    )
+    # The dead node could not remove its work directory; the next node to start does.
+    assert stale[0].exists()
+    async with LocalNode(LocalNetworkConfig.with_providers(0, activity_runtime="idle")):
+        assert not stale[0].exists()
