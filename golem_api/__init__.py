@@ -83,6 +83,12 @@ from golem_api.market.agreement import (
 from golem_api.market.negotiation import (
     Demand,
 )
+from golem_api.market.scoring import (
+    SCORE_NEUTRAL,
+    SCORE_REJECTED,
+    SCORE_TRUSTED,
+    ScoringStrategy,
+)
 from golem_api.market.strategy import (
     LeastExpensiveLinearPayu,
     MarketStrategy,
@@ -131,6 +137,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "SCORE_NEUTRAL",
+    "SCORE_REJECTED",
+    "SCORE_TRUSTED",
     "Activity",
     "ActivityError",
     "ActivityUsage",
@@ -181,6 +190,7 @@ __all__ = [
     "ProviderSpec",
     "RequestTimeoutError",
     "SandboxUnavailableError",
+    "ScoringStrategy",
     "Script",
     "ScriptResults",
     "ServerError",

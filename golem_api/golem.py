@@ -130,6 +130,22 @@ def _tolerance(value: float | Decimal | str) -> Decimal:
     return tolerance
 
 
+def _check_strategy(strategy: object) -> None:
+    """A strategy answers ``judge(offer)`` and ``provider_failed(id)``; a yapapi-style one is pointed elsewhere."""
+    judge = getattr(type(strategy), "judge", None)
+    stub = judge is None or judge is getattr(MarketStrategy, "judge", None)
+    if stub or not callable(getattr(strategy, "provider_failed", None)):
+        hint = (
+            "; it scores offers as yapapi's do (score_offer): subclass golem_api.ScoringStrategy instead"
+            if hasattr(strategy, "score_offer")
+            else ""
+        )
+        raise ConfigurationError(
+            f"strategy {strategy!r} must define judge(offer) -> Verdict and provider_failed(provider_id) "
+            f"(see golem_api.LeastExpensiveLinearPayu){hint}"
+        )
+
+
 class Golem:
     """The requestor engine: ``async with Golem(budget=1.0) as golem: …``.
 
@@ -187,6 +203,7 @@ class Golem:
         self.payment_network = payment_network
         self.payment_platform = payment_platform(payment_driver, payment_network)
         self.strategy: MarketStrategy = strategy if strategy is not None else LeastExpensiveLinearPayu()
+        _check_strategy(self.strategy)
         self._app_key = app_key
         self._api_url = api_url
         self._local_network = local_network

@@ -463,7 +463,6 @@ class Job(Generic[D, R]):
         avoid = frozenset({a.provider_id for task in self._retry for a in task.attempts} | self._bad_providers)
         worker = _Worker(self._worker_numbers, avoid)
         self._workers[worker.number] = worker
-        self.summary.workers += 1
         worker.task = self._tasks.spawn(self._run_worker(worker), name=f"job {self.id}: worker {worker.number}")
 
     async def _run_worker(self, worker: _Worker) -> None:
@@ -480,6 +479,7 @@ class Job(Generic[D, R]):
                 return
             worker.agreement = agreement
             worker.fallback = agreement.provider_id in worker.avoid
+            self.summary.workers += 1
             self.summary.provider(agreement.provider_name).workers += 1
             worker.activity = await agreement.create_activity()
             ctx = self._golem.work_context(worker.activity)
