@@ -240,6 +240,7 @@ class Job(Generic[D, R]):
         self._deadline: float | None = None
         self._state = "new"  # new, running, stopping, stopped
         self._stopped = asyncio.Event()
+        self._stop_task: asyncio.Future[None] | None = None
         self._end_error: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -336,16 +337,19 @@ class Job(Generic[D, R]):
         self._tasks.spawn(self._manage(), name=f"job {self.id}: starting workers")
 
     async def _stop(self, error: BaseException | None) -> None:
-        """End the job once (concurrent callers wait for the first): workers, demand, summary."""
+        """End the job once: workers, demand, summary. The ending runs in a task of its own, so that a caller
+        cancelled meanwhile does not cut it short; every caller waits for that one task."""
         if self._state == "stopped":
             return
-        if self._state == "stopping":
-            await self._stopped.wait()
-            return
-        finished = error is None and self._finished
-        self._state = "stopping"
-        self._end_error = error
-        self._wake()
+        if self._stop_task is None:
+            finished = error is None and self._finished
+            self._state = "stopping"
+            self._end_error = error
+            self._wake()
+            self._stop_task = asyncio.ensure_future(self._end(error, finished=finished))
+        await asyncio.shield(self._stop_task)
+
+    async def _end(self, error: BaseException | None, *, finished: bool) -> None:
         try:
             working = [w.task for w in self._workers.values() if w.task is not None and w.agreement is not None]
             if working and finished:

@@ -311,6 +311,38 @@ async def test_a_job_left_running_is_stopped_when_golem_exits() -> None:
     assert_all_settled(engine)
 
 
+async def test_a_job_whose_iteration_was_cancelled_still_ends_cleanly() -> None:
+    started = asyncio.Event()
+
+    async def worker(ctx: WorkContext, tasks: AsyncIterator[Task[None, None]]) -> Any:
+        async for _task in tasks:
+            started.set()
+            script = ctx.new_script()
+            script.run("/bin/sleep", "60")
+            yield script
+
+    engine = golem()
+    async with engine:
+        tasks: list[Task[None, None]] = [Task(data=None), Task(data=None)]
+        job = engine.execute_tasks(worker, tasks, PAYLOAD, max_workers=2)
+        iteration = asyncio.ensure_future(job.__anext__())
+        await asyncio.wait_for(started.wait(), BOUND)
+        iteration.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await iteration
+        closing = asyncio.ensure_future(job.aclose())
+        closing.cancel()  # a caller cancelled while the job ends does not cut the ending short
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await asyncio.wait_for(job.aclose(), BOUND)
+        assert job.done
+    assert_all_settled(engine)
+    assert [task.status for task in tasks] == [TaskStatus.WAITING, TaskStatus.WAITING], "not run to the end"
+    ended = [attempt.outcome for task in tasks for attempt in task.attempts]
+    assert ended
+    assert set(ended) == {"cancelled"}
+
+
 async def test_a_job_that_cannot_finish_in_time_raises_job_timeout_error_saying_why() -> None:
     async def worker(ctx: WorkContext, tasks: AsyncIterator[Task[None, None]]) -> Any:
         async for task in tasks:
