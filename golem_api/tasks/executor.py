@@ -405,12 +405,18 @@ class Job(Generic[D, R]):
         try:
             if isinstance(data, AsyncIterable):
                 source: AsyncIterator[Task[D, R]] = aiter(data)
-                while await self._room():
-                    try:
-                        item = await anext(source)
-                    except StopAsyncIteration:
-                        return
-                    self._add(item)
+                try:
+                    while await self._room():
+                        try:
+                            item = await anext(source)
+                        except StopAsyncIteration:
+                            return
+                        self._add(item)
+                finally:
+                    closing = getattr(source, "aclose", None)
+                    if closing is not None:  # an asynchronous generator the job stopped reading
+                        with contextlib.suppress(Exception):
+                            await closing()
             else:
                 for item in data:
                     self._add(item)
@@ -534,14 +540,13 @@ class Job(Generic[D, R]):
                 self.summary.provider(worker.provider_name).failed_workers += 1
                 self._bad_providers.add(worker.provider_id)
             if not worker.took_task:
-                self._idle_failures += 1
-                if self._idle_failures >= self.task_attempts:
-                    self._fail(
-                        TaskError(
-                            f"job {self.id}: {self._idle_failures} workers in a row failed before taking a task; "
-                            f"the last: {reason}"
-                        )
-                    )
+                self._idle_failure(f"failed before taking a task; the last: {reason}")
+        elif error is None and worker.agreement is not None and not worker.asked and self._state == "running":
+            # The worker returned without iterating its tasks: another would do the same, and each costs an agreement.
+            _log.warning("job %s: the worker on %r returned without asking for a task", self.id, worker.provider_name)
+            self._idle_failure(
+                "returned without asking for a task: a worker must iterate its tasks (`async for task in tasks:`)"
+            )
         await self._release(worker, error)
         if worker.agreement is not None:
             self._golem.bus.emit(
@@ -554,6 +559,12 @@ class Job(Generic[D, R]):
             )
         self._workers.pop(worker.number, None)
         self._wake()
+
+    def _idle_failure(self, what: str) -> None:
+        """One more worker in a row that did no task; after ``task_attempts`` of them the job stops."""
+        self._idle_failures += 1
+        if self._idle_failures >= self.task_attempts:
+            self._fail(TaskError(f"job {self.id}: {self._idle_failures} workers in a row {what}"))
 
     async def _release(self, worker: _Worker, error: BaseException | None) -> None:
         """Destroy the activity and terminate the agreement, each bounded, even when cancelled."""

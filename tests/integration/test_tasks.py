@@ -290,6 +290,45 @@ async def test_an_endless_generator_of_tasks_is_read_as_needed_and_the_job_close
     assert_all_settled(engine)
 
 
+async def test_an_asynchronous_source_of_tasks_is_read_as_needed_and_closed_with_the_job() -> None:
+    closed = asyncio.Event()
+
+    async def source() -> AsyncIterator[Task[int, int]]:
+        try:
+            for n in itertools.count():
+                yield Task(data=n)
+        finally:
+            closed.set()
+
+    async def worker(ctx: WorkContext, tasks: AsyncIterator[Task[int, int]]) -> Any:
+        async for task in tasks:
+            task.accept_result(task.data)
+            yield ctx.new_script()
+
+    engine = golem()
+    async with engine:
+        job = engine.execute_tasks(worker, source(), PAYLOAD, max_workers=1)
+        first = await asyncio.wait_for(job.__anext__(), BOUND)
+        assert first.result == 0
+        await asyncio.wait_for(job.aclose(), BOUND)
+        assert closed.is_set(), "the job closes the asynchronous generator it stopped reading"
+
+
+async def test_workers_that_never_ask_for_a_task_stop_the_job_instead_of_looping() -> None:
+    async def worker(ctx: WorkContext, tasks: AsyncIterator[Task[None, None]]) -> Any:
+        script = ctx.new_script()
+        script.run("/bin/true")
+        yield script  # and returns without `async for task in tasks`
+
+    engine = golem()
+    async with engine:
+        job = engine.execute_tasks(worker, [Task(data=None)], PAYLOAD, max_workers=1, task_attempts=2)
+        with pytest.raises(TaskError, match=r"2 workers in a row returned without asking for a task"):
+            await collect(job)
+    assert len(engine.agreements) == 2, "as many agreements as attempts, no more"
+    assert_all_settled(engine)
+
+
 async def test_a_job_left_running_is_stopped_when_golem_exits() -> None:
     started = asyncio.Event()
 
