@@ -132,8 +132,8 @@ def _tolerance(value: float | Decimal | str) -> Decimal:
 
 def _check_strategy(strategy: object) -> None:
     """A strategy answers ``judge(offer)`` and ``provider_failed(id)``; a yapapi-style one is pointed elsewhere."""
-    judge = getattr(type(strategy), "judge", None)
-    stub = judge is None or judge is getattr(MarketStrategy, "judge", None)
+    protocol_stub = getattr(MarketStrategy, "judge", None)  # a subclass of the protocol that did not define it
+    stub = not callable(getattr(strategy, "judge", None)) or getattr(type(strategy), "judge", None) is protocol_stub
     if stub or not callable(getattr(strategy, "provider_failed", None)):
         hint = (
             "; it scores offers as yapapi's do (score_offer): subclass golem_api.ScoringStrategy instead"

@@ -38,7 +38,8 @@ How a job runs:
   as yapapi's scan example does) has its activity destroyed and its agreement terminated; a new worker is
   started while tasks are waiting. After ``task_attempts`` workers in a row failed before taking any task
   (the payload does not deploy, say) the job stops with :class:`~golem_api.errors.TaskError`.
-* the whole job is bounded by ``timeout`` (default 15 minutes, yapapi's): past it, iterating raises
+* the whole job, from its first iteration, is bounded by ``timeout`` (default 15 minutes, yapapi's; the
+  demand expires then too): past it, iterating raises
   :class:`~golem_api.errors.JobTimeoutError`, naming what was done and what the market said.
 
 When the job ends (all tasks settled, an error, :meth:`Job.aclose`, or ``Golem`` exiting) its workers are
