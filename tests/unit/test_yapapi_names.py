@@ -315,3 +315,41 @@ def test_a_task_outside_a_job_cannot_be_settled() -> None:
         task.reject_task("no", retry=True)
     with pytest.raises(TaskError, match="retry must be True or False"):
         task.reject_result("no", retry="yes")  # type: ignore[arg-type]
+
+
+# ---- driving a handler: what comes back at the yield ----
+
+
+async def test_drive_handler_sends_results_throws_errors_and_reports_unawaited_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from golem_api.activity.handlers import PendingResults, drive_handler
+    from tests.unit.test_script import error
+
+    activity = FakeActivity()
+    ctx, _ = context(activity)
+    seen: list[Any] = []
+
+    async def handler() -> Any:
+        try:
+            yield "not a script"
+        except TypeError as exc:
+            seen.append(str(exc))
+        script = ctx.new_script()
+        script.run("/bin/echo", "hi")
+        activity.outcomes = [ok(0, stdout="hi\n")]
+        future_results = yield script
+        seen.append([result.stdout for result in await future_results])
+        script = ctx.new_script(wait_for_results=False)
+        script.run("/bin/false")
+        activity.outcomes = [error(0, "exit 1")]
+        pending = yield script
+        seen.append(isinstance(pending, PendingResults))
+        await asyncio.wait({pending._task}, timeout=5)  # it ends; nobody awaits it through `pending`
+
+    with caplog.at_level(logging.WARNING, logger="golem_api.activity.handlers"):
+        await asyncio.wait_for(drive_handler(handler(), ctx, name="the test handler"), 5)
+
+    assert seen[0] == "the test handler yielded 'not a script'; yield a script made with ctx.new_script()"
+    assert seen[1:] == [["hi\n"], True]
+    assert "wait_for_results=False failed and nobody awaited it" in caplog.text
