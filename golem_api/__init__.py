@@ -1,6 +1,7 @@
 """golem-api: run services on the Golem network, with an embedded local Golem network by default.
 
-What a program writes is here: ``Golem``, ``Service`` and its handlers' ``Script``, ``Cluster``, payloads
+What a program writes is here: ``Golem``, ``Service`` and its handlers' ``Script``, ``Cluster``, the Task API
+(``Task``, ``Job``: ``golem.execute_tasks``), payloads
 (and :mod:`golem_api.vm`), strategies and every error. Events are in :mod:`golem_api.events`, the live console
 in :mod:`golem_api.console`. ``LocalNetworkConfig``, ``ProviderSpec`` and ``LocalNode`` come from the embedded
 local network (:mod:`golem_local`), which is imported only when one of them is first used.
@@ -18,6 +19,13 @@ from golem_api._version import (
 from golem_api.activity.activity import (
     Activity,
 )
+from golem_api.activity.capture import (
+    CaptureContext,
+)
+from golem_api.activity.handlers import (
+    PendingResults,
+    ScriptResults,
+)
 from golem_api.activity.script import (
     Command,
     CommandResult,
@@ -26,6 +34,9 @@ from golem_api.activity.script import (
 )
 from golem_api.activity.storage import (
     GsbStorage,
+)
+from golem_api.activity.usage import (
+    ActivityUsage,
 )
 from golem_api.activity.work_context import (
     WorkContext,
@@ -48,6 +59,7 @@ from golem_api.errors import (
     ImageError,
     ImageNotFoundError,
     InsufficientFundsError,
+    JobTimeoutError,
     LocalNodeError,
     MarketError,
     MarketTimeoutError,
@@ -57,6 +69,8 @@ from golem_api.errors import (
     RequestTimeoutError,
     SandboxUnavailableError,
     ServerError,
+    TaskError,
+    TaskFailedError,
     TransferError,
     TransferTimeoutError,
 )
@@ -68,6 +82,12 @@ from golem_api.market.agreement import (
 )
 from golem_api.market.negotiation import (
     Demand,
+)
+from golem_api.market.scoring import (
+    SCORE_NEUTRAL,
+    SCORE_REJECTED,
+    SCORE_TRUSTED,
+    ScoringStrategy,
 )
 from golem_api.market.strategy import (
     LeastExpensiveLinearPayu,
@@ -90,6 +110,12 @@ from golem_api.services.service import (
 from golem_api.services.state import (
     ServiceState,
 )
+from golem_api.tasks import (
+    Job,
+    Task,
+    TaskStatus,
+    TaskSummary,
+)
 from golem_shared.constraints import (
     Constraint,
     parse_constraints,
@@ -111,8 +137,12 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "SCORE_NEUTRAL",
+    "SCORE_REJECTED",
+    "SCORE_TRUSTED",
     "Activity",
     "ActivityError",
+    "ActivityUsage",
     "Agreement",
     "AgreementError",
     "ApiError",
@@ -120,6 +150,7 @@ __all__ = [
     "BadRequestError",
     "BatchTimeoutError",
     "BudgetExceededError",
+    "CaptureContext",
     "Cluster",
     "Command",
     "CommandExecutionError",
@@ -140,6 +171,8 @@ __all__ = [
     "ImageError",
     "ImageNotFoundError",
     "InsufficientFundsError",
+    "Job",
+    "JobTimeoutError",
     "LeastExpensiveLinearPayu",
     "LinearPricing",
     "LocalNetworkConfig",
@@ -153,14 +186,22 @@ __all__ = [
     "Offer",
     "Payload",
     "PaymentError",
+    "PendingResults",
     "ProviderSpec",
     "RequestTimeoutError",
     "SandboxUnavailableError",
+    "ScoringStrategy",
     "Script",
+    "ScriptResults",
     "ServerError",
     "Service",
     "ServiceState",
     "SummaryLogger",
+    "Task",
+    "TaskError",
+    "TaskFailedError",
+    "TaskStatus",
+    "TaskSummary",
     "TransferError",
     "TransferTimeoutError",
     "Verdict",

@@ -9,6 +9,7 @@ from here)::
     ├── GolemTimeoutError           a bounded wait ran out (also the builtin TimeoutError, on every Python)
     │   ├── BatchTimeoutError       a script did not finish within its timeout (also an ActivityError)
     │   ├── MarketTimeoutError      no agreement within the time asked for (also a MarketError)
+    │   ├── JobTimeoutError         the tasks did not finish within the job's timeout (also a TaskError)
     │   ├── TransferTimeoutError    a transfer did not finish in time (also a TransferError)
     │   └── RequestTimeoutError     408: a long-poll ran out of time (also an ApiError)
     ├── NodeUnreachableError        no HTTP answer at all: refused, DNS, time-out (carries the URL)
@@ -31,6 +32,9 @@ from here)::
     │   ├── TransferError           data from a provider could not be received
     │   │   └── TransferTimeoutError  … within its time (also a GolemTimeoutError)
     │   └── BatchTimeoutError
+    ├── TaskError                   the Task API (execute_tasks): a task used wrongly, or a job that failed
+    │   ├── TaskFailedError         a task failed on every attempt it had (carries the task and the reasons)
+    │   └── JobTimeoutError         the tasks did not all finish within the job's timeout (also a GolemTimeoutError)
     ├── ImageError                  an image could not be built, found, fetched or read
     │   └── ImageNotFoundError      a registry knows no image by that tag or hash
     └── LocalNodeError              the embedded local network could not start or run
@@ -72,6 +76,7 @@ __all__ = [
     "ImageError",
     "ImageNotFoundError",
     "InsufficientFundsError",
+    "JobTimeoutError",
     "LocalNodeError",
     "MarketError",
     "MarketTimeoutError",
@@ -81,6 +86,8 @@ __all__ = [
     "RequestTimeoutError",
     "SandboxUnavailableError",
     "ServerError",
+    "TaskError",
+    "TaskFailedError",
     "TransferError",
     "TransferTimeoutError",
 ]
@@ -218,4 +225,29 @@ class BatchTimeoutError(ActivityError, GolemTimeoutError):
 
     def __init__(self, message: str, *, batch_id: str | None = None, timeout: float | None = None) -> None:
         self.batch_id = batch_id
+        super().__init__(message, timeout=timeout)
+
+
+# --- the Task API (golem_api.tasks) ---------------------------------------------------------------
+
+
+class TaskError(GolemError):
+    """The Task API: a task used wrongly (accepted twice, say), or a job of tasks that could not go on."""
+
+
+class TaskFailedError(TaskError):
+    """A task failed on each of its ``attempts`` (a worker that raised, a result rejected with ``retry=True``);
+    ``reasons`` holds why, one line per attempt, and ``task`` is the :class:`~golem_api.tasks.task.Task`."""
+
+    def __init__(self, message: str, *, task: object, reasons: tuple[str, ...] = ()) -> None:
+        self.task = task
+        self.reasons = reasons
+        super().__init__(message)
+
+
+class JobTimeoutError(TaskError, GolemTimeoutError):
+    """The tasks of ``execute_tasks`` did not all finish within its ``timeout`` (seconds); ``job_id`` names the job."""
+
+    def __init__(self, message: str, *, job_id: str, timeout: float) -> None:
+        self.job_id = job_id
         super().__init__(message, timeout=timeout)

@@ -41,6 +41,8 @@ __all__ = [
     "GolemStopped",
     "InvoiceAccepted",
     "InvoiceReceived",
+    "JobFinished",
+    "JobStarted",
     "NoOffersWarning",
     "OfferReceived",
     "OfferRejected",
@@ -51,7 +53,13 @@ __all__ = [
     "ServiceRespawned",
     "ServiceStateChanged",
     "Subscription",
+    "TaskAccepted",
+    "TaskFailed",
+    "TaskRejected",
+    "TaskStarted",
     "UnpaidAgreementsWarning",
+    "WorkerFinished",
+    "WorkerStarted",
 ]
 
 _log = logging.getLogger(__name__)
@@ -260,6 +268,93 @@ class ServiceRespawned(Event):
     instance: str
     failed_provider_name: str | None
     reason: str
+
+
+# --- tasks (Golem.execute_tasks) ------------------------------------------------------------------
+
+
+@frozen
+class JobStarted(Event):
+    """``execute_tasks`` started a job: its demand is on the market."""
+
+    job_id: str
+    max_workers: int
+
+
+@frozen
+class WorkerStarted(Event):
+    """A worker of a job has an agreement and an activity with a provider."""
+
+    job_id: str
+    agreement_id: str
+    provider_id: str
+    provider_name: str
+
+
+@frozen
+class WorkerFinished(Event):
+    """A worker ended; ``error`` says why when it failed (its unfinished tasks are tried again)."""
+
+    job_id: str
+    provider_id: str
+    provider_name: str
+    error: str | None = None
+
+
+@frozen
+class TaskStarted(Event):
+    """A task was handed to a worker (``attempt`` counts from 1)."""
+
+    job_id: str
+    task_id: str
+    provider_name: str
+    attempt: int
+
+
+@frozen
+class TaskAccepted(Event):
+    """A worker accepted a task's result."""
+
+    job_id: str
+    task_id: str
+    provider_name: str
+    attempt: int
+
+
+@frozen
+class TaskRejected(Event):
+    """A task's attempt ended without an accepted result: rejected by the worker, or its worker failed.
+
+    ``retry`` tells whether it will be tried again (preferably on another provider).
+    """
+
+    job_id: str
+    task_id: str
+    provider_name: str
+    reason: str
+    retry: bool
+
+
+@frozen
+class TaskFailed(Event):
+    """A task used all its attempts; the job stops with :class:`~golem_api.errors.TaskFailedError`."""
+
+    job_id: str
+    task_id: str
+    reasons: tuple[str, ...]
+
+
+@frozen
+class JobFinished(Event):
+    """A job ended: how many tasks were accepted, rejected for good, tried again, failed; ``error`` if it broke."""
+
+    job_id: str
+    accepted: int
+    rejected: int
+    retried: int
+    failed: int
+    seconds: float
+    error: str | None = None
 
 
 # --- payment ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -43,14 +43,22 @@ from golem_api.payment._manager import PaymentManager
 from golem_api.services._arguments import check_service_class, plan_instances, resolve_payload
 from golem_api.services._runner import InstanceSettings
 from golem_api.services.cluster import Cluster, ServiceT
+from golem_api.tasks.executor import DEFAULT_MAX_WORKERS, DEFAULT_TASK_ATTEMPTS, DEFAULT_TIMEOUT, Job, check_worker
 from golem_shared.constraints import all_of
 from golem_shared.timestamps import utc_now
 
 if TYPE_CHECKING:
     from golem_api._local import LocalNetworkConfig, LocalNode
+    from golem_api.activity.activity import Activity
     from golem_api.activity.storage import GsbStorage
+    from golem_api.activity.work_context import WorkContext
+    from golem_api.tasks.executor import D, R, WorkerFunction
+    from golem_api.tasks.task import Task
 
 __all__ = [
+    "DEFAULT_PAYMENT_DRIVER",
+    "DEFAULT_PAYMENT_NETWORK",
+    "DEFAULT_SUBNET",
     "HURRIED_EXIT_TIMEOUT",
     "INTERRUPTED_INVOICE_TIMEOUT",
     "INTERRUPTED_STOP_TIMEOUT",
@@ -70,6 +78,24 @@ HURRIED_EXIT_TIMEOUT = 3.0
 """Seconds from a second Ctrl-C to the end of the clean-up: the services are cancelled at once, the agreements
 ended and what arrives paid; what is still unpaid then is said, and the program goes on leaving."""
 _MAINNETS = frozenset({"mainnet", "polygon"})
+DEFAULT_SUBNET = "public"
+"""The subnet when neither ``subnet_tag=`` nor ``YAGNA_SUBNET`` says one."""
+DEFAULT_PAYMENT_DRIVER = "erc20"
+"""The payment driver when neither ``payment_driver=`` nor ``YAGNA_PAYMENT_DRIVER`` says one."""
+DEFAULT_PAYMENT_NETWORK = "holesky"
+"""The payment network when neither ``payment_network=`` nor ``YAGNA_PAYMENT_NETWORK`` says one."""
+
+
+def _setting(name: str, value: str | None, variable: str, default: str, *, lower: bool = False) -> str:
+    """``value``, else ``$variable``, else ``default`` (yapapi's order); a plain name without filter syntax."""
+    where = f"{name}={value!r}"
+    if value is None:
+        value = os.environ.get(variable) or default
+        where = f"{variable}={value!r} (from the environment)" if os.environ.get(variable) else where
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "()=*"):
+        raise ConfigurationError(f"{where}: {name} must be a plain non-empty name such as {default!r}")
+    value = value.strip()
+    return value.lower() if lower else value
 
 
 def payment_platform(driver: str, network: str) -> str:
@@ -118,14 +144,32 @@ def _tolerance(value: float | Decimal | str) -> Decimal:
     return tolerance
 
 
+def _check_strategy(strategy: object) -> None:
+    """A strategy answers ``judge(offer)`` and ``provider_failed(id)``; a yapapi-style one is pointed elsewhere."""
+    protocol_stub = getattr(MarketStrategy, "judge", None)  # a subclass of the protocol that did not define it
+    stub = not callable(getattr(strategy, "judge", None)) or getattr(type(strategy), "judge", None) is protocol_stub
+    if stub or not callable(getattr(strategy, "provider_failed", None)):
+        hint = (
+            "; it scores offers as yapapi's do (score_offer): subclass golem_api.ScoringStrategy instead"
+            if hasattr(strategy, "score_offer")
+            else ""
+        )
+        raise ConfigurationError(
+            f"strategy {strategy!r} must define judge(offer) -> Verdict and provider_failed(provider_id) "
+            f"(see golem_api.LeastExpensiveLinearPayu){hint}"
+        )
+
+
 class Golem:
     """The requestor engine: ``async with Golem(budget=1.0) as golem: …``.
 
     Parameters mirror yapapi's: ``budget`` (tokens, any number type; kept as ``Decimal``), ``subnet_tag``,
-    ``payment_driver``, ``payment_network``, ``app_key`` / ``api_url`` (else ``YAGNA_APPKEY`` /
-    ``YAGNA_API_URL``). ``strategy`` scores offers (default :class:`LeastExpensiveLinearPayu`);
-    ``local_network`` configures the embedded network when it is used; ``invoice_timeout`` bounds the
-    wait for invoices on exit; ``event_consumer`` replaces the default summary log (``None`` for none).
+    ``payment_driver``, ``payment_network`` (``None``, the default, takes ``YAGNA_SUBNET``,
+    ``YAGNA_PAYMENT_DRIVER``, ``YAGNA_PAYMENT_NETWORK`` from the environment, else ``public``, ``erc20``,
+    ``holesky``), ``app_key`` / ``api_url`` (else ``YAGNA_APPKEY`` / ``YAGNA_API_URL``). ``strategy`` scores
+    offers (default :class:`LeastExpensiveLinearPayu`); ``local_network`` configures the embedded network when
+    it is used; ``invoice_timeout`` bounds the wait for invoices on exit; ``event_consumer`` replaces the default
+    summary log (``None`` for none).
     ``health_check_interval`` is how often (seconds) each service instance's activity is checked for life
     (``run_service`` may override it); ``shutdown_timeout`` bounds each instance's ``shutdown`` handler when
     a cluster stops. ``price_tolerance`` (relative, default 0.01) is how much more than the agreed price of
@@ -150,9 +194,9 @@ class Golem:
         self,
         *,
         budget: float | Decimal | str,
-        subnet_tag: str = "public",
-        payment_driver: str = "erc20",
-        payment_network: str = "holesky",
+        subnet_tag: str | None = None,
+        payment_driver: str | None = None,
+        payment_network: str | None = None,
         app_key: str | None = None,
         api_url: str | None = None,
         strategy: MarketStrategy | None = None,
@@ -164,13 +208,13 @@ class Golem:
         price_tolerance: float | Decimal | str = Decimal("0.01"),
     ) -> None:
         self.budget = _budget(budget)
-        for name, value in (
-            ("subnet_tag", subnet_tag),
-            ("payment_driver", payment_driver),
-            ("payment_network", payment_network),
-        ):
-            if not isinstance(value, str) or not value or any(c in value for c in "()=*"):
-                raise ConfigurationError(f"{name} must be a plain non-empty name, got {value!r}")
+        subnet_tag = _setting("subnet_tag", subnet_tag, "YAGNA_SUBNET", DEFAULT_SUBNET)
+        payment_driver = _setting(
+            "payment_driver", payment_driver, "YAGNA_PAYMENT_DRIVER", DEFAULT_PAYMENT_DRIVER, lower=True
+        )
+        payment_network = _setting(
+            "payment_network", payment_network, "YAGNA_PAYMENT_NETWORK", DEFAULT_PAYMENT_NETWORK, lower=True
+        )
         if invoice_timeout < 0:
             raise ConfigurationError(f"invoice_timeout must not be negative, got {invoice_timeout!r}")
         self.health_check_interval = _seconds("health_check_interval", health_check_interval)
@@ -181,6 +225,7 @@ class Golem:
         self.payment_network = payment_network
         self.payment_platform = payment_platform(payment_driver, payment_network)
         self.strategy: MarketStrategy = strategy if strategy is not None else LeastExpensiveLinearPayu()
+        _check_strategy(self.strategy)
         self._app_key = app_key
         self._api_url = api_url
         self._local_network = local_network
@@ -202,6 +247,7 @@ class Golem:
         self._demands: list[Demand] = []
         self._storage: GsbStorage | None = None
         self.clusters: list[Cluster[Any]] = []
+        self.jobs: list[Job[Any, Any]] = []
         self._interrupted = False
         self._presses = 0  # Ctrl-C presses counted while running
         self._hurry = asyncio.Event()  # a second Ctrl-C: skip the services' shutdown, pay within a hard bound
@@ -251,6 +297,7 @@ class Golem:
             await self._payments.start()
             stack.push_async_callback(self._carry_on, "releasing the allocation", self._payments.aclose)
             stack.push_async_callback(self._carry_on, "ending the agreements and paying them", self._settle)
+            stack.push_async_callback(self._carry_on, "stopping the jobs", self._stop_jobs)
             stack.push_async_callback(self._carry_on, "stopping the services", self._stop_clusters)
             self.bus.emit(GolemStarted(api_url=config.root_url, identity=identity.identity, local=local))
         except BaseException:
@@ -428,6 +475,13 @@ class Golem:
             if not task.cancelled() and task.exception() is not None:
                 _log.error("stopping %r failed: %r", cluster, task.exception())
 
+    async def _stop_jobs(self) -> None:
+        """Stop the task jobs still running (each bounds its own stop) before payments are settled."""
+        jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            if not job.done:
+                await job.aclose()
+
     async def _settle(self) -> None:
         for demand in self._demands:
             await demand.aclose()
@@ -582,3 +636,92 @@ class Golem:
     def subscribe(self, consumer: Consumer, *kinds: type[Event]) -> Any:
         """Shortcut for ``golem.bus.subscribe``."""
         return self.bus.subscribe(consumer, *kinds)
+
+    # --- the Task API and the low-level path --------------------------------------------------------
+
+    def execute_tasks(
+        self,
+        worker: WorkerFunction[D, R],
+        data: Iterable[Task[D, R]] | AsyncIterable[Task[D, R]],
+        payload: Payload,
+        max_workers: int | None = None,
+        timeout: timedelta | float | None = None,
+        job_id: str | None = None,
+        implicit_init: bool = True,
+        *,
+        task_attempts: int = DEFAULT_TASK_ATTEMPTS,
+    ) -> Job[D, R]:
+        """Run ``worker`` over the tasks of ``data`` on providers of ``payload``; iterate the result for the
+        tasks whose results were accepted (yapapi's ``execute_tasks``; :mod:`golem_api.tasks.executor`).
+
+        ``worker(ctx, tasks)`` is an asynchronous generator function that takes tasks from ``tasks`` and yields
+        scripts; ``data`` is an iterable or asynchronous iterable of :class:`~golem_api.tasks.task.Task`
+        (read a few at a time, so an endless generator works). ``max_workers`` (default 5) bounds the workers
+        running at once, ``timeout`` (a ``timedelta`` or seconds; default 15 minutes) the whole job,
+        ``task_attempts`` (default 3) the tries of each task; ``implicit_init=False`` leaves ``deploy`` and
+        ``start`` to the worker. ``job_id`` names the job (default ``"1"``, ``"2"``, …). Nothing runs until
+        the returned :class:`~golem_api.tasks.executor.Job` is iterated. Bad arguments raise
+        ``ConfigurationError`` (``TypeError`` for a worker that is not an asynchronous generator function).
+        """
+        from golem_api.tasks.task import Task
+
+        self._require_started()
+        check_worker(worker)
+        if isinstance(data, Task):
+            raise ConfigurationError(f"data must be an iterable of tasks, not one task: write [{data!r}]")
+        if isinstance(data, str | bytes | Mapping) or not isinstance(data, Iterable | AsyncIterable):
+            raise ConfigurationError(
+                f"data must be an iterable (or asynchronous iterable) of Task objects, got {data!r}"
+            )
+        if not isinstance(payload, Payload):
+            raise ConfigurationError(
+                f"payload must have demand_properties() and demand_constraints() (e.g. await vm.repo(…)), "
+                f"got {payload!r}"
+            )
+        workers = DEFAULT_MAX_WORKERS if max_workers is None else max_workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigurationError(f"max_workers must be a whole number, 1 or more, got {max_workers!r}")
+        if isinstance(task_attempts, bool) or not isinstance(task_attempts, int) or task_attempts < 1:
+            raise ConfigurationError(f"task_attempts must be a whole number, 1 or more, got {task_attempts!r}")
+        if not isinstance(implicit_init, bool):
+            raise ConfigurationError(f"implicit_init must be True or False, got {implicit_init!r}")
+        if timeout is None:
+            timeout = DEFAULT_TIMEOUT
+        seconds = _seconds("timeout", timeout.total_seconds() if isinstance(timeout, timedelta) else timeout)
+        if job_id is None:
+            job_id = str(len(self.jobs) + 1)
+            while any(job.id == job_id for job in self.jobs):
+                job_id = f"{job_id}+"
+        elif not isinstance(job_id, str) or not job_id:
+            raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
+        elif any(job.id == job_id for job in self.jobs):
+            raise ConfigurationError(f"job_id {job_id!r} is already used by a job of this Golem; choose another")
+        job: Job[D, R] = Job(
+            self,
+            worker,
+            data,
+            payload,
+            job_id=job_id,
+            max_workers=workers,
+            timeout=seconds,
+            implicit_init=implicit_init,
+            task_attempts=task_attempts,
+        )
+        self.jobs.append(job)
+        return job
+
+    def work_context(self, activity: Activity, *, stream_output: bool = False) -> WorkContext:
+        """A :class:`~golem_api.activity.work_context.WorkContext` for an activity of this engine, for the
+        low-level path: ``demand = await golem.create_demand(payload)``, ``agreement = await
+        demand.agreement()``, ``ctx = golem.work_context(await agreement.create_activity())``, then
+        ``await ctx.run_script(script)``. ``stream_output`` streams every ``run``'s output as events."""
+        from golem_api.activity.activity import Activity
+        from golem_api.activity.work_context import WorkContext
+
+        self._require_started()
+        assert self._storage is not None
+        if not isinstance(activity, Activity):
+            raise ConfigurationError(
+                f"work_context takes an Activity (from `await agreement.create_activity()`), got {activity!r}"
+            )
+        return WorkContext(activity, self._storage, self.bus, stream_output=stream_output)

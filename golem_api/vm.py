@@ -15,11 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from golem_api._images import PUBLIC_REGISTRY
 from golem_api.errors import ConfigurationError
 from golem_api.payload import VmPayload
 from golem_shared.imagehash import check_image_hash
 
-__all__ = ["repo"]
+__all__ = ["DEFAULT_REPOSITORY_URL", "VM_CAPS_INET", "VM_CAPS_MANIFEST_SUPPORT", "VM_CAPS_VPN", "repo"]
+
+VM_CAPS_VPN = "vpn"
+"""The ``vm`` runtime capability of joining a VPN (``capabilities=[vm.VM_CAPS_VPN]``), as in yapapi."""
+VM_CAPS_MANIFEST_SUPPORT = "manifest-support"
+"""The capability of running under a computation payload manifest, as in yapapi."""
+VM_CAPS_INET = "inet"
+"""The capability of reaching the internet from the VM (yapapi spells it only as the string ``"inet"``)."""
+DEFAULT_REPOSITORY_URL = PUBLIC_REGISTRY
+"""The public image registry asked on a live network when neither ``repo_url`` nor ``$GOLEM_REGISTRY_URL`` says."""
 
 
 async def repo(
@@ -33,14 +43,22 @@ async def repo(
     min_cpu_threads: int = 1,
     capabilities: Iterable[str] | None = None,
     repo_url: str | None = None,
+    repository_url: str | None = None,
 ) -> VmPayload:
     """A :class:`~golem_api.payload.VmPayload` running the image named by ``image_tag``, ``image_hash``, or
     ``image_url`` together with ``image_hash``, on providers with at least the given resources.
 
     ``image_use_https`` takes the registry's https download URL instead of the http one; ``capabilities``
-    (e.g. ``["vpn"]``) must all be offered; ``repo_url`` is the registry to ask (default: see the module
-    docstring). Raises :class:`~golem_api.errors.ConfigurationError` for a missing or contradictory name.
+    (e.g. ``[vm.VM_CAPS_VPN]``) must all be offered; ``repo_url`` (or ``repository_url``, yapapi's name) is
+    the registry to ask (default: see the module docstring). Raises :class:`~golem_api.errors.ConfigurationError`
+    for a missing or contradictory name.
     """
+    if repository_url is not None:
+        if repo_url is not None and repo_url != repository_url:
+            raise ConfigurationError(
+                f"give the registry once: repo_url={repo_url!r} and repository_url={repository_url!r} differ"
+            )
+        repo_url = repository_url
     if image_url is not None:
         if image_tag is not None:
             raise ConfigurationError("give image_url= with image_hash=, not with image_tag=: the URL is the image")

@@ -157,11 +157,11 @@ class SimpleService(Service):
 
     async def _report_usage(self) -> None:
         ctx = self._ctx
-        usage = await ctx.get_usage()
-        pricing = ctx.agreement.pricing
-        counters = dict(zip(pricing.usage_vector, usage.current_usage or (), strict=False))
-        shown = ", ".join(f"{name.rsplit('.', 1)[-1]}={value:.1f}" for name, value in counters.items())
-        cost = pricing.cost_of(counters) if counters else pricing.start_price
+        usage = await ctx.get_usage()  # counters by name, as yapapi's get_usage gives them
+        shown = ", ".join(f"{name.rsplit('.', 1)[-1]}={value:.1f}" for name, value in usage.current_usage.items())
+        cost = await ctx.get_cost()
+        if cost is None:
+            cost = ctx.agreement.pricing.start_price
         self.report(f"{self.name}: usage {shown or 'none yet'}, cost {format_amount(cost)} at the agreed prices")
 
 

@@ -26,21 +26,24 @@ any other field, so a separate ``env`` field would be silently dropped, as yapap
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from attrs import frozen
 
-from golem_api.errors import ActivityError, CommandExecutionError, ConfigurationError
+from golem_api.activity.capture import CaptureContext, capture_spec
+from golem_api.errors import ActivityError, CommandExecutionError, ConfigurationError, TransferError
 
 if TYPE_CHECKING:
     from golem_api.activity.storage import GsbStorage, Published, Receiving
     from golem_api.activity.work_context import WorkContext
 
-__all__ = ["ENV_PROGRAM", "STREAM_CAPTURE", "Command", "CommandResult", "Download", "Script"]
+__all__ = ["ENV_PROGRAM", "STREAM_CAPTURE", "Command", "CommandResult", "Download", "Script", "script_timeout"]
 
 T = TypeVar("T")
 
@@ -195,6 +198,7 @@ class Download(_Transfer, Generic[T]):
         container_path: str,
         limit: int | None,
         convert: Callable[[bytes], T],
+        on_download: Callable[[T], Any] | None = None,
     ) -> None:
         super().__init__(
             index,
@@ -203,6 +207,7 @@ class Download(_Transfer, Generic[T]):
             download=lambda storage: storage.receive_bytes(limit=limit),
         )
         self._convert = convert
+        self._on_download = on_download
         self._value: T | None = None
 
     def value(self) -> T:
@@ -219,7 +224,14 @@ class Download(_Transfer, Generic[T]):
 
     async def _received(self, receiving: Receiving, timeout: float) -> None:
         data = await receiving.result(timeout)
-        self._value = self._convert(data)
+        self._value = value = self._convert(data)
+        if self._on_download is not None:
+            try:
+                called = self._on_download(value)
+                if inspect.isawaitable(called):
+                    await called
+            except Exception as exc:
+                raise TransferError(f"the on_download callback {self._on_download!r} failed: {exc!r}") from exc
 
 
 def _container_url(path: str) -> str:
@@ -260,19 +272,36 @@ def _parse_json(data: bytes) -> Any:
         raise ValueError(f"the downloaded data is not JSON ({exc}); it starts with {data[:60]!r}") from None
 
 
+def script_timeout(timeout: float | timedelta | None) -> float | None:
+    """A script's ``timeout`` in seconds: a positive number of seconds, a positive ``timedelta``, or ``None``."""
+    if isinstance(timeout, timedelta):
+        seconds = timeout.total_seconds()
+        if seconds > 0:
+            return seconds
+    elif timeout is None or (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0):
+        return None if timeout is None else float(timeout)
+    raise ConfigurationError(
+        f"a script's timeout must be a positive number of seconds, a positive timedelta or None, got {timeout!r}"
+    )
+
+
 class Script:
     """A batch of commands for one activity; build it with ``ctx.new_script()`` and run it once.
 
-    ``timeout`` (seconds) bounds the whole run, from sending to the last result; ``None``: no bound.
+    ``timeout`` (seconds, or a ``timedelta`` as in yapapi) bounds the whole run, from sending to the last
+    result; ``None``: no bound. ``wait_for_results`` (default True) says what a handler that yields the script
+    gets back: with True it resumes once every result is in; with False it resumes as soon as the provider has
+    the batch, and gets an awaitable that gives the results later (see :mod:`golem_api.activity.handlers`).
     """
 
-    def __init__(self, ctx: WorkContext, *, timeout: float | None = None) -> None:
-        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-            raise ConfigurationError(
-                f"a script's timeout must be a positive number of seconds or None, got {timeout!r}"
-            )
+    def __init__(
+        self, ctx: WorkContext, *, timeout: float | timedelta | None = None, wait_for_results: bool = True
+    ) -> None:
+        if not isinstance(wait_for_results, bool):
+            raise ConfigurationError(f"wait_for_results must be True or False, got {wait_for_results!r}")
         self.ctx = ctx
-        self.timeout = timeout
+        self.timeout = script_timeout(timeout)
+        self.wait_for_results = wait_for_results
         self.commands: list[Command] = []
         self._sent = False
 
@@ -321,12 +350,17 @@ class Script:
         env: Mapping[str, str] | None = None,
         on_stdout: Callable[[str], None] | None = None,
         on_stderr: Callable[[str], None] | None = None,
+        stdout: CaptureContext | str | None = None,
+        stderr: CaptureContext | str | None = None,
     ) -> Command:
         """Run ``cmd`` with ``args`` (no shell: use ``"/bin/sh", "-c", "…"`` for one).
 
         ``env`` adds environment variables for this command. ``on_stdout`` / ``on_stderr`` are called with each
         line of output (without its line break) as the provider streams it, and with a last unfinished line at
-        the end; the command's result has the whole output either way.
+        the end; the command's result has the whole output either way. ``stdout`` / ``stderr`` choose how each
+        output is captured (default: streamed; ``"all"``, ``"head"``, … or a :class:`CaptureContext`, as in
+        yapapi; see :mod:`golem_api.activity.capture`). Output that is not streamed reaches the callbacks
+        when the command has ended.
         """
         if not isinstance(cmd, str) or not cmd:
             raise ConfigurationError(f"the command to run must be a non-empty string such as '/bin/sh', got {cmd!r}")
@@ -334,10 +368,11 @@ class Script:
         entry_point = cmd
         if env:
             entry_point, arguments = ENV_PROGRAM, [*_env_args(env, cmd), cmd, *arguments]
+        captures = {name: capture_spec(value, name) for name, value in (("stdout", stdout), ("stderr", stderr))}
         body = {
             "entry_point": entry_point,
             "args": arguments,
-            "capture": {"stdout": dict(STREAM_CAPTURE), "stderr": dict(STREAM_CAPTURE)},
+            "capture": {name: spec for name, spec in captures.items() if spec is not None},
         }
         command = Command(self._next, "run", body, label=f"run {cmd}")
         command.on_stdout, command.on_stderr = on_stdout, on_stderr
@@ -382,23 +417,43 @@ class Script:
             )
         )
 
-    def download_bytes(self, src: str, limit: int | None = None) -> Download[bytes]:
+    def download_bytes(
+        self,
+        src: str,
+        on_download: Callable[[bytes], Awaitable[Any] | None] | None = None,
+        limit: int | None = None,
+    ) -> Download[bytes]:
         """Fetch the file ``src`` from the provider; await the command for its bytes.
 
-        ``limit`` refuses files larger than that many bytes (the transfer fails).
+        ``on_download`` (yapapi's second argument) is called with the bytes once they are in (awaited when it
+        is a coroutine function), before the script's results are given; a callback that raises fails the
+        command. ``limit`` refuses files larger than that many bytes (the transfer fails).
         """
-        _check_limit(limit)
+        _check_download(on_download, limit)
         download: Download[bytes] = Download(
-            self._next, label=f"download {src}", container_path=src, limit=limit, convert=bytes
+            self._next, label=f"download {src}", container_path=src, limit=limit, convert=bytes, on_download=on_download
         )
         self._add(download)
         return download
 
-    def download_json(self, src: str, limit: int | None = None) -> Download[Any]:
-        """Fetch the file ``src`` from the provider; await the command for its parsed JSON value."""
-        _check_limit(limit)
+    def download_json(
+        self,
+        src: str,
+        on_download: Callable[[Any], Awaitable[Any] | None] | None = None,
+        limit: int | None = None,
+    ) -> Download[Any]:
+        """Fetch the file ``src`` from the provider; await the command for its parsed JSON value.
+
+        ``on_download`` and ``limit`` as for :meth:`download_bytes` (the callback gets the parsed value).
+        """
+        _check_download(on_download, limit)
         download: Download[Any] = Download(
-            self._next, label=f"download JSON {src}", container_path=src, limit=limit, convert=_parse_json
+            self._next,
+            label=f"download JSON {src}",
+            container_path=src,
+            limit=limit,
+            convert=_parse_json,
+            on_download=on_download,
         )
         self._add(download)
         return download
@@ -427,3 +482,12 @@ class Script:
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ConfigurationError(f"limit must be a number of bytes (0 or more) or None, got {limit!r}")
+
+
+def _check_download(on_download: object, limit: int | None) -> None:
+    if on_download is not None and not callable(on_download):
+        hint = f"; for a size limit write limit={on_download!r}" if isinstance(on_download, int) else ""
+        raise ConfigurationError(
+            f"on_download (the second argument) must be a function called with the data, got {on_download!r}{hint}"
+        )
+    _check_limit(limit)

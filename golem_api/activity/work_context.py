@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from golem_api.activity._results import EventStreamReader, OutputRouter, poll_results
 from golem_api.activity.script import Command, CommandResult, Script
+from golem_api.activity.usage import ActivityUsage, cost_of_usage, usage_by_name
 from golem_api.errors import (
     ActivityError,
     BatchTimeoutError,
@@ -44,7 +47,8 @@ from golem_api.errors import (
 from golem_api.events import CommandExecuted, CommandOutput, EventBus, ScriptFinished, ScriptSent
 
 if TYPE_CHECKING:
-    from golem_api._rest.models import ActivityState, ActivityUsage, ExeScriptCommandResult
+    from golem_api._rest.models import ActivityState, ExeScriptCommandResult
+    from golem_api._rest.models import ActivityUsage as RawActivityUsage
     from golem_api.activity.activity import Activity
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.agreement import Agreement
@@ -99,17 +103,39 @@ class WorkContext:
         """The provider's node id."""
         return self.activity.agreement.provider_id
 
-    def new_script(self, timeout: float | None = None) -> Script:
-        """An empty script for this activity; ``timeout`` bounds its run (seconds)."""
-        return Script(self, timeout=timeout)
+    @property
+    def id(self) -> str:
+        """The activity's id (yapapi's ``WorkContext.id``)."""
+        return self.activity.activity_id
+
+    def new_script(self, timeout: float | timedelta | None = None, wait_for_results: bool = True) -> Script:
+        """An empty script for this activity; ``timeout`` (seconds or a ``timedelta``) bounds its run.
+
+        ``wait_for_results=False``: a handler that yields the script resumes as soon as the provider has it and
+        gets an awaitable for the results (see :class:`~golem_api.activity.script.Script`).
+        """
+        return Script(self, timeout=timeout, wait_for_results=wait_for_results)
 
     async def get_state(self) -> ActivityState:
         """The activity's state as the provider reports it."""
         return await self.activity.state()
 
-    async def get_usage(self) -> ActivityUsage:
-        """The activity's usage counters."""
+    async def get_raw_state(self) -> ActivityState:
+        """yapapi's name for :meth:`get_state`: the node's answer (``state``, ``next_state``, ``reason``…)."""
+        return await self.activity.state()
+
+    async def get_raw_usage(self) -> RawActivityUsage:
+        """The node's usage answer as it is: bare counters in the offer's order and a Unix ``timestamp``."""
         return await self.activity.usage()
+
+    async def get_usage(self) -> ActivityUsage:
+        """The activity's usage counters by name and when they were measured (a UTC ``datetime``)."""
+        return usage_by_name(await self.activity.usage(), self.agreement.pricing)
+
+    async def get_cost(self) -> Decimal | None:
+        """What the activity has cost so far at the agreed prices (start price included), from the usage the
+        provider reports now; ``None`` when it reports none yet. A ``Decimal`` (yapapi gives a float)."""
+        return cost_of_usage(await self.activity.usage(), self.agreement.pricing)
 
     async def run_script(self, script: Script) -> list[CommandResult]:
         """Send ``script`` and wait for all its results (see the module docstring); a script runs once.
@@ -166,6 +192,35 @@ class WorkContext:
         except (GolemError, asyncio.TimeoutError) as exc:
             _log.warning("could not end %r: %r", self.activity, exc)
 
+    async def start_script(self, script: Script) -> asyncio.Task[list[CommandResult]]:
+        """Send ``script`` and return once the provider has the batch (or the run failed before that).
+
+        The returned task gives what :meth:`run_script` gives (or raises what it raises); the caller owns it
+        and must await or cancel it. Batches sent this way run on the provider in the order they were sent.
+        """
+        if not isinstance(script, Script):
+            raise ConfigurationError(f"start_script takes a Script (from ctx.new_script()), got {script!r}")
+        if script.ctx is not self:
+            raise ConfigurationError(f"{script!r} was made for {script.ctx!r}, not for {self!r}")
+        script._claim()
+        if not script.commands:
+            return asyncio.create_task(_no_results())
+        run = _ScriptRun(self, script)
+        task = asyncio.create_task(run.run(), name=f"script on {self.activity.activity_id}")
+        sent = asyncio.create_task(run.sent.wait())
+        try:
+            await asyncio.wait({task, sent}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            sent.cancel()
+        return task
+
+
+async def _no_results() -> list[CommandResult]:
+    return []
+
 
 class _Stop(Exception):
     """A command failed: the batch stops there."""
@@ -188,6 +243,7 @@ class _ScriptRun:
             {c.index: {"stdout": c.on_stdout, "stderr": c.on_stderr} for c in script.commands}, self._piece
         )
         self.reader: EventStreamReader | None = None
+        self.sent = asyncio.Event()  # set once the provider has the batch
 
     @property
     def activity_id(self) -> str:
@@ -250,6 +306,7 @@ class _ScriptRun:
         ctx = self.ctx
         texts = [await command._prepare(ctx.storage) for command in self.commands]
         self.batch_id = await ctx.activity.exec(texts)
+        self.sent.set()
         ctx.bus.emit(
             ScriptSent(
                 activity_id=self.activity_id,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -201,7 +202,9 @@ class InstanceRunner:
                     reason=failure,
                 )
             )
-            service.reset()
+            reset = service.reset()
+            if inspect.isawaitable(reset):  # yapapi's reset is a coroutine; a plain method works too
+                await reset
             service._change("restart", reason=f"respawning: {failure}")
             service._agreement = None
         service._change("ready")
@@ -324,35 +327,13 @@ class InstanceRunner:
         return step.result()
 
     async def _drive(self, name: str) -> None:
-        """Run a handler: send each yielded script, resume the generator with its results or its error."""
-        from golem_api.activity.script import Script
+        """Run a handler: send each yielded script, resume the generator with its results or its error
+        (:func:`golem_api.activity.handlers.drive_handler`)."""
+        from golem_api.activity.handlers import drive_handler
 
         service = self.service
         handler = service._handler(name)()
-        if not hasattr(handler, "asend"):
-            raise TypeError(f"{type(service).__name__}.{name}() must be an asynchronous generator, got {handler!r}")
-        ctx = service.ctx
-        results: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    item = await (handler.athrow(error) if error is not None else handler.asend(results))
-                except StopAsyncIteration:
-                    return
-                results, error = None, None
-                if not isinstance(item, Script):
-                    error = TypeError(
-                        f"{type(service).__name__}.{name} yielded {item!r}; yield a script made with "
-                        "self._ctx.new_script()"
-                    )
-                    continue
-                try:
-                    results = await ctx.run_script(item)
-                except GolemError as exc:
-                    error = exc
-        finally:
-            await handler.aclose()
+        await drive_handler(handler, service.ctx, name=f"{type(service).__name__}.{name}")
 
     # --- health -----------------------------------------------------------------------------------
 

@@ -15,28 +15,31 @@ A subclass says what to run (``get_payload``) and how, in three asynchronous-gen
                 yield script                   # resumes when every command of the script has finished
                 print((await now).stdout)
 
-``results = yield script`` hands the handler the list of :class:`CommandResult`; a command that failed raises
+``results = yield script`` hands the handler the list of :class:`CommandResult` (also awaitable, so yapapi's
+``future_results = yield script; results = await future_results`` works); a command that failed raises
 :class:`~golem_api.errors.CommandExecutionError` inside the handler, at that ``yield``, so the handler may catch
-it and go on. The cluster drives the handlers (:mod:`golem_api.services._runner`); this class holds what an
-instance is: its parameters, its name, its state and the provider it runs on.
+it and go on (:mod:`golem_api.activity.handlers`). The cluster drives the handlers
+(:mod:`golem_api.services._runner`); this class holds what an instance is: its parameters, its name, its state
+and the provider it runs on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncGenerator, Callable
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from statemachine import State
 
-from golem_api.errors import GolemError
+from golem_api.errors import ConfigurationError, GolemError
 from golem_api.events import EventBus, ServiceStateChanged
 from golem_api.services.state import AVAILABLE_STATES, ServiceState
 
 if TYPE_CHECKING:
-    from golem_api.activity.script import CommandResult, Script
+    from golem_api.activity.script import Script
     from golem_api.activity.work_context import WorkContext
     from golem_api.market.agreement import Agreement
     from golem_api.payload import Payload
@@ -44,10 +47,22 @@ if TYPE_CHECKING:
 __all__ = ["HANDLERS", "ExcInfo", "Handler", "Service", "check_handlers"]
 
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
-Handler = AsyncGenerator["Script", "list[CommandResult]"]
-"""What ``start``, ``run`` and ``shutdown`` return: a generator of scripts that receives their results."""
+Handler = AsyncGenerator["Script", Any]
+"""What ``start``, ``run`` and ``shutdown`` return: a generator of scripts that receives their results
+(a :class:`~golem_api.activity.handlers.ScriptResults`, or a :class:`~golem_api.activity.handlers.PendingResults`
+for a script made with ``wait_for_results=False``)."""
 
 HANDLERS = ("start", "run", "shutdown")
+
+
+class _Nothing:
+    """An awaitable that is already done (what the default ``reset`` returns)."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
+
+
+_NOTHING = _Nothing()
 
 
 def check_handlers(service_class: type[Service]) -> None:
@@ -74,11 +89,26 @@ class Service:
     """
 
     name: str = ""
+    _service_id: str | None = None
     _work_context: WorkContext | None = None
     _agreement: Agreement | None = None
     _machine: ServiceState | None = None
     _bus: EventBus | None = None
     _exc_info: ExcInfo = (None, None, None)
+
+    def __init__(self, _id: str | None = None) -> None:
+        """Subclasses may call ``super().__init__()`` (as yapapi's do) or not; ``_id`` sets :attr:`id`."""
+        if _id is not None:
+            if not isinstance(_id, str) or not _id:
+                raise ConfigurationError(f"a service instance's _id must be a non-empty string, got {_id!r}")
+            self._service_id = _id
+
+    @property
+    def id(self) -> str:
+        """The instance's unique id (a random UUID unless ``_id`` was given), as in yapapi."""
+        if self._service_id is None:
+            self._service_id = str(uuid.uuid4())
+        return self._service_id
 
     # --- what subclasses override ---------------------------------------------------------------
 
@@ -90,7 +120,7 @@ class Service:
     async def start(self) -> Handler:
         """Deploy and start the payload (the default yields one script: ``deploy()`` then ``start()``)."""
         script = self.ctx.new_script()
-        script.deploy()
+        script.deploy(**self.get_deploy_args())
         script.start()
         yield script
 
@@ -105,8 +135,17 @@ class Service:
         script.terminate()
         yield script
 
-    def reset(self) -> None:
-        """Called before the instance is started again on a new agreement, after ``start`` failed."""
+    def reset(self) -> Awaitable[None] | None:
+        """Called before the instance is started again on a new agreement, after ``start`` failed.
+
+        Override it as a plain method or as ``async def reset(self)`` (yapapi's form): the cluster awaits what
+        it returns when that is awaitable. The default does nothing (and may be awaited).
+        """
+        return _NOTHING
+
+    def get_deploy_args(self) -> dict[str, Any]:
+        """Keyword arguments for ``script.deploy(**self.get_deploy_args())`` (as in yapapi): none here."""
+        return {}
 
     # --- what an instance shows -----------------------------------------------------------------
 

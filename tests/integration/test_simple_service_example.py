@@ -115,7 +115,7 @@ class Example:
 async def test_the_example_runs_two_instances_prints_stats_saves_plots_and_pays(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    example = await Example.start(tmp_path, "--running-time", "8", "--interval", "2")
+    example = await Example.start(tmp_path, "--running-time", "8", "--interval", "2", "--show-usage")
     try:
         code, stderr = await example.finish(timeout=55)
     finally:
@@ -154,6 +154,8 @@ async def test_the_example_runs_two_instances_prints_stats_saves_plots_and_pays(
 
     assert "simple-service-1: simulation stopped" in output
     assert "simple-service-2: simulation stopped" in output
+    usage = re.compile(r"^simple-service-\d: usage duration_sec=[\d.]+, cpu_sec=[\d.]+, cost \S+ at the agreed prices$")
+    assert any(usage.match(line) for line in example.lines), "--show-usage prints the counters by name and the cost"
     providers = [example.summary_row(f"local-provider-{n}") for n in (1, 2, 3) if f"local-provider-{n}" in output]
     assert len(providers) == 2, "one row per provider that ran an instance"
     total = example.summary_row("total")

@@ -16,11 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from golem_api import Golem, LocalNetworkConfig, VmPayload
-from golem_api._rest.client import RestClient
-from golem_api._rest.config import ApiConfig
-from golem_api.activity.storage import GsbStorage
-from golem_api.activity.work_context import WorkContext
+from golem_api import Golem, LocalNetworkConfig, VmPayload, WorkContext
 from golem_api.errors import CommandExecutionError
 from golem_api.events import CommandOutput, Event, ScriptFinished
 
@@ -31,16 +27,12 @@ BOUND = 20.0  # seconds any single await here may take
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[WorkContext]:
-    """A work context on a fresh activity with the one provider of a local network."""
+    """A work context on a fresh activity with the one provider of a local network (the public low-level path)."""
     async with Golem(budget=1.0, local_network=LocalNetworkConfig.with_providers(1), invoice_timeout=10) as golem:
-        node = golem.local_node
-        assert node is not None
         demand = await golem.create_demand(VmPayload())
         agreement = await demand.agreement(timeout=BOUND)
-        activity = await agreement.create_activity()
-        async with RestClient(ApiConfig.for_node(node.url, node.app_key)) as rest, GsbStorage(rest) as storage:
-            yield WorkContext(activity, storage, golem.bus)
-            await agreement.terminate()
+        yield golem.work_context(await agreement.create_activity())
+        await agreement.terminate()
 
 
 async def deployed(ctx: WorkContext) -> None:
