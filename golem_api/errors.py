@@ -31,6 +31,11 @@ from here)::
     │   ├── TransferError           data from a provider could not be received
     │   │   └── TransferTimeoutError  … within its time (also a GolemTimeoutError)
     │   └── BatchTimeoutError
+    ├── NetworkError                a VPN operation failed (the network was removed, an address is wrong…)
+    │   ├── NetworkAddressError     an address outside the network, taken, or not an address (also a
+    │   │                           ConfigurationError)
+    │   └── VpnConnectionError      a TCP connection into the VPN was refused or could not be made
+    │       └── VpnConnectionTimeoutError  … nothing answered in time (also a GolemTimeoutError)
     ├── ImageError                  an image could not be built, found, fetched or read
     │   └── ImageNotFoundError      a registry knows no image by that tag or hash
     └── LocalNodeError              the embedded local network could not start or run
@@ -75,6 +80,8 @@ __all__ = [
     "LocalNodeError",
     "MarketError",
     "MarketTimeoutError",
+    "NetworkAddressError",
+    "NetworkError",
     "NodeUnreachableError",
     "NotFoundError",
     "PaymentError",
@@ -83,6 +90,8 @@ __all__ = [
     "ServerError",
     "TransferError",
     "TransferTimeoutError",
+    "VpnConnectionError",
+    "VpnConnectionTimeoutError",
 ]
 
 
@@ -214,3 +223,29 @@ class BatchTimeoutError(ActivityError, GolemTimeoutError):
     def __init__(self, message: str, *, batch_id: str | None = None, timeout: float | None = None) -> None:
         self.batch_id = batch_id
         super().__init__(message, timeout=timeout)
+
+
+class NetworkError(GolemError):
+    """A VPN operation failed: the network was removed, the node refused a change, an instance is not in one."""
+
+    def __init__(self, message: str, *, network_id: str | None = None) -> None:
+        self.network_id = network_id
+        super().__init__(message)
+
+
+class NetworkAddressError(NetworkError, ConfigurationError):
+    """An address given for a VPN is not an address, is outside the network's range, or is already taken."""
+
+
+class VpnConnectionError(NetworkError):
+    """A TCP connection to ``ip:port`` inside a VPN could not be made: ``reason`` says why (refused: nothing
+    listens there)."""
+
+    def __init__(self, message: str, *, network_id: str | None = None, ip: str = "", port: int = 0) -> None:
+        self.ip = ip
+        self.port = port
+        super().__init__(message, network_id=network_id)
+
+
+class VpnConnectionTimeoutError(VpnConnectionError, GolemTimeoutError):
+    """Nothing answered at ``ip:port`` inside the VPN within the node's connect time (5 s on yagna)."""

@@ -27,7 +27,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from statemachine import State
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from golem_api.activity.script import CommandResult, Script
     from golem_api.activity.work_context import WorkContext
     from golem_api.market.agreement import Agreement
+    from golem_api.network.network import Network, Node
     from golem_api.payload import Payload
 
 __all__ = ["HANDLERS", "ExcInfo", "Handler", "Service", "check_handlers"]
@@ -70,7 +71,9 @@ class Service:
     What an instance shows: ``state`` (compare with ``ServiceState.running``; ``state.id`` is the name),
     ``is_available``, ``provider_name``, ``provider_id``, ``exc_info`` (of the last handler failure,
     ``(None, None, None)`` when there was none), ``name`` (the ``instance_name`` parameter, or
-    ``"<Class>-<n>"``), and, while it runs on a provider, ``ctx`` (also ``self._ctx``, as in yapapi).
+    ``"<Class>-<n>"``), and, while it runs on a provider, ``ctx`` (also ``self._ctx``, as in yapapi). An
+    instance run with ``run_service(..., network=…)`` also shows ``network`` and ``network_node`` (its address
+    and node id in the VPN) while it holds a provider.
     """
 
     name: str = ""
@@ -79,6 +82,7 @@ class Service:
     _machine: ServiceState | None = None
     _bus: EventBus | None = None
     _exc_info: ExcInfo = (None, None, None)
+    _network_node: Node | None = None
 
     # --- what subclasses override ---------------------------------------------------------------
 
@@ -90,7 +94,7 @@ class Service:
     async def start(self) -> Handler:
         """Deploy and start the payload (the default yields one script: ``deploy()`` then ``start()``)."""
         script = self.ctx.new_script()
-        script.deploy()
+        script.deploy(**self.get_deploy_args())
         script.start()
         yield script
 
@@ -107,6 +111,11 @@ class Service:
 
     def reset(self) -> None:
         """Called before the instance is started again on a new agreement, after ``start`` failed."""
+
+    def get_deploy_args(self) -> dict[str, Any]:
+        """The arguments of this instance's ``deploy`` command: the VPN's ``net`` when it runs in one (yapapi's
+        name; ``script.deploy()`` adds them by itself, so overriding ``start`` need not call this)."""
+        return self._network_node.get_deploy_args() if self._network_node is not None else {}
 
     # --- what an instance shows -----------------------------------------------------------------
 
@@ -148,13 +157,25 @@ class Service:
         return self._agreement.provider_id if self._agreement is not None else None
 
     @property
+    def network_node(self) -> Node | None:
+        """The instance's place in its VPN (``.ip``, ``.node_id``, ``.connect(port)``), while it holds a provider
+        and was run with ``network=``; else ``None``."""
+        return self._network_node
+
+    @property
+    def network(self) -> Network | None:
+        """The VPN the instance is in, or ``None``."""
+        return self._network_node.network if self._network_node is not None else None
+
+    @property
     def exc_info(self) -> ExcInfo:
         """``(type, exception, traceback)`` of the last handler failure; ``(None, None, None)`` if none."""
         return self._exc_info
 
     def __repr__(self) -> str:
         where = f" on {self.provider_name!r}" if self.provider_name else ""
-        return f"<{type(self).__name__} {self.name!r} {self.state.id}{where}>"
+        address = f" @ {self._network_node.ip}" if self._network_node is not None else ""
+        return f"<{type(self).__name__} {self.name!r} {self.state.id}{where}{address}>"
 
     # --- what the cluster does ------------------------------------------------------------------
 
