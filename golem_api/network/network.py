@@ -115,12 +115,12 @@ class Network:
         gateway: str | None = None,
     ) -> None:
         self._rest = rest
+        self._network_id: str | None = None
         self._ip_network = _parse_network(ip, mask)
         self._owner_id = owner_id
         self._gateway = str(_parse_address(gateway, "gateway")) if gateway else None
         self._owner_ip = _parse_address(owner_ip, "owner_ip") if owner_ip else _first_host(self._ip_network)
         self._check_inside(self._owner_ip, "owner_ip")
-        self._network_id: str | None = None
         self._state = NetworkState.creating
         self._nodes: dict[str, Node] = {}  # ip -> node
         self._lock = asyncio.Lock()
