@@ -34,7 +34,7 @@ from golem_api.events import (
 from golem_api.market.agreement import Agreement
 from golem_api.market.negotiation import Demand
 from golem_api.market.strategy import LeastExpensiveLinearPayu, MarketStrategy
-from golem_api.network.network import Network
+from golem_api.network.network import Network, NetworkState
 from golem_api.payload import Payload, with_capabilities
 from golem_api.payment._manager import PaymentManager
 from golem_api.services._arguments import (
@@ -420,6 +420,11 @@ class Golem:
         planned = plan_instances(service_class, num_instances, instance_params)
         if network is not None and not isinstance(network, Network):
             raise ConfigurationError(f"network must be made by `await golem.create_network(...)`, got {network!r}")
+        if network is not None and network.state is not NetworkState.ready:
+            raise NetworkError(
+                f"{network!r} is {network.state.value}: its instances could not join it; create a new network",
+                network_id=network.network_id,
+            )
         addresses = check_network_addresses(network, network_addresses, len(planned))
         if isinstance(start_attempts, bool) or not isinstance(start_attempts, int) or start_attempts < 1:
             raise ConfigurationError(f"start_attempts must be a whole number, 1 or more, got {start_attempts!r}")

@@ -74,6 +74,10 @@ class LocalVpn:
         """Whether activities can join VPNs on this machine."""
         return self._plane is not None
 
+    def namespaces(self) -> list[str]:
+        """The network namespaces this node has now (hubs and activities), by name."""
+        return netns.list_netns(self._plane.prefix) if self._plane is not None else []
+
     async def start(self) -> None:
         """Remove namespaces left behind by nodes whose process is gone."""
         if self._plane is not None:
