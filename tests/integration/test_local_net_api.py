@@ -14,6 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from golem_api import Golem, NetworkError
+from golem_local.config import LocalNetworkConfig
+from golem_local.net import netns
 from golem_local.node import LocalNode
 
 V1 = "/net-api/v1"
@@ -253,3 +256,18 @@ async def test_the_tcp_websocket_refuses_before_connecting_as_the_daemon_does(
             assert response.status == 401
         async with anonymous.get(url, params={"authToken": local_node.app_key}) as response:
             assert response.status == 504  # the app key in the query is accepted
+
+
+async def test_golem_says_when_the_local_network_cannot_run_vpns() -> None:
+    config = LocalNetworkConfig.with_providers(1, vpn=False)
+    async with Golem(budget=1.0, local_network=config, event_consumer=None) as golem:
+        with pytest.raises(NetworkError, match="the local network cannot run VPNs here: VPNs are turned off"):
+            await golem.create_network("192.168.0.0/24")
+        assert golem.local_node is not None
+        assert "golem.runtime.capabilities" not in golem.local_node.providers[0].runtime_offer.properties
+
+
+async def test_providers_offer_vpn_where_the_machine_allows_it(local_node: LocalNode) -> None:
+    offered = local_node.providers[0].runtime_offer.properties.get("golem.runtime.capabilities")
+    assert offered == (["vpn"] if local_node.vpn.available else None)
+    assert local_node.vpn.available == (netns.unavailable_reason() is None)
