@@ -158,7 +158,8 @@ def render(results: Sequence[Result], machine: Machine, *, took: float, images: 
         "",
         "`./bench/run` sets up `.venv` and yapapi's `.venv-yapapi` on a fresh clone (through",
         "`scripts/bootstrap.sh`), then runs `python -m bench.run`. The plots are in `docs/performance/`.",
-        "`bench/bench_sandbox.py` measures the sandbox alone (a command through the agent against a fresh sandbox).",
+        "`bench/bench_sandbox.py` measures the sandbox alone (a command through the agent against a fresh sandbox);",
+        "`python -m bench.bench_vpn` prints the VPN figures alone (it needs root, as the local VPN does).",
         "",
     ]
     return "\n".join(lines)
