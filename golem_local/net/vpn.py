@@ -58,7 +58,11 @@ class LocalVpn:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.registry = VpnRegistry()
-        reason = netns.unavailable_reason() if enabled else "VPNs are turned off in this node's configuration"
+        reason = (
+            netns.unavailable_reason()
+            if enabled
+            else "VPNs are off for this node (LocalNetworkConfig(vpn=False), or activity_runtime='idle')"
+        )
         self.unavailable: str | None = reason
         self._plane = DataPlane(netns.node_prefix()) if reason is None else None
         self._relays: dict[str, set[Relay]] = {}

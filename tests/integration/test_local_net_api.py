@@ -261,7 +261,10 @@ async def test_the_tcp_websocket_refuses_before_connecting_as_the_daemon_does(
 async def test_golem_says_when_the_local_network_cannot_run_vpns() -> None:
     config = LocalNetworkConfig.with_providers(1, vpn=False)
     async with Golem(budget=1.0, local_network=config, event_consumer=None) as golem:
-        with pytest.raises(NetworkError, match="the local network cannot run VPNs here: VPNs are turned off"):
+        with pytest.raises(
+            NetworkError,
+            match=r"cannot run VPNs here: VPNs are off for this node \(LocalNetworkConfig\(vpn=False\)",
+        ):
             await golem.create_network("192.168.0.0/24")
         assert golem.local_node is not None
         assert "golem.runtime.capabilities" not in golem.local_node.providers[0].runtime_offer.properties

@@ -357,3 +357,38 @@ async def test_no_namespace_outlives_the_node_and_stale_ones_are_removed_at_star
     finally:
         if stale in netns.list_netns(stale):
             await sh("ip", "netns", "del", stale)
+
+
+class TwoNetworks(Service):
+    """Joins its cluster's network and a second one in one deploy (eth0 and eth1), as a deploy with two
+    ``net`` entries does."""
+
+    def __init__(self, second: Network) -> None:
+        self.second = second
+
+    @staticmethod
+    async def get_payload() -> VmPayload:
+        return VmPayload()
+
+    async def start(self) -> Any:
+        assert self.provider_id is not None
+        other = await self.second.add_node(self.provider_id)
+        script = self._ctx.new_script(timeout=30)
+        script.deploy(net=[*self.get_deploy_args()["net"], *other.get_deploy_args()["net"]])
+        script.start()
+        yield script
+
+
+async def test_one_activity_can_join_two_networks(golem: Golem) -> None:
+    a = await golem.create_network("192.168.0.0/24")
+    b = await golem.create_network("10.30.0.0/24")
+    await serve(golem, a, 1, ["192.168.0.10"], greeting="server in a")
+    await serve(golem, b, 1, ["10.30.0.10"], greeting="server in b")
+    both = await golem.run_service(TwoNetworks, instance_params=[{"second": b}], network=a)
+    await both.wait_running(timeout=30)
+    [instance] = both.instances
+    links = await run(instance, "ip -4 -o addr show")
+    assert re.search(r"eth0\s+inet 192\.168\.0\.\d+/24", links)
+    assert re.search(r"eth1\s+inet 10\.30\.0\.\d+/24", links)
+    assert await fetch_from(instance, "http://192.168.0.10/") == "server in a"
+    assert await fetch_from(instance, "http://10.30.0.10/") == "server in b"
