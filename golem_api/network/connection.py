@@ -9,7 +9,9 @@ only then upgrades the request to a WebSocket; from there binary frames carry th
 
 Reading is that of :class:`asyncio.StreamReader` (``read``, ``readexactly``, ``readline``, ``readuntil``), with
 flow control: when :data:`READ_BUFFER` bytes wait unread, frames are no longer taken from the node, so a slow
-reader slows the sender down. ``write`` sends in frames of at most :data:`FRAME_SIZE` bytes (yapapi's chunk).
+reader slows the sender down (while paused it cannot answer the node's pings either: a reader that leaves the
+buffer full for longer than the node's heartbeat, 10 s on yagna, loses the connection). ``write`` sends in
+frames of at most :data:`FRAME_SIZE` bytes (yapapi's chunk).
 A WebSocket has no half-close: closing the connection closes the stream in both directions, and the end of the
 stream from the other side shows as ``at_eof()`` (``read()`` returns ``b""``).
 """

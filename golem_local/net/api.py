@@ -14,7 +14,9 @@ IP (400) that may be used (400 ``IP address not allowed``); then the TCP connect
 requestor's first address): refused → 400 ``Socket closed``; nobody there or no answer within 5 s → 504. Only
 a connected stream gets its 101. Then binary and text frames from the client are bytes for the stream, what
 the stream says goes back in binary frames, either end closing closes the other (the daemon leaves the TCP
-connection open when the client closes the WebSocket; this node closes it), and the server pings every 5 s.
+connection open when the client closes the WebSocket; this node closes it), and the server pings the client
+after 10 s without a frame from it and closes when no pong comes within 5 s (the daemon pings every 5 s and
+closes after 10 s without a frame: about the same patience, in aiohttp's terms).
 
 Differences from the daemon, on purpose: an address with no member answers 504 at once (the daemon waits its
 5 s); the text of a ``Json deserialize error`` has no line and column.
@@ -43,7 +45,7 @@ _log = logging.getLogger(__name__)
 NET_PREFIXES = ("/net-api/v1", "/net-api/v2/vpn")
 _READ_CHUNK = 256 * 1024
 _WRITE_BUFFER = 1024 * 1024  # bytes queued towards the member before the relay waits for them to drain
-_HEARTBEAT = 5.0
+_HEARTBEAT = 10.0  # aiohttp pings after this much silence and closes when no pong follows within half of it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
