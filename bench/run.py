@@ -1,6 +1,6 @@
 """The benchmark command: run each benchmark several times and write ``docs/performance.md`` with its plots.
 
-    python -m bench.run [--runs 5] [--only overhead,running,throughput,shutdown,scale,yapapi] [--output PAGE]
+    python -m bench.run [--runs 5] [--only overhead,running,throughput,shutdown,scale,yapapi,vpn] [--output PAGE]
 
 (``./bench/run`` does the same after setting up the environments.) Progress goes to stderr; the page and the
 PNGs are rewritten at the end.
@@ -24,6 +24,7 @@ __all__ = ["BENCHMARKS", "main", "parse_args"]
 
 
 def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
+    from bench.bench_vpn import vpn
     from bench.requestor import command_overhead, shutdown, throughput, time_to_running
     from bench.scale import requestor_scale
     from bench.side_by_side import side_by_side
@@ -35,10 +36,11 @@ def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
         "shutdown": shutdown,
         "scale": requestor_scale,
         "yapapi": side_by_side,
+        "vpn": vpn,
     }
 
 
-BENCHMARKS = ("overhead", "running", "throughput", "shutdown", "scale", "yapapi")
+BENCHMARKS = ("overhead", "running", "throughput", "shutdown", "scale", "yapapi", "vpn")
 """The benchmarks' names, in the order they run and appear on the page."""
 
 

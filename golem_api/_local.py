@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from golem_local.config import ProviderSpec as ProviderSpec
     from golem_local.node import LocalNode as LocalNode
 
-__all__ = ["PUBLIC_NAMES", "add_cli_commands", "default_config", "new_node", "public_name"]
+__all__ = ["PUBLIC_NAMES", "add_cli_commands", "default_config", "new_node", "public_name", "vpn_unavailable"]
 
 PUBLIC_NAMES = frozenset({"LocalNetworkConfig", "LocalNode", "ProviderSpec"})
 """The local network's names that ``golem_api`` offers at its top level, imported on first use."""
@@ -49,6 +49,11 @@ def new_node(config: LocalNetworkConfig) -> LocalNode:
     from golem_local.node import LocalNode
 
     return LocalNode(config)
+
+
+def vpn_unavailable(node: LocalNode) -> str | None:
+    """Why ``node``'s providers cannot join VPNs on this machine, or ``None`` when they can."""
+    return node.vpn.unavailable
 
 
 def add_cli_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

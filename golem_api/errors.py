@@ -35,6 +35,11 @@ from here)::
     ├── TaskError                   the Task API (execute_tasks): a task used wrongly, or a job that failed
     │   ├── TaskFailedError         a task failed on every attempt it had (carries the task and the reasons)
     │   └── JobTimeoutError         the tasks did not all finish within the job's timeout (also a GolemTimeoutError)
+    ├── NetworkError                a VPN operation failed (the network was removed, an address is wrong…)
+    │   ├── NetworkAddressError     an address outside the network, taken, or not an address (also a
+    │   │                           ConfigurationError)
+    │   └── VpnConnectionError      a TCP connection into the VPN was refused or could not be made
+    │       └── VpnConnectionTimeoutError  … nothing answered in time (also a GolemTimeoutError)
     ├── ImageError                  an image could not be built, found, fetched or read
     │   └── ImageNotFoundError      a registry knows no image by that tag or hash
     └── LocalNodeError              the embedded local network could not start or run
@@ -80,6 +85,8 @@ __all__ = [
     "LocalNodeError",
     "MarketError",
     "MarketTimeoutError",
+    "NetworkAddressError",
+    "NetworkError",
     "NodeUnreachableError",
     "NotFoundError",
     "PaymentError",
@@ -90,6 +97,8 @@ __all__ = [
     "TaskFailedError",
     "TransferError",
     "TransferTimeoutError",
+    "VpnConnectionError",
+    "VpnConnectionTimeoutError",
 ]
 
 
@@ -251,3 +260,29 @@ class JobTimeoutError(TaskError, GolemTimeoutError):
     def __init__(self, message: str, *, job_id: str, timeout: float) -> None:
         self.job_id = job_id
         super().__init__(message, timeout=timeout)
+
+
+class NetworkError(GolemError):
+    """A VPN operation failed: the network was removed, the node refused a change, an instance is not in one."""
+
+    def __init__(self, message: str, *, network_id: str | None = None) -> None:
+        self.network_id = network_id
+        super().__init__(message)
+
+
+class NetworkAddressError(NetworkError, ConfigurationError):
+    """An address given for a VPN is not an address, is outside the network's range, or is already taken."""
+
+
+class VpnConnectionError(NetworkError):
+    """A TCP connection to ``ip:port`` inside a VPN could not be made: ``reason`` says why (refused: nothing
+    listens there)."""
+
+    def __init__(self, message: str, *, network_id: str | None = None, ip: str = "", port: int = 0) -> None:
+        self.ip = ip
+        self.port = port
+        super().__init__(message, network_id=network_id)
+
+
+class VpnConnectionTimeoutError(VpnConnectionError, GolemTimeoutError):
+    """Nothing answered at ``ip:port`` inside the VPN within the node's connect time (5 s on yagna)."""

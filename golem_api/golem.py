@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -26,7 +26,7 @@ from golem_api._images import resolve_image
 from golem_api._rest.client import RestClient
 from golem_api._rest.config import ApiConfig
 from golem_api._summary import SummaryLogger
-from golem_api.errors import ConfigurationError, GolemError
+from golem_api.errors import ConfigurationError, GolemError, NetworkError
 from golem_api.events import (
     Consumer,
     Event,
@@ -38,9 +38,15 @@ from golem_api.events import (
 from golem_api.market.agreement import Agreement
 from golem_api.market.negotiation import Demand
 from golem_api.market.strategy import LeastExpensiveLinearPayu, MarketStrategy
-from golem_api.payload import Payload
+from golem_api.network.network import Network, NetworkState
+from golem_api.payload import Payload, with_capabilities
 from golem_api.payment._manager import PaymentManager
-from golem_api.services._arguments import check_service_class, plan_instances, resolve_payload
+from golem_api.services._arguments import (
+    check_network_addresses,
+    check_service_class,
+    plan_instances,
+    resolve_payload,
+)
 from golem_api.services._runner import InstanceSettings
 from golem_api.services.cluster import Cluster, ServiceT
 from golem_api.tasks.executor import DEFAULT_MAX_WORKERS, DEFAULT_TASK_ATTEMPTS, DEFAULT_TIMEOUT, Job, check_worker
@@ -248,6 +254,8 @@ class Golem:
         self._storage: GsbStorage | None = None
         self.clusters: list[Cluster[Any]] = []
         self.jobs: list[Job[Any, Any]] = []
+        self.networks: list[Network] = []
+        self._identity: str | None = None
         self._interrupted = False
         self._presses = 0  # Ctrl-C presses counted while running
         self._hurry = asyncio.Event()  # a second Ctrl-C: skip the services' shutdown, pay within a hard bound
@@ -284,6 +292,7 @@ class Golem:
             config, local = await self._connect(stack)
             self._rest = await stack.enter_async_context(RestClient(config))
             identity = await self._rest.identity()
+            self._identity = identity.identity
             from golem_api.activity.storage import GsbStorage
 
             self._storage = await stack.enter_async_context(GsbStorage(self._rest))
@@ -297,6 +306,7 @@ class Golem:
             await self._payments.start()
             stack.push_async_callback(self._carry_on, "releasing the allocation", self._payments.aclose)
             stack.push_async_callback(self._carry_on, "ending the agreements and paying them", self._settle)
+            stack.push_async_callback(self._carry_on, "removing the networks", self._remove_networks)
             stack.push_async_callback(self._carry_on, "stopping the jobs", self._stop_jobs)
             stack.push_async_callback(self._carry_on, "stopping the services", self._stop_clusters)
             self.bus.emit(GolemStarted(api_url=config.root_url, identity=identity.identity, local=local))
@@ -482,6 +492,12 @@ class Golem:
             if not job.done:
                 await job.aclose()
 
+    async def _remove_networks(self) -> None:
+        """Remove the networks this Golem created (after the clusters stopped: their nodes are gone)."""
+        networks, self.networks = self.networks, []
+        for network in networks:
+            await network.remove()
+
     async def _settle(self) -> None:
         for demand in self._demands:
             await demand.aclose()
@@ -584,6 +600,8 @@ class Golem:
         respawn_unstarted_instances: bool = True,
         start_attempts: int = 3,
         agreement_timeout: float = 300.0,
+        network: Network | None = None,
+        network_addresses: Sequence[str] | None = None,
     ) -> Cluster[ServiceT]:
         """Run instances of ``service_class`` (a :class:`~golem_api.services.service.Service` subclass).
 
@@ -598,11 +616,25 @@ class Golem:
         with ``respawn_unstarted_instances=False``); an instance gives up waiting for an agreement after
         ``agreement_timeout`` s. Handlers that are not asynchronous generators raise ``TypeError``; other bad
         arguments raise ``ConfigurationError`` naming them.
+
+        ``network`` (from :meth:`create_network`) puts every instance in that VPN: the demand asks for providers
+        offering the ``vpn`` capability, each instance's provider is added to the network before its ``deploy``
+        (which then carries the network), at ``network_addresses[i]`` for the i-th instance when given, else at
+        the next free address; ``instance.network_node`` shows where. A bad or taken address raises
+        :class:`~golem_api.errors.NetworkAddressError` before anything is sent.
         """
         self._require_started()
         assert self._storage is not None
         check_service_class(service_class)
         planned = plan_instances(service_class, num_instances, instance_params)
+        if network is not None and not isinstance(network, Network):
+            raise ConfigurationError(f"network must be made by `await golem.create_network(...)`, got {network!r}")
+        if network is not None and network.state is not NetworkState.ready:
+            raise NetworkError(
+                f"{network!r} is {network.state.value}: its instances could not join it; create a new network",
+                network_id=network.network_id,
+            )
+        addresses = check_network_addresses(network, network_addresses, len(planned))
         if isinstance(start_attempts, bool) or not isinstance(start_attempts, int) or start_attempts < 1:
             raise ConfigurationError(f"start_attempts must be a whole number, 1 or more, got {start_attempts!r}")
         settings = InstanceSettings(
@@ -615,18 +647,47 @@ class Golem:
             shutdown_timeout=self.shutdown_timeout,
         )
         resolved = await resolve_payload(service_class, payload)
+        if network is not None:
+            resolved = with_capabilities(resolved, "vpn")
         demand = await self.create_demand(resolved, expiration=expiration)
         cluster = Cluster(
-            service_class, demand=demand, storage=self._storage, bus=self.bus, settings=settings, summary=self.summary
+            service_class,
+            demand=demand,
+            storage=self._storage,
+            bus=self.bus,
+            settings=settings,
+            summary=self.summary,
+            network=network,
         )
         self.clusters.append(cluster)
         try:
-            cluster.spawn_planned(planned)
+            cluster.spawn_planned(planned, addresses)
         except BaseException:
             self.clusters.remove(cluster)
             await cluster.stop()
             raise
         return cluster
+
+    async def create_network(
+        self, ip: str, owner_ip: str | None = None, mask: str | None = None, gateway: str | None = None
+    ) -> Network:
+        """Create a VPN between this requestor and the instances run in it (``run_service(network=…)``).
+
+        ``ip`` is its range (``"192.168.0.0/24"``, or ``"192.168.0.0"`` with ``mask="255.255.255.0"``);
+        ``owner_ip`` the requestor's address in it (default: the first host, ``.1``); ``gateway`` is passed on
+        to the providers (yagna's exe-unit ignores it). ``Golem`` removes the network when it stops. Raises
+        :class:`~golem_api.errors.NetworkAddressError` for a range or address that does not fit, and
+        :class:`~golem_api.errors.NetworkError` when the local network cannot run VPNs on this machine.
+        """
+        rest, _payments = self._require_started()
+        if self.local_node is not None:
+            reason = _local.vpn_unavailable(self.local_node)
+            if reason is not None:
+                raise NetworkError(f"the local network cannot run VPNs here: {reason}")
+        assert self._identity is not None
+        network = await Network.create(rest, ip, self._identity, owner_ip, mask=mask, gateway=gateway)
+        self.networks.append(network)
+        return network
 
     def _adopt(self, agreement: Agreement) -> None:
         assert self._payments is not None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from golem_api.errors import ConfigurationError
 
-__all__ = ["CustomPayload", "Payload", "VmPayload"]
+__all__ = ["CustomPayload", "Payload", "VmPayload", "with_capabilities"]
 
 
 @runtime_checkable
@@ -99,3 +99,30 @@ class VmPayload:
             f"(golem.runtime.name={self.runtime})",
             *(f"(golem.runtime.capabilities={capability})" for capability in self.capabilities),
         ]
+
+
+@frozen
+class _WithCapabilities:
+    """Another payload, whose offers must also list ``capabilities`` in ``golem.runtime.capabilities``."""
+
+    payload: Payload
+    capabilities: tuple[str, ...]
+
+    def demand_properties(self) -> dict[str, Any]:
+        return self.payload.demand_properties()
+
+    def demand_constraints(self) -> list[str]:
+        return [
+            *self.payload.demand_constraints(),
+            *(f"(golem.runtime.capabilities={capability})" for capability in self.capabilities),
+        ]
+
+
+def with_capabilities(payload: Payload, *capabilities: str) -> Payload:
+    """``payload`` asking also for ``capabilities`` (e.g. ``vpn``) of the runtime, unless it already does."""
+    if isinstance(payload, VmPayload):
+        missing = tuple(c for c in capabilities if c not in payload.capabilities)
+        return evolve(payload, capabilities=(*payload.capabilities, *missing)) if missing else payload
+    present = " ".join(payload.demand_constraints())
+    missing = tuple(c for c in capabilities if f"(golem.runtime.capabilities={c})" not in present)
+    return _WithCapabilities(payload, missing) if missing else payload

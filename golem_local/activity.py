@@ -441,7 +441,12 @@ class ExeUnitActivity:
     async def _run(self, command: Command, batch: Batch) -> Outcome:
         if isinstance(command, DeployCommand):
             settings = DeploySettings(
-                env=dict(command.env), hostname=command.hostname, volumes=command.volumes, raw=command.raw["deploy"]
+                env=dict(command.env),
+                hostname=command.hostname,
+                volumes=command.volumes,
+                raw=command.raw["deploy"],
+                networks=command.net,
+                hosts=dict(command.hosts),
             )
             self.deployment = await self.runtime.deploy(settings)
             return Outcome()

@@ -188,7 +188,9 @@ class LocalNetworkConfig:
     ``sse_ping_interval`` is how many seconds of silence make an activity's event stream send a ``:ping``
     comment (the daemon's 15 s). ``activity_runtime`` is what runs activities: ``"vm"`` (a bubblewrap
     sandbox each) or ``"idle"`` (nothing is spawned; every command exits 0 with no output), for measuring the
-    requestor at scale (``bench/``).
+    requestor at scale (``bench/``). ``vpn`` lets the ``vm`` sandboxes join the requestor's VPNs where the
+    machine allows it (root: see ``docs/local-network.md``); the providers then offer the ``vpn`` capability.
+    ``False`` keeps every sandbox off any network (the net API still answers).
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -200,6 +202,7 @@ class LocalNetworkConfig:
     bwrap: str = field(default="bwrap", validator=_non_empty)
     activity_runtime: str = field(default="vm")
     sse_ping_interval: float = field(default=15.0, validator=_positive)
+    vpn: bool = True
 
     @activity_runtime.validator
     def _check_activity_runtime(self, _attribute: Any, runtime: str) -> None:

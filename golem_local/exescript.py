@@ -27,6 +27,7 @@ from typing import Any, Literal
 from attrs import field, frozen
 
 from golem_local.limits import find_nul, load_json
+from golem_local.runtime.base import DeployNetwork
 from golem_shared.errors import GolemError
 
 __all__ = [
@@ -109,11 +110,14 @@ class _CommandBase:
 
 @frozen
 class DeployCommand(_CommandBase):
-    """``deploy``: env, hostname and volumes go to the runtime; ``net``, ``hosts`` and ``progress`` are ignored."""
+    """``deploy``: env, hostname, volumes, ``net`` (VPNs to join) and ``hosts`` go to the runtime; ``progress``
+    is ignored."""
 
     env: Mapping[str, str] = field(factory=dict)
     hostname: str | None = None
     volumes: tuple[str, ...] = ()
+    net: tuple[DeployNetwork, ...] = ()
+    hosts: Mapping[str, str] = field(factory=dict)
 
 
 @frozen
@@ -285,6 +289,42 @@ def _volumes(body: _Body) -> tuple[str, ...]:
     raise body.fail(f"'volumes' must be a list of paths or an object keyed by path, got {value!r}")
 
 
+def _net(body: _Body) -> tuple[DeployNetwork, ...]:
+    """``net``: a list of ``{"id", "ip", "mask"?, "gateway"?, "nodeIp", "nodes"?}`` (yapapi's and golem-js's shape)."""
+    value = body.body.get("net")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise body.fail(
+            f"'net' must be a list of networks ({{'id', 'ip', 'mask', 'nodeIp', 'nodes'}}), got {value!r:.200}"
+        )
+    networks = []
+    for position, entry in enumerate(value):
+        where = f"net[{position}]"
+        if not isinstance(entry, dict):
+            raise body.fail(f"{where} must be an object with 'id', 'ip' and 'nodeIp', got {entry!r:.200}")
+        for key in ("id", "ip", "nodeIp"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise body.fail(f"{where}.{key} must be a non-empty string, got {entry.get(key)!r}")
+        for key in ("mask", "gateway"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise body.fail(f"{where}.{key} must be a string, got {entry[key]!r}")
+        nodes = entry.get("nodes") or {}
+        if not isinstance(nodes, dict) or not all(isinstance(v, str) for v in nodes.values()):
+            raise body.fail(f"{where}.nodes must be an object of address to node id, got {nodes!r:.200}")
+        networks.append(
+            DeployNetwork(
+                network_id=entry["id"],
+                ip=entry["ip"],
+                node_ip=entry["nodeIp"],
+                mask=entry.get("mask"),
+                gateway=entry.get("gateway"),
+                nodes=dict(nodes),
+            )
+        )
+    return tuple(networks)
+
+
 def _command(index: int, item: Any) -> Command:
     if not isinstance(item, dict) or len(item) != 1:
         raise ExeScriptError(
@@ -302,7 +342,13 @@ def _command(index: int, item: Any) -> Command:
     raw = {name: raw_body}
     if name == "deploy":
         return DeployCommand(
-            index, raw, env=body.string_map("env"), hostname=body.text("hostname"), volumes=_volumes(body)
+            index,
+            raw,
+            env=body.string_map("env"),
+            hostname=body.text("hostname"),
+            volumes=_volumes(body),
+            net=_net(body),
+            hosts=body.string_map("hosts"),
         )
     if name == "start":
         return StartCommand(index, raw, args=body.strings("args"))

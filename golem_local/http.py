@@ -5,8 +5,8 @@ turns it into that body, so that no handler builds an error response by hand. Bo
 against the limits of :mod:`golem_local.limits` (400 naming the limit).
 
 The app key is compared in constant time. It is taken from ``Authorization: Bearer <key>``, and from the
-query (``?authToken=<key>``) only on the GSB API, the one API whose spec allows it (a browser cannot set
-headers on a WebSocket): a key in a URL ends up in logs. (The daemon 0.17 also takes it on the other APIs.)
+query (``?authToken=<key>``) only where the specs allow it, the GSB API and the VPN's TCP WebSocket (a browser
+cannot set headers on a WebSocket): a key in a URL ends up in logs. (The daemon 0.17 also takes it on the other APIs.)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,8 +36,9 @@ _log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 APP_KEY = web.AppKey("golem_api.app_key", str)
-QUERY_TOKEN_PREFIX = "/gsb-api/v1/"
-"""The only paths where the app key may come as ``?authToken=`` (the GSB API's ``app_key_param``)."""
+QUERY_TOKEN_PATHS = re.compile(r"^/gsb-api/v1/|^/net-api/(v1|v2/vpn)/net/[^/]+/tcp/")
+"""The only paths where the app key may come as ``?authToken=``: those the specs give ``app_key_param``, the GSB
+API and the net API's TCP WebSocket (browsers cannot set headers on a WebSocket)."""
 
 
 class HttpError(Exception):
@@ -101,17 +103,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require the node's app key as ``Authorization: Bearer <key>`` (or ``?authToken=<key>`` on the GSB API)."""
+    """Require the node's app key as ``Authorization: Bearer <key>`` (or ``?authToken=`` where the specs allow it)."""
     expected = request.app[APP_KEY]
     header = request.headers.get("Authorization", "")
     given: str | None = header[7:].strip() if header.lower().startswith("bearer ") else None
-    if given is None and request.path.startswith(QUERY_TOKEN_PREFIX):
+    if given is None and QUERY_TOKEN_PATHS.match(request.path):
         given = request.query.get("authToken")
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         if given:
             what = "the app key is not valid"
         elif "authToken" in request.query:
-            what = "?authToken= is taken only on the GSB API; send the app key as 'Authorization: Bearer <key>'"
+            what = (
+                "?authToken= is taken only on the GSB API and the VPN's TCP WebSocket; "
+                "send the app key as 'Authorization: Bearer <key>'"
+            )
         else:
             what = "no app key was given"
         return _error_response(401, f"Unauthorized: {what}")

@@ -65,6 +65,8 @@ from golem_local.ledger import Ledger
 from golem_local.market import LocalMarket
 from golem_local.market_api import add_market_routes
 from golem_local.market_model import AgreementRecord
+from golem_local.net.api import add_net_routes
+from golem_local.net.vpn import LocalVpn
 from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
 from golem_local.runtime.base import RuntimeFailure
@@ -165,6 +167,7 @@ class LocalNode:
         self.registry = ImageRegistry(self.config.image_registry)
         self.image_cache: ImageCache | None = None
         self.gsb = GsbRouter()
+        self.vpn = LocalVpn(enabled=self.config.activity_runtime == "vm" and self.config.vpn)
         self.activities = ActivityHub(
             self.market,
             self.ledger,
@@ -212,6 +215,7 @@ class LocalNode:
         add_payment_routes(app, self.ledger)
         add_activity_routes(app, self.activities, ping_interval=self.config.sse_ping_interval)
         add_gsb_routes(app, self.gsb)
+        add_net_routes(app, self.vpn, owner=self.requestor_id, node_id=self.requestor_id)
         return app
 
     def _runtime(self, agreement: AgreementRecord, activity_id: str) -> Runtime:
@@ -223,18 +227,18 @@ class LocalNode:
         spec = self._specs.get(agreement.provider_id)
         env = spec.env if spec is not None else {}
         work_dir = self.work_dir / activity_id
+        vm = functools.partial(VmRuntime, bwrap=self.config.bwrap, env=env, join_network=self.vpn.joiner())
         package = agreement.demand.properties.get(TASK_PACKAGE)
         if package is None:
-            return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env)
+            return vm(DEFAULT_IMAGE, work_dir)
         try:
             digest, url = parse_task_package(package)
         except ValueError as exc:
             return UnavailableRuntime(f"{TASK_PACKAGE}: {exc}")
         given = self.config.images.get(digest)
         if given is not None:
-            return VmRuntime(given, work_dir, bwrap=self.config.bwrap, env=env)
-        load = functools.partial(self._load_image, digest, url)
-        return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env, load_image=load)
+            return vm(given, work_dir)
+        return vm(DEFAULT_IMAGE, work_dir, load_image=functools.partial(self._load_image, digest, url))
 
     async def _load_image(self, digest: str, url: str) -> Image:
         """The image of a task package, from the node's cache (downloaded there once); for ``VmRuntime.deploy``."""
@@ -259,9 +263,12 @@ class LocalNode:
         self.image_cache = ImageCache(self.work_dir / "images")
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
-            probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap)
+            probe = VmRuntime(
+                DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap, join_network=self.vpn.joiner()
+            )
             if self.config.activity_runtime == "vm":
                 await probe.self_test()
+            await self.vpn.start()
         except BaseException:
             await self._remove_work_dir()
             raise
@@ -299,6 +306,7 @@ class LocalNode:
         for provider in self.providers:
             await provider.aclose()
         await self.activities.aclose()
+        await self.vpn.aclose()  # after the activities: their sandboxes no longer hold the namespaces
         cache, self.image_cache = self.image_cache, None
         if cache is not None:
             await cache.aclose()

@@ -22,6 +22,7 @@ from golem_api._rest.gsb import GsbApi
 from golem_api._rest.http_errors import error_for_status, node_message, unreachable_error
 from golem_api._rest.market import MarketApi
 from golem_api._rest.models import Identity
+from golem_api._rest.net import NetApi
 from golem_api._rest.payment import PaymentApi
 from golem_api._rest.routes import ABSENT, ROUTES, Route
 from golem_api.errors import GolemError, NodeUnreachableError, ServerError
@@ -62,6 +63,7 @@ class RestClient:
         self._payment = PaymentApi(self._request)
         self._activity = ActivityApi(self._request, self._stream)
         self._gsb = GsbApi(self._request, self._websocket)
+        self._net = NetApi(self._request, self._websocket)
 
     def __repr__(self) -> str:
         return f"RestClient({self.config!r})"
@@ -85,6 +87,11 @@ class RestClient:
     def gsb(self) -> GsbApi:
         """The GSB API: services bound by the requestor (file transfer) and their WebSocket."""
         return self._gsb
+
+    @property
+    def net(self) -> NetApi:
+        """The net API: VPNs and TCP streams into them."""
+        return self._net
 
     async def identity(self) -> Identity:
         """The identity the app key acts as (``GET /me``)."""

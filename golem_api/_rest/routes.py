@@ -181,6 +181,20 @@ EXEC = _route(_ACTIVITY, "POST", "/activity/{activityId}/exec")
 GET_EXEC_BATCH_RESULTS = _route(_ACTIVITY, "GET", "/activity/{activityId}/exec/{batchId}", "commandIndex", "timeout")
 GET_RUNNING_COMMAND = _route(_ACTIVITY, "GET", "/activity/{activityId}/command")
 
+# Net (VPNs between the requestor and its providers' activities), requestor side; the last one is a WebSocket
+# carrying one TCP stream to {ip}:{port} inside the VPN.
+_NET = Api.NET
+LIST_NETWORKS = _route(_NET, "GET", "/net")
+CREATE_NETWORK = _route(_NET, "POST", "/net")
+GET_NETWORK = _route(_NET, "GET", "/net/{networkId}")
+REMOVE_NETWORK = _route(_NET, "DELETE", "/net/{networkId}")
+LIST_ADDRESSES = _route(_NET, "GET", "/net/{networkId}/addresses")
+ADD_ADDRESS = _route(_NET, "POST", "/net/{networkId}/addresses")
+LIST_NODES = _route(_NET, "GET", "/net/{networkId}/nodes")
+ADD_NODE = _route(_NET, "POST", "/net/{networkId}/nodes")
+REMOVE_NODE = _route(_NET, "DELETE", "/net/{networkId}/nodes/{nodeId}")
+CONNECT_TCP = _route(_NET, "GET", "/net/{networkId}/tcp/{ip}/{port}")
+
 # GSB services (file transfer without a gftp binary): bind, unbind, and the WebSocket of their messages.
 BIND_SERVICES = _route(_GSB, "POST", "/services")
 UNBIND_SERVICES = _route(_GSB, "DELETE", "/services/{servicesId}")

@@ -332,7 +332,12 @@ class Script:
         return len(self.commands)
 
     def deploy(self, **kwargs: Any) -> Command:
-        """Deploy the payload; ``kwargs`` go into the deploy command (``env``, ``hostname``, ``volumes``, ``net``…)."""
+        """Deploy the payload; ``kwargs`` go into the deploy command (``env``, ``hostname``, ``volumes``, ``net``…).
+
+        The work context's ``deploy_args`` come first (a service instance in a VPN has its ``net`` there, so a
+        plain ``deploy()`` joins it); ``kwargs`` win over them.
+        """
+        kwargs = {**self.ctx.deploy_args, **kwargs}
         try:
             json.dumps(kwargs)
         except (TypeError, ValueError) as exc:

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from golem_api.activity._results import EventStreamReader, OutputRouter, poll_results
 from golem_api.activity.script import Command, CommandResult, Script
@@ -78,12 +79,23 @@ class WorkContext:
     (as :class:`~golem_api.events.CommandOutput` events) even without callbacks.
     """
 
-    def __init__(self, activity: Activity, storage: GsbStorage, bus: EventBus, *, stream_output: bool = False) -> None:
+    def __init__(
+        self,
+        activity: Activity,
+        storage: GsbStorage,
+        bus: EventBus,
+        *,
+        stream_output: bool = False,
+        deploy_args: Mapping[str, Any] | None = None,
+    ) -> None:
         self.activity = activity
         self.storage = storage
         self.bus = bus
         self.stream_output = stream_output
         self._unfinished: tuple[str, int] | None = None  # (batch id, last index) of a script cut short
+        self.deploy_args: dict[str, Any] = dict(deploy_args or {})
+        """Arguments every ``deploy`` of this context's scripts starts from (a VPN's ``net``, for a service
+        instance in one)."""
 
     def __repr__(self) -> str:
         return f"<WorkContext {self.activity!r}>"

@@ -5,7 +5,9 @@
   (``ValueError`` "instance_params iterable depleted after N spawned instances" when it runs out);
 * omitting both spawns one instance without parameters;
 * every handler must be an asynchronous generator (``TypeError`` otherwise);
-* the payload is ``payload=`` when given, else ``await ServiceClass.get_payload()``.
+* the payload is ``payload=`` when given, else ``await ServiceClass.get_payload()``;
+* ``network_addresses`` (with ``network=``) gives the first instances their VPN addresses, in order; the others
+  get the next free ones. Each must be inside the network and free (``NetworkAddressError`` otherwise).
 
 Other bad values raise :class:`~golem_api.errors.ConfigurationError` (a ``ValueError``) naming the argument.
 """
@@ -14,14 +16,20 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Iterable, Mapping
-from typing import Any
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from golem_api.errors import ConfigurationError
+from golem_api.errors import ConfigurationError, NetworkAddressError
 from golem_api.payload import Payload
 from golem_api.services.service import Service, check_handlers
 
-__all__ = ["MAX_INSTANCES", "check_service_class", "plan_instances", "resolve_payload"]
+if TYPE_CHECKING:
+    from golem_api.network.network import Network
+
+__all__ = ["MAX_INSTANCES", "check_network_addresses", "check_service_class", "plan_instances", "resolve_payload"]
+
+_log = logging.getLogger(__name__)
 
 _DEPLETED = object()
 
@@ -117,3 +125,37 @@ async def resolve_payload(service_class: type[Service], payload: object = None) 
             f"{where} must have demand_properties() and demand_constraints() (e.g. VmPayload), got {payload!r}"
         )
     return payload
+
+
+def check_network_addresses(
+    network: Network | None, addresses: Sequence[str] | None, instances: int
+) -> list[str | None]:
+    """The VPN address of each of ``instances`` new instances (``None``: the next free one when it starts)."""
+    if addresses is None:
+        return []
+    if network is None:
+        raise ConfigurationError(
+            f"network_addresses={addresses!r} was given without a network: pass network=await golem.create_network(…)"
+        )
+    if isinstance(addresses, str) or not isinstance(addresses, Sequence):
+        raise ConfigurationError(
+            f"network_addresses must be a list of addresses, one per instance, got {addresses!r}; "
+            "for one instance write network_addresses=['192.168.0.2']"
+        )
+    if len(addresses) > instances:
+        _log.warning(
+            "network_addresses has %d addresses for %d instance(s); the last %d are not used",
+            len(addresses),
+            instances,
+            len(addresses) - instances,
+        )
+    chosen = list(addresses[:instances])
+    for index, address in enumerate(chosen):
+        network.check_free_address(address, f"network_addresses[{index}]")
+        if chosen.index(address) != index:
+            raise NetworkAddressError(
+                f"network_addresses[{index}] {address!r} is also network_addresses[{chosen.index(address)}]; "
+                "give each instance its own address",
+                network_id=network.network_id,
+            )
+    return [*chosen, *([None] * (instances - len(chosen)))]

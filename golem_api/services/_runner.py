@@ -4,12 +4,13 @@ An :class:`InstanceRunner` owns one task per instance (the cluster owns the runn
 
 1. waits for an agreement from the cluster's demand (``pending``), passing over providers this instance
    already failed to start on while others are at hand;
-2. creates an activity, starts the health check, and drives the ``start`` handler (``starting``); a failure
+2. in a VPN (``run_service(network=…)``), announces the provider's node in it at the instance's address;
+   creates an activity, starts the health check, and drives the ``start`` handler (``starting``); a failure
    there (an exception, a failed command the handler did not catch, the activity lost) ends the agreement
    and, while attempts remain, starts over on a new agreement (``restart`` → ``pending``, ``ServiceRespawned``);
 3. drives ``run`` (``running``) until it returns, fails or the instance is stopped;
-4. drives ``shutdown`` with a time bound (``stopping``), then destroys the activity and terminates the
-   agreement (``terminated``).
+4. drives ``shutdown`` with a time bound (``stopping``), then destroys the activity, removes the node from the
+   VPN and terminates the agreement (``terminated``).
 
 The health check is a second owned task: every ``health_check_interval`` seconds it asks the provider for the
 activity's state (with a bound). When the activity is ``Unresponsive``, ``Terminated`` without our asking, or
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.agreement import Agreement
     from golem_api.market.negotiation import Demand
+    from golem_api.network.network import Network
 
 __all__ = ["InstanceRunner", "InstanceSettings"]
 
@@ -89,8 +91,12 @@ class InstanceRunner:
         storage: GsbStorage,
         bus: EventBus,
         settings: InstanceSettings,
+        network: Network | None = None,
+        network_address: str | None = None,
     ) -> None:
         self.service = service
+        self._network = network
+        self._network_address = network_address
         self._demand = demand
         self._storage = storage
         self._bus = bus
@@ -230,6 +236,7 @@ class InstanceRunner:
         is then ``starting``, or ``unresponsive`` when it lost its activity). ``_Interrupted`` when stopped."""
         service = self.service
         try:
+            await self._run_step(self._join_network(), stoppable=True)
             await self._run_step(self._open(), stoppable=True)
             await self._run_step(self._drive("start"), stoppable=True)
         except _Interrupted:
@@ -245,6 +252,16 @@ class InstanceRunner:
             raise _Interrupted
         return None
 
+    async def _join_network(self) -> None:
+        """In a VPN: announce the provider's node at the instance's address (before the deploy that names it)."""
+        if self._network is None:
+            return
+        assert self.service._agreement is not None
+        self._agreement = self.service._agreement
+        self.service._network_node = await self._network.add_node(
+            self.service._agreement.provider_id, self._network_address
+        )
+
     async def _open(self) -> None:
         from golem_api.activity.work_context import WorkContext
 
@@ -252,8 +269,13 @@ class InstanceRunner:
         self._agreement = self.service._agreement
         activity = await self._agreement.create_activity()
         self._activity = activity
+        node = self.service._network_node
         self.service._work_context = WorkContext(
-            activity, self._storage, self._bus, stream_output=self._settings.stream_output
+            activity,
+            self._storage,
+            self._bus,
+            stream_output=self._settings.stream_output,
+            deploy_args=node.get_deploy_args() if node is not None else None,
         )
         self._health = asyncio.create_task(
             self._watch(activity, self._agreement), name=f"health check of {self.service.name}"
@@ -391,6 +413,12 @@ class InstanceRunner:
                 await asyncio.wait_for(activity.destroy(), CLEANUP_TIMEOUT)
             except (GolemError, asyncio.TimeoutError) as exc:
                 _log.warning("could not destroy %r: %r", activity, exc)
+        node, self.service._network_node = self.service._network_node, None
+        if node is not None:
+            try:
+                await asyncio.wait_for(node.network.remove_node(node.node_id), CLEANUP_TIMEOUT)
+            except (GolemError, asyncio.TimeoutError) as exc:
+                _log.warning("could not remove %s from %r: %r", node.node_id, node.network, exc)
         agreement = agreement or self.service._agreement
         if agreement is not None and not agreement.terminated:
             try:

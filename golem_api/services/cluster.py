@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from golem_api.errors import GolemError, GolemTimeoutError
 from golem_api.events import Event, EventBus, ServiceStateChanged
-from golem_api.services._arguments import plan_instances
+from golem_api.services._arguments import check_network_addresses, plan_instances
 from golem_api.services._runner import CLEANUP_TIMEOUT, InstanceRunner, InstanceSettings
 from golem_api.services.service import Service
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from golem_api._summary import SummaryLogger
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.negotiation import Demand
+    from golem_api.network.network import Network
 
 __all__ = ["Cluster", "ServiceT"]
 
@@ -65,8 +66,11 @@ class Cluster(Generic[ServiceT]):
         bus: EventBus,
         settings: InstanceSettings,
         summary: SummaryLogger | None = None,
+        network: Network | None = None,
     ) -> None:
         self.service_class = service_class
+        self.network = network
+        """The VPN the instances join (``run_service(network=…)``), or ``None``."""
         self.summary = summary
         self.demand = demand
         self.settings = settings
@@ -94,12 +98,22 @@ class Cluster(Generic[ServiceT]):
         self,
         num_instances: int | None = None,
         instance_params: Iterable[Mapping[str, Any]] | None = None,
+        network_addresses: Sequence[str] | None = None,
     ) -> list[ServiceT]:
-        """Add instances (same rules as ``run_service``); they start in the background. Returns them."""
-        return self.spawn_planned(plan_instances(self.service_class, num_instances, instance_params))
+        """Add instances (same rules as ``run_service``); they start in the background. Returns them.
 
-    def spawn_planned(self, planned: Iterable[Mapping[str, Any]]) -> list[ServiceT]:
-        """Add one instance per dict of constructor keywords, already checked by ``plan_instances``."""
+        ``network_addresses`` gives the first ones their VPN addresses (the cluster's ``network``), as in
+        ``run_service``.
+        """
+        planned = plan_instances(self.service_class, num_instances, instance_params)
+        addresses = check_network_addresses(self.network, network_addresses, len(planned))
+        return self.spawn_planned(planned, addresses)
+
+    def spawn_planned(
+        self, planned: Iterable[Mapping[str, Any]], network_addresses: Sequence[str | None] = ()
+    ) -> list[ServiceT]:
+        """Add one instance per dict of constructor keywords, already checked by ``plan_instances``; the
+        first ones get ``network_addresses`` (checked by ``check_network_addresses``)."""
         if self._stop_task is not None:
             raise GolemError(f"{self!r} was stopped; run the service again to get new instances")
         spawned: list[ServiceT] = []
@@ -110,9 +124,15 @@ class Cluster(Generic[ServiceT]):
                 default_name = f"{self.service_class.__name__}-{next(self._numbers)}"
             service._attach(name=default_name, bus=self._bus)
             spawned.append(service)
-        for service in spawned:
+        for index, service in enumerate(spawned):
             runner = InstanceRunner(
-                service, demand=self.demand, storage=self._storage, bus=self._bus, settings=self.settings
+                service,
+                demand=self.demand,
+                storage=self._storage,
+                bus=self._bus,
+                settings=self.settings,
+                network=self.network,
+                network_address=network_addresses[index] if index < len(network_addresses) else None,
             )
             self._runners.append(runner)
             runner.launch()

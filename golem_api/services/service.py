@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from golem_api.activity.script import Script
     from golem_api.activity.work_context import WorkContext
     from golem_api.market.agreement import Agreement
+    from golem_api.network.network import Network, Node
     from golem_api.payload import Payload
 
 __all__ = ["HANDLERS", "ExcInfo", "Handler", "Service", "check_handlers"]
@@ -85,7 +86,9 @@ class Service:
     What an instance shows: ``state`` (compare with ``ServiceState.running``; ``state.id`` is the name),
     ``is_available``, ``provider_name``, ``provider_id``, ``exc_info`` (of the last handler failure,
     ``(None, None, None)`` when there was none), ``name`` (the ``instance_name`` parameter, or
-    ``"<Class>-<n>"``), and, while it runs on a provider, ``ctx`` (also ``self._ctx``, as in yapapi).
+    ``"<Class>-<n>"``), and, while it runs on a provider, ``ctx`` (also ``self._ctx``, as in yapapi). An
+    instance run with ``run_service(..., network=…)`` also shows ``network`` and ``network_node`` (its address
+    and node id in the VPN) while it holds a provider.
     """
 
     name: str = ""
@@ -95,6 +98,7 @@ class Service:
     _machine: ServiceState | None = None
     _bus: EventBus | None = None
     _exc_info: ExcInfo = (None, None, None)
+    _network_node: Node | None = None
 
     def __init__(self, _id: str | None = None) -> None:
         """Subclasses may call ``super().__init__()`` (as yapapi's do) or not; ``_id`` sets :attr:`id`."""
@@ -144,8 +148,9 @@ class Service:
         return _NOTHING
 
     def get_deploy_args(self) -> dict[str, Any]:
-        """Keyword arguments for ``script.deploy(**self.get_deploy_args())`` (as in yapapi): none here."""
-        return {}
+        """The arguments of this instance's ``deploy`` command: the VPN's ``net`` when it runs in one (yapapi's
+        name; ``script.deploy()`` adds them by itself, so overriding ``start`` need not call this)."""
+        return self._network_node.get_deploy_args() if self._network_node is not None else {}
 
     # --- what an instance shows -----------------------------------------------------------------
 
@@ -187,13 +192,25 @@ class Service:
         return self._agreement.provider_id if self._agreement is not None else None
 
     @property
+    def network_node(self) -> Node | None:
+        """The instance's place in its VPN (``.ip``, ``.node_id``, ``.connect(port)``), while it holds a provider
+        and was run with ``network=``; else ``None``."""
+        return self._network_node
+
+    @property
+    def network(self) -> Network | None:
+        """The VPN the instance is in, or ``None``."""
+        return self._network_node.network if self._network_node is not None else None
+
+    @property
     def exc_info(self) -> ExcInfo:
         """``(type, exception, traceback)`` of the last handler failure; ``(None, None, None)`` if none."""
         return self._exc_info
 
     def __repr__(self) -> str:
         where = f" on {self.provider_name!r}" if self.provider_name else ""
-        return f"<{type(self).__name__} {self.name!r} {self.state.id}{where}>"
+        address = f" @ {self._network_node.ip}" if self._network_node is not None else ""
+        return f"<{type(self).__name__} {self.name!r} {self.state.id}{where}{address}>"
 
     # --- what the cluster does ------------------------------------------------------------------
 

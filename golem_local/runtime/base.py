@@ -23,8 +23,11 @@ from typing import Any, Literal, Protocol
 from attrs import field, frozen
 
 __all__ = [
+    "DeployNetwork",
     "DeploySettings",
     "Deployment",
+    "NetworkJoiner",
+    "NetworkLease",
     "OfferTemplate",
     "OutputSink",
     "RunProcess",
@@ -51,13 +54,51 @@ class Volume:
 
 
 @frozen
+class DeployNetwork:
+    """One entry of the ``deploy`` command's ``net``: the VPN ``network_id`` (range ``ip``/``mask``) the
+    activity joins at ``node_ip``; ``nodes`` maps the other members' addresses to their node ids. ``gateway``
+    is kept but unused, as by the daemon's exe-unit."""
+
+    network_id: str
+    ip: str
+    node_ip: str
+    mask: str | None = None
+    gateway: str | None = None
+    nodes: Mapping[str, str] = field(factory=dict)
+
+
+@frozen
 class DeploySettings:
-    """What the ExeScript ``deploy`` command carries (``net`` and ``hosts`` are accepted and ignored)."""
+    """What the ExeScript ``deploy`` command carries: ``networks`` (its ``net``) and ``hosts`` (``/etc/hosts``
+    entries, name → address) for VPNs; ``progress`` is accepted and ignored."""
 
     env: Mapping[str, str] = field(factory=dict)
     hostname: str | None = None
     volumes: Sequence[str] = ()  # extra volume paths asked for by the requestor
     raw: Mapping[str, Any] = field(factory=dict)
+    networks: Sequence[DeployNetwork] = ()
+    hosts: Mapping[str, str] = field(factory=dict)
+
+
+class NetworkLease(Protocol):
+    """An activity's place in its VPNs: the network namespace its sandbox runs in, held until released."""
+
+    @property
+    def netns_path(self) -> Path:
+        """The namespace to run the sandbox in (``nsenter --net=<path>``)."""
+        ...
+
+    async def release(self) -> None:
+        """Leave the VPNs and remove the namespace; only after every process of the sandbox has ended."""
+        ...
+
+
+class NetworkJoiner(Protocol):
+    """How a runtime joins the VPNs of its ``deploy`` (the node's VPN, bound to one activity)."""
+
+    async def __call__(self, networks: Sequence[DeployNetwork]) -> NetworkLease:
+        """Join ``networks``; raise :class:`RuntimeFailure` saying what is wrong with them."""
+        ...
 
 
 @frozen

@@ -6,7 +6,8 @@
   capabilities at all, its own session; it dies with the process that started it. The command bubblewrap
   starts is PID 1 (no bubblewrap init), so that when it exits the kernel kills everything left in the
   sandbox before bubblewrap itself exits. The network namespace has only its own loopback: nothing on the
-  host or beyond is reachable.
+  host or beyond is reachable. With ``share_net`` (an activity in a VPN) the sandbox keeps the namespace it is
+  started in instead: the one :mod:`golem_local.net` prepared, with the activity's VPN links and no route out.
 - the host's system directories read-only: ``/usr`` and ``/bin``, ``/lib*``, ``/sbin`` as they are on the host
   (symbolic links or directories), and a few files of ``/etc`` that programs need to run
   (:data:`ETC_ENTRIES`; not ``/etc/ssl/private``). Nothing of any home directory, nothing else of the host.
@@ -149,6 +150,10 @@ class SandboxLayout:
     image_writable: bool = False
     image_as_root: bool = False
     python: PythonLayout | None = None
+    # VPN (golem_local.net): keep the network namespace the sandbox is started in (the caller runs bwrap under
+    # `nsenter --net=…`), and show this file as /etc/hosts instead of the host's.
+    share_net: bool = False
+    hosts_file: Path | None = None
 
 
 def _under(path: str, parent: str) -> bool:
@@ -234,6 +239,7 @@ def _assemble(layout: SandboxLayout) -> _Builder:
         builder.args += ["--bind", str(layout.image_root), "/"]
     builder.args += [
         "--unshare-all",
+        *(["--share-net"] if layout.share_net else []),
         "--unshare-user",
         "--uid",
         "0",
@@ -267,7 +273,10 @@ def _assemble(layout: SandboxLayout) -> _Builder:
         _python(builder, layout.python)
     builder.directory("/etc")
     for entry in ETC_ENTRIES:
-        if Path("/etc", entry).exists():
+        if entry == "hosts" and layout.hosts_file is not None:
+            builder.op("--ro-bind", str(layout.hosts_file), "/etc/hosts")
+            fixed.append("/etc/hosts")
+        elif Path("/etc", entry).exists():
             builder.op("--ro-bind", f"/etc/{entry}", f"/etc/{entry}")
             fixed.append(f"/etc/{entry}")
     for host_path in layout.host_binds:

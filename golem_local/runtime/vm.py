@@ -49,6 +49,7 @@ from attrs import frozen
 from golem_local.runtime.base import (
     Deployment,
     DeploySettings,
+    NetworkJoiner,
     OfferTemplate,
     OutputSink,
     RunProcess,
@@ -57,6 +58,7 @@ from golem_local.runtime.base import (
     Volume,
 )
 from golem_local.runtime.image import Image, check_sandbox_path
+from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.python_base import PythonLayout, prepare_python
 from golem_local.runtime.sandbox import (
     AGENT_PATH,
@@ -145,7 +147,8 @@ class VmRuntime:
     ``env`` is the provider's extra environment (the image's environment wins over it). ``load_image``, when
     given, is awaited at :meth:`deploy` for the image to run instead of ``image`` (it raises
     :class:`RuntimeFailure` saying why it cannot give one). ``sandbox_pid`` is the host pid of the bubblewrap
-    process while it runs.
+    process while it runs. ``join_network``, when given, joins the VPNs a ``deploy`` names (its ``net``); the
+    runtime then offers the ``vpn`` capability (:mod:`~golem_local.runtime.network`).
     """
 
     RUNTIME_NAME = "vm"
@@ -159,6 +162,7 @@ class VmRuntime:
         bwrap: str = "bwrap",
         env: Mapping[str, str] | None = None,
         load_image: Callable[[], Awaitable[Image]] | None = None,
+        join_network: NetworkJoiner | None = None,
     ) -> None:
         self.image = image
         self.copy_seconds: float | None = None  # how long deploy took to copy the image's files, for measurements
@@ -169,6 +173,8 @@ class VmRuntime:
         self.bwrap = bwrap
         self.env = dict(env or {})
         self.sandbox_pid: int | None = None
+        self._join_network = join_network
+        self._network: SandboxNetwork | None = None  # the VPNs the deploy joined, if any
         self._state = _State.NEW
         self._volumes: tuple[Volume, ...] = ()
         self._deploy_env: dict[str, str] = {}
@@ -225,6 +231,9 @@ class VmRuntime:
         except OSError as exc:
             raise RuntimeFailure(f"cannot create the volume directories under {str(self.work_dir)!r}: {exc}") from exc
         await asyncio.to_thread(self._prepare_files)
+        self._network = await SandboxNetwork.deploy(
+            self._join_network, settings.networks, settings.hosts, hostname=hostname, work_dir=self.work_dir
+        )
         self._volumes = volumes
         self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
         self._hostname = hostname
@@ -269,8 +278,11 @@ class VmRuntime:
             hostname=self._hostname,
             files=((_AGENT_SCRIPT, AGENT_PATH),),
             host_binds=interpreter.binds,
+            share_net=self._network is not None and self._network.shares_net,
+            hosts_file=self._network.hosts_file if self._network is not None else None,
         )
-        argv = [self.bwrap, *bwrap_args(layout), interpreter.path, "-I", "-S", AGENT_PATH]
+        prefix = self._network.argv_prefix if self._network is not None else []
+        argv = [*prefix, self.bwrap, *bwrap_args(layout), interpreter.path, "-I", "-S", AGENT_PATH]
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -353,6 +365,8 @@ class VmRuntime:
             finally:
                 self._state = _State.STOPPED
                 self._fail_all(RuntimeFailure("the activity was stopped before the command finished"))
+                if self._network is not None:  # after the sandbox: nothing may still hold its namespace
+                    await self._network.release()
                 await asyncio.to_thread(_remove_tree, self.work_dir)
 
     async def wait_ended(self) -> str:
@@ -425,14 +439,16 @@ class VmRuntime:
         return host
 
     def offer(self) -> OfferTemplate:
-        """``golem.runtime.name`` ``vm`` and the package format of Golem VM images; no capabilities (no VPN)."""
-        return OfferTemplate(
-            properties={
-                "golem.runtime.name": self.RUNTIME_NAME,
-                "golem.runtime.version": self.RUNTIME_VERSION,
-                "golem.srv.comp.vm.package_format": "gvmkit-squash",
-            }
-        )
+        """``golem.runtime.name`` ``vm``, the package format of Golem VM images, and the capability ``vpn``
+        when the runtime can join VPNs (``golem.runtime.capabilities``, as a Golem VM provider offers it)."""
+        properties: dict[str, Any] = {
+            "golem.runtime.name": self.RUNTIME_NAME,
+            "golem.runtime.version": self.RUNTIME_VERSION,
+            "golem.srv.comp.vm.package_format": "gvmkit-squash",
+        }
+        if self._join_network is not None:
+            properties["golem.runtime.capabilities"] = ["vpn"]
+        return OfferTemplate(properties=properties)
 
     async def self_test(self) -> None:
         """Check that bubblewrap exists and can sandbox here (one test sandbox per process and bwrap path)."""

@@ -29,7 +29,14 @@ from schemathesis.schemas import APIOperation
 from golem_local.node import LocalNode
 from tests.spec_validator import DEVIATIONS, SPECS, spec_validator
 
-FUZZED = ("market-api.yaml", "activity-api.yaml", "payment-api.yaml", "gsb-api.yaml", "identity-api.yaml")
+FUZZED = (
+    "market-api.yaml",
+    "activity-api.yaml",
+    "payment-api.yaml",
+    "gsb-api.yaml",
+    "identity-api.yaml",
+    "net-api.yaml",
+)
 MAX_EXAMPLES = 25  # per operation
 BUDGET = 40.0  # seconds for the whole fuzz run
 REQUEST_TIMEOUT = 10.0  # seconds for one request

@@ -29,6 +29,7 @@ from tests.fidelity.conftest import YagnaDaemon
 M = "/market-api/v1"
 P = "/payment-api/v1"
 G = "/gsb-api/v1"
+N = "/net-api/v1"
 PLATFORM = "erc20-holesky-tglm"
 
 # Well-formed ids (the daemon's formats) that no node has issued: unknown, not malformed.
@@ -36,6 +37,7 @@ UNKNOWN_SUBSCRIPTION = "0" * 32 + "-" + "0" * 64
 UNKNOWN_PROPOSAL = "R-" + "0" * 64
 UNKNOWN_AGREEMENT = "0" * 64
 UNKNOWN_ALLOCATION = "00000000-0000-0000-0000-000000000000"
+UNKNOWN_NETWORK = "0123456789abcdef0123456789abcdef"
 MALFORMED_JSON = "{not json"
 
 # Keys whose value (not only its type) is part of the contract.
@@ -294,6 +296,7 @@ async def run_sequence(target: Target) -> dict[str, Answer]:
     services_id = bound["servicesId"] if isinstance(bound, dict) else "none"
     await target.call("unbind GSB services", "DELETE", f"{G}/services/{services_id}")
     await target.call("unbind GSB services twice", "DELETE", f"{G}/services/{services_id}")
+    await run_net_steps(target)
     # Unsubscribing.
     await target.call("unsubscribe demand", "DELETE", f"{M}/demands/{sub_id}")
     await target.call("unsubscribe demand twice", "DELETE", f"{M}/demands/{sub_id}")
@@ -303,6 +306,48 @@ async def run_sequence(target: Target) -> dict[str, Answer]:
             f"unsubscribe offer {offer_id == offer_ids[1]:d}", "DELETE", f"{M}/offers/{offer_id}", key="offer"
         )
     return target.answers
+
+
+async def run_net_steps(target: Target) -> None:
+    """The net API's control plane (VPN records; no activity joins, so nothing is connected)."""
+    await target.call("list networks (none)", "GET", f"{N}/net")
+    await target.call("unknown network, owning none", "GET", f"{N}/net/{UNKNOWN_NETWORK}")
+    network = await target.call("create network", "POST", f"{N}/net", {"ip": "192.168.0.0", "mask": "255.255.255.0"})
+    other = await target.call("create network (CIDR)", "POST", f"{N}/net", {"ip": "10.0.0.0/16"})
+    await target.call("create network (bad ip)", "POST", f"{N}/net", {"ip": "banana"})
+    await target.call("create network (missing ip)", "POST", f"{N}/net", {})
+    await target.call("create network (malformed JSON)", "POST", f"{N}/net", raw=MALFORMED_JSON)
+    net_id = network["id"] if isinstance(network, dict) else "none"
+    other_id = other["id"] if isinstance(other, dict) else "none"
+    await target.call("list networks", "GET", f"{N}/net")
+    await target.call("get network", "GET", f"{N}/net/{net_id}")
+    await target.call("get network (v2)", "GET", f"/net-api/v2/vpn/net/{net_id}")
+    await target.call("unknown network, owning some", "GET", f"{N}/net/{UNKNOWN_NETWORK}")
+    await target.call("addresses", "GET", f"{N}/net/{net_id}/addresses")
+    await target.call("add address", "POST", f"{N}/net/{net_id}/addresses", {"ip": "192.168.0.10"})
+    await target.call("add address (outside)", "POST", f"{N}/net/{net_id}/addresses", {"ip": "10.9.9.9"})
+    await target.call("addresses after adding", "GET", f"{N}/net/{net_id}/addresses")
+    await target.call("nodes (none)", "GET", f"{N}/net/{net_id}/nodes")
+    node = {"id": "0x" + "1" * 40, "ip": "192.168.0.2"}
+    await target.call("add node", "POST", f"{N}/net/{net_id}/nodes", node)
+    await target.call(
+        "add node (taken ip)", "POST", f"{N}/net/{net_id}/nodes", {"id": "0x" + "2" * 40, "ip": "192.168.0.2"}
+    )
+    await target.call(
+        "add node (outside)", "POST", f"{N}/net/{net_id}/nodes", {"id": "0x" + "2" * 40, "ip": "10.9.9.9"}
+    )
+    await target.call("add node (missing id)", "POST", f"{N}/net/{net_id}/nodes", {"ip": "192.168.0.9"})
+    await target.call("nodes", "GET", f"{N}/net/{net_id}/nodes")
+    await target.call("remove node", "DELETE", f"{N}/net/{net_id}/nodes/{node['id']}")
+    await target.call("remove node twice", "DELETE", f"{N}/net/{net_id}/nodes/{node['id']}")
+    await target.call("tcp (port not a u16)", "GET", f"{N}/net/{net_id}/tcp/192.168.0.3/70000")
+    await target.call("tcp (not an address)", "GET", f"{N}/net/{net_id}/tcp/banana/80")
+    await target.call("tcp (loopback)", "GET", f"{N}/net/{net_id}/tcp/127.0.0.1/80")
+    await target.call("tcp connections (not served)", "GET", f"{N}/net/{net_id}/tcp")
+    await target.call("remove network", "DELETE", f"{N}/net/{net_id}")
+    await target.call("remove network twice, owning some", "DELETE", f"{N}/net/{net_id}")
+    await target.call("remove other network (v2)", "DELETE", f"/net-api/v2/vpn/net/{other_id}")
+    await target.call("removed network, owning none", "GET", f"{N}/net/{net_id}")
 
 
 def differences(daemon: Mapping[str, Answer], local: Mapping[str, Answer]) -> dict[str, tuple[Answer, Answer]]:

@@ -7,6 +7,7 @@ and the app key, which is compared in constant time and taken from the query onl
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -43,7 +44,8 @@ async def test_deeply_nested_json_is_refused_on_every_route_that_takes_a_body(
     answers: dict[str, tuple[int, Any]] = {}
     for method, path in posts:
         async with http.request(method, path, data=_NESTED, headers={"Content-Type": "application/json"}) as response:
-            answers[f"{method} {path}"] = (response.status, await response.json(content_type=None))
+            text = await response.text()  # the net API answers body errors in text/plain, as the daemon does
+            answers[f"{method} {path}"] = (response.status, json.loads(text) if text.startswith("{") else text)
     # 501 on rejecting a document is the daemon's own answer (it has not implemented it), not a failure.
     broken = {route: answer for route, answer in answers.items() if answer[0] >= 500 and answer[0] != 501}
     assert broken == {}

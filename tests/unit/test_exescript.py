@@ -22,6 +22,7 @@ from golem_local.exescript import (
     TransferCommand,
     parse_exescript,
 )
+from golem_local.runtime.base import DeployNetwork
 
 
 def parse(*commands: Any) -> list[Any]:
@@ -39,7 +40,15 @@ def test_every_command_parses_with_the_daemons_field_names() -> None:
     commands = parse(
         {
             "deploy": {
-                "net": [{"id": "n", "ip": "10.0.0.2", "mask": "255.255.0.0"}],
+                "net": [
+                    {
+                        "id": "n",
+                        "ip": "10.0.0.0",
+                        "mask": "255.255.0.0",
+                        "nodeIp": "10.0.0.2",
+                        "nodes": {"10.0.0.1": "r"},
+                    }
+                ],
                 "hosts": {"master": "10.0.0.1"},
                 "hostname": "box",
                 "volumes": {"/golem/data": {"storage": {"size": "1g"}}},
@@ -64,6 +73,10 @@ def test_every_command_parses_with_the_daemons_field_names() -> None:
     deploy, start, run, transfer, sign, terminate = commands
     assert isinstance(deploy, DeployCommand)
     assert (deploy.env, deploy.hostname, deploy.volumes) == ({"A": "1"}, "box", ("/golem/data",))
+    assert deploy.net == (
+        DeployNetwork(network_id="n", ip="10.0.0.0", node_ip="10.0.0.2", mask="255.255.0.0", nodes={"10.0.0.1": "r"}),
+    )
+    assert deploy.hosts == {"master": "10.0.0.1"}
     assert isinstance(start, StartCommand)
     assert (start.args, start.state_name, start.params) == (("-x",), "Start", ["-x"])
     assert isinstance(run, RunCommand)
@@ -105,6 +118,10 @@ def test_every_command_parses_with_the_daemons_field_names() -> None:
         ('[{"transfer": {"from": "a", "to": "b", "depth": "deep"}}]', 0, "'depth'"),
         ('[{"deploy": {"env": {"A": 1}}}]', 0, "'env' must be an object of string values"),
         ('[{"deploy": {"volumes": 3}}]', 0, "'volumes'"),
+        ('[{"deploy": {"net": {"id": "n"}}}]', 0, "'net' must be a list of networks"),
+        ('[{"deploy": {"net": [{"id": "n", "ip": "10.0.0.0"}]}}]', 0, "net[0].nodeIp must be a non-empty string"),
+        ('[{"deploy": {"net": [{"id": "n", "ip": "1.0.0.0", "nodeIp": "1.0.0.2", "nodes": [1]}]}}]', 0, "net[0].nodes"),
+        ('[{"deploy": {"hosts": {"db": 5}}}]', 0, "'hosts' must be an object of string values"),
         ('[{"start": {"args": [1]}}]', 0, "'args'"),
     ],
 )

@@ -27,6 +27,7 @@ from golem_api._rest.client import RestClient
 from golem_api._rest.config import API_PREFIXES, Api, ApiConfig
 from golem_api._rest.gsb import GsbApi
 from golem_api._rest.market import MarketApi
+from golem_api._rest.net import NetApi
 from golem_api._rest.payment import PaymentApi
 from golem_api._rest.routes import ROUTES, Route
 from tests.unit.fake_node import FakeNode
@@ -38,6 +39,7 @@ SPEC_FILES = {
     Api.PAYMENT: "payment-api.yaml",
     Api.ACTIVITY: "activity-api.yaml",
     Api.GSB: "gsb-api.yaml",
+    Api.NET: "net-api.yaml",
 }
 OUTSIDE_THE_SPECS = {Route(Api.ROOT, "GET", "/me")}
 
@@ -127,7 +129,7 @@ class Recorder(FakeNode):
         yield  # pragma: no cover
 
     async def websocket(self, route: Route, *path_args: str, protocols: tuple[str, ...]) -> Any:
-        assert protocols == ("gsb+flexbuffers",)
+        assert protocols == (("gsb+flexbuffers",) if route.api is Api.GSB else ())
         return await self(route, *path_args, parse=lambda data: data)
 
 
@@ -186,6 +188,18 @@ CALLS: dict[type, dict[str, Call]] = {
         "unbind_services": lambda api: api.unbind_services("sid"),
         "connect": lambda api: api.connect("sid"),
     },
+    NetApi: {
+        "create_network": lambda api: api.create_network("192.168.0.0", "255.255.255.0", "192.168.0.1"),
+        "list_networks": lambda api: api.list_networks(),
+        "get_network": lambda api: api.get_network("n"),
+        "remove_network": lambda api: api.remove_network("n"),
+        "list_addresses": lambda api: api.list_addresses("n"),
+        "add_address": lambda api: api.add_address("n", "192.168.0.1"),
+        "list_nodes": lambda api: api.list_nodes("n"),
+        "add_node": lambda api: api.add_node("n", "0xabc", "192.168.0.2"),
+        "remove_node": lambda api: api.remove_node("n", "0xabc"),
+        "connect_tcp": lambda api: api.connect_tcp("n", "192.168.0.2", 80),
+    },
 }
 
 
@@ -199,6 +213,8 @@ def build(cls: type, recorder: Recorder) -> Any:
         return ActivityApi(recorder, recorder.stream)
     if cls is GsbApi:
         return GsbApi(recorder, recorder.websocket)
+    if cls is NetApi:
+        return NetApi(recorder, recorder.websocket)
     return cls(recorder)
 
 

@@ -25,6 +25,7 @@ from golem_api._rest.models.market import (
     UnknownMarketEvent,
     parse_market_event,
 )
+from golem_api._rest.models.net import NetworkAddress, NetworkInfo, NetworkNode
 from golem_api._rest.models.payment import Allocation, DebitNote, DemandDecoration, Invoice, PaymentEvent
 
 __all__ = [
@@ -42,6 +43,9 @@ __all__ = [
     "Identity",
     "Invoice",
     "MarketEvent",
+    "NetworkAddress",
+    "NetworkInfo",
+    "NetworkNode",
     "PaymentEvent",
     "PropertyQueryEvent",
     "Proposal",
