@@ -58,6 +58,7 @@ from golem_local.market_api import add_market_routes
 from golem_local.market_model import AgreementRecord
 from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
+from golem_local.provider_port import InProcessMarket
 from golem_local.runtime.base import RuntimeFailure
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
@@ -130,8 +131,7 @@ class LocalNode:
         self.providers: tuple[LocalProvider, ...] = tuple(
             LocalProvider(
                 spec,
-                self.market,
-                node_id=provider_ids[spec.name],
+                InProcessMarket(self.market, provider_ids[spec.name]),
                 payment_platform=self.config.payment_platform,
                 billing=self.activities,
             )
