@@ -32,6 +32,7 @@ A second test compiles the token's source with solcjs and checks it matches the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import tempfile
 import time
@@ -279,6 +280,8 @@ async def test_golem_pays_our_rest_driven_provider_on_a_local_chain(real_stack: 
     assert {t["from"] for t in transfers} == {stack.requestor.identity.lower()}
     paid = sum(Decimal(p["amount"]) for p in payments)
     assert paid == invoice_amount, payments
+    # The provider daemon's payments name their transactions: ``details`` is the tx hash, base64.
+    assert {"0x" + base64.b64decode(p["details"]).hex() for p in payments} == {t["tx"] for t in transfers}
     for daemon in (stack.requestor, stack.provider):
         assert daemon.panics() == [], f"{daemon.name} panicked; see {daemon.log_path}"
 

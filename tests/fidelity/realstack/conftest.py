@@ -28,4 +28,6 @@ def real_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
             pytest.fail(f"the real stack could not start: {exc}", pytrace=False)
         yield stack
     finally:
-        processes.stop_all()
+        took = processes.stop_all()
+        if took:
+            print("\nreal stack stopped: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in took.items()))
