@@ -59,7 +59,19 @@ from golem_api.payload import VmPayload
 from golem_local.config import ProviderSpec
 from golem_local.provider_rest import RestProvider
 from golem_shared.timestamps import format_timestamp, utc_now
-from tests.fidelity.realstack.stack import BUILD, PLATFORM, WEI, Daemon, RealStack, compile_token, token_bytecode
+from tests.fidelity.realstack.stack import (
+    BUILD,
+    PLATFORM,
+    WEI,
+    Daemon,
+    Processes,
+    RealStack,
+    StackError,
+    compile_token,
+    payments_config,
+    start_stack,
+    token_bytecode,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -300,3 +312,21 @@ def test_the_token_source_compiles_to_the_committed_bytecode() -> None:
     assert source == "cached", f"no bytecode committed in {BUILD} for the current TestGLM.sol"
     with tempfile.TemporaryDirectory() as out:
         assert compile_token(Path(out)) == code
+
+
+def test_a_payment_config_the_daemons_cannot_load_fails_the_start_with_their_own_line(tmp_path: Path) -> None:
+    """yagna falls back to the public holesky RPC, silently but for one log line, when ``config-payments.toml``
+    does not load (here a required key is missing); the stack does not start on that fallback.
+
+    A daemon on that fallback does not finish its graceful shutdown within 10 s (its erc20 driver keeps
+    resolving the public RPC's DNS entries), so it gets one second before SIGKILL."""
+
+    def without_chain_id(rpc_url: str, token: str) -> str:
+        return payments_config(rpc_url, token).replace("chain-id = 17000\n", "")
+
+    processes = Processes()
+    try:
+        with pytest.raises(StackError, match=r"failed while starting: .*Config file found but failed to load"):
+            start_stack(tmp_path, processes, config=without_chain_id)
+    finally:
+        processes.stop_all(grace=1.0)

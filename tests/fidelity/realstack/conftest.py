@@ -21,13 +21,16 @@ __all__ = ["real_stack"]
 def real_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
     """The running stack; fails (does not skip) the test with the reason when a part cannot start."""
     processes = Processes()
+    started = False
     try:
         try:
             stack = start_stack(tmp_path_factory.mktemp("realstack"), processes)
         except StackError as exc:
             pytest.fail(f"the real stack could not start: {exc}", pytrace=False)
+        started = True
         yield stack
     finally:
-        took = processes.stop_all()
+        # A daemon stuck in its start (say on the public fallback config) ignores SIGTERM for long: 1 s, then KILL.
+        took = processes.stop_all() if started else processes.stop_all(grace=1.0)
         if took:
             print("\nreal stack stopped: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in took.items()))

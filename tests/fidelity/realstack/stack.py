@@ -151,17 +151,22 @@ class Processes:
         self._items.append(process)
         return process
 
-    def stop_all(self) -> dict[str, float]:
-        """SIGTERM to every live process group at once, SIGKILL what is left after the grace; seconds each took."""
+    def stop_all(self, grace: float = _STOP_TIMEOUT) -> dict[str, float]:
+        """SIGTERM to every live process group at once, SIGKILL what is left after ``grace`` s; seconds each took."""
         started = time.monotonic()
         for process in self._items:
+            if process.drainer is None and process.popen.stdout is not None:  # it failed to start: keep reading
+                process.drainer = threading.Thread(
+                    target=_drain, args=(process,), name=f"{process.name}-log", daemon=True
+                )
+                process.drainer.start()
             if process.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.popen.pid, signal.SIGTERM)
         took = {}
         for process in self._items:
             try:
-                process.popen.wait(max(_STOP_TIMEOUT - (time.monotonic() - started), 0.1))
+                process.popen.wait(max(grace - (time.monotonic() - started), 0.1))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.popen.pid, signal.SIGKILL)
@@ -490,11 +495,16 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
 
 
 def start_stack(
-    root: Path, processes: Processes, *, token: Callable[[], tuple[str, str]] = token_bytecode
+    root: Path,
+    processes: Processes,
+    *,
+    token: Callable[[], tuple[str, str]] = token_bytecode,
+    config: Callable[[str, str], str] = payments_config,
 ) -> RealStack:
     """Start anvil, deploy the token, start both daemons, fund the requestor; :class:`StackError` on failure.
 
-    Every process goes into ``processes`` as it starts, so that the caller stops whatever did start.
+    Every process goes into ``processes`` as it starts, so that the caller stops whatever did start. ``token``
+    gives the bytecode, ``config(rpc_url, token address)`` each daemon's ``config-payments.toml``.
     """
     if not ANVIL.exists():
         raise StackError(f"anvil is missing at {ANVIL}: run ./scripts/test (it installs .npm-tools)")
@@ -534,12 +544,12 @@ def start_stack(
         token_address = str(receipt["contractAddress"])
 
     with _timed(timings, "daemons up"):
-        config = payments_config(rpc_url, token_address)
+        config_text = config(rpc_url, token_address)
         envs = {}
         for name, gsb, api in (("requestor", req_gsb, req_api), ("provider", prov_gsb, prov_api)):
             data_dir = root / name
             data_dir.mkdir()
-            (data_dir / "config-payments.toml").write_text(config)  # before the first start
+            (data_dir / "config-payments.toml").write_text(config_text)  # before the first start
             envs[name] = _daemon_env(data_dir, gsb, api, f"realstack-{name}-key", req_gsb, relay)
         daemons = {
             name: processes.start(
