@@ -54,6 +54,7 @@ from golem_api.events import (
     Event,
     InvoiceAccepted,
     InvoiceReceived,
+    ProposalRejectedByProvider,
 )
 from golem_api.payload import VmPayload
 from golem_local.config import ProviderSpec
@@ -304,6 +305,48 @@ async def test_golem_pays_our_rest_driven_provider_on_a_local_chain(real_stack: 
         print(f"transfer {transfer['tx']} (block {transfer['block']}): {transfer['value']} wei")
     print(f"deploy tx {stack.transactions['deploy']}, mint tx {stack.transactions['mint']}")
     print(f"the test after the stack's start: {time.monotonic() - phases.started:.2f} s")
+
+
+async def test_a_busy_rest_provider_refuses_over_rest_then_offers_again(real_stack: RealStack) -> None:
+    """The provider's refusals and its fresh offer, on the real daemons: while it serves one agreement it rejects
+    a second demand's counter-proposal (golem-api hears why); once that agreement has ended and been invoiced
+    (nothing ran: an invoice of 0, as on the local network) it publishes a fresh offer, which the second demand
+    turns into an agreement of its own, matched by the provider to its counter-proposal by content."""
+    stack = real_stack
+    spec = ProviderSpec(name="busy-provider", subnet=SUBNET, debit_note_interval_sec=60, cpu_threads=1)
+    recorder = Recorder()
+    async with RestProvider(stack.provider.url, stack.provider.app_key, spec, payment_platform=PLATFORM) as provider:
+        assert provider.provider is not None
+        first_offer = provider.provider.offer_id
+        async with Golem(
+            budget="0.1",
+            app_key=stack.requestor.app_key,
+            api_url=stack.requestor.url,
+            payment_network="holesky",
+            payment_driver="erc20",
+            subnet_tag=SUBNET,
+            invoice_timeout=DOCUMENT_TIMEOUT,
+        ) as golem:
+            golem.subscribe(recorder)
+            first = await golem.create_demand(VmPayload())
+            serving = await first.agreement(timeout=MARKET_TIMEOUT)
+            second = await golem.create_demand(VmPayload())
+            refused = await recorder.first(ProposalRejectedByProvider, lambda e: True, MARKET_TIMEOUT)
+            assert refused.provider_name == "busy-provider"
+            assert refused.reason == f"busy: already serving agreement {serving.agreement_id}"
+
+            await serving.terminate()
+            await recorder.first(InvoiceAccepted, lambda e: e.agreement_id == serving.agreement_id, DOCUMENT_TIMEOUT)
+            again = await second.agreement(timeout=MARKET_TIMEOUT)
+            assert provider.provider.offer_id != first_offer
+            assert provider.provider.agreement_id == again.agreement_id
+            await again.terminate()
+            await recorder.first(InvoiceAccepted, lambda e: e.agreement_id == again.agreement_id, DOCUMENT_TIMEOUT)
+    accepted = recorder.of(InvoiceAccepted)
+    assert sorted(e.agreement_id for e in accepted) == sorted([serving.agreement_id, again.agreement_id])
+    assert [e.amount for e in accepted] == [Decimal(0), Decimal(0)]
+    assert [(d.kind, d.amount, d.sent) for d in provider.payments.issued] == [("invoice", Decimal(0), True)] * 2
+    assert recorder.of(DocumentRefused) == []
 
 
 def test_the_token_source_compiles_to_the_committed_bytecode() -> None:
