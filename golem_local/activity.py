@@ -58,8 +58,8 @@ from golem_local.exescript import (
     TransferCommand,
 )
 from golem_local.http import HttpError
-from golem_local.ledger import Ledger
 from golem_local.market_model import AgreementRecord, AgreementState, LocalMarketError
+from golem_local.provider_port import ProviderPayments
 from golem_local.runtime.base import (
     Deployment,
     DeploySettings,
@@ -186,7 +186,7 @@ class ExeUnitActivity:
         self,
         *,
         agreement: AgreementRecord,
-        ledger: Ledger,
+        ledger: ProviderPayments,
         pricing: LinearPricing,
         overcharge: Decimal,
         runtime: Runtime,
@@ -482,15 +482,17 @@ class ExeUnitActivity:
 class ActivityHub:
     """The activities of the local node's providers; also the providers' ``Billing`` hook.
 
-    ``providers`` maps provider node ids to their specs (for ``overcharge``); ``runtime_factory`` makes the
-    runtime of each new activity from its agreement and activity id (the idle one by default);
-    ``transfers`` carries out ``transfer`` commands (none by default: they fail).
+    ``market`` finds agreements; ``ledger`` is the providers' payment port (the local
+    :class:`~golem_local.ledger.Ledger`, or a daemon's payment API through ``RestProviderPayments``), where debit
+    notes and invoices are issued. ``providers`` maps provider node ids to their specs (for ``overcharge``);
+    ``runtime_factory`` makes the runtime of each new activity from its agreement and activity id (the idle one
+    by default); ``transfers`` carries out ``transfer`` commands (none by default: they fail).
     """
 
     def __init__(
         self,
         market: AgreementLookup,
-        ledger: Ledger,
+        ledger: ProviderPayments,
         *,
         providers: Mapping[str, ProviderSpec] | None = None,
         time_source: TimeSource | None = None,
@@ -508,8 +510,8 @@ class ActivityHub:
         self._closed = False
 
     @property
-    def requestor_id(self) -> str:
-        """The identity the activity API serves (the node's requestor)."""
+    def requestor_id(self) -> str | None:
+        """The identity the activity API serves (the node's requestor); ``None`` on a daemon's provider side."""
         return self._ledger.requestor_id
 
     def _agreement(self, agreement_id: str, by: str | None) -> AgreementRecord:
@@ -518,13 +520,18 @@ class ActivityHub:
         except LocalMarketError as exc:
             raise HttpError(exc.status, exc.message) from exc
 
-    async def create(self, agreement_id: str, *, by: str | None = None) -> ExeUnitActivity:
+    async def create(
+        self, agreement_id: str, *, by: str | None = None, activity_id: str | None = None
+    ) -> ExeUnitActivity:
         """A new ``Initialized`` activity on an ``Approved`` agreement of ``by`` (default: the requestor).
 
         404 unknown agreement; 403 not the requestor's; 400 not approved, or a second activity on an
-        agreement whose offer lacks ``golem.srv.caps.multi-activity``.
+        agreement whose offer lacks ``golem.srv.caps.multi-activity``. ``activity_id`` is the id a daemon gave
+        the activity (a fresh one by default).
         """
         caller = by or self.requestor_id
+        if caller is None:
+            raise HttpError(400, f"who creates the activity on agreement {agreement_id}? name its requestor (by=)")
         if self._closed:
             raise HttpError(500, "the local node is shutting down")
         agreement = self._agreement(agreement_id, caller)
@@ -546,7 +553,10 @@ class ActivityHub:
         except MarketError as exc:
             raise HttpError(400, f"agreement {agreement_id} cannot be billed: {exc}") from exc
         spec = self._providers.get(agreement.provider_id)
-        activity_id = secrets.token_hex(16)
+        if activity_id is None:
+            activity_id = secrets.token_hex(16)
+        elif activity_id in self._activities:
+            raise HttpError(409, f"activity {activity_id} exists already")
         activity = ExeUnitActivity(
             agreement=agreement,
             ledger=self._ledger,

@@ -69,6 +69,7 @@ from golem_local.net.api import add_net_routes
 from golem_local.net.vpn import LocalVpn
 from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
+from golem_local.provider_port import InProcessMarket
 from golem_local.runtime.base import RuntimeFailure
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
@@ -178,8 +179,7 @@ class LocalNode:
         self.providers: tuple[LocalProvider, ...] = tuple(
             LocalProvider(
                 spec,
-                self.market,
-                node_id=provider_ids[spec.name],
+                InProcessMarket(self.market, provider_ids[spec.name]),
                 payment_platform=self.config.payment_platform,
                 billing=self.activities,
                 ledger=self.ledger,

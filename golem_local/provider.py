@@ -1,8 +1,11 @@
 """A local provider: publishes an offer, negotiates, approves one agreement at a time, has it billed.
 
-It talks to the :class:`~golem_local.market.LocalMarket` in-process, as an external provider would
-over ``/offers…``: it reads its offer's events (counter-proposals, agreements to approve) and its agreement
-events, each in one owned task; :meth:`LocalProvider.stop` cancels and awaits both.
+It reaches the market only through a :class:`~golem_local.provider_port.ProviderMarket` port, as an external
+provider does over ``/offers…``: on the local network :class:`~golem_local.provider_port.InProcessMarket` (the
+:class:`~golem_local.market.LocalMarket`, in-process), on a real daemon
+:class:`~golem_local.provider_rest.RestProviderMarket` (its REST API). It reads its offer's events
+(counter-proposals, agreements to approve) and its agreement events, each in one owned task;
+:meth:`LocalProvider.aclose` cancels and awaits them.
 
 Negotiation, as a real provider does it:
 
@@ -16,11 +19,11 @@ Negotiation, as a real provider does it:
 * when the agreement ends it awaits ``billing.agreement_ended(agreement_id, provider_id)`` (the payment
   side destroys the activities and issues the invoice), then publishes a fresh offer, which reaches every
   live demand as a new ``Initial`` proposal;
-* while it serves an agreement, a third owned task watches the agreement's debit notes in the ledger: one not
-  accepted within the agreed ``golem.com.payment.debit-notes.accept-timeout?``, or not paid within the agreed
-  ``golem.com.scheme.payu.payment-timeout-sec?`` (on the local network accepting pays at once), makes the
-  provider terminate the agreement with a reason saying so, as a real provider does when its requestor has
-  gone away: the agreement is invoiced and the provider offers itself again.
+* on the local network (given the ``ledger``), while it serves an agreement, a third owned task watches the
+  agreement's debit notes: one not accepted within the agreed ``golem.com.payment.debit-notes.accept-timeout?``,
+  or not paid within the agreed ``golem.com.scheme.payu.payment-timeout-sec?`` (accepting pays at once there),
+  makes the provider terminate the agreement with a reason saying so, as a real provider does when its
+  requestor has gone away: the agreement is invoiced and the provider offers itself again.
 
 The offer carries what the provider's runtime adds (``runtime_offer``, the runtime's ``offer()``: its
 version, capabilities, …) under the provider's own resources, prices and terms, which always win.
@@ -36,16 +39,9 @@ from typing import Any, Protocol
 
 from golem_local.config import ProviderSpec
 from golem_local.ledger import Ledger
-from golem_local.market import EXPIRATION, LocalMarket
-from golem_local.market_model import (
-    AgreementEventRecord,
-    AgreementRecord,
-    LocalMarketError,
-    MarketEvent,
-    MarketNotFoundError,
-    ProposalEventRecord,
-    ProposalRecord,
-)
+from golem_local.market import EXPIRATION
+from golem_local.market_model import LocalMarketError, MarketNotFoundError
+from golem_local.provider_port import OfferAgreement, OfferEvent, OfferProposal, ProviderMarket
 from golem_local.runtime.base import OfferTemplate
 from golem_shared.constraints import constraints_match
 from golem_shared.errors import LocalNodeError
@@ -94,7 +90,7 @@ class NoBilling:
 
 
 class LocalProvider:
-    """One provider of the local network (see the module docstring), identified by ``node_id``.
+    """One provider (see the module docstring) on the market ``market``, as the port's ``node_id``.
 
     Its payment address on ``payment_platform`` is its node id, as for a real node.
     """
@@ -102,9 +98,8 @@ class LocalProvider:
     def __init__(
         self,
         spec: ProviderSpec,
-        market: LocalMarket,
+        market: ProviderMarket,
         *,
-        node_id: str,
         payment_platform: str,
         billing: Billing | None = None,
         runtime_offer: OfferTemplate | None = None,
@@ -113,7 +108,7 @@ class LocalProvider:
         self.spec = spec
         self.runtime_offer = runtime_offer if runtime_offer is not None else OfferTemplate()
         self.market = market
-        self.node_id = node_id
+        self.node_id = market.node_id
         self.payment_platform = payment_platform
         self.billing: Billing = billing if billing is not None else NoBilling()
         self.ledger = ledger
@@ -124,9 +119,11 @@ class LocalProvider:
         self._offer_expiration_ms = 0
         self._agreement_expiration_ms: int | None = None
         self._last_counter: dict[str, str] = {}  # demand id -> our last counter-proposal to it
+        self._countered: dict[str, dict[str, Any]] = {}  # demand id -> the terms of that counter-proposal
         self._terms: dict[str, float] = {}  # the agreed accept and payment timeouts of the agreement served
         self._agreement_changed = asyncio.Event()
         self._tasks = TaskSet(f"provider {self.name}", logger=_log)
+        self._publishing = asyncio.Lock()
 
     def __repr__(self) -> str:
         state = f"serving {self.agreement_id}" if self.agreement_id else "free"
@@ -188,10 +185,10 @@ class LocalProvider:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Publish the offer and start the provider's two tasks."""
+        """Publish the offer and start the provider's tasks."""
         if len(self._tasks):
             raise LocalNodeError(f"provider {self.name} is already running")
-        self._publish()
+        await self._publish()
         self._tasks.spawn(self._negotiate(), name=f"{self.name}: negotiation")
         self._tasks.spawn(self._watch_agreements(), name=f"{self.name}: agreements")
         if self.ledger is not None:
@@ -201,24 +198,30 @@ class LocalProvider:
         """Cancel and await the provider's tasks and withdraw its offer. Calling it twice is harmless."""
         await self._tasks.aclose(reopen=True)
         if self.offer_id is not None:
-            self._withdraw()
+            await self._withdraw()
 
-    def _publish(self) -> None:
+    async def _renew(self, seen: str | None) -> None:
+        """Publish a fresh offer in place of ``seen``, unless another task of ours already replaced it."""
+        async with self._publishing:  # over REST both tasks may publish; one offer at a time
+            if self.offer_id == seen:
+                await self._publish()
+
+    async def _publish(self) -> None:
         """Publish a fresh offer (withdrawing the current one): live demands get new Initial proposals."""
         if self.offer_id is not None:
-            self._withdraw()
+            await self._withdraw()
         now = self.market.now_ms()
         self._offer_expiration_ms = now + OFFER_LIFETIME_SEC * 1000
         self._offer_properties = self.offer_properties(self._offer_expiration_ms)
         self._offer_constraints = self.offer_constraints(now)
         self._last_counter.clear()
-        self.offer_id = self.market.subscribe_offer(self.node_id, self._offer_properties, self._offer_constraints)
+        self.offer_id = await self.market.subscribe_offer(self._offer_properties, self._offer_constraints)
 
-    def _withdraw(self) -> None:
+    async def _withdraw(self) -> None:
         offer_id, self.offer_id = self.offer_id, None
         if offer_id is not None:
             try:
-                self.market.unsubscribe_offer(offer_id, by=self.node_id)
+                await self.market.unsubscribe_offer(offer_id)
             except LocalMarketError as exc:
                 _log.debug("provider %s: offer %s already gone: %s", self.name, offer_id, exc)
 
@@ -229,31 +232,28 @@ class LocalProvider:
             offer_id = self.offer_id
             renew_in = (self._offer_expiration_ms - _RENEW_MARGIN_SEC * 1000 - self.market.now_ms()) / 1000
             if offer_id is None or renew_in <= 0:
-                self._publish()
+                await self._renew(offer_id)
                 continue
             try:
-                events = await self.market.collect_events(
-                    offer_id, timeout=min(renew_in, _POLL_SEC), max_events=10, kind="offer", by=self.node_id
-                )
-            except MarketNotFoundError:
-                if self.offer_id == offer_id:  # not replaced by us: it went away, publish again
-                    self._publish()
+                events = await self.market.offer_events(offer_id, timeout=min(renew_in, _POLL_SEC), max_events=10)
+            except MarketNotFoundError:  # unless replaced by us meanwhile, it went away: publish again
+                await self._renew(offer_id)
                 continue
             for event in events:
-                self._handle(event)
+                await self._handle(event)
 
-    def _handle(self, event: MarketEvent) -> None:
+    async def _handle(self, event: OfferEvent) -> None:
         try:
-            if isinstance(event, ProposalEventRecord):
-                self._on_proposal(event.proposal)
-            elif isinstance(event, AgreementEventRecord):
-                self._on_agreement(event.agreement)
+            if isinstance(event, OfferProposal):
+                await self._on_proposal(event)
+            elif isinstance(event, OfferAgreement):
+                await self._on_agreement(event)
             else:
                 _log.debug("provider %s: proposal %s rejected: %s", self.name, event.proposal_id, event.reason)
         except LocalMarketError as exc:  # the requestor moved on meanwhile (unsubscribed, cancelled, …)
             _log.debug("provider %s: %s", self.name, exc)
 
-    def _refusal(self, proposal: ProposalRecord) -> str | None:
+    def _refusal(self, proposal: OfferProposal) -> str | None:
         if self.agreement_id is not None:
             return f"busy: already serving agreement {self.agreement_id}"
         offer = self._offer_properties
@@ -270,48 +270,52 @@ class LocalProvider:
             )
         return None
 
-    def _on_proposal(self, proposal: ProposalRecord) -> None:
+    async def _on_proposal(self, proposal: OfferProposal) -> None:
         assert self.offer_id is not None
         refusal = self._refusal(proposal)
         if refusal is not None:
             _log.debug("provider %s rejects proposal %s: %s", self.name, proposal.proposal_id, refusal)
-            reason = {"message": refusal}
-            self.market.reject_proposal(self.offer_id, proposal.proposal_id, reason, kind="offer", by=self.node_id)
+            await self.market.reject_proposal(self.offer_id, proposal.proposal_id, {"message": refusal})
             return
         terms = dict(self._offer_properties)
         for key in _NEGOTIATED:
             asked = proposal.properties.get(key)
             if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > 0:
                 terms[key] = int(asked)
-        counter_id = self.market.counter_proposal(
-            self.offer_id, proposal.proposal_id, terms, self._offer_constraints, kind="offer", by=self.node_id
+        counter_id = await self.market.counter_proposal(
+            self.offer_id, proposal.proposal_id, terms, self._offer_constraints
         )
-        self._last_counter[proposal.demand_id] = counter_id
+        self._last_counter[proposal.negotiation] = counter_id
+        self._countered[proposal.negotiation] = terms
 
-    def _on_agreement(self, agreement: AgreementRecord) -> None:
+    async def _on_agreement(self, agreement: OfferAgreement) -> None:
         agreement_id = agreement.agreement_id
         if self.agreement_id is not None:
             reason = f"busy: already serving agreement {self.agreement_id}"
-        elif self._last_counter.get(agreement.demand.demand_id) != agreement.offer.proposal_id:
+        elif agreement.built_on is None or self._last_counter.get(agreement.negotiation) != agreement.built_on:
             reason = "the agreement is not built on this provider's last counter-proposal"
         else:
-            self.market.approve(agreement_id, by=self.node_id)
+            # Busy from before the approval goes out, so that no event of this agreement can find us free.
             self.agreement_id = agreement_id
-            expiration = agreement.demand.properties.get(EXPIRATION)
+            try:
+                await self.market.approve_agreement(agreement_id)
+            except BaseException:
+                self.agreement_id = None
+                raise
+            expiration = agreement.demand_properties.get(EXPIRATION)
             self._agreement_expiration_ms = int(expiration) if isinstance(expiration, (int, float)) else None
-            # Our last counter-proposal (the agreement's offer side) holds the terms we agreed to.
+            # Our last counter-proposal, which the agreement is built on, holds the terms we agreed to.
+            countered = self._countered.get(agreement.negotiation, {})
             self._terms = {
                 key: float(value)
                 for key in (DEBIT_NOTE_ACCEPT_TIMEOUT, PAYMENT_TIMEOUT)
-                if isinstance(value := agreement.offer.properties.get(key), (int, float))
-                and not isinstance(value, bool)
-                and value > 0
+                if isinstance(value := countered.get(key), (int, float)) and not isinstance(value, bool) and value > 0
             }
             self._agreement_changed.set()
             _log.debug("provider %s approved agreement %s", self.name, agreement_id)
             return
         _log.debug("provider %s rejects agreement %s: %s", self.name, agreement_id, reason)
-        self.market.reject_agreement(agreement_id, {"message": reason}, by=self.node_id)
+        await self.market.reject_agreement(agreement_id, {"message": reason})
 
     # -- agreements ---------------------------------------------------------------------------------------
 
@@ -325,7 +329,7 @@ class LocalProvider:
                     await self._end_expired(self.agreement_id)
                     continue
                 timeout = min(timeout, left)
-            events = await self.market.agreement_events(self.node_id, after=after, timeout=timeout, max_events=10)
+            events = await self.market.agreement_events(after=after, timeout=timeout, max_events=10)
             for event in events:
                 after = event.event_date
                 if event.event_type == "AgreementTerminatedEvent" and event.agreement_id == self.agreement_id:
@@ -334,8 +338,8 @@ class LocalProvider:
     async def _end_expired(self, agreement_id: str) -> None:
         self._agreement_expiration_ms = None  # one attempt: the terminated event then frees the provider
         try:
-            await self.market.terminate(
-                agreement_id, self.node_id, {"message": "the agreement expired (golem.srv.comp.expiration)"}
+            await self.market.terminate_agreement(
+                agreement_id, {"message": "the agreement expired (golem.srv.comp.expiration)"}
             )
         except LocalMarketError as exc:
             _log.debug("provider %s: %s", self.name, exc)
@@ -349,7 +353,7 @@ class LocalProvider:
         self._agreement_expiration_ms = None
         self._terms = {}
         self._agreement_changed.set()
-        self._publish()
+        await self._renew(self.offer_id)
 
     # -- payments -----------------------------------------------------------------------------------------
 
@@ -400,6 +404,6 @@ class LocalProvider:
         _log.warning("provider %s terminates agreement %s: %s", self.name, agreement_id, reason)
         self._terms = {}  # one attempt: the terminated event then frees the provider
         try:
-            await self.market.terminate(agreement_id, self.node_id, {"message": reason})
+            await self.market.terminate_agreement(agreement_id, {"message": reason})
         except LocalMarketError as exc:
             _log.debug("provider %s: %s", self.name, exc)

@@ -1,6 +1,8 @@
 # Sourced by scripts/main and scripts/test: installs what the project needs, idempotently.
 # - a virtual environment in .venv with golem-api and its test tools (reinstalled when pyproject.toml changes)
 # - bubblewrap, the sandbox of the local network's runtime (Debian/Ubuntu: apt-get; asks for root)
+# - with GOLEM_API_WITH_REALSTACK=1 (scripts/test): Node.js/npm (apt-get where missing) and, in .npm-tools/, the npm
+#   packages of the real-stack test: anvil (a local chain) and solc (compiles the test token)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -36,6 +38,33 @@ if [ "${GOLEM_API_WITH_YAPAPI:-0}" = "1" ]; then
         .venv-yapapi/bin/python -m pip install --quiet --disable-pip-version-check 'yapapi==0.13.1' 2>&1 | grep -v "^WARNING: Location" || true
         .venv-yapapi/bin/python -c 'import yapapi, ya_market' >/dev/null
         echo "yapapi==0.13.1" > "$ystamp"
+    fi
+fi
+
+# The real stack, end to end (tests/fidelity/test_real_stack.py): a local chain (anvil, from npm) and the Solidity
+# compiler (solcjs, npm `solc`), pinned, in .npm-tools/ (gitignored); the stamp holds the pins it was installed for.
+if [ "${GOLEM_API_WITH_REALSTACK:-0}" = "1" ]; then
+    npm_pins="@foundry-rs/anvil-linux-amd64@1.7.1 solc@0.8.37"
+    nstamp=".npm-tools/.installed"
+    if [ ! -f "$nstamp" ] || [ "$(cat "$nstamp")" != "$npm_pins" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            if command -v apt-get >/dev/null 2>&1; then
+                SUDO=""
+                [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+                echo "==> installing Node.js and npm (the real-stack test's chain and compiler come from npm)"
+                $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq nodejs npm >/dev/null
+            else
+                echo "error: npm is missing and apt-get is not available; install Node.js and npm" >&2
+                exit 1
+            fi
+        fi
+        echo "==> installing $npm_pins into .npm-tools (test-only: the real stack's chain and compiler)"
+        mkdir -p .npm-tools
+        # shellcheck disable=SC2086
+        npm install --prefix "$ROOT/.npm-tools" --no-audit --no-fund --no-save --loglevel=error $npm_pins >/dev/null
+        .npm-tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil --version >/dev/null
+        .npm-tools/node_modules/.bin/solcjs --version >/dev/null
+        echo "$npm_pins" > "$nstamp"
     fi
 fi
 

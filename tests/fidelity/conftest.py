@@ -33,7 +33,10 @@ import pytest
 
 from golem_local.node import LocalNode
 
-__all__ = ["YagnaDaemon"]
+# The real stack (anvil, our token, two daemons) is defined beside its helpers in tests/fidelity/realstack/.
+from tests.fidelity.realstack.conftest import real_stack
+
+__all__ = ["YagnaDaemon", "real_stack"]
 
 _START_TIMEOUT = 30.0  # seconds the daemon gets to start listening (it needs about 3.5 s here)
 _CLI_TIMEOUT = 20.0  # seconds one `yagna id …` / `yagna app-key …` command gets

@@ -30,6 +30,7 @@ from golem_local.market_model import (
     ProposalState,
 )
 from golem_local.provider import LocalProvider
+from golem_local.provider_port import InProcessMarket
 
 PLATFORM = "erc20-holesky-tglm"
 REQUESTOR = new_node_id()
@@ -337,11 +338,21 @@ class RecordingBilling:
 async def provider() -> AsyncIterator[LocalProvider]:
     market = LocalMarket()
     running = LocalProvider(
-        ProviderSpec(name="p1"), market, node_id=PROVIDER, payment_platform=PLATFORM, billing=RecordingBilling()
+        ProviderSpec(name="p1"),
+        InProcessMarket(market, PROVIDER),
+        payment_platform=PLATFORM,
+        billing=RecordingBilling(),
     )
     await running.start()
     yield running
     await running.aclose()
+
+
+def market_of(provider: LocalProvider) -> LocalMarket:
+    """The local market a provider of the ``provider`` fixture runs on."""
+    port = provider.market
+    assert isinstance(port, InProcessMarket)
+    return port.market
 
 
 async def counter_initial(market: LocalMarket, demand_id: str, extra: Mapping[str, Any] | None = None) -> str:
@@ -351,7 +362,7 @@ async def counter_initial(market: LocalMarket, demand_id: str, extra: Mapping[st
 
 
 async def test_the_provider_publishes_what_real_providers_publish(provider: LocalProvider) -> None:
-    market = provider.market
+    market = market_of(provider)
     demand_id = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
     (initial,) = await proposals(market, demand_id, timeout=5)
     props = initial.properties
@@ -365,7 +376,7 @@ async def test_the_provider_publishes_what_real_providers_publish(provider: Loca
 
 
 async def test_the_provider_counters_approves_is_busy_and_offers_again_once_billed(provider: LocalProvider) -> None:
-    market = provider.market
+    market = market_of(provider)
     billing = provider.billing
     assert isinstance(billing, RecordingBilling)
     first = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
@@ -394,7 +405,7 @@ async def test_the_provider_counters_approves_is_busy_and_offers_again_once_bill
 
 
 async def test_the_provider_refuses_a_payment_platform_it_is_not_paid_on(provider: LocalProvider) -> None:
-    market = provider.market
+    market = market_of(provider)
     demand_id = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
     await counter_initial(market, demand_id, {"golem.com.payment.chosen-platform": "erc20-polygon-glm"})
     (rejection,) = await events(market, demand_id, timeout=5)
@@ -405,7 +416,7 @@ async def test_the_provider_refuses_a_payment_platform_it_is_not_paid_on(provide
 
 
 async def test_the_provider_ends_an_agreement_once_its_demand_expires(provider: LocalProvider) -> None:
-    market = provider.market
+    market = market_of(provider)
     billing = provider.billing
     assert isinstance(billing, RecordingBilling)
     watcher = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
