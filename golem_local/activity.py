@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -205,6 +206,7 @@ class ExeUnitActivity:
         self.reason: str | None = None
         self.error_message: str | None = None
         self.final_usage: list[float] | None = None
+        self._last_usage: list[float] = []
         self.last_amount = Decimal(0)
         self.deployment: Deployment | None = None
         self.batches: dict[str, Batch] = {}
@@ -243,7 +245,16 @@ class ExeUnitActivity:
             DURATION_SEC: max(self._time.monotonic() - self._created, 0.0),
             CPU_SEC: self.runtime.cpu_seconds(),
         }
-        return [float(counters.get(name, 0.0)) for name in self.pricing.usage_vector]
+        usage = [float(counters.get(name, 0.0)) for name in self.pricing.usage_vector]
+        # Runtimes measure where nothing they run can write; this keeps any figure that is not a finite
+        # number of 0 or more (a broken runtime) out of every document, answer and bill all the same.
+        for index, value in enumerate(usage):
+            if not math.isfinite(value) or value < 0:
+                last = self._last_usage[index] if index < len(self._last_usage) else 0.0
+                _log.error("activity %s: the runtime reported usage %r; kept %r", self.activity_id, value, last)
+                usage[index] = last
+        self._last_usage = usage
+        return list(usage)
 
     def amount_due(self, usage: list[float]) -> Decimal:
         """The cumulative amount the provider bills for ``usage``: price model × overcharge, to 18 decimals."""
@@ -447,9 +458,13 @@ class ExeUnitActivity:
 
         process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
         code = await self.runtime.run_command(process, sink)
+        message = _exit_message(code)
+        note = self.runtime.exit_note()
+        if message is not None and note is not None:
+            message = f"{message}: {note}"
         return Outcome(
             return_code=code,
-            message=_exit_message(code),
+            message=message,
             stdout=captures["stdout"].result(),
             stderr=captures["stderr"].result(),
         )

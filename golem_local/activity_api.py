@@ -85,7 +85,7 @@ def _command_index(request: web.Request) -> int | None:
 
 
 def _sse_frame(event: dict[str, Any], event_id: int) -> bytes:
-    data = json.dumps(event, separators=(",", ":"))
+    data = json.dumps(event, separators=(",", ":"), allow_nan=False)
     return f"event: runtime\ndata: {data}\nid: {event_id}\n\n".encode()
 
 

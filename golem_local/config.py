@@ -111,7 +111,10 @@ class ProviderSpec:
 
     ``overcharge`` is not announced: the offer states the honest prices, and the provider multiplies what it
     bills by ``overcharge`` (1 = honest), so that a requestor's checks of debit notes can be exercised.
-    ``env`` is added to the environment of every command run in this provider's sandboxes.
+    ``env`` is added to the environment of every command run in this provider's sandboxes. ``cpu_threads``,
+    ``mem_gib`` and ``storage_gib`` are what the offer announces and, as far as the machine allows, what each
+    activity is limited to (see the local network's documentation); ``max_processes`` caps the processes and
+    threads an activity runs at once.
     """
 
     name: str = field(validator=_non_empty)
@@ -127,6 +130,7 @@ class ProviderSpec:
     subnet: str = field(default="public", validator=_non_empty)
     overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive_amount)
     env: Mapping[str, str] = field(factory=dict, converter=_to_env, validator=_env, hash=False)
+    max_processes: int = field(default=1024, validator=_positive_int)
 
     @property
     def pricing(self) -> LinearPricing:

@@ -38,8 +38,13 @@ class HttpError(Exception):
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    """A JSON answer; ``None`` is written as ``null``, as the daemon does."""
-    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")), content_type="application/json")
+    """A JSON answer; ``None`` is written as ``null``, as the daemon does.
+
+    Strict JSON only: a number that is not finite (``NaN``, ``Infinity``) raises ``ValueError`` instead of
+    reaching a client as something that is not JSON (the error middleware answers 500 and logs it).
+    """
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return web.Response(status=status, body=text, content_type="application/json")
 
 
 def _error_response(status: int, message: str) -> web.Response:

@@ -58,9 +58,10 @@ from golem_local.market_api import add_market_routes
 from golem_local.market_model import AgreementRecord
 from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
-from golem_local.runtime.base import RuntimeFailure
+from golem_local.runtime.base import OfferTemplate, RuntimeFailure
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
+from golem_local.runtime.launch import SandboxHost, SandboxLimits
 from golem_local.runtime.vm import VmRuntime
 from golem_local.transfer import FileTransfer
 from golem_shared.errors import LocalNodeError
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+_said: set[str] = set()  # what the nodes of this process have said about their sandboxes: each thing once
 
 _SHUTDOWN_TIMEOUT = 0.5  # seconds open requests (long-polls) get to finish when the node stops
 TASK_PACKAGE = "golem.srv.comp.task_package"
@@ -116,6 +119,16 @@ class LocalNode:
         )
         provider_ids = {spec.name: ids.node_id(f"provider/{spec.name}") for spec in self.config.providers}
         self._specs = {provider_ids[spec.name]: spec for spec in self.config.providers}
+        self._limits = {
+            node_id: SandboxLimits.from_offer(
+                mem_gib=spec.mem_gib,
+                cpu_threads=spec.cpu_threads,
+                storage_gib=spec.storage_gib,
+                processes=spec.max_processes,
+            )
+            for node_id, spec in self._specs.items()
+        }
+        self.sandbox_host: SandboxHost | None = None
         self.work_dir: Path | None = None
         self.registry = ImageRegistry(self.config.image_registry)
         self.image_cache: ImageCache | None = None
@@ -176,18 +189,25 @@ class LocalNode:
         spec = self._specs.get(agreement.provider_id)
         env = spec.env if spec is not None else {}
         work_dir = self.work_dir / activity_id
+        sandbox = functools.partial(
+            VmRuntime,
+            work_dir=work_dir,
+            bwrap=self.config.bwrap,
+            env=env,
+            host=self.sandbox_host,
+            limits=self._limits.get(agreement.provider_id),
+        )
         package = agreement.demand.properties.get(TASK_PACKAGE)
         if package is None:
-            return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env)
+            return sandbox(DEFAULT_IMAGE)
         try:
             digest, url = parse_task_package(package)
         except ValueError as exc:
             return UnavailableRuntime(f"{TASK_PACKAGE}: {exc}")
         given = self.config.images.get(digest)
         if given is not None:
-            return VmRuntime(given, work_dir, bwrap=self.config.bwrap, env=env)
-        load = functools.partial(self._load_image, digest, url)
-        return VmRuntime(DEFAULT_IMAGE, work_dir, bwrap=self.config.bwrap, env=env, load_image=load)
+            return sandbox(given)
+        return sandbox(DEFAULT_IMAGE, load_image=functools.partial(self._load_image, digest, url))
 
     async def _load_image(self, digest: str, url: str) -> Image:
         """The image of a task package, from the node's cache (downloaded there once); for ``VmRuntime.deploy``."""
@@ -210,14 +230,21 @@ class LocalNode:
         self.image_cache = ImageCache(self.work_dir / "images")
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
-            probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap)
+            host = self.sandbox_host = SandboxHost.detect()
+            if host.root:
+                self.work_dir.chmod(0o711)  # each sandbox's uid may pass to its own activity's directory
+            probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap, host=host)
             if self.config.activity_runtime == "vm":
                 await probe.self_test()
+                self._say(host)
         except BaseException:
             await self._remove_work_dir()
             raise
         for provider in self.providers:
-            provider.runtime_offer = probe.offer()
+            properties = dict(probe.offer().properties)
+            if self.config.activity_runtime == "vm":
+                properties.update(host.offer_properties(self._limits[provider.node_id]))
+            provider.runtime_offer = OfferTemplate(properties=properties, constraints=probe.offer().constraints)
         # handler_cancellation: a request whose client went away is cancelled, as the daemon drops it, so that
         # abandoned long-polls do not hold the node open when it stops.
         runner = web.AppRunner(
@@ -244,12 +271,24 @@ class LocalNode:
             raise
         _log.debug("local Golem node at %s with %d providers", self.url, len(self.providers))
 
+    def _say(self, host: SandboxHost) -> None:
+        """Say once per process who the sandboxes run as and what the machine cannot enforce."""
+        for line in host.report(list(self._limits.values())):
+            if line not in _said:
+                _said.add(line)
+                warn = line.startswith("the local node runs as root") or "not enforced" in line
+                level = logging.WARNING if warn else logging.INFO
+                _log.log(level, "local node: %s", line)
+
     async def aclose(self) -> None:
         """Stop the providers and the activities, then close the server. Calling it twice is harmless."""
         self._started = True  # a stopped node never starts (again)
         for provider in self.providers:
             await provider.aclose()
         await self.activities.aclose()
+        host, self.sandbox_host = self.sandbox_host, None
+        if host is not None:
+            host.close()
         cache, self.image_cache = self.image_cache, None
         if cache is not None:
             await cache.aclose()

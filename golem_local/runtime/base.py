@@ -6,6 +6,7 @@ The exe-unit (:mod:`golem_local.activity`) owns one runtime per activity and cal
     deploy(settings) -> Deployment      once, on the ExeScript ``deploy`` command
     start(args)                         once, on ``start``; the runtime's environment is up afterwards
     run_command(process, sink) -> int   any number of times, concurrently allowed; returns the exit code
+    exit_note() -> str | None           right after run_command: a limit that ended the command, if one did
     kill_command(...)                   by cancelling the ``run_command`` call
     stop()                              once, when the activity is destroyed (idempotent; also before deploy)
 
@@ -119,7 +120,15 @@ class Runtime(Protocol):
         ...
 
     def cpu_seconds(self) -> float:
-        """CPU seconds used so far by every process the activity started (0.0 before start)."""
+        """CPU seconds used so far by every process the activity started (0.0 before start).
+
+        Measured where nothing the activity runs can change it; always a finite number of 0 or more.
+        """
+        ...
+
+    def exit_note(self) -> str | None:
+        """Why the command :meth:`run_command` last returned for ended, when a limit of the activity explains
+        it (``killed: memory limit 512 MiB …``); ``None`` otherwise. The exe-unit adds it to the result."""
         ...
 
     def container_path(self, path: str) -> Path:

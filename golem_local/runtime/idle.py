@@ -48,6 +48,10 @@ class IdleRuntime:
         """Always 0.0."""
         return 0.0
 
+    def exit_note(self) -> str | None:
+        """Nothing is ever limited."""
+        return None
+
     def container_path(self, path: str) -> Path:
         """Refuse: there are no volumes."""
         raise RuntimeFailure(f"{path} is not in a volume: this activity's runtime has no volumes")

@@ -149,6 +149,10 @@ class SandboxLayout:
     image_writable: bool = False
     image_as_root: bool = False
     python: PythonLayout | None = None
+    # Hardening (golem_local.runtime.launch): the size of /tmp and of /dev/shm each (None: unsized), and
+    # --disable-userns (no user namespaces inside, so no second uid map to play with).
+    tmp_bytes: int | None = None
+    disable_userns: bool = False
 
 
 def _under(path: str, parent: str) -> bool:
@@ -248,6 +252,8 @@ def _assemble(layout: SandboxLayout) -> _Builder:
         layout.hostname,
         "--clearenv",
     ]
+    if layout.disable_userns:
+        builder.args.append("--disable-userns")
     fixed: list[str] = []
     for name in SYSTEM_DIRS:
         host = Path("/", name)
@@ -260,8 +266,10 @@ def _assemble(layout: SandboxLayout) -> _Builder:
         fixed.append(f"/{name}")
     builder.mount("--proc", "/proc")
     builder.mount("--dev", "/dev")
-    builder.mount("--tmpfs", "/dev/shm")
-    builder.mount("--tmpfs", "/tmp")
+    for tmpfs in ("/dev/shm", "/tmp"):
+        if layout.tmp_bytes is not None:
+            builder.args += ["--size", str(layout.tmp_bytes)]
+        builder.mount("--tmpfs", tmpfs)
     fixed += ["/proc", "/dev", "/tmp"]
     if layout.python is not None:
         _python(builder, layout.python)

@@ -1,0 +1,186 @@
+"""Attacks on the local sandbox, from inside an activity's commands and from a raw REST client (issue 14).
+
+Each test is one finding of the issue, done as an attacker would: a command run through the activity API
+(or a daemon it left behind) tries to break out, forge what it is billed, exceed its offer, or swamp the
+node with output. Each failed on the code before the issue was fixed. Tests that need root (the uid
+drop) or control groups skip, saying so, where those are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from golem_local.config import LocalNetworkConfig, ProviderSpec
+from golem_local.node import LocalNode
+from golem_local.runtime.cgroups import detect_cgroups
+from tests.integration.agreements import ACTIVITY, call, new_activity
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the uid drop happens only when the node runs as root; run the suite as root"
+)
+needs_cgroups = pytest.mark.skipif(
+    not hasattr(detect_cgroups(), "version"),
+    reason=f"no control groups for the node here: {detect_cgroups()}",
+)
+
+DEPLOY_START: list[dict[str, Any]] = [{"deploy": {}}, {"start": {}}]
+AT_END: dict[str, Any] = {"atEnd": {}}
+
+
+def sh(script: str) -> dict[str, Any]:
+    """``/bin/sh -c script``, both outputs kept for the result."""
+    return {"run": {"entry_point": "/bin/sh", "args": ["-c", script], "capture": {"stdout": AT_END, "stderr": AT_END}}}
+
+
+def python(code: str) -> dict[str, Any]:
+    """``python3 -c code``, both outputs kept for the result."""
+    return {"run": {"entry_point": "python3", "args": ["-c", code], "capture": {"stdout": AT_END, "stderr": AT_END}}}
+
+
+def strict_json(text: str) -> Any:
+    """Parse ``text`` as JSON proper: ``NaN``/``Infinity`` are not JSON and fail the test."""
+
+    def refuse(constant: str) -> Any:
+        raise AssertionError(f"the node sent {constant}, which is not JSON: {text[:200]}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+class Exe:
+    """One activity of the node, driven over plain HTTP as a requestor (or an attacker) would."""
+
+    def __init__(self, http: aiohttp.ClientSession, activity_id: str) -> None:
+        self.http = http
+        self.activity_id = activity_id
+        self.path = f"{ACTIVITY}/activity/{activity_id}"
+
+    async def run(self, commands: list[dict[str, Any]], *, timeout: float = 60) -> list[dict[str, Any]]:
+        """Exec ``commands`` and return every result once the batch has finished (bounded by ``timeout``)."""
+        status, batch_id = await call(self.http, "POST", f"{self.path}/exec", {"text": json.dumps(commands)})
+        assert status == 200, batch_id
+        status, results = await call(
+            self.http, "GET", f"{self.path}/exec/{batch_id}", commandIndex=len(commands) - 1, timeout=timeout
+        )
+        assert status == 200, results
+        return list(results)
+
+    async def get_text(self, what: str) -> str:
+        async with self.http.get(f"{self.path}/{what}") as response:
+            assert response.status == 200, await response.text()
+            return await response.text()
+
+
+@pytest.fixture
+async def local_node() -> AsyncIterator[LocalNode]:
+    """One provider with a small offer (1 thread, 512 MiB, 1 GiB of storage, 64 processes), hourly debit notes."""
+    spec = ProviderSpec(
+        name="small", cpu_threads=1, mem_gib=0.5, storage_gib=1.0, max_processes=64, debit_note_interval_sec=3600
+    )
+    async with LocalNode(LocalNetworkConfig(providers=(spec,))) as node:
+        yield node
+
+
+@pytest.fixture
+async def exe(local_node: LocalNode, http: aiohttp.ClientSession) -> Exe:
+    """A started activity on the small provider."""
+    activity = Exe(http, await new_activity(http, local_node))
+    results = await activity.run(DEPLOY_START)
+    assert [r["result"] for r in results] == ["Ok", "Ok"], results
+    return activity
+
+
+# -- finding 3: the sandbox's root is not the host's root -----------------------------------------------------------
+
+ROOT_PROBE = r"""
+import json, os, subprocess
+out = {}
+for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/hostname"):
+    try:
+        os.close(os.open(path, os.O_WRONLY))  # opened for writing is enough: nothing is written
+        out[path] = "writable"
+    except OSError as exc:
+        out[path] = exc.strerror
+nested = subprocess.run(["unshare", "-U", "true"], capture_output=True, text=True)
+out["nested user namespace"] = "created" if nested.returncode == 0 else "refused"
+out["CapEff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+open("/golem/work/mine", "w").write("x")
+print(json.dumps(out))
+"""
+
+
+@needs_root
+async def test_sandbox_root_is_not_host_root(exe: Exe, local_node: LocalNode) -> None:
+    [result] = await exe.run([python(ROOT_PROBE)])
+    assert result["result"] == "Ok", result
+    seen = json.loads(result["stdout"])
+    for sysctl in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/hostname"):
+        assert seen[sysctl] != "writable", f"a command can write the host's global {sysctl}"
+    assert seen["nested user namespace"] == "refused"
+    assert seen["CapEff"] == "0000000000000000"
+    runtime = local_node.activities.get(exe.activity_id).runtime
+    written = os.stat(runtime.container_path("/golem/work/mine"))  # type: ignore[attr-defined]
+    assert written.st_uid != 0, "what the sandbox writes belongs to the host's root"
+    assert written.st_uid == runtime.identity.uid  # type: ignore[attr-defined]
+
+
+# -- finding 4: billing cannot be forged from inside -------------------------------------------------------------
+
+CHANNEL_ATTACK = r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+lines = [b'{"ev":"usage","id":%d,"cpu":1e9}\n' % i for i in range(1, 200)]
+lines += [b'{"ev":"usage","id":%d,"cpu":Infinity}\n' % i for i in range(200, 400)]
+lines += [b'{"ev":"exit","id":%d,"code":0}\n' % i for i in range(1, 50)]
+out = {}
+for n in (0, 1, 2):
+    try:
+        fd = os.open("/proc/1/fd/%d" % n, os.O_WRONLY)
+        for line in lines:
+            os.write(fd, line)
+        os.close(fd)
+        out["write /proc/1/fd/%d" % n] = "done"
+    except OSError as exc:
+        out["write /proc/1/fd/%d" % n] = "refused: " + exc.strerror
+pidfd = libc.syscall(434, 1, 0)
+stolen = libc.syscall(438, pidfd, 1, 0) if pidfd >= 0 else -1
+if stolen >= 0:
+    for line in lines:
+        os.write(stolen, line)
+out["pidfd_getfd"] = "done" if stolen >= 0 else "refused: " + os.strerror(ctypes.get_errno())
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+seized = libc.ptrace(0x4206, 1, None, None)
+out["ptrace"] = "done" if seized == 0 else "refused: " + os.strerror(ctypes.get_errno())
+if seized == 0:
+    libc.ptrace(17, 1, None, None)
+print(json.dumps(out))
+"""
+
+
+async def test_a_command_cannot_forge_its_usage_or_break_the_json(exe: Exe, local_node: LocalNode) -> None:
+    [attack, after] = await exe.run([python(CHANNEL_ATTACK), sh("echo still here")])
+    assert attack["result"] == "Ok", attack
+    assert after["stdout"] == "still here\n", "the agent no longer answers after the attack"
+    assert attack["stdout"] is not None, f"the attack's own result was forged: {attack}"
+    tried = json.loads(attack["stdout"])
+    assert all(outcome.startswith("refused") for outcome in tried.values()), tried
+
+    usage = strict_json(await exe.get_text("usage"))
+    _duration, cpu = usage["currentUsage"]
+    assert 0 <= cpu < 30, f"the activity is billed {cpu} CPU seconds for a few commands"
+    status, _ = await call(exe.http, "DELETE", exe.path)
+    assert status == 200
+    notes = [note for note in local_node.ledger.debit_notes() if note.activity_id == exe.activity_id]
+    assert notes, "no last debit note"
+    assert all(note.total_amount_due.is_finite() and note.total_amount_due < Decimal(1) for note in notes), notes
