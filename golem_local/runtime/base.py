@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from attrs import field, frozen
+
+if TYPE_CHECKING:
+    from golem_local.safefs import VolumeFiles
 
 __all__ = [
     "DeploySettings",
@@ -132,9 +135,17 @@ class Runtime(Protocol):
         ...
 
     def container_path(self, path: str) -> Path:
-        """The host path of ``path`` inside the runtime, for file transfer.
+        """The host path of ``path`` inside the runtime (for tests and diagnostics).
 
         Only paths inside a volume are reachable; others raise :class:`RuntimeFailure` naming the volumes.
+        File operations on the activity's behalf go through :meth:`volume_files`, never through host paths.
+        """
+        ...
+
+    def volume_files(self) -> VolumeFiles:
+        """The activity's volumes as directory descriptors, for file transfer (:mod:`golem_local.safefs`).
+
+        Raises :class:`RuntimeFailure` when there are none (before ``deploy``, or a runtime without volumes).
         """
         ...
 

@@ -92,6 +92,7 @@ from golem_local.runtime.sandbox import (
     check_bubblewrap,
     describe_exit,
 )
+from golem_local.safefs import VolumeFiles
 from golem_shared.errors import SandboxUnavailableError
 from golem_shared.tasks import TaskSet
 
@@ -215,6 +216,7 @@ class VmRuntime:
         self.host = host if host is not None else default_sandbox_host()
         self.limits = limits if limits is not None else SandboxLimits()
         self.identity: SandboxIdentity | None = None
+        self._files: VolumeFiles | None = None
         self._sandbox_id = f"{self.work_dir.name[:40]}-{secrets.token_hex(3)}"
         self._cgroup: SandboxCgroup | None = None
         self._meter: ProcMeter | None = None
@@ -267,6 +269,11 @@ class VmRuntime:
         except OSError as exc:
             raise RuntimeFailure(f"cannot create the volume directories under {str(self.work_dir)!r}: {exc}") from exc
         await asyncio.to_thread(self._prepare_files)
+        owner = self.identity.owner if self.identity is not None else None
+        try:
+            self._files = VolumeFiles({volume.path: volume.host_path for volume in volumes}, owner=owner)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot open the volume directories under {str(self.work_dir)!r}: {exc}") from exc
         self._volumes = volumes
         self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
         self._hostname = hostname
@@ -445,6 +452,9 @@ class VmRuntime:
 
     async def _release_resources(self) -> None:
         """The last reading, then the control group and the uid go back (every process of the sandbox is gone)."""
+        files, self._files = self._files, None
+        if files is not None:
+            files.close()
         cgroup, self._cgroup = self._cgroup, None
         if cgroup is not None:
             with contextlib.suppress(OSError, RuntimeFailure):
@@ -555,8 +565,18 @@ class VmRuntime:
 
     # -- files, offers, self-test ------------------------------------------------------------------------------
 
+    def volume_files(self) -> VolumeFiles:
+        """The volumes as descriptors opened at :meth:`deploy` (closed at :meth:`stop`): what file transfer uses."""
+        if self._files is None:
+            raise RuntimeFailure(self._not_running("files cannot go to or from the activity"))
+        return self._files
+
     def container_path(self, path: str) -> Path:
-        """The host path of ``path``, which must be inside a volume; ``..`` and symbolic links may not leave it."""
+        """The host path of ``path``, which must be inside a volume; ``..`` and symbolic links may not leave it.
+
+        For tests and diagnostics: the path may change under a running sandbox; file operations on the
+        activity's behalf go through :meth:`volume_files`.
+        """
         names = ", ".join(volume.path for volume in self._volumes) or "none yet: deploy first"
         try:
             normal = check_sandbox_path(path, "path")

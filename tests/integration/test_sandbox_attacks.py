@@ -8,11 +8,13 @@ drop) or control groups skip, saying so, where those are missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +23,9 @@ import pytest
 from golem_local.config import LocalNetworkConfig, ProviderSpec
 from golem_local.node import LocalNode
 from golem_local.runtime.cgroups import detect_cgroups
+from golem_shared.gftp import decode_request, encode_response, gftp_url
 from tests.integration.agreements import ACTIVITY, call, new_activity
+from tests.integration.test_local_gsb import GftpPeer
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
@@ -184,3 +188,108 @@ async def test_a_command_cannot_forge_its_usage_or_break_the_json(exe: Exe, loca
     notes = [note for note in local_node.ledger.debit_notes() if note.activity_id == exe.activity_id]
     assert notes, "no last debit note"
     assert all(note.total_amount_due.is_finite() and note.total_amount_due < Decimal(1) for note in notes), notes
+
+
+# -- findings 1 and 2: transfers stay in the sandbox's view -------------------------------------------------------
+
+
+def transfer(source: str, destination: str) -> dict[str, Any]:
+    return {"transfer": {"from": source, "to": destination}}
+
+
+async def test_a_copy_between_volumes_does_not_follow_links_out(
+    exe: Exe, local_node: LocalNode, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the host's secret\n")
+    plant = f"mkdir -p /golem/output/dir && echo mine > /golem/output/dir/own && ln -s {secret} /golem/output/dir/leak"
+    results = await exe.run(
+        [
+            sh(plant),
+            transfer("container:/golem/output/dir", "container:/golem/input/copy"),
+            sh("cat /golem/input/copy/own; cat /golem/input/copy/leak 2>&1; true"),
+        ]
+    )
+    assert [r["result"] for r in results] == ["Ok"] * 3, results
+    assert "secret" not in results[2]["stdout"], "the copy followed a link to a file of the host"
+    assert results[2]["stdout"].startswith("mine\n")
+    runtime = local_node.activities.get(exe.activity_id).runtime
+    assert runtime.container_path("/golem/input/copy").is_dir()
+    assert (runtime.container_path("/golem/input") / "copy" / "leak").is_symlink(), "a link is copied as a link"
+
+    [single] = await exe.run([transfer("container:/golem/output/dir/leak", "container:/golem/input/leak")])
+    assert single["result"] == "Error"
+    assert "refused" in single["message"], single["message"]
+    async with GftpPeer(http, "out", ["UploadChunk", "UploadFinished"]) as sink:
+        [upload] = await exe.run(
+            [transfer("container:/golem/output/dir/leak", gftp_url(local_node.requestor_id, "out"))]
+        )
+    assert upload["result"] == "Error", upload
+    assert sink.received() == b""
+
+
+def _cue(volume: Path) -> str:
+    """Give the daemon its cue and return what it answers (blocking FIFO I/O: run in a thread)."""
+    with open(volume / "cue", "w") as cue:
+        cue.write("go\n")
+    with open(volume / "done") as done:
+        return done.read()
+
+
+class HeldPeer(GftpPeer):
+    """A requestor's gftp service that holds its answer to ``GetMetadata`` until :attr:`release` is set."""
+
+    def __init__(self, http: aiohttp.ClientSession, file_id: str, data: bytes) -> None:
+        super().__init__(http, file_id, ["GetMetadata", "GetChunk"], data)
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _serve(self) -> None:
+        assert self.socket is not None
+        async for message in self.socket:
+            request = decode_request(message.data)
+            if request.component == "GetMetadata":
+                self.asked.set()
+                await asyncio.wait_for(self.release.wait(), 20)
+            answer = self._answer(request.id, request.component, request.payload)
+            await self.socket.send_bytes(encode_response(answer))
+
+
+async def test_a_daemon_swapping_a_directory_for_a_link_mid_transfer_reaches_no_host_file(
+    exe: Exe, local_node: LocalNode, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    # The daemon waits for its cue, swaps /golem/input/dir for a link to a host directory, and says so, both
+    # over FIFOs in the volume. (The cue makes the attacker's timing deterministic: it comes after the provider
+    # checked the path and before it opens the file, while the transfer waits for the requestor's answer.)
+    swap = (
+        "mkdir -p /golem/input/dir && mkfifo /golem/input/cue /golem/input/done && "
+        "(read _ < /golem/input/cue; mv /golem/input/dir /golem/input/old; "
+        f"ln -s {victim} /golem/input/dir; echo swapped > /golem/input/done) > /dev/null 2>&1 &"
+    )
+    [started] = await exe.run([sh(swap)])
+    assert started["result"] == "Ok", started
+    runtime = local_node.activities.get(exe.activity_id).runtime
+    volume = runtime.container_path("/golem/input")
+    async with HeldPeer(http, "payload", b"written by the provider\n") as peer:
+        status, batch_id = await call(
+            http,
+            "POST",
+            f"{exe.path}/exec",
+            {
+                "text": json.dumps(
+                    [transfer(gftp_url(local_node.requestor_id, "payload"), "container:/golem/input/dir/x")]
+                )
+            },
+        )
+        assert status == 200, batch_id
+        await asyncio.wait_for(peer.asked.wait(), 20)  # the provider has checked the path: now the swap
+        said = await asyncio.wait_for(asyncio.to_thread(_cue, volume), 20)
+        assert said == "swapped\n"
+        peer.release.set()
+        status, results = await call(http, "GET", f"{exe.path}/exec/{batch_id}", commandIndex=0, timeout=20)
+    assert status == 200, results
+    assert list(victim.iterdir()) == [], "the provider wrote into a host directory through the sandbox's link"
+    assert results[0]["result"] == "Error", results[0]
+    assert "refused" in results[0]["message"], results[0]["message"]
