@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -62,6 +63,7 @@ from golem_local.runtime.base import OfferTemplate, RuntimeFailure
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
 from golem_local.runtime.launch import SandboxHost, SandboxLimits
+from golem_local.runtime.storage import NODE_DIR_PREFIX, sweep_stale
 from golem_local.runtime.vm import VmRuntime
 from golem_local.transfer import FileTransfer
 from golem_shared.errors import LocalNodeError
@@ -226,11 +228,13 @@ class LocalNode:
         if self._started:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
-        self.work_dir = Path(tempfile.mkdtemp(prefix="golem-local-node-"))
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"{NODE_DIR_PREFIX}{os.getpid()}-"))
         self.image_cache = ImageCache(self.work_dir / "images")
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
             host = self.sandbox_host = SandboxHost.detect()
+            if host.storage_quota:
+                await asyncio.to_thread(sweep_stale)
             if host.root:
                 self.work_dir.chmod(0o711)  # each sandbox's uid may pass to its own activity's directory
             probe = VmRuntime(DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap, host=host)

@@ -92,6 +92,7 @@ from golem_local.runtime.sandbox import (
     check_bubblewrap,
     describe_exit,
 )
+from golem_local.runtime.storage import make_storage, remove_storage, storage_full
 from golem_local.safefs import VolumeFiles
 from golem_shared.errors import SandboxUnavailableError
 from golem_shared.tasks import TaskSet
@@ -217,6 +218,7 @@ class VmRuntime:
         self.limits = limits if limits is not None else SandboxLimits()
         self.identity: SandboxIdentity | None = None
         self._files: VolumeFiles | None = None
+        self._storage = False  # whether an ext4 file system of the storage limit is mounted over work_dir
         self._sandbox_id = f"{self.work_dir.name[:40]}-{secrets.token_hex(3)}"
         self._cgroup: SandboxCgroup | None = None
         self._meter: ProcMeter | None = None
@@ -264,6 +266,10 @@ class VmRuntime:
             )
         volumes = tuple(Volume(path, self.work_dir / "volumes" / path.lstrip("/")) for path in paths)
         self.identity = self.host.identity()
+        if self.host.storage_quota and self.limits.storage_bytes is not None:
+            gid = self.identity.gid if self.identity is not None else 0
+            await make_storage(self.work_dir, self.limits.storage_bytes, gid)
+            self._storage = True
         try:
             await asyncio.to_thread(self._make_directories, volumes)
         except OSError as exc:
@@ -420,6 +426,8 @@ class VmRuntime:
             # Shielded: cancelling this call must not cancel the future the agent's answer resolves.
             code = await asyncio.shield(result)
             self._exit_note = self._limit_note(before, self._cgroup_usage(), code)
+            if self._exit_note is None and code != 0 and self._storage and storage_full(self.work_dir):
+                self._exit_note = self._storage_note()
             return code
         except asyncio.CancelledError:
             await self._kill(command_id, result)
@@ -463,6 +471,12 @@ class VmRuntime:
         identity, self.identity = self.identity, None
         if identity is not None:
             identity.release()
+        if self._storage:
+            self._storage = False
+            try:
+                await remove_storage(self.work_dir)
+            except RuntimeFailure as exc:
+                _log.error("vm runtime: cannot unmount the activity's storage: %s", exc)
         await asyncio.to_thread(shutil.rmtree, self.host.stage_dir(self._sandbox_id), True)
 
     async def wait_ended(self) -> str:
@@ -543,6 +557,13 @@ class VmRuntime:
             _log.error("vm sandbox %s: %s", self.sandbox_pid, exc)
         if usage.memory_peak_bytes is not None and usage.memory_peak_bytes >= 0:
             self.memory_peak_bytes = max(self.memory_peak_bytes or 0, usage.memory_peak_bytes)
+
+    def _storage_note(self) -> str:
+        size = self.limits.storage_bytes or 0
+        return (
+            f"storage limit {size / MIB:g} MiB reached: the activity's volumes and its copy of the image are "
+            "full (the offer's golem.inf.storage.gib)"
+        )
 
     def _limit_note(self, before: CgroupUsage | None, after: CgroupUsage | None, code: int) -> str | None:
         """What a limit did to the sandbox while a command ran (see :meth:`exit_note`)."""

@@ -293,3 +293,90 @@ async def test_a_daemon_swapping_a_directory_for_a_link_mid_transfer_reaches_no_
     assert list(victim.iterdir()) == [], "the provider wrote into a host directory through the sandbox's link"
     assert results[0]["result"] == "Error", results[0]
     assert "refused" in results[0]["message"], results[0]["message"]
+
+
+# -- finding 5: the offer's limits are enforced ------------------------------------------------------------------
+
+FORKER = r"""
+import os, sys
+read, write = os.pipe()
+children = []
+try:
+    for _ in range(300):
+        pid = os.fork()
+        if pid == 0:
+            os.close(write)
+            os.read(read, 1)  # until the parent closes the pipe
+            os._exit(0)
+        children.append(pid)
+except OSError as exc:
+    print("forked", len(children), "then", exc.strerror)
+os.close(write)
+for pid in children:
+    os.waitpid(pid, 0)
+sys.exit(1 if len(children) < 300 else 0)
+"""
+
+
+@needs_cgroups
+async def test_memory_over_the_offer_ends_the_command_not_the_activity(exe: Exe, local_node: LocalNode) -> None:
+    [hog] = await exe.run([python("x = bytearray(1536 << 20)  # 1.5 GiB on an offer of 0.5")])
+    assert hog["result"] == "Error", hog
+    assert "killed: memory limit 512 MiB" in hog["message"], hog["message"]
+    [alive] = await exe.run([sh("echo alive")])
+    assert alive["stdout"] == "alive\n", "the activity did not survive one of its commands hitting the limit"
+    runtime = local_node.activities.get(exe.activity_id).runtime
+    peak = runtime.memory_peak_bytes  # type: ignore[attr-defined]
+    assert peak is not None
+    assert peak <= 512 << 20
+
+
+async def test_processes_over_the_offer_are_refused(exe: Exe) -> None:
+    [forker] = await exe.run([python(FORKER)])
+    assert forker["result"] == "Error", forker
+    forked = int(forker["stdout"].split()[1])
+    assert forked < 64, f"{forked} processes on an offer of 64"
+    if hasattr(detect_cgroups(), "version"):
+        assert "process limit 64 reached" in forker["message"], forker["message"]
+    [alive] = await exe.run([sh("echo alive")])
+    assert alive["stdout"] == "alive\n"
+
+
+@needs_cgroups
+async def test_one_thread_means_one_cpu_and_a_command_cannot_widen_it(exe: Exe) -> None:
+    widen = "import os\ntry:\n    os.sched_setaffinity(0, range(os.cpu_count()))\nexcept OSError:\n    pass\n"
+    widen += "print(len(os.sched_getaffinity(0)))"
+    [nproc, widened] = await exe.run([sh("nproc"), python(widen)])
+    assert nproc["stdout"] == "1\n", f"nproc says {nproc['stdout']!r} on an offer of 1 thread"
+    assert widened["stdout"] == "1\n", "a command widened its CPUs beyond the offer"
+
+
+async def test_tmp_is_sized_and_a_volume_holds_no_more_than_the_storage(exe: Exe, local_node: LocalNode) -> None:
+    fill_tmp = "dd if=/dev/zero of=/tmp/fill bs=1M count=300 2>&1; rm -f /tmp/fill"
+    [tmp] = await exe.run([sh(fill_tmp)])
+    assert "No space left on device" in tmp["stdout"], tmp  # /tmp is a quarter of the 512 MiB
+    host = local_node.sandbox_host
+    assert host is not None
+    if not host.storage_quota:
+        pytest.skip(f"storage is not enforced here: {host.storage_note}")
+    [volume] = await exe.run([sh("dd if=/dev/zero of=/golem/work/fill bs=1M count=1200")])
+    assert volume["result"] == "Error", volume
+    assert "No space left on device" in volume["stderr"]
+    assert "storage limit 1024 MiB reached" in volume["message"], volume["message"]
+    runtime = local_node.activities.get(exe.activity_id).runtime
+    assert os.stat(runtime.container_path("/golem/work/fill")).st_size <= 1 << 30
+    [alive] = await exe.run([sh("rm /golem/work/fill && echo alive")])
+    assert alive["stdout"] == "alive\n"
+
+
+async def test_the_offer_says_which_limits_are_enforced(local_node: LocalNode) -> None:
+    [provider] = local_node.providers
+    properties = provider.offer_properties(0)
+    enforced = properties["golem.local.limits.enforced"]
+    host = local_node.sandbox_host
+    assert host is not None
+    expected = {"golem.inf.cpu.threads", "golem.inf.mem.gib"} if host.cgroups else set()
+    if host.storage_quota:
+        expected.add("golem.inf.storage.gib")
+    assert set(enforced) == expected
+    assert properties["golem.local.limits.processes"] == 64
