@@ -187,7 +187,9 @@ class LocalNetworkConfig:
     ``sse_ping_interval`` is how many seconds of silence make an activity's event stream send a ``:ping``
     comment (the daemon's 15 s). ``activity_runtime`` is what runs activities: ``"vm"`` (a bubblewrap
     sandbox each) or ``"idle"`` (nothing is spawned; every command exits 0 with no output), for measuring the
-    requestor at scale (``bench/``).
+    requestor at scale (``bench/``). ``output_limit`` is how many bytes of each output of a command the node
+    keeps for its result (its first sixteenth and its end, with a note of what was left out) and for event
+    streams that connect late; streamed output beyond it reaches whoever listens as it is written.
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -199,6 +201,7 @@ class LocalNetworkConfig:
     bwrap: str = field(default="bwrap", validator=_non_empty)
     activity_runtime: str = field(default="vm")
     sse_ping_interval: float = field(default=15.0, validator=_positive)
+    output_limit: int = field(default=1 << 20, validator=_positive_int)
 
     @activity_runtime.validator
     def _check_activity_runtime(self, _attribute: Any, runtime: str) -> None:

@@ -6,6 +6,7 @@ turns it into that body, so that no handler builds an error response by hand.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,8 @@ _log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_LARGE_BODY = 512 * 1024
+
 APP_KEY = web.AppKey("golem_api.app_key", str)
 
 
@@ -43,8 +46,10 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     Strict JSON only: a number that is not finite (``NaN``, ``Infinity``) raises ``ValueError`` instead of
     reaching a client as something that is not JSON (the error middleware answers 500 and logs it).
     """
-    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-    return web.Response(status=status, body=text, content_type="application/json")
+    data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    if len(data) > _LARGE_BODY:  # a command's results: streamed from a buffer, as aiohttp asks for large bodies
+        return web.Response(status=status, body=io.BytesIO(data), content_type="application/json")
+    return web.Response(status=status, body=data, content_type="application/json")
 
 
 def _error_response(status: int, message: str) -> web.Response:

@@ -141,6 +141,7 @@ class LocalNode:
             providers=self._specs,
             runtime_factory=self._runtime,
             transfers=FileTransfer(self.gsb, self.requestor_id),
+            output_limit=self.config.output_limit,
         )
         self.providers: tuple[LocalProvider, ...] = tuple(
             LocalProvider(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeploySettings",
     "Deployment",
+    "FlowControl",
     "OfferTemplate",
     "OutputSink",
     "RunProcess",
@@ -87,6 +88,21 @@ class OutputSink(Protocol):
 
     def __call__(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
         """Take ``data`` written by the command on ``stream``."""
+        ...
+
+
+@runtime_checkable
+class FlowControl(Protocol):
+    """What an :class:`OutputSink` may also offer: a runtime stops reading a command's output while the sink
+    is ``congested()``, until ``wait_room()`` returns (itself bounded), so a command cannot print faster than
+    the output is taken."""
+
+    def congested(self) -> bool:
+        """Whether the sink wants no more output for now."""
+        ...
+
+    async def wait_room(self) -> None:
+        """Until the sink takes output again (or its own bound passes)."""
         ...
 
 

@@ -58,6 +58,7 @@ from attrs import frozen
 from golem_local.runtime.base import (
     Deployment,
     DeploySettings,
+    FlowControl,
     OfferTemplate,
     OutputSink,
     RunProcess,
@@ -214,6 +215,7 @@ class VmRuntime:
         self._ready: asyncio.Future[None] | None = None
         self._commands: dict[int, _Running] = {}
         self._ids = itertools.count(1)
+        self._killing = asyncio.Event()
         self.host = host if host is not None else default_sandbox_host()
         self.limits = limits if limits is not None else SandboxLimits()
         self.identity: SandboxIdentity | None = None
@@ -656,6 +658,8 @@ class VmRuntime:
             raise RuntimeFailure(self._not_running(f"cannot reach the sandbox ({exc!r})")) from None
 
     async def _kill(self, command_id: int, result: asyncio.Future[int]) -> None:
+        killing, self._killing = self._killing, asyncio.Event()
+        killing.set()  # a reader waiting for a congested sink reads on, so that the agent hears the kill
         if not result.done() and self._state is _State.STARTED:
             with contextlib.suppress(RuntimeFailure):
                 await self._send({"op": "kill", "id": command_id})
@@ -679,6 +683,25 @@ class VmRuntime:
                 self._dispatch(event)
             except (ValueError, KeyError, TypeError) as exc:
                 _log.error("vm sandbox %s: unreadable agent event %r: %s", self.sandbox_pid, line[:200], exc)
+                continue
+            await self._flow_control(event)
+
+    async def _flow_control(self, event: dict[str, Any]) -> None:
+        """After a piece of output: while its sink is congested, read no more (the agent, then the command,
+        wait on their full pipes); a kill of the command ends the wait."""
+        if event.get("ev") != "out":
+            return
+        running = self._commands.get(event["id"])
+        if running is None or running.result.done() or not isinstance(running.sink, FlowControl):
+            return
+        sink = running.sink
+        if sink.congested():
+            waiting = asyncio.ensure_future(sink.wait_room())
+            killing = asyncio.ensure_future(self._killing.wait())
+            watched: set[asyncio.Future[Any]] = {waiting, killing, running.result}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            killing.cancel()
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         """Act on one agent event; every field is checked (``ValueError`` for a malformed one)."""

@@ -380,3 +380,70 @@ async def test_the_offer_says_which_limits_are_enforced(local_node: LocalNode) -
         expected.add("golem.inf.storage.gib")
     assert set(enforced) == expected
     assert properties["golem.local.limits.processes"] == 64
+
+
+# -- finding 6: output is bounded --------------------------------------------------------------------------------
+
+BIG = 48 << 20
+"""Bytes a command prints in the output tests: 48 times what the node keeps of an output."""
+PRINT_BIG = f"head -c {BIG} /dev/zero | tr '\\0' x; echo; echo done >&2"
+
+
+async def test_the_node_keeps_a_bounded_part_of_a_huge_output(exe: Exe, local_node: LocalNode) -> None:
+    streamed: dict[str, Any] = {"stream": {}}
+    command = {"run": {"entry_point": "/bin/sh", "args": ["-c", PRINT_BIG], "capture": {"stdout": streamed}}}
+    [result] = await exe.run([command])
+    assert result["result"] == "Ok", result
+    stdout = result["stdout"]
+    assert len(stdout) < (1 << 20) + 500, f"the result holds {len(stdout)} characters of a {BIG}-byte output"
+    assert "bytes of output left out here" in stdout
+    assert stdout.startswith("x" * 1000)
+    assert stdout.endswith("x\n")
+    activity = local_node.activities.get(exe.activity_id)
+    [batch] = [batch for batch in activity.batches.values() if batch.commands[0].raw == command]
+    kept = [event for _sequence, event in batch.events if "stdout" in event["kind"]]
+    assert kept == [], "the batch still keeps output for late readers after its results were fetched"
+
+    # A reader that never reads: the command waits for it a while, then goes on without it.
+    status, batch_id = await call(exe.http, "POST", f"{exe.path}/exec", {"text": json.dumps([command])})
+    assert status == 200, batch_id
+    silent = activity.batch(batch_id)
+    silent.congestion_timeout = 0.5
+    listener = silent.listen()
+    status, results = await call(exe.http, "GET", f"{exe.path}/exec/{batch_id}", commandIndex=0, timeout=60)
+    silent.unlisten(listener)
+    assert status == 200, results
+    assert results[0]["result"] == "Ok"
+    assert listener.dropped > 0, "the silent reader got everything: it should have been left behind"
+
+
+async def test_a_requestor_gets_a_bounded_result_and_the_whole_output_in_a_file(tmp_path: Path) -> None:
+    from golem_api import Golem, VmPayload
+    from golem_api._rest.client import RestClient
+    from golem_api._rest.config import ApiConfig
+    from golem_api.activity.storage import GsbStorage
+    from golem_api.activity.work_context import WorkContext
+
+    network = LocalNetworkConfig.with_providers(1, debit_note_interval_sec=3600)
+    async with Golem(budget=1.0, local_network=network, invoice_timeout=10) as golem:
+        node = golem.local_node
+        assert node is not None
+        demand = await golem.create_demand(VmPayload())
+        agreement = await demand.agreement(timeout=20)
+        activity = await agreement.create_activity()
+        async with RestClient(ApiConfig.for_node(node.url, node.app_key)) as rest, GsbStorage(rest) as storage:
+            ctx = WorkContext(activity, storage, golem.bus)
+            script = ctx.new_script(timeout=120)
+            script.deploy()
+            script.start()
+            big = script.run("/bin/sh", "-c", PRINT_BIG, stdout_file=tmp_path / "out.txt")
+            plain = script.run("/bin/sh", "-c", PRINT_BIG)
+            await ctx.run_script(script)
+            await agreement.terminate()
+    file = tmp_path / "out.txt"
+    assert file.stat().st_size == BIG + 1, "the output file does not hold the whole output"
+    for result in (await big, await plain):
+        assert result.stdout is not None
+        assert len(result.stdout) < (1 << 20) + 500
+        assert "bytes of output left out here" in result.stdout  # the node's note, kept by the requestor
+        assert result.stderr == "done\n"
