@@ -6,17 +6,18 @@
   ``cpuacct`` (needed) and ``cpu``, ``cpuset`` (used when there) controllers, found in
   ``/proc/self/mountinfo`` wherever they are mounted (also co-mounted, as ``cpu,cpuacct``). The node's
   groups go *under the node's own group* in each hierarchy (``/proc/self/cgroup``), in
-  ``<own>/golem-local-<pid>-<random>/<sandbox>``, so that the sandboxes stay inside whatever limits and
-  accounting the node itself runs under; it needs write access there (root, usually).
+  ``<own>/golem-local-<pid namespace>-<pid>-<random>/<sandbox>``, so that the sandboxes stay inside whatever
+  limits and accounting the node itself runs under; it needs write access there (root, usually). Groups of
+  nodes that were killed are removed by the next node (:meth:`CgroupHost.sweep_stale`).
 - **cgroup v2**, where the node's own group is delegated to it (``systemd-run -p Delegate=yes``, a
   container with a private cgroup namespace): the node moves itself into a leaf ``<own>/golem-local-node``,
-  enables ``memory pids cpu cpuset`` for ``<own>``'s children and makes ``<own>/golem-local-<pid>-<random>/
-  <sandbox>``. **This path was written from the kernel's documentation and could not be run here** (the test
+  enables ``memory pids cpu cpuset`` for ``<own>``'s children and makes the same groups under ``<own>``.
+  **This path was written from the kernel's documentation and could not be run here** (the test
   machine mounts v1 controllers, its v2 hierarchy has none); every write that fails says which file and why,
   and the node then falls back to what it can enforce without control groups.
 
 A :class:`SandboxCgroup` is made before the sandbox's first process runs and that process is moved in
-(:meth:`SandboxCgroup.attach`, while bubblewrap blocks it), so every process of the activity is inside it:
+(:meth:`SandboxCgroup.attach`, before it starts anything), so every process of the activity is inside it:
 
 - memory: ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes`` (v1; swap cannot stretch it),
   ``memory.max`` and ``memory.swap.max 0`` (v2). Over it the kernel's OOM killer ends a process of the
@@ -38,6 +39,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import secrets
 import signal
 import time
@@ -60,6 +62,13 @@ _NEEDED_V1 = ("memory", "pids", "cpuacct")
 _OPTIONAL_V1 = ("cpu", "cpuset")
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 _REMOVE_TIMEOUT = 5.0
+_PARENT = re.compile(r"golem-local-(\d+)-(\d+)-[0-9a-f]+")
+
+
+def _pid_namespace() -> int:
+    """The inode of this process's PID namespace: a parent group names it, so that a node sweeps only the
+    groups of nodes whose pids it can see."""
+    return os.stat("/proc/self/ns/pid").st_ino
 
 
 def _read(path: Path) -> str:
@@ -127,7 +136,7 @@ class CgroupHost:
 
     def make_parent(self) -> Path:
         """Make this node's parent group (v1: in every hierarchy) and return its name; see the module doc."""
-        name = f"golem-local-{os.getpid()}-{secrets.token_hex(3)}"
+        name = f"golem-local-{_pid_namespace()}-{os.getpid()}-{secrets.token_hex(3)}"
         made: list[Path] = []
         try:
             for directory in sorted({path for _name, path in self.own}):
@@ -147,6 +156,27 @@ class CgroupHost:
                     parent.rmdir()
             raise
         return Path(name)
+
+    def sweep_stale(self) -> list[Path]:
+        """Remove the groups left by nodes that ended without removing theirs (killed); return them."""
+        swept = []
+        for directory in sorted({path for _name, path in self.own}):
+            with contextlib.suppress(OSError):
+                for parent in directory.iterdir():
+                    match = _PARENT.fullmatch(parent.name)
+                    if match is None or int(match.group(1)) != _pid_namespace():
+                        continue  # not a node's, or a node's in another PID namespace: its pid says nothing here
+                    if os.path.exists(f"/proc/{match.group(2)}"):
+                        continue
+                    for child in parent.iterdir():
+                        if child.is_dir():
+                            SandboxCgroup(self, {"pids": child}, CgroupLimits()).remove()
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()
+                        swept.append(parent)
+        if swept:
+            _log.warning("removed %d control group(s) left by nodes that were killed: %s", len(swept), swept)
+        return swept
 
     def remove_parent(self, name: Path) -> None:
         """Remove the node's parent groups (empty once every sandbox's group is gone)."""

@@ -15,10 +15,12 @@ The pieces, in the order a sandbox meets them:
   share one. Bubblewrap maps the sandbox's uid 0 onto it: root inside owns nothing outside, cannot write the
   host's global sysctls, and gets no capabilities; ``--disable-userns`` keeps it from making user namespaces.
 - :func:`spawn` and :class:`Launch`: bubblewrap started with ``--info-fd``/``--block-fd`` (as the sandbox's
-  uid: ``subprocess``'s ``user=``/``group=``/``extra_groups=[]``), so that its first process is put into its
-  control group and onto its CPUs (``sched_setaffinity``, so ``nproc`` tells the truth) *before* it runs
-  (:meth:`Launch.release`). Host directories the sandbox's uid cannot reach (a Python under ``/root``) are
-  bound first by :mod:`~golem_local.runtime._stage`, as root, in a private mount namespace.
+  uid: through util-linux ``setpriv --reuid --regid --clear-groups``, or ``subprocess``'s ``user=``/``group=``/
+  ``extra_groups=[]`` where it is missing, which costs a fork of the whole node), so that its first process,
+  the agent, is put into its control group and onto its CPUs (``sched_setaffinity``, so ``nproc`` tells the
+  truth) before it starts anything (:meth:`Launch.release`). Host directories the sandbox's uid cannot reach
+  (a Python under ``/root``) are bound first by :mod:`~golem_local.runtime._stage`, as root, in a private
+  mount namespace.
 - :class:`ProcMeter`: where there are no control groups, CPU time and memory of the sandbox's processes read
   by the host from ``/proc`` (the processes of the sandbox's PID namespace): nothing inside can write it,
   but it sees only processes alive at a sample and what their parents collected from the ones they waited
@@ -340,6 +342,7 @@ class SandboxHost:
             return None
         try:
             if self._parent is None:
+                self.cgroups.sweep_stale()
                 self._parent = self.cgroups.make_parent()
             pinned = cpus if limits.cpu_threads is not None else None
             wanted = CgroupLimits(limits.memory_bytes, limits.processes, limits.cpu_threads, pinned)
@@ -459,10 +462,12 @@ class Launch:
         self._block_fd: int | None = block_fd
 
     async def release(self, *, timeout: float = _INFO_TIMEOUT) -> int:
-        """Read the sandbox's first process from bubblewrap, put it in its group and on its CPUs, let it run.
+        """Read the sandbox's first process from bubblewrap, let it run, put it in its group and on its CPUs.
 
-        Returns its host pid. Raises :class:`RuntimeFailure` when bubblewrap ends first or says nothing
-        within ``timeout`` seconds.
+        The move into the control group waits for the kernel (an RCU grace period, ~10 ms with cgroup v1), so
+        it is done in a thread while the agent's interpreter starts; it is over when this returns, before the
+        agent can be asked to start anything (it starts nothing of its own). Returns its host pid. Raises
+        :class:`RuntimeFailure` when bubblewrap ends first or says nothing within ``timeout`` seconds.
         """
         assert self._info_fd is not None
         assert self._block_fd is not None
@@ -478,17 +483,20 @@ class Launch:
             raise RuntimeFailure(f"bubblewrap reported {info!r}, not its child's pid") from None
         self.child_pid = child
         try:
-            if self.cgroup is not None:
-                self.cgroup.attach(child)
-            with contextlib.suppress(OSError):  # without the right to (an unusual host), nproc just says more
-                os.sched_setaffinity(child, self.cpus)
             self.pidns = os.stat(f"/proc/{child}/ns/pid").st_ino
             os.write(self._block_fd, b"x")
+            await asyncio.to_thread(self._confine, child)
         except OSError as exc:
             raise RuntimeFailure(f"cannot put the sandbox into its limits: {exc}") from exc
         finally:
             self.close()
         return child
+
+    def _confine(self, child: int) -> None:
+        if self.cgroup is not None:
+            self.cgroup.attach(child)
+        with contextlib.suppress(OSError):  # without the right to (an unusual host), nproc just says more
+            os.sched_setaffinity(child, self.cpus)
 
     async def _read_info(self, fd: int) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -566,7 +574,11 @@ async def spawn(
         argv += [str(len(staged)), *flat, "--", shutil.which(bwrap) or bwrap]
         argv += ["--info-fd", str(info_write), "--block-fd", str(block_read), *arguments, *command]
     elif identity is not None:
-        credentials = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:  # exec'd after a vfork: subprocess's user= would fork the whole node (ms per MB)
+            argv = [setpriv, f"--reuid={identity.uid}", f"--regid={identity.gid}", "--clear-groups", "--", *argv]
+        else:
+            credentials = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,

@@ -225,6 +225,7 @@ class VmRuntime:
         self._cgroup: SandboxCgroup | None = None
         self._meter: ProcMeter | None = None
         self._usage_at_start: CgroupUsage | None = None
+        self._last_usage: CgroupUsage | None = None
         self._exit_note: str | None = None
         self.memory_peak_bytes: int | None = None
         self._cpu = 0.0
@@ -422,12 +423,12 @@ class VmRuntime:
         self._commands[command_id] = _Running(process.entry_point, cwd, sink, result)
         env = {**self._environment(), **{str(key): str(value) for key, value in process.env.items()}}
         request = {"op": "run", "id": command_id, "argv": [process.entry_point, *process.args], "env": env, "cwd": cwd}
-        before = self._cgroup_usage()
+        before = self._last_usage  # the latest reading (the poller keeps it fresh): no read before each command
         try:
             await self._send(request)
             # Shielded: cancelling this call must not cancel the future the agent's answer resolves.
             code = await asyncio.shield(result)
-            self._exit_note = self._limit_note(before, self._cgroup_usage(), code)
+            self._exit_note = self._limit_note(before, self._cgroup_usage(), code) if code != 0 else None
             if self._exit_note is None and code != 0 and self._storage and storage_full(self.work_dir):
                 self._exit_note = self._storage_note()
             return code
@@ -553,6 +554,7 @@ class VmRuntime:
         return usage
 
     def _record_cgroup(self, usage: CgroupUsage) -> None:
+        self._last_usage = usage
         try:
             self._record_cpu(checked_seconds(usage.cpu_ns / 1e9, "the sandbox's control group"))
         except RuntimeFailure as exc:
