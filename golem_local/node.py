@@ -283,7 +283,7 @@ class LocalNode:
                 _said.add(line)
                 warn = line.startswith("the local node runs as root") or "not enforced" in line
                 level = logging.WARNING if warn else logging.INFO
-                _log.log(level, "local node: %s", line)
+                _log.log(level, "%s", line[0].upper() + line[1:])
 
     async def aclose(self) -> None:
         """Stop the providers and the activities, then close the server. Calling it twice is harmless."""

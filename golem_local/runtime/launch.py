@@ -296,8 +296,11 @@ class SandboxHost:
             "nobody waits for can hide their time"
         )
         lines.append(metering)
-        unenforced = sorted({f"{kind}: {how}" for one in limits for kind, how in self.enforced(one).items()})
-        lines += [f"limit {line}" for line in unenforced if "not enforced" in line]
+        kinds = sorted({f"{kind}: {how}" for one in limits for kind, how in self.enforced(one).items()})
+        enforced = [line.split(":")[0] for line in kinds if "not enforced" not in line]
+        if enforced:
+            lines.append(f"limits enforced per activity, as its offer announces: {', '.join(sorted(set(enforced)))}")
+        lines += [f"limit {line}" for line in kinds if "not enforced" in line]
         return lines
 
     def offer_properties(self, limits: SandboxLimits) -> dict[str, Any]:

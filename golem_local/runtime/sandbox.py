@@ -2,15 +2,17 @@
 
 :func:`bwrap_args` turns a :class:`SandboxLayout` into bubblewrap options. The sandbox it describes:
 
-- new user (uid 0 mapped to the provider's user), mount, PID, network, IPC, UTS and cgroup namespaces, no
-  capabilities at all, its own session; it dies with the process that started it. The command bubblewrap
-  starts is PID 1 (no bubblewrap init), so that when it exits the kernel kills everything left in the
-  sandbox before bubblewrap itself exits. The network namespace has only its own loopback: nothing on the
-  host or beyond is reachable.
+- new user (uid 0 mapped to the user bubblewrap runs as: the sandbox's own unprivileged host uid when the node
+  is root, see :mod:`~golem_local.runtime.launch`), mount, PID, network, IPC, UTS and cgroup namespaces, no
+  capabilities at all, no further user namespaces (``disable_userns``), its own session; it dies with the
+  process that started it. The command bubblewrap starts is PID 1 (no bubblewrap init), so that when it exits
+  the kernel kills everything left in the sandbox before bubblewrap itself exits. The network namespace has
+  only its own loopback: nothing on the host or beyond is reachable.
 - the host's system directories read-only: ``/usr`` and ``/bin``, ``/lib*``, ``/sbin`` as they are on the host
   (symbolic links or directories), and a few files of ``/etc`` that programs need to run
   (:data:`ETC_ENTRIES`; not ``/etc/ssl/private``). Nothing of any home directory, nothing else of the host.
-- a private ``/proc``, a minimal ``/dev`` (read-only, but with a private ``/dev/shm``), a private ``/tmp``.
+- a private ``/proc``, a minimal ``/dev`` (read-only, but with a private ``/dev/shm``), a private ``/tmp``; both
+  tmpfs of ``tmp_bytes`` each when the layout says so (their files are memory).
 - the image's files read-only, where the image puts them. A directory of the image that holds a mount point
   (``/golem`` when the volumes are ``/golem/in``…, ``/etc``) is recreated and its entries bound one by one, so
   image files and volumes can share a parent. The host's system paths win over the image's, and a volume
