@@ -424,6 +424,7 @@ class VmRuntime:
         env = {**self._environment(), **{str(key): str(value) for key, value in process.env.items()}}
         request = {"op": "run", "id": command_id, "argv": [process.entry_point, *process.args], "env": env, "cwd": cwd}
         before = self._last_usage  # the latest reading (the poller keeps it fresh): no read before each command
+        self._exit_note = None
         try:
             await self._send(request)
             # Shielded: cancelling this call must not cancel the future the agent's answer resolves.

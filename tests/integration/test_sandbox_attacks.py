@@ -293,6 +293,12 @@ async def test_a_daemon_swapping_a_directory_for_a_link_mid_transfer_reaches_no_
     assert list(victim.iterdir()) == [], "the provider wrote into a host directory through the sandbox's link"
     assert results[0]["result"] == "Error", results[0]
     assert "refused" in results[0]["message"], results[0]["message"]
+    host = local_node.sandbox_host
+    if host is not None and host.storage_quota:  # the volumes are on the activity's own file system
+        [mounts] = await exe.run([sh("cat /proc/self/mountinfo")])
+        assert str(local_node.work_dir) not in mounts["stdout"], (
+            "the sandbox can read where its volumes are on the host"
+        )
 
 
 # -- finding 5: the offer's limits are enforced ------------------------------------------------------------------
