@@ -111,9 +111,11 @@ def sweep_stale() -> list[str]:
     """Unmount the activity file systems of nodes that are gone (root only); return the mount points."""
     if os.geteuid() != 0:
         return []
-    swept = []
+    swept: list[str] = []
+    points: list[str] = []
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as mounts:
         points = [line.split()[4] for line in mounts]
+    node_dirs = set()
     for point in points:
         match = _NODE_DIR.search(point + "/")
         if match is None or os.path.exists(f"/proc/{match.group(1)}"):
@@ -121,6 +123,9 @@ def sweep_stale() -> list[str]:
         result = subprocess.run(["umount", "-l", point], capture_output=True, timeout=_TIMEOUT, check=False)
         if result.returncode == 0:
             swept.append(point)
+            node_dirs.add((point + "/")[: match.end() - 1])
+    for node_dir in node_dirs:  # the gone node's directory, now that nothing is mounted in it
+        shutil.rmtree(node_dir, ignore_errors=True)
     if swept:
         _log.warning("unmounted %d activity file system(s) left by nodes that were killed: %s", len(swept), swept)
     return swept
