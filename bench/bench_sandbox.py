@@ -4,7 +4,12 @@ Prints the median time of
 
 - a ``true`` round-trip through the agent of one running sandbox (``RUNS_AGENT`` times),
 - ``true`` in a fresh bubblewrap sandbox with the same layout (``RUNS_FRESH`` times),
-- ``VmRuntime.start()`` (the sandbox and its agent up, ``RUNS_START`` times) and ``stop()``.
+- ``VmRuntime.deploy()``, ``start()`` (the sandbox and its agent up) and ``stop()``, ``RUNS_START`` times each,
+  for a sandbox without limits and for one with a default provider's offer as its limits (its own uid when
+  run as root, a control group, sized ``/tmp``, an ext4 file system of the storage size), and for one whose
+  work directory its uid cannot reach (staged binds, as root only).
+
+The work directories are under a directory others may pass (``0711``), as the local node makes its own.
 
 Run: ``.venv/bin/python bench/bench_sandbox.py`` (needs bubblewrap).
 """
@@ -12,6 +17,7 @@ Run: ``.venv/bin/python bench/bench_sandbox.py`` (needs bubblewrap).
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -19,8 +25,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
+from golem_local.config import ProviderSpec
 from golem_local.runtime.base import DeploySettings, RunProcess
 from golem_local.runtime.image import Image
+from golem_local.runtime.launch import SandboxLimits
 from golem_local.runtime.sandbox import SandboxLayout, bwrap_args, check_bubblewrap
 from golem_local.runtime.vm import VmRuntime
 
@@ -66,21 +74,39 @@ async def main() -> None:
 
         fresh_ms = await _median_ms(RUNS_FRESH, fresh)
 
-        starts, stops = [], []
-        for index in range(RUNS_START):
-            vm = VmRuntime(Image(), base / f"start-{index}")
-            await vm.deploy(DeploySettings())
-            began = time.perf_counter()
-            await vm.start([])
-            starts.append(time.perf_counter() - began)
-            began = time.perf_counter()
-            await vm.stop()
-            stops.append(time.perf_counter() - began)
+        print(f"command round-trip through the agent (true x{RUNS_AGENT}): median {agent:.2f} ms")
+        print(f"fresh bwrap sandbox per command   (true x{RUNS_FRESH}):  median {fresh_ms:.2f} ms")
+        spec = ProviderSpec(name="bench")
+        offer = SandboxLimits.from_offer(
+            mem_gib=spec.mem_gib,
+            cpu_threads=spec.cpu_threads,
+            storage_gib=spec.storage_gib,
+            processes=spec.max_processes,
+        )
+        os.chmod(base, 0o711)
+        await _lifecycle("no limits", base / "plain", SandboxLimits())
+        await _lifecycle("the offer's limits", base / "offer", offer)
+        hidden = base / "hidden"
+        os.mkdir(hidden, 0o700)
+        await _lifecycle("unreachable work dir", hidden / "staged", SandboxLimits())
 
-    print(f"command round-trip through the agent (true x{RUNS_AGENT}): median {agent:.2f} ms")
-    print(f"fresh bwrap sandbox per command   (true x{RUNS_FRESH}):  median {fresh_ms:.2f} ms")
-    print(f"sandbox start (bwrap + agent ready, x{RUNS_START}):       median {statistics.median(starts) * 1000:.2f} ms")
-    print(f"sandbox stop (last usage, exit, cleanup, x{RUNS_START}):  median {statistics.median(stops) * 1000:.2f} ms")
+
+async def _lifecycle(name: str, root: Path, limits: SandboxLimits) -> None:
+    os.mkdir(root)
+    deploys, starts, stops = [], [], []
+    for index in range(RUNS_START):
+        vm = VmRuntime(Image(), root / f"start-{index}", limits=limits)
+        began = time.perf_counter()
+        await vm.deploy(DeploySettings())
+        deploys.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        await vm.start([])
+        starts.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        await vm.stop()
+        stops.append(time.perf_counter() - began)
+    deploy, start, stop = (statistics.median(times) * 1000 for times in (deploys, starts, stops))
+    print(f"{name:<22} deploy {deploy:6.2f} ms, start {start:6.2f} ms, stop {stop:6.2f} ms (medians of {RUNS_START})")
 
 
 if __name__ == "__main__":

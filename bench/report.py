@@ -15,6 +15,8 @@ from bench.stats import Figure, Result, fmt
 __all__ = ["Machine", "plot", "render", "write_report"]
 
 RERUN = "./bench/run"
+_SANDBOX_FIGURES = Path(__file__).with_name("sandbox_figures.md")
+"""The sandbox's figures, measured by hand (``bench/bench_sandbox.py``, ``bench/bench_output.py``): kept as written."""
 
 
 class Machine(dict[str, str]):
@@ -149,8 +151,8 @@ def render(results: Sequence[Result], machine: Machine, *, took: float, images: 
         ]
         if result.key in images:
             lines += [f"![{result.title}]({images[result.key]})", ""]
+    lines += [*_SANDBOX_FIGURES.read_text().splitlines(), "## Re-running"]
     lines += [
-        "## Re-running",
         "",
         "```bash",
         f"{RERUN}                 # every benchmark, 5 runs each; rewrites this page and its plots",

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -48,6 +49,7 @@ from golem_local.batch import Batch, Outcome, run_batch
 from golem_local.clock import LoopTime, TimeSource
 from golem_local.config import ProviderSpec
 from golem_local.exescript import (
+    DEFAULT_OUTPUT_LIMIT,
     Command,
     DeployCommand,
     OutputCapture,
@@ -193,6 +195,7 @@ class ExeUnitActivity:
         time_source: TimeSource,
         activity_id: str | None = None,
         transfers: FileTransfer | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> None:
         self.activity_id = activity_id if activity_id is not None else secrets.token_hex(16)
         self.agreement_id = agreement.agreement_id
@@ -203,11 +206,13 @@ class ExeUnitActivity:
         self.overcharge = overcharge
         self.runtime = runtime
         self.transfers = transfers
+        self.output_limit = output_limit
         self.state = ExeUnitState.NEW
         self.next_state: ExeUnitState | None = None
         self.reason: str | None = None
         self.error_message: str | None = None
         self.final_usage: list[float] | None = None
+        self._last_usage: list[float] = []
         self.last_amount = Decimal(0)
         self.deployment: Deployment | None = None
         self.batches: dict[str, Batch] = {}
@@ -246,7 +251,16 @@ class ExeUnitActivity:
             DURATION_SEC: max(self._time.monotonic() - self._created, 0.0),
             CPU_SEC: self.runtime.cpu_seconds(),
         }
-        return [float(counters.get(name, 0.0)) for name in self.pricing.usage_vector]
+        usage = [float(counters.get(name, 0.0)) for name in self.pricing.usage_vector]
+        # Runtimes measure where nothing they run can write; this keeps any figure that is not a finite
+        # number of 0 or more (a broken runtime) out of every document, answer and bill all the same.
+        for index, value in enumerate(usage):
+            if not math.isfinite(value) or value < 0:
+                last = self._last_usage[index] if index < len(self._last_usage) else 0.0
+                _log.error("activity %s: the runtime reported usage %r; kept %r", self.activity_id, value, last)
+                usage[index] = last
+        self._last_usage = usage
+        return list(usage)
 
     def amount_due(self, usage: list[float]) -> Decimal:
         """The cumulative amount the provider bills for ``usage``: price model × overcharge, to 18 decimals."""
@@ -314,6 +328,7 @@ class ExeUnitActivity:
             for batch in list(self.batches.values()):
                 if not (batch is self._current and self._worker is current):  # a terminate finishes its own batch
                     batch.abort(f"the activity is {self.state.value}: {reason}")
+                batch.release()  # the results stay (bounded); the output kept for late readers goes
             self._stopped.set()
 
     async def fail(self, reason: str) -> None:
@@ -357,7 +372,7 @@ class ExeUnitActivity:
                 "create a new activity",
             )
         self._forget_old_batches()
-        batch = Batch(self.activity_id, commands)
+        batch = Batch(self.activity_id, commands, output_limit=self.output_limit)
         self.batches[batch.batch_id] = batch
         self._queue.put_nowait(batch)
         return batch
@@ -462,21 +477,45 @@ class ExeUnitActivity:
         return Outcome()
 
     async def _run_process(self, command: RunCommand, batch: Batch) -> Outcome:
-        captures = {"stdout": OutputCapture(command.capture.stdout), "stderr": OutputCapture(command.capture.stderr)}
+        captures = {
+            "stdout": OutputCapture(command.capture.stdout, limit=self.output_limit),
+            "stderr": OutputCapture(command.capture.stderr, limit=self.output_limit),
+        }
 
-        def sink(stream: Literal["stdout", "stderr"], data: bytes) -> None:
-            piece = captures[stream].write(data)
-            if piece is not None:
-                batch.command_output(command.index, stream, piece)
-
+        sink = _BatchSink(batch, command.index, captures)
         process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
         code = await self.runtime.run_command(process, sink)
+        message = _exit_message(code)
+        note = self.runtime.exit_note()
+        if message is not None and note is not None:
+            message = f"{message}: {note}"
         return Outcome(
             return_code=code,
-            message=_exit_message(code),
+            message=message,
             stdout=captures["stdout"].result(),
             stderr=captures["stderr"].result(),
         )
+
+
+class _BatchSink:
+    """A ``run``'s output: kept by its captures, streamed through its batch, which may ask it to wait
+    (:class:`~golem_local.runtime.base.FlowControl`)."""
+
+    def __init__(self, batch: Batch, index: int, captures: Mapping[str, OutputCapture]) -> None:
+        self.batch = batch
+        self.index = index
+        self.captures = captures
+
+    def __call__(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
+        piece = self.captures[stream].write(data)
+        if piece is not None:
+            self.batch.command_output(self.index, stream, piece)
+
+    def congested(self) -> bool:
+        return self.batch.congested()
+
+    async def wait_room(self) -> None:
+        await self.batch.wait_room()
 
 
 class ActivityHub:
@@ -498,8 +537,10 @@ class ActivityHub:
         time_source: TimeSource | None = None,
         runtime_factory: RuntimeFactory | None = None,
         transfers: FileTransfer | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> None:
         self._market = market
+        self._output_limit = output_limit
         self._ledger = ledger
         self._providers = dict(providers or {})
         self._time: TimeSource = time_source if time_source is not None else LoopTime()
@@ -566,6 +607,7 @@ class ActivityHub:
             time_source=self._time,
             activity_id=activity_id,
             transfers=self._transfers,
+            output_limit=self._output_limit,
         )
         self._activities[activity.activity_id] = activity
         activity.start()

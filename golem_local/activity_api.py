@@ -9,8 +9,10 @@ Commands: ``POST /activity/{id}/exec {"text"}`` answers the batch id (400 naming
 script does not parse; 410 when the activity is Terminated or Unresponsive). ``GET /activity/{id}/exec/{batch}``
 answers the finished results (``?commandIndex=&timeout=`` long-polls, 408 when the awaited command did not
 finish in time) or, with ``Accept: text/event-stream`` exactly, streams the batch's runtime events as
-server-sent events (``event: runtime``, ``data: <json>``, ``id: <n>`` counting from 0), from the batch's start,
-then live, with a ``:ping`` comment every 15 s of silence, ending after the batch's last ``finished`` event.
+server-sent events (``event: runtime``, ``data: <json>``, ``id: <n>``, the event's sequence number in the batch,
+from 0), from the batch's start (what the batch keeps of it: :mod:`golem_local.batch`), then live, with a
+``:ping`` comment every 15 s of silence, ending after the batch's last ``finished`` event. A reader that falls
+behind misses output events, never ``started`` or ``finished`` ones: the ids then jump.
 ``GET /activity/{id}/command`` lists the running commands (404 when idle).
 """
 
@@ -85,7 +87,7 @@ def _command_index(request: web.Request) -> int | None:
 
 
 def _sse_frame(event: dict[str, Any], event_id: int) -> bytes:
-    data = json.dumps(event, separators=(",", ":"))
+    data = json.dumps(event, separators=(",", ":"), allow_nan=False)
     return f"event: runtime\ndata: {data}\nid: {event_id}\n\n".encode()
 
 
@@ -141,21 +143,22 @@ class _ActivityRoutes:
 
     async def _stream(self, request: web.Request, batch: Batch) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": _EVENT_STREAM, "Cache-Control": "no-cache"})
-        await response.prepare(request)
-        sent = 0
+        listener = batch.listen()  # before the headers go out: a client that has them misses nothing
         try:
+            await response.prepare(request)
             while True:
-                events = await batch.events_from(sent, timeout=self.ping_interval)
+                events = await listener.take(timeout=self.ping_interval)
                 if not events:
-                    if batch.finished and sent >= len(batch.events):
+                    if listener.exhausted:
                         break
                     await response.write(b":ping\n\n")
                     continue
-                await response.write(b"".join(_sse_frame(event, sent + i) for i, event in enumerate(events)))
-                sent += len(events)
+                await response.write(b"".join(_sse_frame(event, sequence) for sequence, event in events))
             await response.write_eof()
         except ConnectionError:  # the reader went away: nothing more to send
             pass
+        finally:
+            batch.unlisten(listener)
         return response
 
     async def command(self, request: web.Request) -> web.Response:

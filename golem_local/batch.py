@@ -5,8 +5,17 @@ A :class:`Batch` records, as the commands run, two views of the same progress:
 * the results (``ExeScriptCommandResult``): one per finished command, in index order, the last one with
   ``isBatchFinished: true`` — after the last command, or after the first failure, which stops the batch;
 * the runtime events served as server-sent events: ``started``, ``stdout`` / ``stderr`` (stream-mode
-  captures only) and ``finished {return_code, message}``, in the order they happened, from the start of the
-  batch, so that a client that connects late still gets them all.
+  captures only) and ``finished {return_code, message}``, in the order they happened, each with its sequence
+  number (the SSE ``id``).
+
+Memory is bounded however much a command prints. Every event goes to the streams reading the batch
+(:meth:`Batch.listen`), each of which holds at most :data:`LISTENER_BUFFER` bytes of output it has not sent
+yet. When one is full, the exe-unit stops reading the command's output (:meth:`Batch.wait_room`) until it has
+room again, so a command cannot print faster than its readers read; a reader that has not made room within
+:data:`CONGESTION_TIMEOUT` seconds misses output events, and sees a gap in the ids. The batch keeps,
+for a client that connects late, every ``started`` / ``finished`` event but only the first ``output_limit``
+bytes of each command's output events, and lets even those go (:meth:`Batch.release`) once the requestor
+has fetched the batch's last result, or the activity has ended.
 
 :func:`run_batch` drives the commands through an ``execute`` callable (the activity's exe-unit) and turns
 what it returns into results and events. When the activity stops under a running batch, the activity
@@ -14,28 +23,36 @@ cancels the run and calls :meth:`Batch.abort`, which ends the running command wi
 that nobody waits for a batch that will never finish.
 
 Readers wait with a bound: :meth:`Batch.wait_results` (long-poll, 408 when a command did not finish in time)
-and :meth:`Batch.events_from` (for the event stream).
+and :meth:`Listener.take` (for the event stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from attrs import frozen
 
-from golem_local.exescript import Command
+from golem_local.exescript import DEFAULT_OUTPUT_LIMIT, Command
 from golem_local.http import HttpError
 from golem_shared.timestamps import format_timestamp, utc_now
 
 __all__ = [
+    "LISTENER_BUFFER",
     "Batch",
+    "Listener",
     "Outcome",
     "run_batch",
 ]
+
+LISTENER_BUFFER = 16 << 20
+"""Bytes of output events one event-stream reader may have pending before the command's output waits."""
+CONGESTION_TIMEOUT = 30.0
+"""Seconds the output of a command waits for a full reader before that reader misses output events."""
 
 Output = str | list[int] | None
 
@@ -65,18 +82,80 @@ def _event_timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-class Batch:
-    """The commands of one exec request, their results and their runtime events (see the module docstring)."""
+Event = tuple[int, dict[str, Any]]  # (sequence number, the event as on the wire)
 
-    def __init__(self, activity_id: str, commands: Sequence[Command]) -> None:
+
+class Listener:
+    """One reader of a batch's events: what it has not taken yet, at most :data:`LISTENER_BUFFER` bytes of
+    output (further output events are dropped for it, and counted in :attr:`dropped`)."""
+
+    def __init__(self, batch: Batch, backlog: list[Event]) -> None:
+        self.batch = batch
+        self.dropped = 0
+        self.left_behind = False  # it did not make room in time: output goes on without it (it drops)
+        self._pending: deque[Event] = deque(backlog)
+        self._bytes = 0
+        self._changed = asyncio.Event()
+
+    def offer(self, event: Event, size: int) -> None:
+        """A new event of the batch; an output event (``size`` > 0) is dropped when the buffer is full."""
+        if size and self._bytes + size > LISTENER_BUFFER:
+            self.dropped += 1
+            return
+        self._pending.append(event)
+        self._bytes += size
+        self._changed.set()
+
+    async def take(self, *, timeout: float) -> list[Event]:
+        """What came since the last take, waiting up to ``timeout`` s for something when nothing has come."""
+        if not self._pending and not self.batch.finished:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        events = list(self._pending)
+        self._pending.clear()
+        self._bytes = 0
+        self.left_behind = False
+        self.batch._drained()
+        return events
+
+    @property
+    def full(self) -> bool:
+        """Whether the reader's buffer is full."""
+        return self._bytes >= LISTENER_BUFFER
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the batch has finished and everything was taken."""
+        return self.batch.finished and not self._pending
+
+
+class Batch:
+    """The commands of one exec request, their results and their runtime events (see the module docstring).
+
+    ``output_limit`` is how many bytes of each command's output events the batch keeps for late readers.
+    """
+
+    def __init__(
+        self, activity_id: str, commands: Sequence[Command], *, output_limit: int = DEFAULT_OUTPUT_LIMIT
+    ) -> None:
         self.batch_id = secrets.token_hex(16)
         self.activity_id = activity_id
         self.commands = tuple(commands)
+        self.output_limit = output_limit
+        self.congestion_timeout = CONGESTION_TIMEOUT
         self.results: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []  # what a reader that connects now gets first (see the module docstring)
         self.running: Command | None = None
         self.finished = False
         self.finished_at: float | None = None  # the activity's monotonic time when its worker was done with it
+        self.released = False
+        self._sequence = 0
+        self._kept_output: dict[int, int] = {}
+        self._listeners: set[Listener] = set()
+        self._room = asyncio.Event()
         # Swapped for a fresh one on every change: a waiter holds the one that was current when it looked.
         self._changed = asyncio.Event()
 
@@ -87,9 +166,64 @@ class Batch:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _event(self, index: int, kind: dict[str, Any]) -> None:
-        self.events.append({"batch_id": self.batch_id, "index": index, "timestamp": _event_timestamp(), "kind": kind})
+    def _event(self, index: int, kind: dict[str, Any], size: int = 0) -> None:
+        event = (
+            self._sequence,
+            {"batch_id": self.batch_id, "index": index, "timestamp": _event_timestamp(), "kind": kind},
+        )
+        self._sequence += 1
+        if not size:
+            self.events.append(event)
+        elif not self.released and self._kept_output.get(index, 0) + size <= self.output_limit:
+            self.events.append(event)
+            self._kept_output[index] = self._kept_output.get(index, 0) + size
+        for listener in self._listeners:
+            listener.offer(event, size)
         self._notify()
+
+    def listen(self) -> Listener:
+        """A new reader of the batch's events: it gets the kept ones first, then every new one (bounded)."""
+        listener = Listener(self, list(self.events))
+        self._listeners.add(listener)
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        """The reader has gone."""
+        self._listeners.discard(listener)
+        self._drained()
+
+    def congested(self) -> bool:
+        """Whether a reader that keeps up has a full buffer (see the module docstring)."""
+        return any(listener.full and not listener.left_behind for listener in self._listeners)
+
+    async def wait_room(self, *, timeout: float | None = None) -> None:
+        """Until no reader's buffer is full, or ``timeout`` seconds: then the full readers are left behind
+        (they miss output events until they have taken what they hold)."""
+        deadline = asyncio.get_running_loop().time() + (self.congestion_timeout if timeout is None else timeout)
+        while self.congested():
+            room = self._room
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                await asyncio.wait_for(room.wait(), remaining)
+            except asyncio.TimeoutError:
+                for listener in self._listeners:
+                    listener.left_behind = listener.left_behind or listener.full
+                return
+
+    def _drained(self) -> None:
+        room, self._room = self._room, asyncio.Event()
+        room.set()
+
+    def release(self) -> None:
+        """Let the kept output events go (the batch's results have been fetched, or the activity ended)."""
+        if self.released:
+            return
+        self.released = True
+        kept = [event for event in self.events if not ({"stdout", "stderr"} & set(event[1]["kind"]))]
+        self.events = kept
+        self._kept_output.clear()
 
     # -- recording ----------------------------------------------------------------------------------------
 
@@ -100,7 +234,7 @@ class Batch:
 
     def command_output(self, index: int, stream: Literal["stdout", "stderr"], piece: str | list[int]) -> None:
         """A piece of stream-mode output of the running command."""
-        self._event(index, {stream: piece})
+        self._event(index, {stream: piece}, max(len(piece), 1))
 
     def command_finished(self, command: Command, outcome: Outcome) -> None:
         """``command`` ended: a ``finished`` event and its result; a failure or the last command ends the batch."""
@@ -176,15 +310,9 @@ class Batch:
                         "poll again",
                     )
                 break
+        if self.finished and (command_index is None or command_index == len(self.results) - 1):
+            self.release()  # the requestor has its last result: late readers get no replay of the output
         return list(self.results)
-
-    async def events_from(self, position: int, *, timeout: float) -> list[dict[str, Any]]:
-        """The events from ``position`` on, waiting up to ``timeout`` s for one when there is none yet."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.events) <= position and not self.finished:
-            if not await self._changed_within(deadline):
-                break
-        return self.events[position:]
 
 
 async def run_batch(batch: Batch, execute: Callable[[Command, Batch], Awaitable[Outcome]]) -> None:

@@ -115,7 +115,10 @@ class ProviderSpec:
     ``debit_note_interval_sec``; each must be accepted within ``debit_note_accept_timeout_sec``
     (``golem.com.payment.debit-notes.accept-timeout?``) and paid within ``payment_timeout_sec``
     (``golem.com.scheme.payu.payment-timeout-sec?``), or the provider terminates the agreement and offers again.
-    ``env`` is added to the environment of every command run in this provider's sandboxes.
+    ``env`` is added to the environment of every command run in this provider's sandboxes. ``cpu_threads``,
+    ``mem_gib`` and ``storage_gib`` are what the offer announces and, as far as the machine allows, what each
+    activity is limited to (see the local network's documentation); ``max_processes`` caps the processes and
+    threads an activity runs at once.
     """
 
     name: str = field(validator=_non_empty)
@@ -132,6 +135,7 @@ class ProviderSpec:
     subnet: str = field(default="public", validator=_non_empty)
     overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive_amount)
     env: Mapping[str, str] = field(factory=dict, converter=_to_env, validator=_env, hash=False)
+    max_processes: int = field(default=1024, validator=_positive_int)
 
     @property
     def pricing(self) -> LinearPricing:
@@ -190,7 +194,10 @@ class LocalNetworkConfig:
     sandbox each) or ``"idle"`` (nothing is spawned; every command exits 0 with no output), for measuring the
     requestor at scale (``bench/``). ``vpn`` lets the ``vm`` sandboxes join the requestor's VPNs where the
     machine allows it (root: see ``docs/local-network.md``); the providers then offer the ``vpn`` capability.
-    ``False`` keeps every sandbox off any network (the net API still answers).
+    ``False`` keeps every sandbox off any network (the net API still answers). ``output_limit`` is how many
+    bytes of each output of a command the node keeps for its result (its first sixteenth and its end, with a
+    note of what was left out) and for event streams that connect late; streamed output beyond it reaches
+    whoever listens as it is written.
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -203,6 +210,7 @@ class LocalNetworkConfig:
     activity_runtime: str = field(default="vm")
     sse_ping_interval: float = field(default=15.0, validator=_positive)
     vpn: bool = True
+    output_limit: int = field(default=1 << 20, validator=_positive_int)
 
     @activity_runtime.validator
     def _check_activity_runtime(self, _attribute: Any, runtime: str) -> None:

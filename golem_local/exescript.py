@@ -29,9 +29,11 @@ from attrs import field, frozen
 from golem_local.limits import find_nul, load_json
 from golem_local.runtime.base import DeployNetwork
 from golem_shared.errors import GolemError
+from golem_shared.output import left_out_note
 
 __all__ = [
     "COMMAND_NAMES",
+    "DEFAULT_OUTPUT_LIMIT",
     "Capture",
     "CaptureMode",
     "Command",
@@ -410,13 +412,61 @@ def _to_text(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-class OutputCapture:
-    """What one output stream of a running command keeps, and the pieces it streams (see the module docstring)."""
+DEFAULT_OUTPUT_LIMIT = 1 << 20
+"""Bytes of each output stream of a command the node keeps for its result, at most (``output_limit``)."""
 
-    def __init__(self, mode: CaptureMode | None) -> None:
+
+class _Ring:
+    """The last ``size`` bytes written, in a fixed buffer (no copying of what stays)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._buffer = bytearray(size)
+        self._length = 0
+        self._end = 0
+
+    def write(self, data: bytes) -> None:
+        if not self.size or not data:
+            return
+        if len(data) >= self.size:
+            data = data[-self.size :]
+        first = min(len(data), self.size - self._end)
+        self._buffer[self._end : self._end + first] = data[:first]
+        self._buffer[: len(data) - first] = data[first:]
+        self._end = (self._end + len(data)) % self.size
+        self._length = min(self._length + len(data), self.size)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def value(self) -> bytes:
+        start = (self._end - self._length) % self.size if self.size else 0
+        if start + self._length <= self.size:
+            return bytes(self._buffer[start : start + self._length])
+        return bytes(self._buffer[start:]) + bytes(self._buffer[: self._end])
+
+
+class OutputCapture:
+    """What one output stream of a running command keeps, and the pieces it streams (see the module docstring).
+
+    ``limit`` bounds what is kept, whatever the mode asks: when the mode would keep more, the first
+    ``limit // 16`` and the last bytes up to ``limit`` are kept, and a text result says, between them, how
+    many bytes were left out (:attr:`left_out`). Streamed pieces are not bounded by it: they go to whoever
+    listens, and the batch keeps a bounded number of them (:mod:`golem_local.batch`).
+    """
+
+    def __init__(self, mode: CaptureMode | None, *, limit: int = DEFAULT_OUTPUT_LIMIT) -> None:
         self.mode = mode
+        self.total = 0
+        head, tail = (None, 0) if mode is None else (mode.head, mode.tail or 0)
+        self._capped = head is None or head + tail > limit  # the node's limit, not the mode, decides what stays
+        if head is None or head + tail > limit:
+            head = min(head if head is not None else limit, limit // 16)
+            tail = limit - head
+        self._head_limit = head
         self._head = bytearray()
-        self._tail = bytearray()
+        self._tail = _Ring(tail)
+        self._streamed = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     @property
@@ -424,33 +474,42 @@ class OutputCapture:
         """Whether pieces of this output are sent as events."""
         return self.mode is not None and self.mode.stream
 
+    @property
+    def left_out(self) -> int:
+        """Bytes of the output the result does not hold."""
+        return self.total - len(self._head) - len(self._tail)
+
     def write(self, data: bytes) -> str | list[int] | None:
-        """Keep what the mode keeps of ``data``; return the event payload to stream, if any."""
+        """Keep what the mode (and the limit) keep of ``data``; return the event payload to stream, if any."""
         mode = self.mode
         if mode is None or not data:
             return None
-        kept = data
-        if mode.head is None:
-            self._head += data
-        else:
-            room = max(mode.head - len(self._head), 0)
-            kept = data[:room]
-            self._head += kept
-        if mode.tail:  # only what the head did not keep, so that head and tail never repeat a byte
-            self._tail += data[len(kept) :]
-            del self._tail[: max(len(self._tail) - mode.tail, 0)]
-        if not mode.stream or not kept:
+        self.total += len(data)
+        room = max(self._head_limit - len(self._head), 0)
+        self._head += data[:room]
+        self._tail.write(data[room:])  # only what the head did not keep: head and tail never repeat a byte
+        if not mode.stream:
+            return None
+        piece = data if mode.head is None else data[: max(mode.head - self._streamed, 0)]
+        self._streamed += len(piece)
+        if not piece:
             return None
         if mode.format == "bin":
-            return list(kept)
-        text = self._decoder.decode(kept)
+            return list(piece)
+        text = self._decoder.decode(piece)
         return text or None
 
     def result(self) -> str | list[int] | None:
         """The kept output as the result shows it: text, byte values, or ``None`` when nothing was kept."""
         if self.mode is None:
             return None
-        data = bytes(self._head) + bytes(self._tail)
-        if not data:
+        head, tail = bytes(self._head), self._tail.value()
+        if not head and not tail:
             return None
-        return list(data) if self.mode.format == "bin" else _to_text(data)
+        if self.mode.format == "bin":
+            return list(head + tail)
+        left_out = self.left_out
+        if left_out <= 0 or not self._capped:  # all of it, or what the mode asked for (as the daemon keeps)
+            return _to_text(head + tail)
+        note = left_out_note(left_out, len(head), len(tail))
+        return _to_text(head) + note + _to_text(tail)

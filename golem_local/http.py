@@ -12,6 +12,7 @@ cannot set headers on a WebSocket): a key in a URL ends up in logs. (The daemon 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import re
@@ -35,6 +36,8 @@ _log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_LARGE_BODY = 512 * 1024
+
 APP_KEY = web.AppKey("golem_api.app_key", str)
 QUERY_TOKEN_PATHS = re.compile(r"^/gsb-api/v1/|^/net-api/(v1|v2/vpn)/net/[^/]+/tcp/")
 """The only paths where the app key may come as ``?authToken=``: those the specs give ``app_key_param``, the GSB
@@ -51,8 +54,15 @@ class HttpError(Exception):
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    """A JSON answer; ``None`` is written as ``null``, as the daemon does."""
-    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")), content_type="application/json")
+    """A JSON answer; ``None`` is written as ``null``, as the daemon does.
+
+    Strict JSON only: a number that is not finite (``NaN``, ``Infinity``) raises ``ValueError`` instead of
+    reaching a client as something that is not JSON (the error middleware answers 500 and logs it).
+    """
+    data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    if len(data) > _LARGE_BODY:  # a command's results: streamed from a buffer, as aiohttp asks for large bodies
+        return web.Response(status=status, body=io.BytesIO(data), content_type="application/json")
+    return web.Response(status=status, body=data, content_type="application/json")
 
 
 def _error_response(status: int, message: str) -> web.Response:

@@ -19,6 +19,7 @@ Accepting a document twice answers as the first time did and charges nothing mor
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -52,6 +53,14 @@ def money(amount: Decimal) -> str:
     """An amount as the daemon writes it: plain decimal notation, no exponent, no trailing zeros."""
     text = format(amount.normalize(), "f")
     return "0" if text in ("-0", "") else text
+
+
+def _check_document(amount: Decimal, usage: list[float]) -> None:
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"a payment document cannot ask for {amount}; only finite amounts of 0 or more")
+    bad = [value for value in usage if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0)]
+    if bad:
+        raise ValueError(f"usage counters must be finite numbers of 0 or more, not {bad[0]!r}")
 
 
 def _new_id() -> str:
@@ -254,7 +263,11 @@ class Ledger:
         total_amount_due: Decimal,
         usage_counter_vector: list[float],
     ) -> DebitNoteRecord:
-        """Record a provider's debit note (cumulative per activity) and tell the requestor about it."""
+        """Record a provider's debit note (cumulative per activity) and tell the requestor about it.
+
+        ``ValueError`` when an amount or a usage counter is not finite or is negative: no document carries one.
+        """
+        _check_document(total_amount_due, usage_counter_vector)
         note = DebitNoteRecord(
             document_id=_new_id(),
             issuer_id=provider_id,
@@ -284,7 +297,9 @@ class Ledger:
         payee_addr: str,
         amount: Decimal,
     ) -> InvoiceRecord:
-        """Record a provider's invoice for an agreement and tell the requestor about it."""
+        """Record a provider's invoice for an agreement and tell the requestor about it (``ValueError`` for an
+        amount that is not finite or is negative)."""
+        _check_document(amount, [])
         invoice = InvoiceRecord(
             document_id=_new_id(),
             issuer_id=provider_id,

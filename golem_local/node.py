@@ -70,9 +70,11 @@ from golem_local.net.vpn import LocalVpn
 from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
 from golem_local.provider_port import InProcessMarket
-from golem_local.runtime.base import RuntimeFailure
+from golem_local.runtime.base import OfferTemplate, RuntimeFailure
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
+from golem_local.runtime.launch import SandboxHost, SandboxLimits
+from golem_local.runtime.storage import NODE_DIR_PREFIX, sweep_stale
 from golem_local.runtime.vm import VmRuntime
 from golem_local.transfer import FileTransfer
 from golem_shared.errors import LocalNodeError
@@ -87,9 +89,11 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+_said: set[str] = set()  # what the nodes of this process have said about their sandboxes: each thing once
+
 _SHUTDOWN_TIMEOUT = 0.5  # seconds open requests (long-polls) get to finish when the node stops
 TASK_PACKAGE = "golem.srv.comp.task_package"
-WORK_DIR_PREFIX = "golem-local-node-"
+WORK_DIR_PREFIX = NODE_DIR_PREFIX  # <tmp>/golem-local-node-<pid>-<random>: the pid for sweep_stale, the lock for us
 LOCK_FILE = "node.lock"
 
 
@@ -164,6 +168,16 @@ class LocalNode:
         )
         provider_ids = {spec.name: ids.node_id(f"provider/{spec.name}") for spec in self.config.providers}
         self._specs = {provider_ids[spec.name]: spec for spec in self.config.providers}
+        self._limits = {
+            node_id: SandboxLimits.from_offer(
+                mem_gib=spec.mem_gib,
+                cpu_threads=spec.cpu_threads,
+                storage_gib=spec.storage_gib,
+                processes=spec.max_processes,
+            )
+            for node_id, spec in self._specs.items()
+        }
+        self.sandbox_host: SandboxHost | None = None
         self.work_dir: Path | None = None
         self.registry = ImageRegistry(self.config.image_registry)
         self.image_cache: ImageCache | None = None
@@ -175,6 +189,7 @@ class LocalNode:
             providers=self._specs,
             runtime_factory=self._runtime,
             transfers=FileTransfer(self.gsb, self.requestor_id),
+            output_limit=self.config.output_limit,
         )
         self.providers: tuple[LocalProvider, ...] = tuple(
             LocalProvider(
@@ -227,18 +242,26 @@ class LocalNode:
         spec = self._specs.get(agreement.provider_id)
         env = spec.env if spec is not None else {}
         work_dir = self.work_dir / activity_id
-        vm = functools.partial(VmRuntime, bwrap=self.config.bwrap, env=env, join_network=self.vpn.joiner())
+        sandbox = functools.partial(
+            VmRuntime,
+            work_dir=work_dir,
+            bwrap=self.config.bwrap,
+            env=env,
+            host=self.sandbox_host,
+            limits=self._limits.get(agreement.provider_id),
+            join_network=self.vpn.joiner(),
+        )
         package = agreement.demand.properties.get(TASK_PACKAGE)
         if package is None:
-            return vm(DEFAULT_IMAGE, work_dir)
+            return sandbox(DEFAULT_IMAGE)
         try:
             digest, url = parse_task_package(package)
         except ValueError as exc:
             return UnavailableRuntime(f"{TASK_PACKAGE}: {exc}")
         given = self.config.images.get(digest)
         if given is not None:
-            return vm(given, work_dir)
-        return vm(DEFAULT_IMAGE, work_dir, load_image=functools.partial(self._load_image, digest, url))
+            return sandbox(given)
+        return sandbox(DEFAULT_IMAGE, load_image=functools.partial(self._load_image, digest, url))
 
     async def _load_image(self, digest: str, url: str) -> Image:
         """The image of a task package, from the node's cache (downloaded there once); for ``VmRuntime.deploy``."""
@@ -257,23 +280,36 @@ class LocalNode:
         if self._started:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
-        await asyncio.to_thread(remove_stale_work_dirs)
-        self.work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"{NODE_DIR_PREFIX}{os.getpid()}-"))
         self._lock_fd = _lock_work_dir(self.work_dir)
         self.image_cache = ImageCache(self.work_dir / "images")
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
+            host = self.sandbox_host = SandboxHost.detect()
+            if host.storage_quota:
+                await asyncio.to_thread(sweep_stale)  # unmount first what dead nodes left mounted in their directories
+            await asyncio.to_thread(remove_stale_work_dirs)
+            if host.root:
+                self.work_dir.chmod(0o711)  # each sandbox's uid may pass to its own activity's directory
             probe = VmRuntime(
-                DEFAULT_IMAGE, self.work_dir / "self-test", bwrap=self.config.bwrap, join_network=self.vpn.joiner()
+                DEFAULT_IMAGE,
+                self.work_dir / "self-test",
+                bwrap=self.config.bwrap,
+                host=host,
+                join_network=self.vpn.joiner(),
             )
             if self.config.activity_runtime == "vm":
                 await probe.self_test()
+                self._say(host)
             await self.vpn.start()
         except BaseException:
             await self._remove_work_dir()
             raise
         for provider in self.providers:
-            provider.runtime_offer = probe.offer()
+            properties = dict(probe.offer().properties)
+            if self.config.activity_runtime == "vm":
+                properties.update(host.offer_properties(self._limits[provider.node_id]))
+            provider.runtime_offer = OfferTemplate(properties=properties, constraints=probe.offer().constraints)
         # handler_cancellation: a request whose client went away is cancelled, as the daemon drops it, so that
         # abandoned long-polls do not hold the node open when it stops.
         runner = web.AppRunner(
@@ -300,6 +336,15 @@ class LocalNode:
             raise
         _log.debug("local Golem node at %s with %d providers", self.url, len(self.providers))
 
+    def _say(self, host: SandboxHost) -> None:
+        """Say once per process who the sandboxes run as and what the machine cannot enforce."""
+        for line in host.report(list(self._limits.values())):
+            if line not in _said:
+                _said.add(line)
+                warn = line.startswith("the local node runs as root") or "not enforced" in line
+                level = logging.WARNING if warn else logging.INFO
+                _log.log(level, "%s", line[0].upper() + line[1:])
+
     async def aclose(self) -> None:
         """Stop the providers and the activities, then close the server. Calling it twice is harmless."""
         self._started = True  # a stopped node never starts (again)
@@ -307,6 +352,9 @@ class LocalNode:
             await provider.aclose()
         await self.activities.aclose()
         await self.vpn.aclose()  # after the activities: their sandboxes no longer hold the namespaces
+        host, self.sandbox_host = self.sandbox_host, None
+        if host is not None:
+            host.close()
         cache, self.image_cache = self.image_cache, None
         if cache is not None:
             await cache.aclose()

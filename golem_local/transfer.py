@@ -7,24 +7,32 @@ other is the requestor's (``gftp://<requestor node id>/<id>``, served over the G
 
 * download ``gftp → container``: ``GetMetadata`` gives ``fileSize``; then ``GetChunk {offset, size}`` in
   chunks of :data:`CHUNK_SIZE`, a few in flight at once, each checked for its offset and length, written
-  into ``runtime.container_path(path)`` (parent directories created; a partial file is removed on failure);
+  into a new file beneath the volume (parent directories created) that replaces ``path`` only once complete;
 * upload ``container → gftp``: ``UploadChunk {"chunk": {offset, content}}`` per chunk, then
   ``UploadFinished {"hash"}`` with the SHA3-256 hex digest of the whole file, as the daemon's gftp sends it.
 
-Everything that goes wrong raises :class:`TransferError` (or the runtime's ``RuntimeFailure`` for a path
-outside the volumes), whose message the exe-unit puts in the command's Error result.
+Every file is reached through the activity's :class:`~golem_local.safefs.VolumeFiles` (``runtime.volume_files()``):
+beneath a descriptor of its volume, following no symbolic link, so neither a link a command left in a
+volume nor one a daemon swaps in while the transfer waits for the requestor leads to a file of the host;
+``container:`` to ``container:`` copies links as links. Files the provider writes belong to the sandbox's
+user.
+
+Everything that goes wrong raises :class:`ProviderTransferError` (or the runtime's ``RuntimeFailure``), whose
+message the exe-unit puts in the command's Error result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import shutil
-from pathlib import Path
+import os
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import aiohttp
 
+from golem_local.safefs import NewFile, UnsafePath, VolumeFiles
 from golem_shared.errors import LocalNodeError
 from golem_shared.gftp import (
     GET_CHUNK,
@@ -64,11 +72,26 @@ class GsbCaller(Protocol):
 
 
 class ContainerPaths(Protocol):
-    """What the transfer needs of the runtime: host paths of paths inside the activity's volumes."""
+    """What the transfer needs of the runtime: its volumes, as descriptors."""
 
-    def container_path(self, path: str) -> Path:
-        """The host path of ``path``; ``RuntimeFailure`` when it is not inside a volume."""
+    def volume_files(self) -> VolumeFiles:
+        """The activity's volumes; ``RuntimeFailure`` when it has none (not deployed)."""
         ...
+
+
+@contextlib.contextmanager
+def _refusals(path: str) -> Iterator[None]:
+    """File errors as transfer errors that name the sandbox path (never a host path)."""
+    try:
+        yield
+    except UnsafePath as exc:
+        raise ProviderTransferError(
+            f"{path} is refused: {exc.strerror}; transfers follow no symbolic link and stay in the volumes"
+        ) from None
+    except FileNotFoundError:
+        raise ProviderTransferError(f"{path} does not exist in the activity; check the path") from None
+    except OSError as exc:
+        raise ProviderTransferError(f"{path}: {exc.strerror or exc}") from None
 
 
 def _field(payload: Any, key: str, what: str) -> Any:
@@ -111,36 +134,35 @@ class FileTransfer:
                     f"cannot transfer to {destination!r}: the destination must be container:/path or "
                     "gftp://<node>/<id> (uploads to http(s) are not supported)"
                 )
-            path = runtime.container_path(source[len(_CONTAINER) :])
-            if not path.exists():
-                raise ProviderTransferError(f"the source {source} does not exist in the activity; check the path")
+            files = runtime.volume_files()
+            path = source[len(_CONTAINER) :]
             if to_container:
-                await asyncio.to_thread(_copy, path, runtime.container_path(destination[len(_CONTAINER) :]))
+                target = destination[len(_CONTAINER) :]
+                with _refusals(f"{path} or {target}"):
+                    await asyncio.to_thread(files.copy, path, target)
                 return
-            if not path.is_file():
-                raise ProviderTransferError(f"the source {source} is not a file; only files can be sent over gftp")
-            await self._upload(path, destination)
+            with _refusals(source):
+                fd = files.open_read(path)
+            await self._upload(fd, destination)
             return
         if not to_container:
             raise ProviderTransferError(
                 f"one side of a transfer must be in the activity (container:/path); got from {source!r} "
                 f"to {destination!r}"
             )
-        target = runtime.container_path(destination[len(_CONTAINER) :])
         if not source.startswith(("gftp://", "http://", "https://")):
             raise ProviderTransferError(
                 f"cannot transfer from {source!r}: the source must be container:/path, gftp://<node>/<id> "
                 "or an http(s) URL"
             )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if source.startswith("gftp://"):
-                await self._download(source, target)
-            else:
-                await self._fetch(source, target)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+        files = runtime.volume_files()
+        target = destination[len(_CONTAINER) :]
+        with _refusals(destination):
+            files.split(target)  # a path outside the volumes fails before anything is fetched
+        if source.startswith("gftp://"):
+            await self._download(source, files, target)
+        else:
+            await self._fetch(source, files, target)
 
     def _address(self, url: str) -> str:
         try:
@@ -157,7 +179,7 @@ class FileTransfer:
     async def _call(self, address: str, component: str, payload: Any) -> Any:
         return await self.gsb.call(address, component, payload, timeout=self.call_timeout)
 
-    async def _download(self, url: str, target: Path) -> None:
+    async def _download(self, url: str, files: VolumeFiles, target: str) -> None:
         address = self._address(url)
         size = _field(await self._call(address, GET_METADATA, {}), "fileSize", GET_METADATA)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -169,7 +191,11 @@ class FileTransfer:
             return _content(answer, offset, expected, url)
 
         offsets = list(range(0, size, CHUNK_SIZE))
-        with target.open("wb") as file:
+        # Opened only now, after the requestor answered: whatever the sandbox did meanwhile, the file is made
+        # beneath the volume's descriptor, and only a complete one replaces what is at the path.
+        with _refusals(f"container:{target}"):
+            new = files.create(target)
+        with _writing(new, target) as file:
             for start in range(0, len(offsets), _IN_FLIGHT):
                 window = offsets[start : start + _IN_FLIGHT]
                 # return_exceptions: every call of the window ends (each within its timeout) before one fails
@@ -179,33 +205,45 @@ class FileTransfer:
                         raise piece
                     file.write(piece)
 
-    async def _upload(self, path: Path, url: str) -> None:
-        address = self._address(url)
-        digest = hashlib.sha3_256()
-        offset = 0
-        with path.open("rb") as file:
+    async def _upload(self, fd: int, url: str) -> None:
+        with os.fdopen(fd, "rb") as file:
+            address = self._address(url)
+            digest = hashlib.sha3_256()
+            offset = 0
             while piece := file.read(CHUNK_SIZE):
                 digest.update(piece)
                 await self._call(address, UPLOAD_CHUNK, {"chunk": {"offset": offset, "content": piece}})
                 offset += len(piece)
         await self._call(address, UPLOAD_FINISHED, {"hash": digest.hexdigest()})
 
-    async def _fetch(self, url: str, target: Path) -> None:
+    async def _fetch(self, url: str, files: VolumeFiles, target: str) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.call_timeout, sock_read=self.call_timeout)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
                 if response.status >= 400:
                     raise ProviderTransferError(f"GET {url} answered {response.status} {response.reason}")
-                with target.open("wb") as file:
+                with _refusals(f"container:{target}"):
+                    new = files.create(target)
+                with _writing(new, target) as file:
                     async for piece in response.content.iter_chunked(CHUNK_SIZE):
                         file.write(piece)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise ProviderTransferError(f"GET {url} failed: {exc or type(exc).__name__}") from None
 
 
-def _copy(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, destination, dirs_exist_ok=True)
-    else:
-        shutil.copyfile(source, destination)
+@contextlib.contextmanager
+def _writing(new: NewFile, target: str) -> Iterator[Any]:
+    """A file object on ``new``: committed when the block ends well, removed when it fails or is cancelled."""
+    try:
+        file = os.fdopen(os.dup(new.fd), "wb")
+    except BaseException:
+        new.abort()
+        raise
+    try:
+        with file:
+            yield file
+    except BaseException:
+        new.abort()
+        raise
+    with _refusals(f"container:{target}"):
+        new.commit()

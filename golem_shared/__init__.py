@@ -6,6 +6,7 @@
 - :mod:`golem_shared.pricing`: the linear pricing model over usage counters;
 - :mod:`golem_shared.gftp`: the GSB file-transfer frames (FlexBuffers);
 - :mod:`golem_shared.imagehash`: an image's SHA3-224 hash;
+- :mod:`golem_shared.output`: the note that says where and how much of a command's output was left out;
 - :mod:`golem_shared.signals`: Ctrl-C / SIGTERM handling for the command line.
 
 The requestor (:mod:`golem_api`) and the embedded local network (:mod:`golem_local`) import this package and

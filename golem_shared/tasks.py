@@ -14,11 +14,12 @@ begin, ``aclose`` to end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet"]
+__all__ = ["TaskSet", "reap"]
 
 T = TypeVar("T")
 
@@ -97,3 +98,20 @@ class TaskSet:
                 break
         if reopen:
             self._closing = False
+
+
+async def reap(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process`` if it still runs and wait for it, even when the caller is being cancelled.
+
+    For the helper programs a task runs to completion (``mkfs``, ``ip``, ``bwrap`` checks): when the task is
+    cancelled or times out, the program must not outlive it, nor be left for a closed event loop to reap.
+    """
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    waiting = asyncio.ensure_future(process.wait())
+    try:
+        await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        await waiting  # a kill is answered at once: finish reaping, then let the cancellation go on
+        raise

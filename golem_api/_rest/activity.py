@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import attrs
+
 from golem_api._rest import routes
 from golem_api._rest.models import (
     ActivityState,
@@ -163,7 +165,10 @@ class _RuntimeEvents:
                 if frame.event != "runtime":
                     continue
                 try:
-                    self._ready.append(RuntimeEvent.from_json(json.loads(frame.data)))
+                    event = RuntimeEvent.from_json(json.loads(frame.data))
+                    if frame.id is not None and frame.id.isdigit():
+                        event = attrs.evolve(event, sequence=int(frame.id))
+                    self._ready.append(event)
                 except ValueError as exc:
                     method, _, path = self._where.partition(" ")
                     raise ServerError(

@@ -10,23 +10,41 @@ for the command's callbacks. The daemon sends only what happens after the stream
 ended before it missed its events: before a polled command is settled, :meth:`EventStreamReader.caught_up`
 waits (briefly, bounded) for the stream to reach that command's end, and :meth:`OutputRouter.fallback` gives
 the callbacks the output from the result for a stream of which nothing came live.
+
+Memory is bounded however much a command prints: the router keeps at most :data:`OUTPUT_LIMIT` characters of
+each output (:class:`BoundedText`: its start and its end, with a note of what was left out between them);
+all of it goes, piece by piece, to the callbacks and to the files a ``run`` names (``stdout_file``). The node
+numbers a batch's events; a jump in the numbers (a reader that fell behind, a stream opened after the output
+went by) marks the commands whose output may have missed pieces (:meth:`OutputRouter.missed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from golem_api.errors import ActivityError, GolemError, RequestTimeoutError
+from golem_shared.output import left_out_note, was_cut
 from golem_shared.tasks import TaskSet
 
 if TYPE_CHECKING:
     from golem_api._rest.models import ExeScriptCommandResult, RuntimeEvent
     from golem_api.activity.activity import Activity
 
-__all__ = ["POLL_TIMEOUT", "STREAMS", "EventStreamReader", "LineSplitter", "OutputRouter", "poll_results"]
+__all__ = [
+    "OUTPUT_LIMIT",
+    "POLL_TIMEOUT",
+    "STREAMS",
+    "BoundedText",
+    "EventStreamReader",
+    "LineSplitter",
+    "OutputRouter",
+    "bounded",
+    "poll_results",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +54,56 @@ POLL_TIMEOUT = 10.0
 STREAMS = ("stdout", "stderr")
 
 _MISSING_LIMIT = 3  # answers in a row without the awaited command before the node is deemed broken
+
+OUTPUT_LIMIT = 1 << 20
+"""Characters of each output of a command a :class:`CommandResult` holds at most (its start and its end)."""
+
+
+class BoundedText:
+    """Text that arrives in pieces, kept as its first ``limit // 16`` and last characters up to ``limit``."""
+
+    def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
+        self.head_limit = limit // 16
+        self.tail_limit = limit - self.head_limit
+        self.total = 0
+        self._head: list[str] = []
+        self._head_size = 0
+        self._tail: deque[str] = deque()
+        self._tail_size = 0
+
+    def add(self, text: str) -> None:
+        """Take the next piece."""
+        self.total += len(text)
+        room = self.head_limit - self._head_size
+        if room > 0:
+            self._head.append(text[:room])
+            self._head_size += len(text[:room])
+            text = text[room:]
+        if not text:
+            return
+        self._tail.append(text)
+        self._tail_size += len(text)
+        while self._tail_size - len(self._tail[0]) >= self.tail_limit:  # drop whole pieces no longer needed
+            self._tail_size -= len(self._tail.popleft())
+
+    def value(self) -> str:
+        """What was kept: all of it, or its start, a note of what was left out, and its end."""
+        head = "".join(self._head)
+        tail = "".join(self._tail)[-self.tail_limit :] if self.tail_limit else ""
+        left_out = self.total - len(head) - len(tail)
+        if left_out <= 0:
+            return head + tail
+        return head + left_out_note(left_out, len(head), len(tail), "characters") + tail
+
+
+def bounded(text: str | None, limit: int = OUTPUT_LIMIT) -> str | None:
+    """``text`` if it is at most ``limit`` characters long (or was cut so by the node already, note included);
+    otherwise its start, a note and its end."""
+    if text is None or len(text) <= limit or (len(text) <= limit + 1024 and was_cut(text)):
+        return text
+    kept = BoundedText(limit)
+    kept.add(text)
+    return kept.value()
 
 
 class LineSplitter:
@@ -69,16 +137,18 @@ class LineSplitter:
 
 
 class OutputRouter:
-    """Routes output pieces of a batch's commands to their line callbacks and to ``on_piece`` (for events).
+    """Routes output pieces of a batch's commands to their line callbacks, their files and ``on_piece``.
 
     ``callbacks`` maps a command index to its ``{"stdout": callback, "stderr": callback}`` (either may be
-    missing); ``on_piece(index, stream, text)`` sees every piece of every command.
+    missing); ``files`` maps a command index to ``{"stdout": file, …}`` opened for writing (binary; the text
+    is written as UTF-8); ``on_piece(index, stream, text)`` sees every piece of every command.
     """
 
     def __init__(
         self,
         callbacks: Mapping[int, Mapping[str, Callable[[str], None] | None]],
         on_piece: Callable[[int, str, str], None],
+        files: Mapping[int, Mapping[str, BinaryIO]] | None = None,
     ) -> None:
         self._splitters = {
             (index, stream): LineSplitter(callback, f"{stream} of command #{index}")
@@ -86,15 +156,19 @@ class OutputRouter:
             for stream, callback in streams.items()
             if callback is not None
         }
+        self._files = {
+            (index, stream): file for index, streams in (files or {}).items() for stream, file in streams.items()
+        }
         self._on_piece = on_piece
-        self._seen: dict[tuple[int, str], list[str]] = {}
+        self._seen: dict[tuple[int, str], BoundedText] = {}
         self._finished: set[int] = set()
+        self._missed: set[int] = set()
 
     def output(self, index: int, stream: str, text: str) -> None:
         """A piece of ``stream`` written by command ``index``."""
         if not text or index in self._finished:
             return
-        self._seen.setdefault((index, stream), []).append(text)
+        self._seen.setdefault((index, stream), BoundedText()).add(text)
         try:
             self._on_piece(index, stream, text)
         except Exception:
@@ -102,11 +176,26 @@ class OutputRouter:
         splitter = self._splitters.get((index, stream))
         if splitter is not None:
             splitter.feed(text)
+        file = self._files.get((index, stream))
+        if file is not None:
+            file.write(text.encode("utf-8", errors="replace"))
+
+    def add_file(self, index: int, stream: str, file: BinaryIO) -> None:
+        """Write ``stream`` of command ``index`` to ``file`` too (closed when the command finishes)."""
+        self._files[(index, stream)] = file
+
+    def missed(self, indexes: range) -> None:
+        """The event stream jumped over events that belonged to commands in ``indexes``."""
+        self._missed.update(index for index in indexes if index not in self._finished)
+
+    def complete(self, index: int) -> bool:
+        """Whether every piece of command ``index``'s output came live (no jump in the stream touched it)."""
+        return index not in self._missed
 
     def streamed(self, index: int, stream: str) -> str | None:
-        """Everything of ``stream`` that came live for command ``index`` (``None``: nothing came)."""
-        pieces = self._seen.get((index, stream))
-        return "".join(pieces) if pieces else None
+        """What came live of ``stream`` for command ``index``, bounded (``None``: nothing came)."""
+        kept = self._seen.get((index, stream))
+        return kept.value() if kept is not None else None
 
     def fallback(self, index: int, result: ExeScriptCommandResult) -> None:
         """Give the callbacks the result's output for each stream of which nothing came live."""
@@ -116,14 +205,23 @@ class OutputRouter:
                 self.output(index, stream, text)
 
     def finish(self, index: int) -> None:
-        """Command ``index`` has ended: flush its unfinished lines; later pieces for it are dropped."""
+        """Command ``index`` has ended: flush its unfinished lines, close its files; later pieces are dropped."""
         if index in self._finished:
             return
         for stream in STREAMS:
             splitter = self._splitters.get((index, stream))
             if splitter is not None:
                 splitter.flush()
+            file = self._files.pop((index, stream), None)
+            if file is not None:
+                file.close()
         self._finished.add(index)
+
+    def close(self) -> None:
+        """Close every file still open (the script ended early)."""
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
 
 
 class EventStreamReader:
@@ -141,7 +239,9 @@ class EventStreamReader:
         self._reader: asyncio.Task[None] | None = None
         self._finished: set[int] = set()
         self._highest_started = -1
+        self._last: tuple[int, int] | None = None  # (sequence, command index) of the last event read
         self._tick = asyncio.Event()
+        self.opened = asyncio.Event()  # set once the node answered the stream's request (or it failed)
         self.events = 0
 
     def start(self) -> None:
@@ -157,6 +257,7 @@ class EventStreamReader:
     async def _read(self) -> None:
         try:
             async with self._activity.stream(self._batch_id) as events:
+                self.opened.set()
                 async for event in events:
                     self._handle(event)
         except GolemError as exc:
@@ -164,12 +265,18 @@ class EventStreamReader:
         except Exception:
             _log.exception("reading the event stream of batch %s failed; results still come by polling", self._batch_id)
         finally:
+            self.opened.set()
             self._wake()
 
     def _handle(self, event: RuntimeEvent) -> None:
         if event.batch_id != self._batch_id:
             return
         self.events += 1
+        if event.sequence is not None:
+            expected, first = (0, 0) if self._last is None else (self._last[0] + 1, self._last[1])
+            if event.sequence > expected:  # events were left out: of the commands from the last seen to this one
+                self._router.missed(range(first, event.index + 1))
+            self._last = (event.sequence, event.index)
         if event.kind in STREAMS and isinstance(event.payload, str):
             self._router.output(event.index, event.kind, event.payload)
         elif event.kind == "started":
@@ -202,6 +309,14 @@ class EventStreamReader:
             except asyncio.TimeoutError:
                 return False
         return True
+
+    async def wait_opened(self, timeout: float) -> None:
+        """Until the node has answered the stream's request (at most ``timeout`` s): from then on no output
+        of the batch can go by unseen."""
+        try:
+            await asyncio.wait_for(self.opened.wait(), timeout)
+        except asyncio.TimeoutError:
+            _log.warning("the event stream of batch %s did not open within %g s", self._batch_id, timeout)
 
     async def aclose(self) -> None:
         """Stop reading and close the stream."""

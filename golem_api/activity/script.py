@@ -17,10 +17,14 @@ failed, or when the script timed out or broke before it finished; the error says
 run (or failed), no command is left pending: awaiting any of them returns or raises at once.
 
 ``run`` captures both outputs, streamed by the provider as they are written (so ``on_stdout`` / ``on_stderr``
-callbacks get each line as it comes). ``env`` is applied with ``/usr/bin/env``: the daemon's ExeScript ``run``
-command has only ``entry_point``, ``args`` and ``capture`` (ya-client's ``ExeScriptCommand::Run``) and ignores
-any other field, so a separate ``env`` field would be silently dropped, as yapapi's was; the command becomes
-``/usr/bin/env K=V … cmd args…``, which every VM image and the local sandbox have.
+callbacks get each line as it comes, and ``stdout_file`` / ``stderr_file`` all of it). A
+:class:`CommandResult` holds at most about a mebibyte of each output (its start and its end, with a note of
+how much was left out between them): a command may print more than fits in memory.
+
+``env`` is applied with ``/usr/bin/env``: the daemon's ExeScript ``run`` command has only ``entry_point``,
+``args`` and ``capture`` (ya-client's ``ExeScriptCommand::Run``) and ignores any other field, so a separate
+``env`` field would be silently dropped, as yapapi's was; the command becomes ``/usr/bin/env K=V … cmd
+args…``, which every VM image and the local sandbox have.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class Command:
         self._settled = asyncio.Event()
         self.on_stdout: Callable[[str], None] | None = None
         self.on_stderr: Callable[[str], None] | None = None
+        self.stdout_file: Path | None = None
+        self.stderr_file: Path | None = None
 
     def __repr__(self) -> str:
         if self._error is not None:
@@ -120,8 +126,14 @@ class Command:
 
     @property
     def streams_output(self) -> bool:
-        """True when a callback wants this command's output as it comes."""
-        return self.on_stdout is not None or self.on_stderr is not None
+        """True when a callback or a file wants this command's output as it comes."""
+        return any(sink is not None for sink in (self.on_stdout, self.on_stderr, self.stdout_file, self.stderr_file))
+
+    @property
+    def output_files(self) -> dict[str, Path]:
+        """``{"stdout": path, "stderr": path}`` of the files this command's output goes to (either may be missing)."""
+        files = {"stdout": self.stdout_file, "stderr": self.stderr_file}
+        return {stream: path for stream, path in files.items() if path is not None}
 
     async def _prepare(self, storage: GsbStorage) -> dict[str, Any]:
         """The command as ExeScript JSON; transfers bind their GSB service here."""
@@ -357,15 +369,20 @@ class Script:
         on_stderr: Callable[[str], None] | None = None,
         stdout: CaptureContext | str | None = None,
         stderr: CaptureContext | str | None = None,
+        stdout_file: str | os.PathLike[str] | None = None,
+        stderr_file: str | os.PathLike[str] | None = None,
     ) -> Command:
         """Run ``cmd`` with ``args`` (no shell: use ``"/bin/sh", "-c", "…"`` for one).
 
         ``env`` adds environment variables for this command. ``on_stdout`` / ``on_stderr`` are called with each
         line of output (without its line break) as the provider streams it, and with a last unfinished line at
-        the end; the command's result has the whole output either way. ``stdout`` / ``stderr`` choose how each
-        output is captured (default: streamed; ``"all"``, ``"head"``, … or a :class:`CaptureContext`, as in
-        yapapi; see :mod:`golem_api.activity.capture`). Output that is not streamed reaches the callbacks
-        when the command has ended.
+        the end; the command's result has the output either way, up to about a mebibyte per stream (its start
+        and its end, with a note of what was left out). ``stdout`` / ``stderr`` choose how each output is
+        captured (default: streamed; ``"all"``, ``"head"``, … or a :class:`CaptureContext`, as in yapapi; see
+        :mod:`golem_api.activity.capture`). Output that is not streamed reaches the callbacks when the command
+        has ended. ``stdout_file`` / ``stderr_file`` get all of the output, as it is streamed (created or
+        replaced; text, written as UTF-8); the command fails if the stream missed some of it. A file needs its
+        output streamed (the default capture, or ``"stream"``).
         """
         if not isinstance(cmd, str) or not cmd:
             raise ConfigurationError(f"the command to run must be a non-empty string such as '/bin/sh', got {cmd!r}")
@@ -374,6 +391,12 @@ class Script:
         if env:
             entry_point, arguments = ENV_PROGRAM, [*_env_args(env, cmd), cmd, *arguments]
         captures = {name: capture_spec(value, name) for name, value in (("stdout", stdout), ("stderr", stderr))}
+        for name, capture, file in (("stdout", stdout, stdout_file), ("stderr", stderr, stderr_file)):
+            if file is not None and capture not in (None, "stream"):
+                raise ConfigurationError(
+                    f"{name}_file={str(file)!r} needs {name} streamed, but {name}={capture!r}; "
+                    f"drop {name}= (streaming is the default) or drop {name}_file="
+                )
         body = {
             "entry_point": entry_point,
             "args": arguments,
@@ -381,6 +404,7 @@ class Script:
         }
         command = Command(self._next, "run", body, label=f"run {cmd}")
         command.on_stdout, command.on_stderr = on_stdout, on_stderr
+        command.stdout_file, command.stderr_file = _output_file(stdout_file), _output_file(stderr_file)
         return self._add(command)
 
     def upload_bytes(self, data: bytes, dst: str) -> Command:
@@ -482,6 +506,17 @@ class Script:
     def terminate(self) -> Command:
         """End the activity's runtime."""
         return self._add(Command(self._next, "terminate", {}))
+
+
+def _output_file(path: str | os.PathLike[str] | None) -> Path | None:
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigurationError(f"an output file must be a path, got {path!r}")
+    file = Path(path)
+    if not file.parent.is_dir():
+        raise ConfigurationError(f"cannot write output to {str(file)!r}: the directory {str(file.parent)!r} is missing")
+    return file
 
 
 def _check_limit(limit: int | None) -> None:

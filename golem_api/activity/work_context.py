@@ -5,8 +5,10 @@ Running a script goes through fixed steps, each with its failure handled:
 1. transfers bind their GSB services (uploads publish, downloads open a place to receive);
 2. the batch is sent (``POST exec``; :class:`~golem_api.events.ScriptSent`);
 3. results come by long-polling each command in turn; when output is streamed (``stream_output``, or a
-   ``run`` with ``on_stdout`` / ``on_stderr``), the batch's event stream is read alongside, so the callbacks
-   and :class:`~golem_api.events.CommandOutput` events get the output as it is written;
+   ``run`` with ``on_stdout`` / ``on_stderr`` / ``stdout_file`` / ``stderr_file``), the batch's event stream
+   is read alongside, so the callbacks, the files and :class:`~golem_api.events.CommandOutput` events get the
+   output as it is written (with output files, polling starts once the stream is open, so that nothing goes
+   by unseen; a command whose stream missed pieces fails, saying its files are incomplete);
 4. each command is settled as its result comes (downloads first collect their data), with a
    :class:`~golem_api.events.CommandExecuted` event;
 5. whatever happens (success, a failed command, the script's timeout, an error or a cancellation), every
@@ -35,7 +37,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from golem_api.activity._results import EventStreamReader, OutputRouter, poll_results
+from golem_api.activity._results import EventStreamReader, OutputRouter, bounded, poll_results
 from golem_api.activity.script import Command, CommandResult, Script
 from golem_api.activity.usage import ActivityUsage, cost_of_usage, usage_by_name
 from golem_api.errors import (
@@ -54,12 +56,26 @@ if TYPE_CHECKING:
     from golem_api.activity.storage import GsbStorage
     from golem_api.market.agreement import Agreement
 
-__all__ = ["DOWNLOAD_WAIT", "END_ACTIVITY_TIMEOUT", "STREAM_GRACE", "UNFINISHED_GRACE", "WorkContext"]
+__all__ = [
+    "DOWNLOAD_WAIT",
+    "END_ACTIVITY_TIMEOUT",
+    "FILE_GRACE",
+    "STREAM_GRACE",
+    "STREAM_OPEN_WAIT",
+    "UNFINISHED_GRACE",
+    "WorkContext",
+]
 
 _log = logging.getLogger(__name__)
 
 STREAM_GRACE = 2.0
 """Seconds a polled result waits for the event stream to deliver the command's last output before it settles."""
+
+FILE_GRACE = 60.0
+"""Seconds a command with output files waits for the event stream to bring the rest of its output."""
+
+STREAM_OPEN_WAIT = 10.0
+"""Seconds a script with output files waits for its event stream to open before it polls for results."""
 
 DOWNLOAD_WAIT = 30.0
 """Seconds a successful download waits for the provider's end-of-upload message (normally already there)."""
@@ -256,6 +272,7 @@ class _ScriptRun:
         )
         self.reader: EventStreamReader | None = None
         self.sent = asyncio.Event()  # set once the provider has the batch
+        self.files = {c.index: c.output_files for c in script.commands if c.output_files}
 
     @property
     def activity_id(self) -> str:
@@ -316,6 +333,12 @@ class _ScriptRun:
 
     async def _run(self) -> None:
         ctx = self.ctx
+        for index, paths in self.files.items():
+            for stream, path in paths.items():
+                try:
+                    self.router.add_file(index, stream, open(path, "wb"))  # noqa: ASYNC230, SIM115 -- closed by the router
+                except OSError as exc:
+                    raise ConfigurationError(f"cannot write the {stream} of command #{index} to {path}: {exc}") from exc
         texts = [await command._prepare(ctx.storage) for command in self.commands]
         self.batch_id = await ctx.activity.exec(texts)
         self.sent.set()
@@ -330,6 +353,8 @@ class _ScriptRun:
         if self.streaming:
             self.reader = EventStreamReader(ctx.activity, self.batch_id, self.router)
             self.reader.start()
+            if self.files:
+                await self.reader.wait_opened(STREAM_OPEN_WAIT)
         try:
             await poll_results(ctx.activity, self.batch_id, len(self.commands), self._on_result)
         finally:
@@ -338,10 +363,20 @@ class _ScriptRun:
 
     async def _on_result(self, item: ExeScriptCommandResult) -> bool:
         command = self.commands[item.index]
-        stdout, stderr = item.stdout, item.stderr
+        stdout, stderr = bounded(item.stdout), bounded(item.stderr)
+        incomplete = ""
         if self.streaming:
+            caught = True
             if self.reader is not None:
-                await self.reader.caught_up(item.index, STREAM_GRACE)
+                grace = FILE_GRACE if command.output_files else STREAM_GRACE
+                caught = await self.reader.caught_up(item.index, grace) and self.reader.events > 0
+            complete = caught and self.router.complete(item.index)
+            if not complete and command.output_files:
+                names = ", ".join(str(path) for path in command.output_files.values())
+                incomplete = (
+                    f"the output file(s) {names} are incomplete: the event stream missed some of the output "
+                    "(it fell behind, or it could not be read); run the command again"
+                )
             self.router.fallback(item.index, item)
             self.router.finish(item.index)
             stdout = stdout if stdout is not None else self.router.streamed(item.index, "stdout")
@@ -355,7 +390,12 @@ class _ScriptRun:
             message=item.message,
         )
         error: CommandExecutionError | None = None
-        if item.success:
+        if item.success and incomplete:
+            result = CommandResult(
+                index=item.index, command=command.name, success=False, stdout=stdout, stderr=stderr, message=incomplete
+            )
+            error = self._error(command, incomplete, stdout, stderr)
+        elif item.success:
             try:
                 await command._fetch(DOWNLOAD_WAIT)
             except (GolemError, ValueError) as exc:
@@ -416,6 +456,7 @@ class _ScriptRun:
                 command._settle(None, self._error(command, message, None, None))
 
     async def _release(self) -> None:
+        self.router.close()
         for command in self.commands:
             try:
                 await command._release()

@@ -33,6 +33,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from golem_shared.errors import LocalNodeError
+from golem_shared.tasks import reap
 
 __all__ = [
     "NETNS_DIR",
@@ -121,10 +122,11 @@ async def run_ip(*args: str, stdin: str | None = None, netns: str | None = None)
         out, err = await asyncio.wait_for(
             process.communicate(stdin.encode() if stdin is not None else None), _IP_TIMEOUT
         )
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
-        raise NetnsError(f"{' '.join(argv)!r} did not finish within {_IP_TIMEOUT:g} s") from None
+    except BaseException as exc:  # timed out, or cancelled: the program does not outlive us
+        await reap(process)
+        if isinstance(exc, asyncio.TimeoutError):
+            raise NetnsError(f"{' '.join(argv)!r} did not finish within {_IP_TIMEOUT:g} s") from None
+        raise
     if process.returncode != 0:
         what = f" (commands: {stdin.strip()!r})" if stdin else ""
         raise NetnsError(f"{' '.join(argv)!r} failed: {err.decode(errors='replace').strip()}{what}")

@@ -6,6 +6,7 @@ The exe-unit (:mod:`golem_local.activity`) owns one runtime per activity and cal
     deploy(settings) -> Deployment      once, on the ExeScript ``deploy`` command
     start(args)                         once, on ``start``; the runtime's environment is up afterwards
     run_command(process, sink) -> int   any number of times, concurrently allowed; returns the exit code
+    exit_note() -> str | None           right after run_command: a limit that ended the command, if one did
     kill_command(...)                   by cancelling the ``run_command`` call
     stop()                              once, when the activity is destroyed (idempotent; also before deploy)
 
@@ -18,14 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from attrs import field, frozen
+
+if TYPE_CHECKING:
+    from golem_local.safefs import VolumeFiles
 
 __all__ = [
     "DeployNetwork",
     "DeploySettings",
     "Deployment",
+    "FlowControl",
     "NetworkJoiner",
     "NetworkLease",
     "OfferTemplate",
@@ -127,6 +132,21 @@ class OutputSink(Protocol):
         ...
 
 
+@runtime_checkable
+class FlowControl(Protocol):
+    """What an :class:`OutputSink` may also offer: a runtime stops reading a command's output while the sink
+    is ``congested()``, until ``wait_room()`` returns (itself bounded), so a command cannot print faster than
+    the output is taken."""
+
+    def congested(self) -> bool:
+        """Whether the sink wants no more output for now."""
+        ...
+
+    async def wait_room(self) -> None:
+        """Until the sink takes output again (or its own bound passes)."""
+        ...
+
+
 @frozen
 class OfferTemplate:
     """Properties and constraints the runtime adds to its provider's offers."""
@@ -160,13 +180,29 @@ class Runtime(Protocol):
         ...
 
     def cpu_seconds(self) -> float:
-        """CPU seconds used so far by every process the activity started (0.0 before start)."""
+        """CPU seconds used so far by every process the activity started (0.0 before start).
+
+        Measured where nothing the activity runs can change it; always a finite number of 0 or more.
+        """
+        ...
+
+    def exit_note(self) -> str | None:
+        """Why the command :meth:`run_command` last returned for ended, when a limit of the activity explains
+        it (``killed: memory limit 512 MiB …``); ``None`` otherwise. The exe-unit adds it to the result."""
         ...
 
     def container_path(self, path: str) -> Path:
-        """The host path of ``path`` inside the runtime, for file transfer.
+        """The host path of ``path`` inside the runtime (for tests and diagnostics).
 
         Only paths inside a volume are reachable; others raise :class:`RuntimeFailure` naming the volumes.
+        File operations on the activity's behalf go through :meth:`volume_files`, never through host paths.
+        """
+        ...
+
+    def volume_files(self) -> VolumeFiles:
+        """The activity's volumes as directory descriptors, for file transfer (:mod:`golem_local.safefs`).
+
+        Raises :class:`RuntimeFailure` when there are none (before ``deploy``, or a runtime without volumes).
         """
         ...
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from golem_local.runtime.base import (
     Deployment,
@@ -16,6 +17,9 @@ from golem_local.runtime.base import (
     RunProcess,
     RuntimeFailure,
 )
+
+if TYPE_CHECKING:
+    from golem_local.safefs import VolumeFiles
 
 __all__ = [
     "IdleRuntime",
@@ -48,9 +52,17 @@ class IdleRuntime:
         """Always 0.0."""
         return 0.0
 
+    def exit_note(self) -> str | None:
+        """Nothing is ever limited."""
+        return None
+
     def container_path(self, path: str) -> Path:
         """Refuse: there are no volumes."""
         raise RuntimeFailure(f"{path} is not in a volume: this activity's runtime has no volumes")
+
+    def volume_files(self) -> VolumeFiles:
+        """Refuse: there are no volumes."""
+        raise RuntimeFailure("this activity's runtime has no volumes: files cannot go to or from it")
 
     async def wait_ended(self) -> str:
         """Never returns: nothing runs, so nothing ends by itself."""

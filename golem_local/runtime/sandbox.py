@@ -2,16 +2,19 @@
 
 :func:`bwrap_args` turns a :class:`SandboxLayout` into bubblewrap options. The sandbox it describes:
 
-- new user (uid 0 mapped to the provider's user), mount, PID, network, IPC, UTS and cgroup namespaces, no
-  capabilities at all, its own session; it dies with the process that started it. The command bubblewrap
-  starts is PID 1 (no bubblewrap init), so that when it exits the kernel kills everything left in the
-  sandbox before bubblewrap itself exits. The network namespace has only its own loopback: nothing on the
-  host or beyond is reachable. With ``share_net`` (an activity in a VPN) the sandbox keeps the namespace it is
-  started in instead: the one :mod:`golem_local.net` prepared, with the activity's VPN links and no route out.
+- new user (uid 0 mapped to the user bubblewrap runs as: the sandbox's own unprivileged host uid when the node
+  is root, see :mod:`~golem_local.runtime.launch`), mount, PID, network, IPC, UTS and cgroup namespaces, no
+  capabilities at all, no further user namespaces (``disable_userns``), its own session; it dies with the
+  process that started it. The command bubblewrap starts is PID 1 (no bubblewrap init), so that when it exits
+  the kernel kills everything left in the sandbox before bubblewrap itself exits. The network namespace has
+  only its own loopback: nothing on the host or beyond is reachable. With ``share_net`` (an activity in a
+  VPN) the sandbox keeps the namespace it is started in instead: the one :mod:`golem_local.net` prepared, with
+  the activity's VPN links and no route out.
 - the host's system directories read-only: ``/usr`` and ``/bin``, ``/lib*``, ``/sbin`` as they are on the host
   (symbolic links or directories), and a few files of ``/etc`` that programs need to run
   (:data:`ETC_ENTRIES`; not ``/etc/ssl/private``). Nothing of any home directory, nothing else of the host.
-- a private ``/proc``, a minimal ``/dev`` (read-only, but with a private ``/dev/shm``), a private ``/tmp``.
+- a private ``/proc``, a minimal ``/dev`` (read-only, but with a private ``/dev/shm``), a private ``/tmp``; both
+  tmpfs of ``tmp_bytes`` each when the layout says so (their files are memory).
 - the image's files read-only, where the image puts them. A directory of the image that holds a mount point
   (``/golem`` when the volumes are ``/golem/in``…, ``/etc``) is recreated and its entries bound one by one, so
   image files and volumes can share a parent. The host's system paths win over the image's, and a volume
@@ -48,6 +51,7 @@ from golem_local.runtime.base import Volume
 from golem_local.runtime.python_base import PREFIX as PYTHON_PREFIX
 from golem_local.runtime.python_base import PythonLayout
 from golem_shared.errors import SandboxUnavailableError
+from golem_shared.tasks import reap
 
 __all__ = [
     "AGENT_PATH",
@@ -154,6 +158,10 @@ class SandboxLayout:
     # `nsenter --net=…`), and show this file as /etc/hosts instead of the host's.
     share_net: bool = False
     hosts_file: Path | None = None
+    # Hardening (golem_local.runtime.launch): the size of /tmp and of /dev/shm each (None: unsized), and
+    # --disable-userns (no user namespaces inside, so no second uid map to play with).
+    tmp_bytes: int | None = None
+    disable_userns: bool = False
 
 
 def _under(path: str, parent: str) -> bool:
@@ -254,6 +262,8 @@ def _assemble(layout: SandboxLayout) -> _Builder:
         layout.hostname,
         "--clearenv",
     ]
+    if layout.disable_userns:
+        builder.args.append("--disable-userns")
     fixed: list[str] = []
     for name in SYSTEM_DIRS:
         host = Path("/", name)
@@ -266,8 +276,10 @@ def _assemble(layout: SandboxLayout) -> _Builder:
         fixed.append(f"/{name}")
     builder.mount("--proc", "/proc")
     builder.mount("--dev", "/dev")
-    builder.mount("--tmpfs", "/dev/shm")
-    builder.mount("--tmpfs", "/tmp")
+    for tmpfs in ("/dev/shm", "/tmp"):
+        if layout.tmp_bytes is not None:
+            builder.args += ["--size", str(layout.tmp_bytes)]
+        builder.mount("--tmpfs", tmpfs)
     fixed += ["/proc", "/dev", "/tmp"]
     if layout.python is not None:
         _python(builder, layout.python)
@@ -347,9 +359,10 @@ async def check_bubblewrap(bwrap: str = "bwrap") -> None:
         raise SandboxUnavailableError(f"cannot run bubblewrap {found!r}: {exc}; {MISSING_MESSAGE}") from exc
     try:
         _stdout, stderr = await asyncio.wait_for(process.communicate(), _CHECK_TIMEOUT)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
+    except BaseException as exc:
+        await reap(process)
+        if not isinstance(exc, asyncio.TimeoutError):
+            raise
         raise SandboxUnavailableError(
             f"bubblewrap {found!r} did not create a test sandbox within {_CHECK_TIMEOUT:.0f} s; "
             "check that the machine is not overloaded and that `bwrap --version` answers"

@@ -12,10 +12,18 @@ Choices the exe-unit can rely on:
   :meth:`~VmRuntime.run_command` raise :class:`RuntimeFailure`; a program that runs and fails returns its
   exit code (``sh -c nosuch`` returns 127, from the shell). A command killed by signal N returns ``-N``.
 - a command ends when its main process exits, even if a daemon it started still holds its output pipes.
-- :meth:`~VmRuntime.cpu_seconds` returns the last figure the agent reported: every process in the
-  sandbox, live or exited, measured by the agent every :data:`USAGE_INTERVAL` seconds by an owned task, once
-  more at :meth:`~VmRuntime.stop`, and on demand with :meth:`~VmRuntime.refresh_cpu_seconds`. It never goes
-  down and keeps its last value after the sandbox ends.
+- the sandbox is a boundary (:mod:`~.launch`): when the node runs as root it runs as an unprivileged host
+  uid of its own (:class:`~.launch.SandboxIdentity`), owner of its volumes and of its copy of the image;
+  ``limits`` (:class:`~.launch.SandboxLimits`) are enforced as far as the :class:`~.launch.SandboxHost`
+  can (control group, sized ``/tmp`` and ``/dev/shm``, rlimits otherwise).
+- :meth:`~VmRuntime.cpu_seconds` is measured from outside the sandbox, never reported by anything inside
+  it: the sandbox's control group (``cpuacct.usage``: every task that ever ran in it, read when asked), or,
+  without control groups, the host's ``/proc`` for the sandbox's PID namespace (sampled every
+  :data:`USAGE_INTERVAL` seconds by an owned task, once more at :meth:`~VmRuntime.stop`, and on demand with
+  :meth:`~VmRuntime.refresh_cpu_seconds`). Every figure is checked to be finite and not negative; it never
+  goes down and keeps its last value after the sandbox ends. :attr:`~VmRuntime.memory_peak_bytes` is the
+  memory high-water mark (the sampled maximum without control groups).
+- a command ended by a limit says so: :meth:`~VmRuntime.exit_note` (``killed: memory limit 512 MiB``).
 - environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` defaults, the host Python's
   settings for a ``python`` image (:mod:`~.python_base`), the provider's ``env``, the image's ``env``, the
   ``deploy`` command's ``env``, the ``run`` command's ``env``.
@@ -38,6 +46,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -49,6 +58,7 @@ from attrs import frozen
 from golem_local.runtime.base import (
     Deployment,
     DeploySettings,
+    FlowControl,
     NetworkJoiner,
     OfferTemplate,
     OutputSink,
@@ -57,7 +67,20 @@ from golem_local.runtime.base import (
     RuntimeFailure,
     Volume,
 )
+from golem_local.runtime.cgroups import CgroupUsage, SandboxCgroup
 from golem_local.runtime.image import Image, check_sandbox_path
+from golem_local.runtime.launch import (
+    MIB,
+    Launch,
+    ProcMeter,
+    SandboxHost,
+    SandboxIdentity,
+    SandboxLimits,
+    checked_seconds,
+    default_sandbox_host,
+    mapping_of_ints,
+    spawn,
+)
 from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.python_base import PythonLayout, prepare_python
 from golem_local.runtime.sandbox import (
@@ -72,6 +95,8 @@ from golem_local.runtime.sandbox import (
     check_bubblewrap,
     describe_exit,
 )
+from golem_local.runtime.storage import make_storage, remove_storage, storage_full
+from golem_local.safefs import VolumeFiles
 from golem_shared.errors import SandboxUnavailableError
 from golem_shared.tasks import TaskSet
 
@@ -86,7 +111,7 @@ __all__ = [
 START_TIMEOUT = 10.0
 """Seconds the agent may take to say it is ready."""
 USAGE_INTERVAL = 0.5
-"""Seconds between two CPU usage reports while the sandbox runs."""
+"""Seconds between two CPU usage samples while the sandbox runs."""
 USAGE_TIMEOUT = 5.0
 KILL_TIMEOUT = 2.0
 """Seconds a cancelled command may take to be reported dead before ``run_command`` gives up waiting."""
@@ -121,6 +146,14 @@ class _Running:
     result: asyncio.Future[int]
 
 
+def _chown_tree(root: Path, owner: tuple[int, int]) -> None:
+    """Give ``root`` and everything in it (links themselves, not what they point at) to ``owner``."""
+    os.chown(root, *owner, follow_symlinks=False)
+    for directory, subdirectories, files in os.walk(root):
+        for name in (*subdirectories, *files):
+            os.chown(os.path.join(directory, name), *owner, follow_symlinks=False)
+
+
 def _remove_tree(path: Path) -> None:
     """Remove ``path`` and everything in it, also directories a command made read-only; log what remains."""
     if not path.exists():
@@ -147,8 +180,11 @@ class VmRuntime:
     ``env`` is the provider's extra environment (the image's environment wins over it). ``load_image``, when
     given, is awaited at :meth:`deploy` for the image to run instead of ``image`` (it raises
     :class:`RuntimeFailure` saying why it cannot give one). ``sandbox_pid`` is the host pid of the bubblewrap
-    process while it runs. ``join_network``, when given, joins the VPNs a ``deploy`` names (its ``net``); the
-    runtime then offers the ``vpn`` capability (:mod:`~golem_local.runtime.network`).
+    process while it runs. ``host`` is what the machine enforces (by default the process's shared
+    :func:`~.launch.default_sandbox_host`); ``limits`` what this activity may use (by default nothing is
+    limited, but the sandbox still runs as its own uid when the node is root, and is metered from outside).
+    ``join_network``, when given, joins the VPNs a ``deploy`` names (its ``net``); the runtime then offers the
+    ``vpn`` capability (:mod:`~golem_local.runtime.network`).
     """
 
     RUNTIME_NAME = "vm"
@@ -163,6 +199,8 @@ class VmRuntime:
         env: Mapping[str, str] | None = None,
         load_image: Callable[[], Awaitable[Image]] | None = None,
         join_network: NetworkJoiner | None = None,
+        host: SandboxHost | None = None,
+        limits: SandboxLimits | None = None,
     ) -> None:
         self.image = image
         self.copy_seconds: float | None = None  # how long deploy took to copy the image's files, for measurements
@@ -183,8 +221,20 @@ class VmRuntime:
         self._tasks = TaskSet("vm runtime", logger=_log)
         self._ready: asyncio.Future[None] | None = None
         self._commands: dict[int, _Running] = {}
-        self._usage_waiters: dict[int, asyncio.Future[float]] = {}
         self._ids = itertools.count(1)
+        self._killing = asyncio.Event()
+        self.host = host if host is not None else default_sandbox_host()
+        self.limits = limits if limits is not None else SandboxLimits()
+        self.identity: SandboxIdentity | None = None
+        self._files: VolumeFiles | None = None
+        self._storage = False  # whether an ext4 file system of the storage limit is mounted over work_dir
+        self._sandbox_id = f"{self.work_dir.name[:40]}-{secrets.token_hex(3)}"
+        self._cgroup: SandboxCgroup | None = None
+        self._meter: ProcMeter | None = None
+        self._usage_at_start: CgroupUsage | None = None
+        self._last_usage: CgroupUsage | None = None
+        self._exit_note: str | None = None
+        self.memory_peak_bytes: int | None = None
         self._cpu = 0.0
         self._cpu_updated = asyncio.Event()
         self._stderr_tail = b""
@@ -225,20 +275,41 @@ class VmRuntime:
                 f"the hostname {hostname!r} is not valid; use up to 63 letters, digits, dots and dashes"
             )
         volumes = tuple(Volume(path, self.work_dir / "volumes" / path.lstrip("/")) for path in paths)
+        self.identity = self.host.identity()
+        if self.host.storage_quota and self.limits.storage_bytes is not None:
+            gid = self.identity.gid if self.identity is not None else 0
+            await make_storage(self.work_dir, self.limits.storage_bytes, gid)
+            self._storage = True
         try:
-            for volume in volumes:
-                volume.host_path.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self._make_directories, volumes)
         except OSError as exc:
             raise RuntimeFailure(f"cannot create the volume directories under {str(self.work_dir)!r}: {exc}") from exc
         await asyncio.to_thread(self._prepare_files)
         self._network = await SandboxNetwork.deploy(
             self._join_network, settings.networks, settings.hosts, hostname=hostname, work_dir=self.work_dir
         )
+        owner = self.identity.owner if self.identity is not None else None
+        try:
+            self._files = VolumeFiles({volume.path: volume.host_path for volume in volumes}, owner=owner)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot open the volume directories under {str(self.work_dir)!r}: {exc}") from exc
         self._volumes = volumes
         self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
         self._hostname = hostname
         self._state = _State.DEPLOYED
         return Deployment(start_mode="blocking", volumes=volumes)
+
+    def _make_directories(self, volumes: Sequence[Volume]) -> None:
+        """The activity's directory and its volumes; with an identity, the volumes are the sandbox's own
+        and the activity's directory is ``root:<sandbox gid> 0750`` (the sandbox's user may pass, no other)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.identity is not None:
+            os.chown(self.work_dir, 0, self.identity.gid)
+            os.chmod(self.work_dir, 0o750)
+        for volume in volumes:
+            volume.host_path.mkdir(parents=True, exist_ok=True)
+            if self.identity is not None:
+                os.chown(volume.host_path, *self.identity.owner)
 
     def _prepare_files(self) -> None:
         """The activity's copy of the image's files, and the host's Python for a ``python`` image (in a thread)."""
@@ -252,6 +323,8 @@ class VmRuntime:
                 raise RuntimeFailure(
                     f"cannot copy the image's files from {str(root)!r} for the activity: {exc}"
                 ) from exc
+            if self.identity is not None:  # the activity's copy is writable: the sandbox's user owns it
+                _chown_tree(copy, self.identity.owner)
             self._image_root = copy
             self.copy_seconds = time.perf_counter() - started
             _log.debug("vm runtime: copied the image %s in %.1f ms", self.image.hash or root, self.copy_seconds * 1000)
@@ -280,45 +353,73 @@ class VmRuntime:
             host_binds=interpreter.binds,
             share_net=self._network is not None and self._network.shares_net,
             hosts_file=self._network.hosts_file if self._network is not None else None,
+            tmp_bytes=self.limits.tmp_bytes,
+            disable_userns=True,
         )
-        prefix = self._network.argv_prefix if self._network is not None else []
-        argv = [*prefix, self.bwrap, *bwrap_args(layout), interpreter.path, "-I", "-S", AGENT_PATH]
+        agent = [interpreter.path, "-I", "-S", AGENT_PATH]
+        rlimits = self.host.rlimits(self.limits)
+        if rlimits:
+            agent += ["--rlimits", mapping_of_ints(rlimits)]
+        self._state = _State.STARTED
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                limit=_LINE_LIMIT,
-                start_new_session=True,  # a Ctrl-C meant for the provider does not reach the sandbox
+            launch = await spawn(
+                self.bwrap,
+                bwrap_args(layout),
+                agent,
+                host=self.host,
+                identity=self.identity,
+                limits=self.limits,
+                sandbox_id=self._sandbox_id,
+                prefix=self._network.argv_prefix if self._network is not None else (),
+                stream_limit=_LINE_LIMIT,
             )
-        except FileNotFoundError:
+        except RuntimeFailure as exc:
             self._state = _State.ENDED
-            raise RuntimeFailure(f"{MISSING_MESSAGE} (looked for {self.bwrap!r})") from None
-        except OSError as exc:
-            self._state = _State.ENDED
-            raise RuntimeFailure(f"cannot run bubblewrap {self.bwrap!r}: {exc}") from exc
+            if "is not installed" in str(exc):
+                raise RuntimeFailure(f"{MISSING_MESSAGE} (looked for {self.bwrap!r})") from None
+            raise
+        process = launch.process
         assert process.stdout is not None
         assert process.stderr is not None
         self._process = process
+        self._cgroup = launch.cgroup
         self.sandbox_pid = process.pid
         self._ready = asyncio.get_running_loop().create_future()
         reader = self._tasks.spawn(self._read_events(process.stdout), name=f"vm agent events {process.pid}")
         errors = self._tasks.spawn(self._read_stderr(process.stderr), name=f"vm sandbox stderr {process.pid}")
         self._tasks.spawn(self._watch(process, reader, errors), name=f"vm sandbox watch {process.pid}")
-        self._state = _State.STARTED
         try:
+            await self._release(launch)
             await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
         except asyncio.TimeoutError:
             await self._shut_down()
+            await self._release_resources()
             self._state = _State.ENDED
             raise RuntimeFailure(
                 f"the sandbox's agent did not answer within {START_TIMEOUT:.0f} s{self._stderr_note()}"
             ) from None
-        except RuntimeFailure:
+        except RuntimeFailure as exc:
             await self._shut_down()
-            raise
+            await self._release_resources()
+            self._state = _State.ENDED
+            raise RuntimeFailure(f"{exc}{self._stderr_note()}") from None
+        finally:
+            launch.close()
         self._tasks.spawn(self._poll_usage(), name=f"vm usage poller {process.pid}")
+
+    async def _release(self, launch: Launch) -> None:
+        """Let the blocked sandbox run once it is in its limits; set up the meter that fits the host."""
+        try:
+            await launch.release(timeout=START_TIMEOUT)
+        except RuntimeFailure:
+            if self._process is not None:  # bubblewrap ended: its exit and its words make the better message
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._process.wait(), STOP_GRACE)
+            raise
+        if self._cgroup is not None:
+            self._usage_at_start = self._cgroup_usage()
+        elif launch.pidns is not None:
+            self._meter = ProcMeter(launch.pidns)
 
     async def run_command(self, process: RunProcess, sink: OutputSink) -> int:
         """Run ``process`` in the sandbox, streaming its output to ``sink`` as it comes; return its exit code.
@@ -335,10 +436,16 @@ class VmRuntime:
         self._commands[command_id] = _Running(process.entry_point, cwd, sink, result)
         env = {**self._environment(), **{str(key): str(value) for key, value in process.env.items()}}
         request = {"op": "run", "id": command_id, "argv": [process.entry_point, *process.args], "env": env, "cwd": cwd}
+        before = self._last_usage  # the latest reading (the poller keeps it fresh): no read before each command
+        self._exit_note = None
         try:
             await self._send(request)
             # Shielded: cancelling this call must not cancel the future the agent's answer resolves.
-            return await asyncio.shield(result)
+            code = await asyncio.shield(result)
+            self._exit_note = self._limit_note(before, self._cgroup_usage(), code) if code != 0 else None
+            if self._exit_note is None and code != 0 and self._storage and storage_full(self.work_dir):
+                self._exit_note = self._storage_note()
+            return code
         except asyncio.CancelledError:
             await self._kill(command_id, result)
             raise
@@ -358,16 +465,38 @@ class VmRuntime:
             try:
                 if self._state is _State.STARTED:
                     with contextlib.suppress(RuntimeFailure):
-                        await self.refresh_cpu_seconds(timeout=STOP_GRACE)
+                        await self.refresh_cpu_seconds(timeout=STOP_GRACE)  # before the sandbox's processes end
                     with contextlib.suppress(RuntimeFailure):
                         await self._send({"op": "exit"})
                 await self._shut_down()
             finally:
                 self._state = _State.STOPPED
                 self._fail_all(RuntimeFailure("the activity was stopped before the command finished"))
+                await self._release_resources()
                 if self._network is not None:  # after the sandbox: nothing may still hold its namespace
                     await self._network.release()
                 await asyncio.to_thread(_remove_tree, self.work_dir)
+
+    async def _release_resources(self) -> None:
+        """The last reading, then the control group and the uid go back (every process of the sandbox is gone)."""
+        files, self._files = self._files, None
+        if files is not None:
+            files.close()
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:
+            with contextlib.suppress(OSError, RuntimeFailure):
+                self._record_cgroup(cgroup.usage())
+            await asyncio.to_thread(cgroup.remove)
+        identity, self.identity = self.identity, None
+        if identity is not None:
+            identity.release()
+        if self._storage:
+            self._storage = False
+            try:
+                await remove_storage(self.work_dir)
+            except RuntimeFailure as exc:
+                _log.error("vm runtime: cannot unmount the activity's storage: %s", exc)
+        await asyncio.to_thread(shutil.rmtree, self.host.stage_dir(self._sandbox_id), True)
 
     async def wait_ended(self) -> str:
         """Return why the sandbox ended when it ends by itself or is killed from outside (not at :meth:`stop`)."""
@@ -377,32 +506,35 @@ class VmRuntime:
     # -- metering ----------------------------------------------------------------------------------------------
 
     def cpu_seconds(self) -> float:
-        """CPU seconds of every process the activity ran, as last reported by the agent (see the module doc)."""
+        """CPU seconds of every process the activity ran, measured from outside the sandbox (see the module doc)."""
+        if self._state is _State.STARTED and self._cgroup is not None:
+            self._cgroup_usage()  # one read of a kernel counter: always current
         return self._cpu
 
     async def refresh_cpu_seconds(self, *, timeout: float = USAGE_TIMEOUT) -> float:
-        """Ask the agent for the CPU seconds now and return the (never decreasing) figure.
+        """Measure the CPU seconds now and return the (never decreasing) figure.
 
-        Raises :class:`RuntimeFailure` when the sandbox does not answer within ``timeout`` seconds or is not
-        running; before start and after the end it returns the last figure without asking.
+        Raises :class:`RuntimeFailure` when the measurement does not finish within ``timeout`` seconds; before
+        start and after the end it returns the last figure without measuring.
         """
         if self._state is not _State.STARTED:
             return self._cpu
-        usage_id = next(self._ids)
-        answer: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._usage_waiters[usage_id] = answer
+        if self._cgroup is not None:
+            self._cgroup_usage()
+            return self._cpu
+        meter = self._meter
+        if meter is None:
+            return self._cpu
         try:
-            await self._send({"op": "usage", "id": usage_id})
-            cpu = await asyncio.wait_for(answer, timeout)
+            cpu, rss = await asyncio.wait_for(asyncio.to_thread(meter.sample), timeout)
         except asyncio.TimeoutError:
-            raise RuntimeFailure(f"the sandbox did not report its CPU usage within {timeout} s") from None
-        finally:
-            self._usage_waiters.pop(usage_id, None)
-        self._record_cpu(cpu)
+            raise RuntimeFailure(f"the sandbox's CPU usage could not be read within {timeout} s") from None
+        self.memory_peak_bytes = max(self.memory_peak_bytes or 0, rss)
+        self._record_cpu(checked_seconds(cpu, "the host's /proc"))
         return self._cpu
 
     async def wait_cpu_seconds(self, at_least: float, *, timeout: float) -> float:
-        """Wait until the periodic reports reach ``at_least`` CPU seconds; return the figure.
+        """Wait until the periodic samples reach ``at_least`` CPU seconds; return the figure.
 
         For tests and diagnostics. Raises :class:`RuntimeFailure` if it does not happen within ``timeout``.
         """
@@ -419,10 +551,73 @@ class VmRuntime:
             ) from None
         return self._cpu
 
+    def exit_note(self) -> str | None:
+        """Why the command :meth:`run_command` last returned for ended, when a limit of the activity explains
+        it: ``killed: memory limit 512 MiB …``, ``process limit 64 reached …``; ``None`` otherwise."""
+        return self._exit_note
+
+    def _cgroup_usage(self) -> CgroupUsage | None:
+        """The control group's counters now (and the CPU figure recorded); ``None`` without one."""
+        cgroup = self._cgroup
+        if cgroup is None:
+            return None
+        try:
+            usage = cgroup.usage()
+        except OSError as exc:
+            _log.debug("vm sandbox %s: no cgroup reading: %s", self.sandbox_pid, exc)
+            return None
+        self._record_cgroup(usage)
+        return usage
+
+    def _record_cgroup(self, usage: CgroupUsage) -> None:
+        self._last_usage = usage
+        try:
+            self._record_cpu(checked_seconds(usage.cpu_ns / 1e9, "the sandbox's control group"))
+        except RuntimeFailure as exc:
+            _log.error("vm sandbox %s: %s", self.sandbox_pid, exc)
+        if usage.memory_peak_bytes is not None and usage.memory_peak_bytes >= 0:
+            self.memory_peak_bytes = max(self.memory_peak_bytes or 0, usage.memory_peak_bytes)
+
+    def _storage_note(self) -> str:
+        size = self.limits.storage_bytes or 0
+        return (
+            f"storage limit {size / MIB:g} MiB reached: the activity's volumes and its copy of the image are "
+            "full (the offer's golem.inf.storage.gib)"
+        )
+
+    def _limit_note(self, before: CgroupUsage | None, after: CgroupUsage | None, code: int) -> str | None:
+        """What a limit did to the sandbox while a command ran (see :meth:`exit_note`)."""
+        if before is None or after is None:
+            return None
+        if after.oom_kills > before.oom_kills and code != 0:
+            memory = self.limits.memory_bytes
+            limit = f"{memory / MIB:g} MiB" if memory is not None else "the host's memory"
+            killed = after.oom_kills - before.oom_kills
+            return (
+                f"killed: memory limit {limit} (the kernel ended {killed} process(es) of the activity for lack "
+                "of memory; the offer's golem.inf.mem.gib is the activity's whole memory, /tmp and /dev/shm included)"
+            )
+        if after.refused_forks > before.refused_forks and code != 0:
+            return (
+                f"process limit {self.limits.processes} reached ({after.refused_forks - before.refused_forks} "
+                "fork(s) refused); the activity cannot run more processes and threads at once"
+            )
+        return None
+
     # -- files, offers, self-test ------------------------------------------------------------------------------
 
+    def volume_files(self) -> VolumeFiles:
+        """The volumes as descriptors opened at :meth:`deploy` (closed at :meth:`stop`): what file transfer uses."""
+        if self._files is None:
+            raise RuntimeFailure(self._not_running("files cannot go to or from the activity"))
+        return self._files
+
     def container_path(self, path: str) -> Path:
-        """The host path of ``path``, which must be inside a volume; ``..`` and symbolic links may not leave it."""
+        """The host path of ``path``, which must be inside a volume; ``..`` and symbolic links may not leave it.
+
+        For tests and diagnostics: the path may change under a running sandbox; file operations on the
+        activity's behalf go through :meth:`volume_files`.
+        """
         names = ", ".join(volume.path for volume in self._volumes) or "none yet: deploy first"
         try:
             normal = check_sandbox_path(path, "path")
@@ -483,6 +678,8 @@ class VmRuntime:
             raise RuntimeFailure(self._not_running(f"cannot reach the sandbox ({exc!r})")) from None
 
     async def _kill(self, command_id: int, result: asyncio.Future[int]) -> None:
+        killing, self._killing = self._killing, asyncio.Event()
+        killing.set()  # a reader waiting for a congested sink reads on, so that the agent hears the kill
         if not result.done() and self._state is _State.STARTED:
             with contextlib.suppress(RuntimeFailure):
                 await self._send({"op": "kill", "id": command_id})
@@ -506,33 +703,55 @@ class VmRuntime:
                 self._dispatch(event)
             except (ValueError, KeyError, TypeError) as exc:
                 _log.error("vm sandbox %s: unreadable agent event %r: %s", self.sandbox_pid, line[:200], exc)
+                continue
+            await self._flow_control(event)
+
+    async def _flow_control(self, event: dict[str, Any]) -> None:
+        """After a piece of output: while its sink is congested, read no more (the agent, then the command,
+        wait on their full pipes); a kill of the command ends the wait."""
+        if event.get("ev") != "out":
+            return
+        running = self._commands.get(event["id"])
+        if running is None or running.result.done() or not isinstance(running.sink, FlowControl):
+            return
+        sink = running.sink
+        if sink.congested():
+            waiting = asyncio.ensure_future(sink.wait_room())
+            killing = asyncio.ensure_future(self._killing.wait())
+            watched: set[asyncio.Future[Any]] = {waiting, killing, running.result}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            killing.cancel()
 
     def _dispatch(self, event: dict[str, Any]) -> None:
+        """Act on one agent event; every field is checked (``ValueError`` for a malformed one)."""
         kind = event["ev"]
         if kind == "out":
-            running = self._commands.get(event["id"])
+            running = self._commands.get(_whole(event["id"], "id"))
+            stream = _STREAMS.get(_whole(event["fd"], "fd"))
+            if stream is None or not isinstance(event["data"], str):
+                raise ValueError("an output event names neither stdout nor stderr, or has no data")
             if running is not None and not running.result.done():
                 try:
-                    running.sink(_STREAMS[event["fd"]], base64.b64decode(event["data"]))
+                    running.sink(stream, base64.b64decode(event["data"], validate=True))
                 except Exception:
                     _log.exception("vm sandbox %s: the output sink of %r failed", self.sandbox_pid, running.program)
         elif kind == "exit":
-            running = self._commands.get(event["id"])
+            running = self._commands.get(_whole(event["id"], "id"))
+            code = _whole(event["code"], "code")
+            if not -255 <= code <= 255:
+                raise ValueError(f"exit code {code} is out of range")
             if running is not None and not running.result.done():
-                running.result.set_result(int(event["code"]))
+                running.result.set_result(code)
         elif kind == "failed":
-            running = self._commands.get(event["id"])
+            running = self._commands.get(_whole(event["id"], "id"))
             if running is not None and not running.result.done():
                 running.result.set_exception(
                     RuntimeFailure(
-                        f"cannot start {running.program!r} in the sandbox: {event['message']} "
+                        f"cannot start {running.program!r} in the sandbox: {str(event['message'])[:500]} "
                         f"(working directory {running.cwd})"
                     )
                 )
-        elif kind == "usage":
-            waiter = self._usage_waiters.get(event["id"])
-            if waiter is not None and not waiter.done():
-                waiter.set_result(float(event["cpu"]))
         elif kind == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
@@ -553,6 +772,9 @@ class VmRuntime:
         reason = f"the sandbox {describe_exit(code)}{self._stderr_note()}"
         if self._stopping:
             return
+        note = self._limit_note(self._usage_at_start, self._cgroup_usage(), code)
+        if note is not None:
+            reason = f"{reason}: {note}"
         self._state = _State.ENDED
         self._end_reason = reason
         self._fail_all(RuntimeFailure(f"{reason}; the command did not finish"))
@@ -564,16 +786,13 @@ class VmRuntime:
         for running in self._commands.values():
             if not running.result.done():
                 running.result.set_exception(failure)
-        for waiter in self._usage_waiters.values():
-            if not waiter.done():
-                waiter.set_exception(failure)
 
     async def _poll_usage(self) -> None:
         while self._state is _State.STARTED:
             try:
                 await self.refresh_cpu_seconds()
             except RuntimeFailure as exc:
-                _log.debug("vm sandbox %s: no usage report: %s", self.sandbox_pid, exc)
+                _log.debug("vm sandbox %s: no usage reading: %s", self.sandbox_pid, exc)
             await asyncio.sleep(USAGE_INTERVAL)  # a period, not a wait for something to happen
 
     def _record_cpu(self, cpu: float) -> None:
@@ -601,8 +820,16 @@ class VmRuntime:
         await self._tasks.aclose()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeFailure("the sandbox was stopped before its agent was ready"))
+        if self._ready is not None and not self._ready.cancelled():
             self._ready.exception()  # whoever awaits it still gets it; nobody else needs to
         self.sandbox_pid = None
+
+
+def _whole(value: Any, name: str) -> int:
+    """``value`` if it is an int (not a bool, not a float); ``ValueError`` naming the field otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r:.50}")
+    return value
 
 
 if TYPE_CHECKING:

@@ -182,3 +182,19 @@ def test_head_tail_keeps_the_ends_of_the_output(pieces: list[bytes], size: int) 
     head = (size + 1) // 2
     expected = output if len(output) <= size else output[:head] + output[len(output) - (size - head) :]
     assert (bytes(kept) if kept is not None else b"") == expected
+
+
+def test_the_node_keeps_a_bounded_head_and_tail_with_a_note() -> None:
+    capture = OutputCapture(capture_of({"atEnd": {}}), limit=32)
+    for piece in (b"a" * 10, b"b" * 100, b"c" * 30):
+        capture.write(piece)
+    kept = capture.result()
+    assert isinstance(kept, str)
+    assert kept.startswith("aa\n[... 108 bytes of output left out here")
+    assert kept.endswith("]\n" + "b" * 0 + "c" * 30)
+    assert capture.total == 140
+    # what the mode asks for itself, within the limit, is kept as the daemon keeps it, without a note
+    assert feed({"atEnd": {"tail": 3}}, b"x" * 100, b"end") == ([], "end")
+    streamed = OutputCapture(capture_of({"stream": {}}), limit=8)
+    assert [streamed.write(b"0123456789") for _ in range(3)] == ["0123456789"] * 3  # every piece still streams
+    assert "bytes of output left out here" in str(streamed.result())

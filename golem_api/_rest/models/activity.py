@@ -143,7 +143,9 @@ class RuntimeEvent:
     ``kind`` is ``"started"`` (payload ``{"command": {…}}``), ``"finished"`` (``{"return_code", "message"}``),
     ``"stdout"`` / ``"stderr"`` (the text written, bytes decoded as UTF-8), ``"progress"`` (an object) or any
     other name a newer node sends. The daemon writes the fields in snake_case and the spec in camelCase: both
-    are read. ``timestamp`` is in UTC (the daemon sends it without a zone, meaning UTC).
+    are read. ``timestamp`` is in UTC (the daemon sends it without a zone, meaning UTC). ``sequence`` is the
+    frame's SSE ``id`` when it is a number (the local node numbers a batch's events from 0, so a jump means
+    events the reader did not get), else ``None``.
     """
 
     batch_id: str
@@ -151,6 +153,7 @@ class RuntimeEvent:
     timestamp: datetime | None
     kind: str
     payload: Any = None
+    sequence: int | None = None
 
     @property
     def return_code(self) -> int | None:
