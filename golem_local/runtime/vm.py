@@ -25,6 +25,9 @@ Choices the exe-unit can rely on:
   tree costs (a few milliseconds for a service's scripts: the Python of a ``python`` image is not in the tree).
 - an image can be given as a loader (``load_image``), awaited at :meth:`~VmRuntime.deploy`: a provider's
   download of the image its agreement names happens there, and a failure is the deploy's error.
+- an image with a whole root file system (``Image.rootfs``: every GVMI) is the sandbox's ``/`` instead, writable
+  for this activity only (an overlay on the unpacked image, :mod:`~.rootfs`), with nothing of the host visible
+  but the agent's interpreter under ``/.golem``; everything the activity wrote is dropped at :meth:`stop`.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from golem_local.runtime.base import (
 )
 from golem_local.runtime.image import Image, check_sandbox_path
 from golem_local.runtime.python_base import PythonLayout, prepare_python
+from golem_local.runtime.rootfs import AGENT_DIR, ActivityRoot, agent_bundle, remove_tree, user_namespace
 from golem_local.runtime.sandbox import (
     AGENT_PATH,
     DEFAULT_HOSTNAME,
@@ -80,6 +84,9 @@ __all__ = [
     "USAGE_INTERVAL",
     "VmRuntime",
 ]
+
+ROOT_FS_RESERVED = ("/proc", "/dev", "/sys", AGENT_DIR)
+"""Paths of an image's sandbox that no volume may be at or under (the sandbox fills them itself)."""
 
 START_TIMEOUT = 10.0
 """Seconds the agent may take to say it is ready."""
@@ -119,8 +126,15 @@ class _Running:
     result: asyncio.Future[int]
 
 
-def _remove_tree(path: Path) -> None:
+def _remove_tree(path: Path, root: ActivityRoot | None = None) -> None:
     """Remove ``path`` and everything in it, also directories a command made read-only; log what remains."""
+    if root is not None:  # files of the image's other users: removed as root of the namespace they belong to
+        root.remove()
+        try:
+            remove_tree(path, root.namespace)
+        except OSError as exc:
+            _log.error("cannot remove the activity directory %s: %s", path, exc)
+        return
     if not path.exists():
         return
     try:
@@ -164,6 +178,7 @@ class VmRuntime:
         self.copy_seconds: float | None = None  # how long deploy took to copy the image's files, for measurements
         self._load_image = load_image
         self._image_root: Path | None = None
+        self._root_fs: ActivityRoot | None = None
         self._python: PythonLayout | None = None
         self.work_dir = Path(work_dir)
         self.bwrap = bwrap
@@ -204,10 +219,9 @@ class VmRuntime:
             paths = sorted({check_sandbox_path(path, "volume") for path in (*self.image.volumes, *settings.volumes)})
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
+        reserved = ROOT_FS_RESERVED if self.image.rootfs else (*SYSTEM_PATHS, AGENT_PATH)
         for path in paths:
-            taken = [
-                system for system in (*SYSTEM_PATHS, AGENT_PATH) if path.startswith(system + "/") or path == system
-            ]
+            taken = [system for system in reserved if path.startswith(system + "/") or path == system]
             if taken:
                 raise RuntimeFailure(
                     f"the volume {path!r} is inside {taken[0]}, which the sandbox fills itself; "
@@ -224,7 +238,10 @@ class VmRuntime:
                 volume.host_path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RuntimeFailure(f"cannot create the volume directories under {str(self.work_dir)!r}: {exc}") from exc
-        await asyncio.to_thread(self._prepare_files)
+        if self.image.rootfs:
+            await self._prepare_root_fs(hostname)
+        else:
+            await asyncio.to_thread(self._prepare_files)
         self._volumes = volumes
         self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
         self._hostname = hostname
@@ -252,14 +269,42 @@ class VmRuntime:
             except (SandboxUnavailableError, OSError) as exc:
                 raise RuntimeFailure(f"the image's base {self.image.base!r} cannot be shown: {exc}") from exc
 
-    async def start(self, args: Sequence[str]) -> None:
-        """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
+    async def _prepare_root_fs(self, hostname: str) -> None:
+        """The activity's writable view of the image's root file system (see :mod:`~.rootfs`)."""
+        assert self.image.root is not None
+        started = time.perf_counter()
+        try:
+            namespace = await asyncio.to_thread(user_namespace)
+            root = ActivityRoot(self.image.root, self.work_dir / "rootfs", hostname=hostname, namespace=namespace)
+            self._root_fs = root
+            await asyncio.to_thread(root.prepare)
+            interpreter = agent_interpreter()
+            await asyncio.to_thread(agent_bundle, interpreter.path, str(_AGENT_SCRIPT))
+        except (SandboxUnavailableError, OSError) as exc:
+            raise RuntimeFailure(f"cannot prepare the image's root file system for the activity: {exc}") from exc
+        self.copy_seconds = time.perf_counter() - started
+        _log.debug(
+            "vm runtime: %s root of image %s ready in %.1f ms",
+            root.strategy,
+            self.image.hash or self.image.root,
+            self.copy_seconds * 1000,
+        )
 
-        ``args`` (the ``start`` command's arguments) are accepted and ignored, as by a Golem VM.
-        """
-        if self._state is not _State.DEPLOYED:
-            raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}; deploy it first, start once")
+    def _sandbox_command(self) -> tuple[list[str], tuple[int, ...]]:
+        """The command that starts the sandbox with its agent, and the descriptors it must inherit."""
         interpreter = agent_interpreter()
+        root = self._root_fs
+        if root is not None:
+            bundle = agent_bundle(interpreter.path, str(_AGENT_SCRIPT))
+            layout = SandboxLayout(
+                volumes=self._volumes,
+                root_fs=root.root,
+                working_dir=self.image.working_dir,
+                hostname=self._hostname,
+                files=tuple((Path(host), sandbox) for host, sandbox in bundle.binds),
+                writable_files=root.generated_files,
+            )
+            return [*root.wrapper(), self.bwrap, *bwrap_args(layout), *bundle.argv], root.pass_fds
         layout = SandboxLayout(
             volumes=self._volumes,
             image_root=self._image_root,
@@ -270,7 +315,16 @@ class VmRuntime:
             files=((_AGENT_SCRIPT, AGENT_PATH),),
             host_binds=interpreter.binds,
         )
-        argv = [self.bwrap, *bwrap_args(layout), interpreter.path, "-I", "-S", AGENT_PATH]
+        return [self.bwrap, *bwrap_args(layout), interpreter.path, "-I", "-S", AGENT_PATH], ()
+
+    async def start(self, args: Sequence[str]) -> None:
+        """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
+
+        ``args`` (the ``start`` command's arguments) are accepted and ignored, as by a Golem VM.
+        """
+        if self._state is not _State.DEPLOYED:
+            raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}; deploy it first, start once")
+        argv, pass_fds = self._sandbox_command()
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -279,6 +333,7 @@ class VmRuntime:
                 stderr=asyncio.subprocess.PIPE,
                 limit=_LINE_LIMIT,
                 start_new_session=True,  # a Ctrl-C meant for the provider does not reach the sandbox
+                pass_fds=pass_fds,
             )
         except FileNotFoundError:
             self._state = _State.ENDED
@@ -353,7 +408,7 @@ class VmRuntime:
             finally:
                 self._state = _State.STOPPED
                 self._fail_all(RuntimeFailure("the activity was stopped before the command finished"))
-                await asyncio.to_thread(_remove_tree, self.work_dir)
+                await asyncio.to_thread(_remove_tree, self.work_dir, self._root_fs)
 
     async def wait_ended(self) -> str:
         """Return why the sandbox ended when it ends by itself or is killed from outside (not at :meth:`stop`)."""
