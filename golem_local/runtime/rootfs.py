@@ -169,31 +169,31 @@ def _make_namespace(root_map: tuple[int, int, int] | None) -> UserNamespace:
     else:
         command = ["unshare", "--user", "--map-root-user", "--", *holder_script]
         kind = "single"
-    holder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        line = _wait_line(holder, "the process holding the sandboxes' user namespace")
-        if line != b"ready\n":
-            holder.wait(_TIMEOUT)
-            said = holder.stderr.read().decode(errors="replace").strip() if holder.stderr else ""
-            raise SandboxUnavailableError(
-                f"cannot create the user namespace that images run in (`{' '.join(command[:-3])}` said: {said}); "
-                "this machine must allow user namespaces (`sysctl user.max_user_namespaces` > 0, and "
-                "`kernel.unprivileged_userns_clone=1` for a user other than root)"
-            )
-        if kind in ("identity", "range"):
-            inside, outside, count = root_map if root_map is not None else (0, 0, 4294967295)
-            for name in ("uid_map", "gid_map"):
-                with open(f"/proc/{holder.pid}/{name}", "w") as mapping:
-                    mapping.write(f"{inside} {outside} {count}\n")
-        fd = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        if holder.stdin is not None:
-            holder.stdin.close()
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as holder:
         try:
-            holder.wait(_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait()
+            line = _wait_line(holder, "the process holding the sandboxes' user namespace")
+            if line != b"ready\n":
+                holder.wait(_TIMEOUT)
+                said = holder.stderr.read().decode(errors="replace").strip() if holder.stderr else ""
+                raise SandboxUnavailableError(
+                    f"cannot create the user namespace that images run in (`{' '.join(command[:-3])}` said: "
+                    f"{said}); this machine must allow user namespaces (`sysctl user.max_user_namespaces` > 0, "
+                    "and `kernel.unprivileged_userns_clone=1` for a user other than root)"
+                )
+            if kind in ("identity", "range"):
+                inside, outside, count = root_map if root_map is not None else (0, 0, 4294967295)
+                for name in ("uid_map", "gid_map"):
+                    with open(f"/proc/{holder.pid}/{name}", "w") as mapping:
+                        mapping.write(f"{inside} {outside} {count}\n")
+            fd = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            if holder.stdin is not None:
+                holder.stdin.close()
+            try:
+                holder.wait(_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                holder.kill()
+                holder.wait()
     return UserNamespace(fd, kind)
 
 

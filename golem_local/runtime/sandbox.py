@@ -158,7 +158,7 @@ class SandboxLayout:
     image_writable: bool = False
     image_as_root: bool = False
     python: PythonLayout | None = None
-    root_fs: Path | None = None  # a whole root file system, bound read-write at / (see the module docstring)
+    root_fs: Path | None = None  # a whole root file system, bound read-write at / (image_root: the image's tree)
     writable_files: tuple[tuple[Path, str], ...] = ()  # (host path, sandbox path), read-write, with root_fs
 
 
@@ -265,6 +265,8 @@ def _assemble_root_fs(layout: SandboxLayout, root_fs: Path) -> _Builder:
     for path, mode in _VM_DIRECTORIES:
         builder.args += ["--perms", mode]
         builder.directory(path)
+    if layout.image_root is not None and not os.path.lexists(layout.image_root / "var" / "run"):
+        builder.op("--symlink", "/run", "/var/run")  # where daemons keep their pid files, as in every VM image
     for source, dest in layout.writable_files:
         builder.op("--bind", str(source), dest)
     for volume in sorted(layout.volumes, key=lambda volume: volume.path):

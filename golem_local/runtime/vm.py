@@ -299,6 +299,7 @@ class VmRuntime:
             layout = SandboxLayout(
                 volumes=self._volumes,
                 root_fs=root.root,
+                image_root=self.image.root,
                 working_dir=self.image.working_dir,
                 hostname=self._hostname,
                 files=tuple((Path(host), sandbox) for host, sandbox in bundle.binds),

@@ -1,0 +1,170 @@
+"""A GVMI's root file system as the sandbox's ``/``: writable per activity, discarded at the end, nothing of the
+host visible, the agent running on the host's interpreter although the image has no Python.
+
+The image is a tiny real root (:mod:`tests.tinyroot`, this machine's ``sh`` and coreutils with their libraries)
+packed by the real ``mksquashfs`` and unpacked the way providers do (in the sandboxes' user namespace), so these
+tests take about a second and need no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from golem_local.images.cache import image_from_metadata
+from golem_local.images.format import ImageMetadata, unpack_image, write_gvmi
+from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
+from golem_local.runtime.image import Image
+from golem_local.runtime.rootfs import user_namespace
+from golem_local.runtime.sandbox import SandboxLayout, bwrap_args
+from golem_local.runtime.vm import VmRuntime
+from tests.tinyroot import make_tiny_root
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None or shutil.which("mksquashfs") is None,
+    reason="bubblewrap and squashfs-tools are needed (scripts/bootstrap.sh installs them)",
+)
+
+BOUND = 20.0
+METADATA = ImageMetadata(
+    env=("PATH=/bin", "GREETING=hi"),
+    working_dir="/golem/work",
+    volumes=("/golem/in", "/golem/out"),
+)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """The tiny root as a GVMI, unpacked like a provider's cache does (once for the module)."""
+    base = tmp_path_factory.mktemp("tinyroot")
+    gvmi = base / "tiny.gvmi"
+    digest = write_gvmi(make_tiny_root(base / "tree"), METADATA, gvmi)
+    namespace = user_namespace()
+    cache = base / "cache"
+    metadata = unpack_image(gvmi, cache, wrap=namespace.enter, pass_fds=namespace.pass_fds)
+    return image_from_metadata(metadata, cache, digest)
+
+
+async def run(runtime: VmRuntime, script: str) -> tuple[int, str]:
+    out: list[bytes] = []
+    process = RunProcess("/bin/sh", ("-c", script))
+    code = await asyncio.wait_for(runtime.run_command(process, lambda _s, data: out.append(data)), BOUND)
+    return code, b"".join(out).decode()
+
+
+@pytest.fixture
+async def runtime(image: Image, tmp_path: Path) -> AsyncIterator[VmRuntime]:
+    vm = VmRuntime(image, tmp_path / "activity")
+    await vm.deploy(DeploySettings())
+    await vm.start([])
+    try:
+        yield vm
+    finally:
+        await vm.stop()
+
+
+async def test_the_image_is_root_with_the_vm_directories_and_generated_etc_files(runtime: VmRuntime) -> None:
+    code, out = await run(
+        runtime,
+        'echo "$GREETING $(pwd)"; cat /golem/app/hello.txt /etc/motd /etc/hostname; cat /etc/hosts; '
+        "ls -d /var /run /tmp /root /opt /proc/self /dev/null; stat -c '%a' /tmp; id -u; ls /golem",
+    )
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[:4] == ["hi /golem/work", "hello from the image", "tiny root", "golem-vm"]
+    assert "127.0.0.1\tlocalhost" in lines
+    assert "127.0.1.1\tgolem-vm" in lines
+    assert {"/var", "/run", "/tmp", "/root", "/opt", "/proc/self", "/dev/null"} <= set(lines)
+    assert "1777" in lines
+    assert lines[-4:] == ["0", "app", "in", "out"] or lines[-5:] == ["0", "app", "in", "out", "work"]
+
+
+async def test_host_files_are_not_visible_and_the_agent_needs_no_python_in_the_image(runtime: VmRuntime) -> None:
+    hidden = [str(Path.cwd()), "/usr/lib/python3", "/etc/shadow", "/work", os.__file__, "/home", "/sys/kernel"]
+    code, out = await run(runtime, "for p in " + " ".join(hidden) + ' /usr; do [ -e "$p" ] && echo "$p"; done; true')
+    assert (code, out) == (0, ""), "nothing of the host shows at its own path"
+    code, out = await run(runtime, "ls /.golem /.golem/python/bin; cat /proc/1/cmdline | head -c 200")
+    assert code == 0
+    assert "agent.py" in out
+    assert "--library-path" in out, "PID 1 runs on the host's interpreter through the host's dynamic loader"
+
+
+async def test_writes_land_in_the_activity_only_and_are_gone_at_stop(image: Image, tmp_path: Path) -> None:
+    assert image.root is not None
+    before = sorted(str(path.relative_to(image.root)) for path in image.root.rglob("*"))
+    first, second = VmRuntime(image, tmp_path / "a"), VmRuntime(image, tmp_path / "b")
+    for vm in (first, second):
+        await vm.deploy(DeploySettings())
+        await vm.start([])
+    try:
+        code, out = await run(
+            first,
+            "echo 4242 > /var/run/service.pid && echo changed >> /golem/app/hello.txt && rm /etc/motd && "
+            "mkdir -p /usr/local/data && touch /usr/local/data/x && chown 33:33 /usr/local/data/x && "
+            "stat -c '%u' /usr/local/data/x && cat /var/run/service.pid",
+        )
+        assert (code, out) == (0, "33\n4242\n"), "root of the sandbox owns the image: it may write and chown anywhere"
+        code, out = await run(second, "cat /golem/app/hello.txt /etc/motd; ls /var/run /usr/local 2>&1; true")
+        assert out.startswith("hello from the image\ntiny root\n"), "the other activity sees the image as built"
+        assert "service.pid" not in out
+    finally:
+        await first.stop()
+        await second.stop()
+    assert sorted(str(path.relative_to(image.root)) for path in image.root.rglob("*")) == before
+    assert (image.root / "golem" / "app" / "hello.txt").read_text() == "hello from the image\n"
+    assert not (tmp_path / "a").exists(), "stop removed the activity's layer and volumes"
+    third = VmRuntime(image, tmp_path / "c")
+    await third.deploy(DeploySettings())
+    await third.start([])
+    try:
+        code, out = await run(third, "cat /etc/motd; ls /var/run 2>&1 | head -1; true")
+        assert out.startswith("tiny root\n")
+        assert "service.pid" not in out
+    finally:
+        await third.stop()
+
+
+async def test_volumes_are_shared_with_the_host_and_a_daemon_dies_with_the_activity(
+    image: Image, tmp_path: Path
+) -> None:
+    vm = VmRuntime(image, tmp_path / "activity")
+    deployment = await vm.deploy(DeploySettings())
+    await vm.start([])
+    try:
+        out_volume = next(v for v in deployment.volumes if v.path == "/golem/out")
+        code, _ = await run(vm, "echo result > /golem/out/result.txt; (sleep 600 &) ; true")
+        assert code == 0
+        assert (out_volume.host_path / "result.txt").read_text() == "result\n"
+        assert vm.container_path("/golem/out/result.txt") == (out_volume.host_path / "result.txt").resolve()
+        with pytest.raises(RuntimeFailure, match="not inside a volume"):
+            vm.container_path("/etc/motd")
+    finally:
+        await vm.stop()
+
+
+async def test_volumes_where_the_sandbox_puts_its_own_are_refused(image: Image, tmp_path: Path) -> None:
+    for path in ("/proc/x", "/dev", "/.golem/agent"):
+        vm = VmRuntime(image, tmp_path / path.strip("/").replace("/", "-"))
+        with pytest.raises(RuntimeFailure, match="which the sandbox fills itself"):
+            await vm.deploy(DeploySettings(volumes=(path,)))
+        await vm.stop()
+    vm = VmRuntime(image, tmp_path / "etc")
+    await vm.deploy(DeploySettings(volumes=("/etc/app", "/var/lib/data")))  # fine in an image of its own
+    await vm.stop()
+
+
+def test_the_root_fs_layout_binds_the_root_and_keeps_the_images_users(tmp_path: Path) -> None:
+    args = bwrap_args(SandboxLayout(root_fs=tmp_path, files=((tmp_path / "agent.py", "/.golem/agent.py"),)))
+    assert args[:3] == ["--bind", str(tmp_path), "/"]
+    assert "--unshare-user" not in args, "bwrap runs in the namespace the root was mounted in: ids are kept"
+    assert "--unshare-all" not in args
+    assert "--cap-drop" not in args, "the sandbox's root keeps its capabilities inside its namespaces, as in a VM"
+    assert ["--ro-bind", str(tmp_path / "agent.py"), "/.golem/agent.py"] == args[args.index("/.golem/agent.py") - 2 :][
+        :3
+    ]
+    assert not any(arg in ("/usr", "/etc/passwd") for arg in args), "nothing of the host's system"
