@@ -294,33 +294,29 @@ def _export(
     env: Mapping[str, str],
     dockerfile: Path,
 ) -> None:
-    export = subprocess.Popen(
+    with subprocess.Popen(
         [program, "export", container],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=dict(env),
-    )
-    assert export.stdout is not None
-    try:
-        write_gvmi(
-            export.stdout,
-            metadata,
-            destination,
-            compression=compression[0],
-            level=compression[1],
-            source_date_epoch=created,
-            exclude=(".dockerenv", "dev/*"),
-        )
-        code = export.wait(_EXPORT_TIMEOUT)
-    except (ImageFormatError, subprocess.TimeoutExpired) as exc:
-        export.kill()
-        export.wait()
-        raise ImageBuildError(f"exporting the built image failed: {exc}", path=str(dockerfile)) from exc
-    finally:
-        export.stdout.close()
+    ) as export:
+        assert export.stdout is not None
+        try:
+            write_gvmi(
+                export.stdout,
+                metadata,
+                destination,
+                compression=compression[0],
+                level=compression[1],
+                source_date_epoch=created,
+                exclude=(".dockerenv", "dev/*"),
+            )
+            code = export.wait(_EXPORT_TIMEOUT)
+        except (ImageFormatError, subprocess.TimeoutExpired) as exc:
+            export.kill()
+            export.wait()
+            raise ImageBuildError(f"exporting the built image failed: {exc}", path=str(dockerfile)) from exc
+        said = export.stderr.read().decode(errors="replace").strip()[-500:] if export.stderr else ""
     if code != 0:
-        said = export.stderr.read().decode(errors="replace") if export.stderr else ""
-        raise ImageBuildError(
-            f"`export {container}` failed (exit code {code}): {said.strip()[-500:]}", path=str(dockerfile)
-        )
+        raise ImageBuildError(f"`export {container}` failed (exit code {code}): {said}", path=str(dockerfile))
