@@ -159,6 +159,10 @@ def render(results: Sequence[Result], machine: Machine, *, took: float, images: 
         "`./bench/run` sets up `.venv` and yapapi's `.venv-yapapi` on a fresh clone (through",
         "`scripts/bootstrap.sh`), then runs `python -m bench.run`. The plots are in `docs/performance/`.",
         "`bench/bench_sandbox.py` measures the sandbox alone (a command through the agent against a fresh sandbox).",
+        "With `--image TAG|FILE.gvmi` it measures activities that run a GVMI as their `/` (unpacked once, then an",
+        "overlay per activity in a private mount namespace). For the 120 MB simple-service image (a 336 MB tree) on",
+        "the 2-core machine: unpack once 3.9 s; per activity `deploy` 0.8 ms, `start` 32.7 ms (27.9 ms for a",
+        "sandbox without an image: the overlay costs about 5 ms), `stop` 8.2 ms (the activity's layer removed).",
         "",
     ]
     return "\n".join(lines)

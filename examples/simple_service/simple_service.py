@@ -11,8 +11,9 @@ the instances are stopped, the providers are paid, and a summary per provider is
 Without ``YAGNA_APPKEY`` it runs on the embedded local Golem network, with the image built from ``image/`` at
 the start of each run (``golem-api image build examples/simple_service/image --tag golem-api/simple-service:1.0``
 does the same): the first build makes the Debian base of ``python:3.8-slim`` and pip-installs numpy and
-matplotlib, about a minute; later builds take the unchanged steps from the build cache, a few seconds. With ``YAGNA_APPKEY`` set it runs on the network of that yagna
-daemon, with the public image of the same service (``--image-hash`` picks another one).
+matplotlib, about a minute; later builds take the unchanged steps from the build cache, a few seconds.
+With ``YAGNA_APPKEY`` set it runs on the network of that yagna daemon, with the public image of the same
+service (``--image-hash`` picks another one).
 
 Ctrl-C stops the instances (their ``shutdown`` runs), pays what is owed, prints the summary and exits with
 code 130 (the shell's code for "interrupted"); SIGTERM does the same with code 143.

@@ -9,15 +9,26 @@ tests take about a second and need no network.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import struct
+import subprocess
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from golem_api import Golem, LocalNetworkConfig, vm
+from golem_api._rest.client import RestClient
+from golem_api._rest.config import ApiConfig
+from golem_api.activity.storage import GsbStorage
+from golem_api.activity.work_context import WorkContext
 from golem_local.images.cache import image_from_metadata
 from golem_local.images.format import ImageMetadata, unpack_image, write_gvmi
+from golem_local.images.registry import ImageRegistry
 from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
 from golem_local.runtime.image import Image
 from golem_local.runtime.rootfs import user_namespace
@@ -59,13 +70,13 @@ async def run(runtime: VmRuntime, script: str) -> tuple[int, str]:
 
 @pytest.fixture
 async def runtime(image: Image, tmp_path: Path) -> AsyncIterator[VmRuntime]:
-    vm = VmRuntime(image, tmp_path / "activity")
-    await vm.deploy(DeploySettings())
-    await vm.start([])
+    sandbox = VmRuntime(image, tmp_path / "activity")
+    await sandbox.deploy(DeploySettings())
+    await sandbox.start([])
     try:
-        yield vm
+        yield sandbox
     finally:
-        await vm.stop()
+        await sandbox.stop()
 
 
 async def test_the_image_is_root_with_the_vm_directories_and_generated_etc_files(runtime: VmRuntime) -> None:
@@ -98,9 +109,9 @@ async def test_writes_land_in_the_activity_only_and_are_gone_at_stop(image: Imag
     assert image.root is not None
     before = sorted(str(path.relative_to(image.root)) for path in image.root.rglob("*"))
     first, second = VmRuntime(image, tmp_path / "a"), VmRuntime(image, tmp_path / "b")
-    for vm in (first, second):
-        await vm.deploy(DeploySettings())
-        await vm.start([])
+    for sandbox in (first, second):
+        await sandbox.deploy(DeploySettings())
+        await sandbox.start([])
     try:
         code, out = await run(
             first,
@@ -132,30 +143,30 @@ async def test_writes_land_in_the_activity_only_and_are_gone_at_stop(image: Imag
 async def test_volumes_are_shared_with_the_host_and_a_daemon_dies_with_the_activity(
     image: Image, tmp_path: Path
 ) -> None:
-    vm = VmRuntime(image, tmp_path / "activity")
-    deployment = await vm.deploy(DeploySettings())
-    await vm.start([])
+    sandbox = VmRuntime(image, tmp_path / "activity")
+    deployment = await sandbox.deploy(DeploySettings())
+    await sandbox.start([])
     try:
         out_volume = next(v for v in deployment.volumes if v.path == "/golem/out")
-        code, _ = await run(vm, "echo result > /golem/out/result.txt; (sleep 600 &) ; true")
+        code, _ = await run(sandbox, "echo result > /golem/out/result.txt; (sleep 600 &) ; true")
         assert code == 0
         assert (out_volume.host_path / "result.txt").read_text() == "result\n"
-        assert vm.container_path("/golem/out/result.txt") == (out_volume.host_path / "result.txt").resolve()
+        assert sandbox.container_path("/golem/out/result.txt") == (out_volume.host_path / "result.txt").resolve()
         with pytest.raises(RuntimeFailure, match="not inside a volume"):
-            vm.container_path("/etc/motd")
+            sandbox.container_path("/etc/motd")
     finally:
-        await vm.stop()
+        await sandbox.stop()
 
 
 async def test_volumes_where_the_sandbox_puts_its_own_are_refused(image: Image, tmp_path: Path) -> None:
     for path in ("/proc/x", "/dev", "/.golem/agent"):
-        vm = VmRuntime(image, tmp_path / path.strip("/").replace("/", "-"))
+        sandbox = VmRuntime(image, tmp_path / path.strip("/").replace("/", "-"))
         with pytest.raises(RuntimeFailure, match="which the sandbox fills itself"):
-            await vm.deploy(DeploySettings(volumes=(path,)))
-        await vm.stop()
-    vm = VmRuntime(image, tmp_path / "etc")
-    await vm.deploy(DeploySettings(volumes=("/etc/app", "/var/lib/data")))  # fine in an image of its own
-    await vm.stop()
+            await sandbox.deploy(DeploySettings(volumes=(path,)))
+        await sandbox.stop()
+    sandbox = VmRuntime(image, tmp_path / "etc")
+    await sandbox.deploy(DeploySettings(volumes=("/etc/app", "/var/lib/data")))  # fine in an image of its own
+    await sandbox.stop()
 
 
 def test_the_root_fs_layout_binds_the_root_and_keeps_the_images_users(tmp_path: Path) -> None:
@@ -168,3 +179,56 @@ def test_the_root_fs_layout_binds_the_root_and_keeps_the_images_users(tmp_path: 
         :3
     ]
     assert not any(arg in ("/usr", "/etc/passwd") for arg in args), "nothing of the host's system"
+
+
+def gvmkit_like(tree: Path, path: Path) -> Path:
+    """A GVMI as gvmkit-build writes one: lzo, the config of ``docker inspect`` with keys golem-api never writes."""
+    squashfs = path.with_suffix(".sqfs")
+    subprocess.run(["mksquashfs", str(tree), str(squashfs), "-comp", "lzo", "-quiet", "-no-progress"], check=True)
+    config = {"Hostname": "4c1f0e2a9b3d", "Domainname": "", "AttachStdin": False, "Env": ["PATH=/bin", "FROM=gvmkit"],
+              "Cmd": ["sh"], "Image": "sha256:0123", "Volumes": {"/golem/output": {}}, "WorkingDir": "",
+              "Entrypoint": None, "OnBuild": None, "Labels": None}  # fmt: skip
+    data = json.dumps(config).encode()
+    path.write_bytes(squashfs.read_bytes() + struct.pack("<I", zlib.crc32(data)) + data + b"%08d" % len(data))
+    return path
+
+
+async def test_a_gvmi_made_elsewhere_is_added_and_runs_by_tag_and_by_url(tmp_path: Path) -> None:
+    gvmi = gvmkit_like(make_tiny_root(tmp_path / "tree"), tmp_path / "elsewhere.gvmi")
+    registry = ImageRegistry(tmp_path / "registry")
+    entry = registry.add(gvmi, tag="elsewhere/tiny:1", copy=True)
+
+    async def serve(_request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(gvmi)
+
+    app = web.Application()
+    app.router.add_get("/images/tiny.gvmi", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/images/tiny.gvmi"
+    try:
+        config = LocalNetworkConfig.with_providers(1, image_registry=registry.root)
+        async with Golem(budget=1.0, local_network=config, invoice_timeout=10) as golem:
+            node = golem.local_node
+            assert node is not None
+            async with RestClient(ApiConfig.for_node(node.url, node.app_key)) as rest, GsbStorage(rest) as storage:
+                for payload in (
+                    await vm.repo(image_tag="elsewhere/tiny:1"),
+                    await vm.repo(image_url=url, image_hash=entry.hash),
+                ):
+                    demand = await golem.create_demand(payload)
+                    agreement = await demand.agreement(timeout=BOUND)
+                    ctx = WorkContext(await agreement.create_activity(), storage, golem.bus)
+                    script = ctx.new_script(timeout=BOUND)
+                    script.deploy()
+                    script.start()
+                    result = script.run("/bin/sh", "-c", 'cat /etc/motd; echo "$FROM"; ls -d /golem/output')
+                    await ctx.run_script(script)
+                    assert (await result).stdout == "tiny root\ngvmkit\n/golem/output\n"
+                    await agreement.terminate()
+            assert node.image_cache is not None
+            assert node.image_cache.downloads == {entry.hash: 1}, "the URL's file has the same hash: cached once"
+    finally:
+        await runner.cleanup()
