@@ -48,6 +48,7 @@ import select
 import shutil
 import struct
 import subprocess
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,6 +140,9 @@ class UserNamespace:
     @property
     def enter(self) -> list[str]:
         """The command prefix that runs a program as root of this namespace (keep :attr:`pass_fds` open)."""
+        if self.kind in ("subids", "single"):
+            # the user is already root there (0 maps to it); a single-id namespace also forbids setgroups
+            return ["nsenter", "--preserve-credentials", f"--user=/proc/self/fd/{self.fd}", "--"]
         return ["nsenter", f"--user=/proc/self/fd/{self.fd}", "--"]
 
     @property
@@ -391,15 +395,22 @@ RESOLV_CONF = "# golem-api: this sandbox has no network of its own (no name serv
 
 _strategies: dict[int, Strategy] = {}
 _strategy_errors: dict[int, str] = {}
+_strategy_lock = threading.Lock()
 
 
 def choose_strategy(probe_dir: Path, lower: Path, namespace: UserNamespace) -> Strategy:
     """The first of ``overlay``, ``overlay-tmpfs``, ``copy`` that works for activity directories on the file
     system of ``probe_dir`` (an empty directory there; tried once per file system and process)."""
-    device = probe_dir.stat().st_dev
-    known = _strategies.get(device)
-    if known is not None:
+    with _strategy_lock:  # activities deploying together wait for one probe
+        device = probe_dir.stat().st_dev
+        known = _strategies.get(device)
+        if known is None:
+            known = _probe(probe_dir, lower, namespace)
+            _strategies[device] = known
         return known
+
+
+def _probe(probe_dir: Path, lower: Path, namespace: UserNamespace) -> Strategy:
     errors = []
     for strategy in ("overlay", "overlay-tmpfs"):
         trial = probe_dir / strategy
@@ -429,13 +440,11 @@ def choose_strategy(probe_dir: Path, lower: Path, namespace: UserNamespace) -> S
                 command, capture_output=True, pass_fds=namespace.pass_fds, timeout=_TIMEOUT, check=False
             )
             if result.returncode == 0:
-                _strategies[device] = strategy
                 return strategy
             errors.append(f"{strategy}: {result.stderr.decode(errors='replace').strip()}")
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(f"{strategy}: {exc}")
-    _strategies[device] = "copy"
-    _strategy_errors[device] = "; ".join(errors)
+    _strategy_errors[probe_dir.stat().st_dev] = "; ".join(errors)
     return "copy"
 
 
@@ -468,8 +477,7 @@ class ActivityRoot:
         if not self.lower.is_dir():
             raise OSError(f"the unpacked image {self.lower} is missing")
         self.directory.mkdir(parents=True, exist_ok=True)
-        probe = self.directory.parent / ".rootfs-probe"
-        probe.mkdir(exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=".rootfs-probe-", dir=self.directory))
         try:
             self.strategy = choose_strategy(probe, self.lower, self.namespace)
         finally:

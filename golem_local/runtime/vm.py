@@ -16,7 +16,8 @@ Choices the exe-unit can rely on:
   sandbox, live or exited, measured by the agent every :data:`USAGE_INTERVAL` seconds by an owned task, once
   more at :meth:`~VmRuntime.stop`, and on demand with :meth:`~VmRuntime.refresh_cpu_seconds`. It never goes
   down and keeps its last value after the sandbox ends.
-- environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` defaults, the host Python's
+- environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` (``/root`` for an image with a
+  root file system) defaults, the host Python's
   settings for a ``python`` image (:mod:`~.python_base`), the provider's ``env``, the image's ``env``, the
   ``deploy`` command's ``env``, the ``run`` command's ``env``.
 - an image with files (``Image.root``) is copied into the activity's directory at :meth:`~VmRuntime.deploy`
@@ -498,7 +499,8 @@ class VmRuntime:
 
     def _environment(self) -> dict[str, str]:
         python = self._python.env if self._python is not None else {}
-        return {"PATH": DEFAULT_PATH, "HOME": "/tmp", **python, **self.env, **self.image.env, **self._deploy_env}
+        home = "/root" if self.image.rootfs else "/tmp"  # an image's root is writable: root's home, as in a VM
+        return {"PATH": DEFAULT_PATH, "HOME": home, **python, **self.env, **self.image.env, **self._deploy_env}
 
     def _not_running(self, what: str) -> str:
         if self._state is _State.ENDED and self._end_reason:

@@ -82,12 +82,12 @@ async def runtime(image: Image, tmp_path: Path) -> AsyncIterator[VmRuntime]:
 async def test_the_image_is_root_with_the_vm_directories_and_generated_etc_files(runtime: VmRuntime) -> None:
     code, out = await run(
         runtime,
-        'echo "$GREETING $(pwd)"; cat /golem/app/hello.txt /etc/motd /etc/hostname; cat /etc/hosts; '
+        'echo "$GREETING $(pwd) $HOME"; cat /golem/app/hello.txt /etc/motd /etc/hostname; cat /etc/hosts; '
         "ls -d /var /run /tmp /root /opt /proc/self /dev/null; stat -c '%a' /tmp; id -u; ls /golem",
     )
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[:4] == ["hi /golem/work", "hello from the image", "tiny root", "golem-vm"]
+    assert lines[:4] == ["hi /golem/work /root", "hello from the image", "tiny root", "golem-vm"]
     assert "127.0.0.1\tlocalhost" in lines
     assert "127.0.1.1\tgolem-vm" in lines
     assert {"/var", "/run", "/tmp", "/root", "/opt", "/proc/self", "/dev/null"} <= set(lines)
