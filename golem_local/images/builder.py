@@ -335,7 +335,8 @@ class _Build:
             if index == self.resume:
                 assert self.cache is not None
                 layer = self.cache.find(self.keys[index])
-                assert layer is not None
+                if layer is None:
+                    raise self.failed("its cached result was removed meanwhile (another build evicted it); build again")
                 self.origin = ("layer", layer)
                 self.materialized = False
                 self.layer = layer
