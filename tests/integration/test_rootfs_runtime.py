@@ -29,6 +29,7 @@ from golem_api.activity.work_context import WorkContext
 from golem_local.images.cache import image_from_metadata
 from golem_local.images.format import ImageMetadata, unpack_image, write_gvmi
 from golem_local.images.registry import ImageRegistry
+from golem_local.runtime import rootfs
 from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
 from golem_local.runtime.image import Image
 from golem_local.runtime.rootfs import user_namespace
@@ -232,3 +233,33 @@ async def test_a_gvmi_made_elsewhere_is_added_and_runs_by_tag_and_by_url(tmp_pat
             assert node.image_cache.downloads == {entry.hash: 1}, "the URL's file has the same hash: cached once"
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("strategy", ["overlay", "overlay-tmpfs", "copy"])
+async def test_each_way_of_making_the_root_gives_every_activity_its_own_writable_copy(
+    image: Image, tmp_path: Path, strategy: rootfs.Strategy
+) -> None:
+    device = tmp_path.stat().st_dev  # noqa: ASYNC240
+    chosen = rootfs._strategies.get(device)
+    rootfs._strategies[device] = strategy  # what choose_strategy would have found on a file system that needs it
+    first, second = VmRuntime(image, tmp_path / "a"), VmRuntime(image, tmp_path / "b")
+    try:
+        for sandbox in (first, second):
+            await sandbox.deploy(DeploySettings())
+            await sandbox.start([])
+        code, out = await run(first, "echo 7 > /var/run/x.pid; echo more >> /etc/motd; cat /var/run/x.pid /etc/motd")
+        assert (code, out) == (0, "7\ntiny root\nmore\n")
+        code, out = await run(second, "cat /etc/motd; ls /var/run")
+        assert (code, out) == (0, "tiny root\n")
+        mounted = (await run(first, "cat /proc/mounts"))[1].splitlines()[0]
+        assert mounted.startswith("golem-rootfs / overlay") == (strategy != "copy"), mounted
+    finally:
+        await first.stop()
+        await second.stop()
+        if chosen is None:
+            rootfs._strategies.pop(device, None)
+        else:
+            rootfs._strategies[device] = chosen
+    assert not (tmp_path / "a").exists()
+    assert image.root is not None
+    assert (image.root / "etc" / "motd").read_text() == "tiny root\n"
