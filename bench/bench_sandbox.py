@@ -7,15 +7,21 @@ Prints the median time of
 - ``VmRuntime.deploy()``, ``start()`` (the sandbox and its agent up) and ``stop()``, ``RUNS_START`` times each,
   for a sandbox without limits and for one with a default provider's offer as its limits (its own uid when
   run as root, a control group, sized ``/tmp``, an ext4 file system of the storage size), and for one whose
-  work directory its uid cannot reach (staged binds, as root only).
+  work directory its uid cannot reach (staged binds, as root only);
+
+and with ``--image FILE.gvmi`` (or a tag of the local registry), the same for that image as the sandbox's
+``/``: unpacking it once (``unsquashfs``, as a provider's cache does), then per activity ``deploy`` (its
+overlay's directories), ``start`` (a private mount namespace, the overlay, bubblewrap, the agent ready) and
+``stop`` (the activity's layer removed).
 
 The work directories are under a directory others may pass (``0711``), as the local node makes its own.
 
-Run: ``.venv/bin/python bench/bench_sandbox.py`` (needs bubblewrap).
+Run: ``.venv/bin/python bench/bench_sandbox.py [--image golem-api/simple-service:1.0]`` (needs bubblewrap).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -26,9 +32,13 @@ from pathlib import Path
 from typing import Literal
 
 from golem_local.config import ProviderSpec
+from golem_local.images.cache import image_from_metadata
+from golem_local.images.format import unpack_image
+from golem_local.images.registry import ImageRegistry
 from golem_local.runtime.base import DeploySettings, RunProcess
 from golem_local.runtime.image import Image
 from golem_local.runtime.launch import SandboxLimits
+from golem_local.runtime.rootfs import remove_tree, user_namespace
 from golem_local.runtime.sandbox import SandboxLayout, bwrap_args, check_bubblewrap
 from golem_local.runtime.vm import VmRuntime
 
@@ -109,5 +119,50 @@ async def _lifecycle(name: str, root: Path, limits: SandboxLimits) -> None:
     print(f"{name:<22} deploy {deploy:6.2f} ms, start {start:6.2f} ms, stop {stop:6.2f} ms (medians of {RUNS_START})")
 
 
+async def _image_lifecycle(image: Image, base: Path, runs: int) -> tuple[float, float, float]:
+    """Median ms of deploy, start and stop of ``runs`` activities on ``image``."""
+    deploys, starts, stops = [], [], []
+    for index in range(runs):
+        vm = VmRuntime(image, base / f"activity-{index}")
+        began = time.perf_counter()
+        await vm.deploy(DeploySettings())
+        deploys.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        await vm.start([])
+        starts.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        await vm.stop()
+        stops.append(time.perf_counter() - began)
+    deploy, start, stop = (statistics.median(values) * 1000 for values in (deploys, starts, stops))
+    return deploy, start, stop
+
+
+async def image_start(name: str) -> None:
+    """Unpack the image ``name`` (a file or a tag of the local registry) and time activities with it as ``/``."""
+    path = Path(name)
+    if not path.exists():  # noqa: ASYNC240 - one stat before anything is measured
+        path = ImageRegistry().find(tag=name).path
+    namespace = user_namespace()
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Path(scratch)
+        began = time.perf_counter()
+        metadata = unpack_image(path, base / "cache", wrap=namespace.enter, pass_fds=namespace.pass_fds)
+        unpack = time.perf_counter() - began
+        try:
+            image = image_from_metadata(metadata, base / "cache", "bench")
+            await _image_lifecycle(image, base, 2)  # the first also probes the overlay and the agent's interpreter
+            deploy, start, stop = await _image_lifecycle(image, base, RUNS_START)
+            _, plain, _ = await _image_lifecycle(Image(), base, RUNS_START)
+        finally:
+            remove_tree(base / "cache", namespace)
+    size = path.stat().st_size / 1e6
+    print(f"image {name} ({size:.1f} MB): unpack once {unpack * 1000:.0f} ms")
+    print(f"  per activity, x{RUNS_START}: deploy {deploy:.1f} ms, start {start:.1f} ms, stop {stop:.1f} ms (medians)")
+    print(f"  the same start without an image (the host's system directories): {plain:.1f} ms")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", help="a .gvmi file or a tag of the local registry: time it as the sandbox's /")
+    arguments = parser.parse_args()
+    asyncio.run(image_start(arguments.image) if arguments.image else main())

@@ -4,11 +4,14 @@
 network on its own, for code in another process (or another language) that talks to a yagna daemon: it
 prints the URL and app key to export, and runs until Ctrl-C or SIGTERM, then stops cleanly.
 
-``golem-api image build DIR --tag NAME:VERSION [--file DOCKERFILE] [--build-arg NAME=VALUE]… [--registry DIR]``
-builds an image from the Dockerfile in ``DIR`` (:mod:`golem_local.images.builder`; the steps' output goes to
-stderr) and adds it to the local image registry, then prints its tag, hash, size and file on stdout.
-``golem-api image list [--registry DIR]`` lists the registry's images. The registry defaults to
-``$GOLEM_API_HOME/images`` (:func:`~golem_local.images.registry.default_registry_dir`).
+``golem-api image build DIR --tag NAME:VERSION [--file DOCKERFILE] [--build-arg NAME=VALUE]… [--registry DIR]
+[--engine auto|none|docker|podman] [--compression C [--compression-level N]] [--host-ca PEM | --no-host-ca]
+[--no-cache] [--refresh-bases]`` builds a GVMI image from the Dockerfile in ``DIR``
+(:mod:`golem_local.images.builder`; the steps' output goes to stderr) and adds it to the local image registry,
+then prints its tag, hash, size and file on stdout. ``golem-api image add FILE [--tag NAME:VERSION]`` checks a
+GVMI made elsewhere (``gvmkit-build``) and adds a copy of it. ``golem-api image list [--registry DIR]`` lists
+the registry's images. The registry defaults to ``$GOLEM_API_HOME/images``
+(:func:`~golem_local.images.registry.default_registry_dir`).
 
 The requestor's command line (:mod:`golem_api._cli`) adds these through :func:`add_commands`, by way of its
 one lazy door into this package (:mod:`golem_api._local`).
@@ -23,8 +26,9 @@ from pathlib import Path
 from typing import TextIO
 
 from golem_local.config import LocalNetworkConfig
-from golem_local.images.builder import build_image
-from golem_local.images.registry import ImageRegistry, default_registry_dir
+from golem_local.images.builder import ENGINES, HOST_CA, build_image
+from golem_local.images.format import COMPRESSIONS, DEFAULT_COMPRESSION, verify_image
+from golem_local.images.registry import ImageRegistry, default_registry_dir, normalize_tag
 from golem_local.node import LocalNode
 from golem_shared.errors import GolemError
 from golem_shared.signals import stop_on_signals
@@ -93,14 +97,18 @@ def _build_arg(text: str) -> tuple[str, str]:
 
 def _add_image_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     image = commands.add_parser(
-        "image", help="build and list local images", description="Build and list the images of the local registry."
+        "image",
+        help="build, add and list local images",
+        description="Build, add and list the GVMI images of the local registry.",
     )
     actions = image.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = actions.add_parser(
         "build",
         help="build an image from a Dockerfile",
-        description="Build an image from DIR/Dockerfile (a Dockerfile subset; RUN steps run in the local sandbox, "
-        "FROM python:* is this machine's Python) and add it to the local registry.",
+        description="Build a GVMI image (a squashfs of the whole root file system and its config) from "
+        "DIR/Dockerfile and add it to the local registry. With --engine auto (the default) the builder's own "
+        "interpreter builds what it can (bases debian:*, python:*, scratch made from Debian's packages; RUN in a "
+        "sandbox with the network), and docker or podman, if usable, builds the rest.",
     )
     build.add_argument("context", metavar="DIR", type=Path, help="the build context: the folder of the Dockerfile")
     build.add_argument("--tag", "-t", required=True, metavar="NAME:VERSION", help="the tag to give the image")
@@ -108,8 +116,44 @@ def _add_image_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     build.add_argument(
         "--build-arg", type=_build_arg, action="append", default=[], metavar="NAME=VALUE", help="an ARG value"
     )
+    build.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="what builds: auto (own interpreter when it can, else a usable docker or podman), none (the own "
+        "interpreter only), docker, podman (the whole Dockerfile)",
+    )
+    build.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default=None,
+        help=f"squashfs compressor (default {DEFAULT_COMPRESSION[0]} level {DEFAULT_COMPRESSION[1]}: every kernel "
+        "reads it; gvmkit-build's default is lzo)",
+    )
+    build.add_argument("--compression-level", type=int, default=None, metavar="N", help="the compressor's level")
+    ca = build.add_mutually_exclusive_group()
+    ca.add_argument(
+        "--host-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help=f"CA bundle RUN steps trust (default: {HOST_CA} when it exists; needed behind a TLS-intercepting proxy)",
+    )
+    ca.add_argument("--no-host-ca", action="store_true", help="do not show the host's CA bundle to RUN steps")
+    build.add_argument("--no-cache", action="store_true", help="neither use nor fill the build cache of RUN steps")
+    build.add_argument("--refresh-bases", action="store_true", help="make the Debian bases again from today's archive")
     _add_registry_option(build, "the registry to add the image to")
     build.set_defaults(handler=_build_image)
+    add = actions.add_parser(
+        "add",
+        help="add a GVMI made elsewhere (gvmkit-build)",
+        description="Check a GVMI image file (its metadata trailer, CRC, squashfs superblock) and add a copy of it "
+        "to the local registry, under its hash and optionally a tag.",
+    )
+    add.add_argument("file", metavar="FILE", type=Path, help="the .gvmi file")
+    add.add_argument("--tag", "-t", metavar="NAME:VERSION", help="a tag to give it")
+    _add_registry_option(add, "the registry to add the image to")
+    add.set_defaults(handler=_add_image)
     listing = actions.add_parser("list", help="list the images of the local registry")
     _add_registry_option(listing, "the registry to list")
     listing.set_defaults(handler=_list_images)
@@ -138,6 +182,12 @@ def _build_image(args: argparse.Namespace) -> int:
                 dockerfile=args.file,
                 build_args=dict(args.build_arg),
                 log=log,
+                engine=args.engine,
+                compression=args.compression,
+                compression_level=args.compression_level,
+                host_ca=False if args.no_host_ca else args.host_ca,
+                use_cache=not args.no_cache,
+                refresh_bases=args.refresh_bases,
             )
         )
     except GolemError as exc:
@@ -146,13 +196,41 @@ def _build_image(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("golem-api image build: interrupted", file=sys.stderr)
         return 130
+    by = "the builder's own interpreter" if result.engine == "none" else result.engine
+    cached = f", {result.cached_steps} RUN step(s) from the build cache" if result.cached_steps else ""
+    notes = "".join(f"  note: {note}\n" for note in result.notes)
     print(
-        f"Built {result.tag} in {result.seconds:.1f} s\n"
+        f"Built {result.tag} in {result.seconds:.1f} s (by {by}{cached})\n"
         f"  hash: {result.hash}\n"
         f"  tag:  {result.tag}\n"
         f"  size: {_size(result.size)} ({result.size} bytes)\n"
         f"  file: {result.path}\n"
+        f"{notes}"
         f"Use it with: await vm.repo(image_tag={result.tag!r})",
+        flush=True,
+    )
+    return 0
+
+
+def _add_image(args: argparse.Namespace) -> int:
+    registry = ImageRegistry(args.registry)
+    try:
+        info = verify_image(args.file)
+        entry = registry.add(args.file, tag=args.tag, copy=True)
+    except GolemError as exc:
+        print(f"golem-api image add: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"golem-api image add: error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    use = f"image_tag={normalize_tag(args.tag)!r}" if args.tag else f"image_hash={entry.hash!r}"
+    print(
+        f"Added {args.file}\n"
+        f"  hash: {entry.hash}\n"
+        f"  tags: {', '.join(entry.tags) or '(none)'}\n"
+        f"  size: {_size(entry.size)} ({entry.size} bytes; squashfs {info.compression}, {info.squashfs_size} bytes)\n"
+        f"  file: {entry.path}\n"
+        f"Use it with: await vm.repo({use})",
         flush=True,
     )
     return 0

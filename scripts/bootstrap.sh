@@ -1,6 +1,6 @@
 # Sourced by scripts/main and scripts/test: installs what the project needs, idempotently.
 # - a virtual environment in .venv with golem-api and its test tools (reinstalled when pyproject.toml changes)
-# - bubblewrap, the sandbox of the local network's runtime (Debian/Ubuntu: apt-get; asks for root)
+# - bubblewrap, squashfs-tools, mmdebstrap and uidmap: the local network's sandbox and images (apt-get; asks for root)
 # - with GOLEM_API_WITH_REALSTACK=1 (scripts/test): Node.js/npm (apt-get where missing) and, in .npm-tools/, the npm
 #   packages of the real-stack test: anvil (a local chain) and solc (compiles the test token)
 set -euo pipefail
@@ -68,13 +68,23 @@ if [ "${GOLEM_API_WITH_REALSTACK:-0}" = "1" ]; then
     fi
 fi
 
-if ! command -v bwrap >/dev/null 2>&1; then
+# System tools of the local network, from the distribution (Debian/Ubuntu: apt-get; asks for root):
+# - bubblewrap: the sandbox of every activity and of every RUN step of an image build
+# - squashfs-tools: mksquashfs/unsquashfs, the file system inside every GVMI image
+# - mmdebstrap: the Debian root file systems that `FROM debian:*` and `FROM python:*` start from
+# - uidmap: newuidmap/newgidmap, so that a non-root user's sandboxes map several ids (apt-get needs them)
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v mksquashfs >/dev/null 2>&1 || missing+=(squashfs-tools)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+command -v newuidmap >/dev/null 2>&1 || missing+=(uidmap)
+if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         SUDO=""
         [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-        echo "==> installing bubblewrap (the local runtime's sandbox)"
-        $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq bubblewrap >/dev/null
+        echo "==> installing ${missing[*]} (the local network's sandbox and images)"
+        $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "warning: bubblewrap (bwrap) is missing and apt-get is not available; install it with your package manager" >&2
+        echo "warning: ${missing[*]} missing and apt-get is not available; install them with your package manager" >&2
     fi
 fi

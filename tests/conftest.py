@@ -8,9 +8,13 @@ here are slow as a whole.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from golem_local.images.bases import CACHE_ENV, cache_dir
 
 _SLOW_FOLDERS = {"fidelity"}
 _SLOW_MODULES = {
@@ -30,3 +34,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = Path(str(item.fspath))
         if path.name in _SLOW_MODULES or _SLOW_FOLDERS & set(path.parts):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_build_cache() -> Iterator[Path]:
+    """One build cache (Debian bases, RUN layers) for the whole session and its subprocesses, even those that get a
+    ``GOLEM_API_HOME`` of their own: ``$GOLEM_API_CACHE`` if set, else the user's (``$GOLEM_API_HOME/cache``), so
+    the bases are made once per machine, not once per test (the first build of a base takes 20-50 s)."""
+    chosen = cache_dir()
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(chosen)
+    try:
+        yield chosen
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = before

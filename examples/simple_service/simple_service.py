@@ -9,9 +9,11 @@ plot of their distribution every few seconds, and ``shutdown`` stops the simulat
 the instances are stopped, the providers are paid, and a summary per provider is printed.
 
 Without ``YAGNA_APPKEY`` it runs on the embedded local Golem network, with the image built from ``image/`` at
-the start of each run (about a second; ``golem-api image build examples/simple_service/image --tag
-golem-api/simple-service:1.0`` does the same). With ``YAGNA_APPKEY`` set it runs on the network of that yagna
-daemon, with the public image of the same service (``--image-hash`` picks another one).
+the start of each run (``golem-api image build examples/simple_service/image --tag golem-api/simple-service:1.0``
+does the same): the first build makes the Debian base of ``python:3.8-slim`` and pip-installs numpy and
+matplotlib, about a minute; later builds take the unchanged steps from the build cache, a few seconds.
+With ``YAGNA_APPKEY`` set it runs on the network of that yagna daemon, with the public image of the same
+service (``--image-hash`` picks another one).
 
 Ctrl-C stops the instances (their ``shutdown`` runs), pays what is owed, prints the summary and exits with
 code 130 (the shell's code for "interrupted"); SIGTERM does the same with code 143.
@@ -63,15 +65,15 @@ def on_live_network() -> bool:
 async def build_local_image(console: Console) -> str:
     """Build the image from ``image/`` into the local registry under :data:`IMAGE_TAG`; returns its hash.
 
-    Cheap and idempotent (the same files give the same image, in about a second), so the image always
-    matches the scripts beside this file.
+    Idempotent (the same files give the same image; unchanged steps come from the build cache in a few
+    seconds), so the image always matches the scripts beside this file.
     """
     from golem_local.images.builder import build_image
 
     def log(text: str) -> None:
         _log.debug("image build: %s", text.rstrip("\n"))
 
-    with progress(f"Building the image {IMAGE_TAG}…", console):
+    with progress(f"Building the image {IMAGE_TAG} (the first time: about a minute)…", console):
         result = await build_image(IMAGE_DIR, tag=IMAGE_TAG, log=log)
     _log.info("built %s: %s (%d bytes) in %.1f s", IMAGE_TAG, result.hash, result.size, result.seconds)
     return result.hash

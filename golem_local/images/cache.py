@@ -5,8 +5,10 @@ activity's ``deploy``, :meth:`ImageCache.image` downloads ``<url>`` (streamed to
 ``download_timeout`` seconds), checks that the SHA3-224 of what came is ``<hash>``, unpacks it into
 ``<directory>/<hash>/`` and keeps the result: later activities on the same image (on any provider of the
 node) use that tree at once, and activities that ask while the download runs wait for that one download.
-A failed download is not kept: the next activity tries again. Each activity's runtime works on its own
-copy of the tree (:mod:`golem_local.runtime.vm`), so the cached tree never changes.
+A failed download is not kept: the next activity tries again. The tree is unpacked (``unsquashfs``) in the
+user namespace the sandboxes run in (:func:`golem_local.runtime.rootfs.user_namespace`), so its files belong
+to the ids the image's users have there; each activity's sandbox shows it through an overlay of its own
+(:mod:`golem_local.runtime.rootfs`), so the cached tree never changes. :meth:`ImageCache.aclose` removes it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import shutil
+import os
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +25,8 @@ import aiohttp
 from golem_local.images.errors import ImageError, ImageFormatError
 from golem_local.images.format import ImageMetadata, unpack_image
 from golem_local.runtime.image import Image
+from golem_local.runtime.rootfs import UserNamespace, remove_tree, user_namespace
+from golem_shared.errors import SandboxUnavailableError
 from golem_shared.imagehash import check_image_hash
 
 __all__ = [
@@ -60,7 +64,8 @@ def parse_task_package(package: object) -> tuple[str, str]:
 
 
 def image_from_metadata(metadata: ImageMetadata, root: Path, digest: str | None = None) -> Image:
-    """The :class:`Image` the local ``vm`` runtime runs for an image unpacked at ``root``."""
+    """The :class:`Image` the local ``vm`` runtime runs for an image whose root file system is unpacked at
+    ``root``: that tree is the sandbox's ``/``."""
     return Image(
         root=root,
         env=metadata.env_dict,
@@ -69,7 +74,7 @@ def image_from_metadata(metadata: ImageMetadata, root: Path, digest: str | None 
         working_dir=metadata.working_dir or "/",
         volumes=metadata.volumes,
         hash=digest,
-        base=metadata.base,
+        rootfs=True,
     )
 
 
@@ -131,17 +136,23 @@ class ImageCache:
                     "names: it was changed after it was published, or the URL points at another image; "
                     "resolve the image again (vm.repo) or fix the URL"
                 )
-            await asyncio.to_thread(shutil.rmtree, unpacking, True)
             try:
-                metadata = await asyncio.to_thread(unpack_image, download, unpacking)
+                namespace = await asyncio.to_thread(user_namespace)
+            except SandboxUnavailableError as exc:
+                raise ImageError(f"cannot unpack the image {digest}: {exc}") from exc
+            await asyncio.to_thread(remove_tree, unpacking, namespace)
+            try:
+                metadata = await asyncio.to_thread(
+                    unpack_image, download, unpacking, wrap=namespace.enter, pass_fds=namespace.pass_fds
+                )
                 await asyncio.to_thread(unpacking.rename, tree)
             except ImageFormatError as exc:
-                raise ImageError(f"the file downloaded from {url} is not an image of the local network: {exc}") from exc
+                raise ImageError(f"the file downloaded from {url} is not a GVMI image: {exc}") from exc
             except OSError as exc:
                 raise ImageError(f"cannot unpack the image {digest} into {self.directory}: {exc}") from exc
         finally:
             await asyncio.to_thread(download.unlink, True)
-            await asyncio.to_thread(shutil.rmtree, unpacking, True)
+            await asyncio.to_thread(remove_tree, unpacking, _namespace_if_made())
         self.downloads[digest] = self.downloads.get(digest, 0) + 1
         _log.debug("image %s downloaded from %s and unpacked at %s", digest, url, tree)
         return image_from_metadata(metadata, tree, digest)
@@ -178,7 +189,8 @@ class ImageCache:
         return hasher.hexdigest()
 
     async def aclose(self) -> None:
-        """Cancel the downloads under way, wait for them, and close the HTTP session. Idempotent."""
+        """Cancel the downloads under way, wait for them, close the HTTP session, and remove the unpacked
+        images. Idempotent."""
         self._closed = True
         tasks = list(self._pending.values())
         for task in tasks:
@@ -188,3 +200,13 @@ class ImageCache:
         if session is not None:
             with contextlib.suppress(Exception):
                 await session.close()
+        self._images.clear()
+        await asyncio.to_thread(remove_tree, self.directory, _namespace_if_made())
+
+
+def _namespace_if_made() -> UserNamespace | None:
+    """The sandboxes' user namespace if this process made one (files in the cache may belong to its ids)."""
+    try:
+        return user_namespace() if os.geteuid() != 0 else None
+    except SandboxUnavailableError:
+        return None

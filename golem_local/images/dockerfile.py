@@ -1,4 +1,7 @@
-"""The Dockerfile subset the local image builder honours, parsed into typed steps with their line numbers.
+"""The Dockerfile subset the builder's own interpreter honours, parsed into typed steps with their line numbers.
+
+(A container engine, ``golem-api image build --engine docker|podman``, builds any Dockerfile; with the default
+``--engine auto`` it builds the Dockerfiles refused here when one is usable.)
 
 Honoured: ``FROM`` (one, no ``AS``), ``COPY``/``ADD`` of files and directories of the build context (JSON or
 plain form, wildcards, ``--chmod``; ``--chown`` only to root, since everything in the sandbox is root),
@@ -13,7 +16,7 @@ Everything else is a :class:`~golem_local.images.errors.DockerfileError` naming 
 instruction, and saying what to write instead: multi-stage builds (``FROM … AS``, ``COPY --from``), ``ADD``
 of URLs or archives, ``RUN --mount``, heredocs, ``USER`` other than root, ``SHELL``, ``HEALTHCHECK``,
 ``ONBUILD``, ``STOPSIGNAL``. ``.dockerignore`` files are not read: the context is copied only where a
-``COPY`` names it.
+``COPY`` names it. Each refusal ends by naming the engine that would build the line as it is.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ _ROOT_USERS = frozenset({"root", "0", "root:root", "0:0", "root:0", "0:root"})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::([-+])(.*))?", re.S)
 _INSTRUCTION = re.compile(r"(\S+)(?:\s+(.*))?", re.S)
+_ENGINE = " (or build with --engine docker or podman)"
 _REFUSED = {
     "SHELL": 'the shell form always runs /bin/sh -c; write RUN ["bash", "-c", "…"] for another shell',
     "HEALTHCHECK": "Golem checks a service's health from the requestor; remove the line",
@@ -210,7 +214,7 @@ class _Parser:
         self.keyword = ""
 
     def fail(self, message: str) -> DockerfileError:
-        return DockerfileError(message, path=self.path, line=self.line, instruction=self.keyword)
+        return DockerfileError(message + _ENGINE, path=self.path, line=self.line, instruction=self.keyword)
 
     def lines(self, text: str) -> list[tuple[int, str]]:
         """Logical lines ``(first line number, text)``: directives read, comments dropped, continuations joined."""
@@ -348,7 +352,10 @@ class _Parser:
         flags = self.flags(words, ("chmod", "chown", "link") if not add else ("chmod", "chown"))
         chown = flags.get("chown")
         if chown is not None and chown not in _ROOT_USERS:
-            raise self.fail(f"--chown={chown}: everything in the local sandbox belongs to root (uid 0); drop the flag")
+            raise self.fail(
+                f"--chown={chown}: the builder's own interpreter copies files as root; drop the flag and "
+                "`RUN chown` them"
+            )
         chmod: int | None = None
         if "chmod" in flags:
             try:
@@ -369,8 +376,8 @@ class _Parser:
         for source in sources:
             if add and "://" in source:
                 raise self.fail(
-                    f"ADD of a URL ({source}) is not supported: the build has no network; download the file "
-                    "into the build context and COPY it"
+                    f"ADD of a URL ({source}) is not supported by the builder's own interpreter; download the file "
+                    "into the build context and COPY it, or fetch it in a RUN step"
                 )
             if add and source.lower().endswith(_ARCHIVES):
                 raise self.fail(
@@ -448,8 +455,9 @@ class _Parser:
     def _user(self, text: str, arguments: str) -> Step:
         if arguments not in _ROOT_USERS:
             raise self.fail(
-                f"USER {arguments}: commands in the local sandbox run as root (uid 0, mapped to you on the host); "
-                "remove the line, or write USER root"
+                f"USER {arguments}: the builder's own interpreter runs every step as root, and a Golem VM runs "
+                "every command as root whatever the image says (gvmkit-build drops USER); remove the line, or "
+                "write USER root"
             )
         return Step("USER", self.line, text)  # nothing to do: root is who runs everything
 

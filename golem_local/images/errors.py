@@ -8,7 +8,7 @@ They extend the shared error tree (:mod:`golem_shared.errors`, which holds ``Ima
     └── ImageError                  an image could not be built, found, fetched or read
         ├── DockerfileError         a Dockerfile line the builder refuses (also a ConfigurationError)
         ├── ImageBuildError         a build step failed (a RUN exited non-zero, a COPY source is missing)
-        ├── ImageFormatError        a file is not an image of the local format
+        ├── ImageFormatError        a file is not a GVMI image (trailer, CRC, squashfs), or is damaged
         └── ImageNotFoundError      a registry knows no image by that tag or hash
 """
 
@@ -51,4 +51,4 @@ class ImageBuildError(ImageError):
 
 
 class ImageFormatError(ImageError):
-    """A file is not an image of the local format (see :mod:`golem_local.images.format`), or is damaged."""
+    """A file is not a GVMI image (see :mod:`golem_local.images.format`), or is damaged; the message names it."""

@@ -27,9 +27,9 @@ from pathlib import Path
 from attrs import frozen
 
 from golem_local.images.errors import ImageFormatError, ImageNotFoundError
-from golem_local.images.format import read_metadata
+from golem_local.images.format import verify_image
 from golem_shared.errors import ConfigurationError
-from golem_shared.imagehash import IMAGE_HASH_PATTERN, check_image_hash, file_sha3
+from golem_shared.imagehash import IMAGE_HASH_PATTERN, check_image_hash
 
 __all__ = [
     "HOME_ENV",
@@ -133,14 +133,14 @@ class ImageRegistry:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def add(self, image_file: Path, *, tag: str | None = None) -> RegistryEntry:
-        """Move the image file ``image_file`` into the registry (under its hash) and point ``tag`` at it.
+    def add(self, image_file: Path, *, tag: str | None = None, copy: bool = False) -> RegistryEntry:
+        """Move (or with ``copy``, copy) the image file ``image_file`` into the registry (under its hash) and
+        point ``tag`` at it.
 
-        Raises :class:`~golem_local.images.errors.ImageFormatError` if the file is not an image. A tag that
-        named another image moves to this one.
+        Raises :class:`~golem_local.images.errors.ImageFormatError` if the file is not a GVMI image (see
+        :func:`~golem_local.images.format.verify_image`). A tag that named another image moves to this one.
         """
-        read_metadata(image_file)
-        digest = file_sha3(image_file)
+        digest = verify_image(image_file).hash
         normal = normalize_tag(tag) if tag is not None else None
         self._blobs.mkdir(parents=True, exist_ok=True)
         target = self.path_of(digest)
@@ -148,25 +148,36 @@ class ImageRegistry:
             with tempfile.NamedTemporaryFile(dir=self._blobs, prefix=".incoming-", delete=False) as partial:
                 pass
             try:
-                shutil.move(str(image_file), partial.name)
+                if copy:
+                    shutil.copyfile(image_file, partial.name)
+                else:
+                    shutil.move(str(image_file), partial.name)
+                os.chmod(partial.name, 0o644)
                 os.replace(partial.name, target)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(partial.name)
                 raise
-        else:
+        elif not copy:
             image_file.unlink(missing_ok=True)
         if normal is not None:
-            with self._locked():
-                tags = self.tags()
-                tags[normal] = digest
-                text = json.dumps({"tags": dict(sorted(tags.items()))}, indent=2) + "\n"
-                with tempfile.NamedTemporaryFile(
-                    "w", dir=self.root, prefix=".tags-", delete=False, encoding="utf-8"
-                ) as out:
-                    out.write(text)
-                os.replace(out.name, self._index)
+            self.tag(digest, normal)
         return self._entry(digest)
+
+    def tag(self, digest: str, tag: str) -> None:
+        """Point ``tag`` at the image ``digest`` (which must be in the registry)."""
+        normal = normalize_tag(tag)
+        if not self.path_of(digest).exists():
+            raise ImageNotFoundError(f"no image {digest} in the local registry {self.root} to tag", hash=digest)
+        with self._locked():
+            tags = self.tags()
+            tags[normal] = digest
+            text = json.dumps({"tags": dict(sorted(tags.items()))}, indent=2) + "\n"
+            with tempfile.NamedTemporaryFile(
+                "w", dir=self.root, prefix=".tags-", delete=False, encoding="utf-8"
+            ) as out:
+                out.write(text)
+            os.replace(out.name, self._index)
 
     def _entry(self, digest: str, tags: dict[str, str] | None = None) -> RegistryEntry:
         path = self.path_of(digest)

@@ -11,7 +11,10 @@ service may keep its database next to its scripts) while the root itself is neve
 ``FROM`` the image was built on: a ``python`` base (``python:3.11-slim``, ``docker.io/library/python``) makes
 the sandbox show the host's Python at ``/usr/local``
 (:mod:`~golem_local.runtime.python_base`); any other base shows the host's system directories only.
-Images come from :mod:`golem_local.images` (built by ``golem-api image build``, downloaded by providers).
+Images come from :mod:`golem_local.images` (built by ``golem-api image build``, downloaded by providers):
+those are GVMI files with a whole root file system (``rootfs=True``), which becomes the sandbox's ``/``
+(:mod:`~golem_local.runtime.rootfs`); what this docstring says of the host's directories and Python is
+for images given as an :class:`Image` of a few files (``LocalNetworkConfig(images=…)``, tests).
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ class Image:
     (kept for the exe-unit; the runtime itself runs only what ``run`` commands name), ``working_dir`` the
     default directory of commands, ``volumes`` the writable directories of each activity, ``hash`` the
     SHA3-224 hex digest of the image file it came from, if any, and ``base`` its ``FROM`` (see the module
-    docstring).
+    docstring). ``rootfs``: ``root`` is a whole root file system (an unpacked GVMI), which the sandbox shows
+    as its ``/`` (writable per activity) instead of the host's system directories.
     """
 
     root: Path | None = field(default=None, converter=_root)
@@ -99,6 +103,7 @@ class Image:
     volumes: tuple[str, ...] = field(default=DEFAULT_VOLUMES, converter=_strings)
     hash: str | None = None
     base: str = ""
+    rootfs: bool = False
 
     @property
     def uses_host_python(self) -> bool:

@@ -555,11 +555,13 @@ async def spawn(
     sandbox_id: str,
     stream_limit: int,
     prefix: Sequence[str] = (),
+    pass_fds: Sequence[int] = (),
 ) -> Launch:
     """Start bubblewrap for ``command`` with ``options``, blocked until :meth:`Launch.release` (module doc).
 
     The sandbox runs as ``identity`` (``None``: as this process's user); stdin, stdout and stderr are pipes.
-    ``prefix`` runs first, with this process's privileges (``nsenter --net=…`` for an activity in a VPN).
+    ``prefix`` runs first, with this process's privileges (``nsenter --net=…`` for an activity in a VPN, a root
+    file system's mount wrapper), inheriting ``pass_fds``.
     Raises :class:`RuntimeFailure` (bubblewrap missing, a cgroup that cannot be made).
     """
     cpus = pick_cpus(limits.cpu_threads, host.next_slot())
@@ -592,7 +594,7 @@ async def spawn(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=stream_limit,
-            pass_fds=(info_write, block_read),
+            pass_fds=(info_write, block_read, *pass_fds),
             start_new_session=True,  # a Ctrl-C meant for the provider does not reach the sandbox
             **credentials,
         )

@@ -25,6 +25,15 @@
 - for an image built ``FROM python``, the host's Python at ``/usr/local``, read-only
   (:mod:`~golem_local.runtime.python_base`).
 
+An image with a whole root file system (``root_fs``: the activity's writable view of it, prepared by
+:mod:`~golem_local.runtime.rootfs`) differs most: that tree is bound read-write at ``/`` and nothing of the
+host's system is shown; bubblewrap makes no user namespace of its own (it runs inside the one the root was
+mounted in, where the image's users keep their ids) and keeps the capabilities of the sandbox's root
+inside those namespaces, as a VM's root has them; ``/proc``, ``/dev`` (with ``/dev/shm``) and the usual
+directories of a VM (``/tmp``, ``/var``, ``/run``, ``/root``, ``/opt``) are there, ``writable_files`` (the
+generated ``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``) are bound read-write over the image's, and
+``files`` (the agent and the interpreter it runs on, under ``/.golem``) read-only.
+
 A build (``image_as_root``) differs: the image tree being built is bound read-write at ``/`` itself, so that a
 ``RUN`` step can write anywhere in it, even make new top-level directories; the system directories are
 bound over it as usual, and :func:`mount_points` names the paths bubblewrap had to create in the tree for
@@ -162,6 +171,8 @@ class SandboxLayout:
     # --disable-userns (no user namespaces inside, so no second uid map to play with).
     tmp_bytes: int | None = None
     disable_userns: bool = False
+    root_fs: Path | None = None  # a whole root file system, bound read-write at / (image_root: the image's tree)
+    writable_files: tuple[tuple[Path, str], ...] = ()  # (host path, sandbox path), read-write, with root_fs
 
 
 def _under(path: str, parent: str) -> bool:
@@ -239,7 +250,57 @@ def mount_points(layout: SandboxLayout) -> tuple[str, ...]:
     return tuple(sorted(_assemble(layout).made - {"/"}))
 
 
+_VM_DIRECTORIES = (("/tmp", "1777"), ("/var", "0755"), ("/run", "0755"), ("/root", "0700"), ("/opt", "0755"))
+"""Directories every image's sandbox has (made in the activity's layer when the image lacks them)."""
+
+
+def _common(builder: _Builder, layout: SandboxLayout) -> None:
+    builder.args += [
+        "--die-with-parent",
+        "--as-pid-1",  # the agent is PID 1: when it exits, the kernel empties the sandbox before bwrap returns
+        "--new-session",
+        "--hostname",
+        layout.hostname,
+        "--clearenv",
+    ]
+
+
+def _assemble_root_fs(layout: SandboxLayout, root_fs: Path) -> _Builder:
+    """The sandbox of an image with a whole root file system (see the module docstring)."""
+    builder = _Builder()
+    builder.args += ["--bind", str(root_fs), "/"]
+    # no --unshare-user: bubblewrap runs in the user namespace the root was mounted in (rootfs.user_namespace)
+    builder.args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if not layout.share_net:
+        builder.args.append("--unshare-net")
+    _common(builder, layout)
+    builder.mount("--proc", "/proc")
+    builder.mount("--dev", "/dev")
+    if layout.tmp_bytes is not None:
+        builder.args += ["--size", str(layout.tmp_bytes)]
+    builder.mount("--tmpfs", "/dev/shm")
+    for path, mode in _VM_DIRECTORIES:
+        builder.args += ["--perms", mode]
+        builder.directory(path)
+    if layout.image_root is not None and not os.path.lexists(layout.image_root / "var" / "run"):
+        builder.op("--symlink", "/run", "/var/run")  # where daemons keep their pid files, as in every VM image
+    for source, dest in layout.writable_files:
+        builder.op("--bind", str(source), dest)
+    if layout.hosts_file is not None:  # an activity in a VPN: its members by name
+        builder.op("--ro-bind", str(layout.hosts_file), "/etc/hosts")
+    for volume in sorted(layout.volumes, key=lambda volume: volume.path):
+        builder.op("--bind", str(volume.host_path), volume.path)
+    if layout.working_dir is not None:
+        builder.directory(layout.working_dir)
+    for source, dest in layout.files:
+        builder.op("--ro-bind", str(source), dest)
+    builder.args += ["--remount-ro", "/dev", "--chdir", "/"]
+    return builder
+
+
 def _assemble(layout: SandboxLayout) -> _Builder:
+    if layout.root_fs is not None:
+        return _assemble_root_fs(layout, layout.root_fs)
     builder = _Builder()
     if layout.image_as_root:
         if layout.image_root is None:

@@ -24,7 +24,8 @@ Choices the exe-unit can rely on:
   goes down and keeps its last value after the sandbox ends. :attr:`~VmRuntime.memory_peak_bytes` is the
   memory high-water mark (the sampled maximum without control groups).
 - a command ended by a limit says so: :meth:`~VmRuntime.exit_note` (``killed: memory limit 512 MiB``).
-- environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` defaults, the host Python's
+- environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` (``/root`` for an image with a
+  root file system) defaults, the host Python's
   settings for a ``python`` image (:mod:`~.python_base`), the provider's ``env``, the image's ``env``, the
   ``deploy`` command's ``env``, the ``run`` command's ``env``.
 - an image with files (``Image.root``) is copied into the activity's directory at :meth:`~VmRuntime.deploy`
@@ -33,6 +34,9 @@ Choices the exe-unit can rely on:
   tree costs (a few milliseconds for a service's scripts: the Python of a ``python`` image is not in the tree).
 - an image can be given as a loader (``load_image``), awaited at :meth:`~VmRuntime.deploy`: a provider's
   download of the image its agreement names happens there, and a failure is the deploy's error.
+- an image with a whole root file system (``Image.rootfs``: every GVMI) is the sandbox's ``/`` instead, writable
+  for this activity only (an overlay on the unpacked image, :mod:`~.rootfs`), with nothing of the host visible
+  but the agent's interpreter under ``/.golem``; everything the activity wrote is dropped at :meth:`stop`.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ from golem_local.runtime.launch import (
 )
 from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.python_base import PythonLayout, prepare_python
+from golem_local.runtime.rootfs import AGENT_DIR, ActivityRoot, agent_bundle, remove_tree, user_namespace
 from golem_local.runtime.sandbox import (
     AGENT_PATH,
     DEFAULT_HOSTNAME,
@@ -107,6 +112,9 @@ __all__ = [
     "USAGE_INTERVAL",
     "VmRuntime",
 ]
+
+ROOT_FS_RESERVED = ("/proc", "/dev", "/sys", AGENT_DIR)
+"""Paths of an image's sandbox that no volume may be at or under (the sandbox fills them itself)."""
 
 START_TIMEOUT = 10.0
 """Seconds the agent may take to say it is ready."""
@@ -154,8 +162,15 @@ def _chown_tree(root: Path, owner: tuple[int, int]) -> None:
             os.chown(os.path.join(directory, name), *owner, follow_symlinks=False)
 
 
-def _remove_tree(path: Path) -> None:
+def _remove_tree(path: Path, root: ActivityRoot | None = None) -> None:
     """Remove ``path`` and everything in it, also directories a command made read-only; log what remains."""
+    if root is not None:  # files of the image's other users: removed as root of the namespace they belong to
+        root.remove()
+        try:
+            remove_tree(path, root.namespace)
+        except OSError as exc:
+            _log.error("cannot remove the activity directory %s: %s", path, exc)
+        return
     if not path.exists():
         return
     try:
@@ -170,6 +185,19 @@ def _remove_tree(path: Path) -> None:
             shutil.rmtree(path)
         except OSError as exc:
             _log.error("cannot remove the activity directory %s: %s", path, exc)
+
+
+@frozen
+class _SandboxCommand:
+    """What starts one sandbox: its ``layout``, the ``agent`` command inside, the ``prefix`` that runs before
+    bubblewrap (a root file system's mount wrapper) with the descriptors it needs (``pass_fds``), and the
+    host ``identity`` it runs as (``None``: the node's own, or the namespace of images)."""
+
+    layout: SandboxLayout
+    agent: list[str]
+    prefix: list[str]
+    pass_fds: tuple[int, ...]
+    identity: SandboxIdentity | None
 
 
 class VmRuntime:
@@ -206,6 +234,7 @@ class VmRuntime:
         self.copy_seconds: float | None = None  # how long deploy took to copy the image's files, for measurements
         self._load_image = load_image
         self._image_root: Path | None = None
+        self._root_fs: ActivityRoot | None = None
         self._python: PythonLayout | None = None
         self.work_dir = Path(work_dir)
         self.bwrap = bwrap
@@ -260,10 +289,9 @@ class VmRuntime:
             paths = sorted({check_sandbox_path(path, "volume") for path in (*self.image.volumes, *settings.volumes)})
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
+        reserved = ROOT_FS_RESERVED if self.image.rootfs else (*SYSTEM_PATHS, AGENT_PATH)
         for path in paths:
-            taken = [
-                system for system in (*SYSTEM_PATHS, AGENT_PATH) if path.startswith(system + "/") or path == system
-            ]
+            taken = [system for system in reserved if path.startswith(system + "/") or path == system]
             if taken:
                 raise RuntimeFailure(
                     f"the volume {path!r} is inside {taken[0]}, which the sandbox fills itself; "
@@ -284,7 +312,10 @@ class VmRuntime:
             await asyncio.to_thread(self._make_directories, volumes)
         except OSError as exc:
             raise RuntimeFailure(f"cannot create the volume directories under {str(self.work_dir)!r}: {exc}") from exc
-        await asyncio.to_thread(self._prepare_files)
+        if self.image.rootfs:
+            await self._prepare_root_fs(hostname)
+        else:
+            await asyncio.to_thread(self._prepare_files)
         self._network = await SandboxNetwork.deploy(
             self._join_network, settings.networks, settings.hosts, hostname=hostname, work_dir=self.work_dir
         )
@@ -334,14 +365,47 @@ class VmRuntime:
             except (SandboxUnavailableError, OSError) as exc:
                 raise RuntimeFailure(f"the image's base {self.image.base!r} cannot be shown: {exc}") from exc
 
-    async def start(self, args: Sequence[str]) -> None:
-        """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
+    async def _prepare_root_fs(self, hostname: str) -> None:
+        """The activity's writable view of the image's root file system (see :mod:`~.rootfs`)."""
+        assert self.image.root is not None
+        started = time.perf_counter()
+        try:
+            namespace = await asyncio.to_thread(user_namespace)
+            root = ActivityRoot(self.image.root, self.work_dir / "rootfs", hostname=hostname, namespace=namespace)
+            self._root_fs = root
+            await asyncio.to_thread(root.prepare)
+            interpreter = agent_interpreter()
+            await asyncio.to_thread(agent_bundle, interpreter.path, str(_AGENT_SCRIPT))
+        except (SandboxUnavailableError, OSError) as exc:
+            raise RuntimeFailure(f"cannot prepare the image's root file system for the activity: {exc}") from exc
+        self.copy_seconds = time.perf_counter() - started
+        _log.debug(
+            "vm runtime: %s root of image %s ready in %.1f ms",
+            root.strategy,
+            self.image.hash or self.image.root,
+            self.copy_seconds * 1000,
+        )
 
-        ``args`` (the ``start`` command's arguments) are accepted and ignored, as by a Golem VM.
-        """
-        if self._state is not _State.DEPLOYED:
-            raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}; deploy it first, start once")
+    def _sandbox_command(self) -> _SandboxCommand:
+        """How the sandbox starts with its agent (see :class:`_SandboxCommand`)."""
         interpreter = agent_interpreter()
+        root = self._root_fs
+        if root is not None:
+            bundle = agent_bundle(interpreter.path, str(_AGENT_SCRIPT))
+            layout = SandboxLayout(
+                volumes=self._volumes,
+                root_fs=root.root,
+                image_root=self.image.root,
+                working_dir=self.image.working_dir,
+                hostname=self._hostname,
+                files=tuple((Path(host), sandbox) for host, sandbox in bundle.binds),
+                writable_files=root.generated_files,
+                share_net=self._network is not None and self._network.shares_net,
+                hosts_file=self._network.hosts_file if self._network is not None else None,
+                tmp_bytes=self.limits.tmp_bytes,
+            )
+            # The image's users keep their ids inside the namespace of images: no uid of the sandbox's own.
+            return _SandboxCommand(layout, list(bundle.argv), root.wrapper(), root.pass_fds, None)
         layout = SandboxLayout(
             volumes=self._volumes,
             image_root=self._image_root,
@@ -356,21 +420,33 @@ class VmRuntime:
             tmp_bytes=self.limits.tmp_bytes,
             disable_userns=True,
         )
-        agent = [interpreter.path, "-I", "-S", AGENT_PATH]
+        return _SandboxCommand(layout, [interpreter.path, "-I", "-S", AGENT_PATH], [], (), self.identity)
+
+    async def start(self, args: Sequence[str]) -> None:
+        """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
+
+        ``args`` (the ``start`` command's arguments) are accepted and ignored, as by a Golem VM.
+        """
+        if self._state is not _State.DEPLOYED:
+            raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}; deploy it first, start once")
+        command = self._sandbox_command()
+        agent = list(command.agent)
         rlimits = self.host.rlimits(self.limits)
         if rlimits:
             agent += ["--rlimits", mapping_of_ints(rlimits)]
+        network_prefix = self._network.argv_prefix if self._network is not None else []
         self._state = _State.STARTED
         try:
             launch = await spawn(
                 self.bwrap,
-                bwrap_args(layout),
+                bwrap_args(command.layout),
                 agent,
                 host=self.host,
-                identity=self.identity,
+                identity=command.identity,
                 limits=self.limits,
                 sandbox_id=self._sandbox_id,
-                prefix=self._network.argv_prefix if self._network is not None else (),
+                prefix=[*network_prefix, *command.prefix],
+                pass_fds=command.pass_fds,
                 stream_limit=_LINE_LIMIT,
             )
         except RuntimeFailure as exc:
@@ -475,7 +551,7 @@ class VmRuntime:
                 await self._release_resources()
                 if self._network is not None:  # after the sandbox: nothing may still hold its namespace
                     await self._network.release()
-                await asyncio.to_thread(_remove_tree, self.work_dir)
+                await asyncio.to_thread(_remove_tree, self.work_dir, self._root_fs)
 
     async def _release_resources(self) -> None:
         """The last reading, then the control group and the uid go back (every process of the sandbox is gone)."""
@@ -653,7 +729,8 @@ class VmRuntime:
 
     def _environment(self) -> dict[str, str]:
         python = self._python.env if self._python is not None else {}
-        return {"PATH": DEFAULT_PATH, "HOME": "/tmp", **python, **self.env, **self.image.env, **self._deploy_env}
+        home = "/root" if self.image.rootfs else "/tmp"  # an image's root is writable: root's home, as in a VM
+        return {"PATH": DEFAULT_PATH, "HOME": home, **python, **self.env, **self.image.env, **self._deploy_env}
 
     def _not_running(self, what: str) -> str:
         if self._state is _State.ENDED and self._end_reason:

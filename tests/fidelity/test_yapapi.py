@@ -7,7 +7,12 @@ interpreter (``.venv-yapapi``, made by ``scripts/bootstrap.sh`` when ``GOLEM_API
 the yapapi user sees: exit 0, no ``ERROR`` in yapapi's debug log, the files its ``download_file`` calls brought
 back, and an "Accepted invoice" line for every "Agreement confirmed" line, provider by provider.
 
-The second test speaks the gftp JSON-RPC to ``golem-api gftp server`` directly, as yapapi's driver does (one
+The second test runs ``yapapi_simple_service_poc.py``, a requestor shaped like yapapi's own simple-service-poc,
+against the image built from that example's own Dockerfile (``examples/simple_service/image``: ``FROM
+python:3.8-slim``, ``pip install numpy matplotlib``, a pid file in ``/var/run``), and checks the statistics and the
+plots it downloaded.
+
+The third test speaks the gftp JSON-RPC to ``golem-api gftp server`` directly, as yapapi's driver does (one
 line out, one line back), including the calls yapapi never gets wrong but a user's own driver might.
 Every process is started with a bound on each read and on its exit, and killed if a check fails.
 """
@@ -36,8 +41,12 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 YAPAPI_PYTHON = ROOT / ".venv-yapapi" / "bin" / "python"
 PROGRAM = Path(__file__).resolve().parent / "yapapi_simple_service.py"
+POC_PROGRAM = Path(__file__).resolve().parent / "yapapi_simple_service_poc.py"
 IMAGE_CONTEXT = Path(__file__).resolve().parent / "yapapi_image"
 IMAGE_TAG = "golem-api/yapapi-simple-service:1.0"
+POC_CONTEXT = ROOT / "examples" / "simple_service" / "image"
+POC_TAG = "golem-api/simple-service-poc:1.0"
+BUILD_BOUND = 600.0  # seconds an image build may take (a first one makes its Debian base: up to a minute or two)
 APP_KEY = "yapapi-fidelity-test-app-key"
 INSTANCES = 2
 ROUNDS = 3
@@ -75,16 +84,16 @@ async def kill(process: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(process.wait(), EXIT_BOUND)
 
 
-async def build_image(registry: Path) -> None:
+async def build_image(registry: Path, context: Path = IMAGE_CONTEXT, tag: str = IMAGE_TAG) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "golem_api",
         "image",
         "build",
-        str(IMAGE_CONTEXT),
+        str(context),
         "--tag",
-        IMAGE_TAG,
+        tag,
         "--registry",
         str(registry),
         env=clean_env(),
@@ -92,7 +101,7 @@ async def build_image(registry: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), 30)
+        out, err = await asyncio.wait_for(process.communicate(), BUILD_BOUND)
     finally:
         await kill(process)
     assert process.returncode == 0, f"golem-api image build failed:\n{out.decode()}\n{err.decode()}"
@@ -156,6 +165,7 @@ class NodeProcess:
 async def node(tmp_path: Path) -> AsyncIterator[NodeProcess]:
     registry = tmp_path / "registry"
     await build_image(registry)
+    await build_image(registry, POC_CONTEXT, POC_TAG)
     running = await NodeProcess.start(registry)
     try:
         yield running
@@ -168,6 +178,7 @@ def provider_names(pattern: str, log: str) -> Counter[str]:
 
 
 @needs_yapapi
+@pytest.mark.timeout(900)
 async def test_yapapi_runs_the_simple_service_against_the_local_node_and_pays_every_agreement(
     tmp_path: Path, node: NodeProcess
 ) -> None:
@@ -230,6 +241,76 @@ async def test_yapapi_runs_the_simple_service_against_the_local_node_and_pays_ev
     code, rest, node_err = await node.stop()
     assert code == 0, f"golem-api node exited with {code}:\n{node_err}"
     assert rest.splitlines()[-1] == "Stopped."
+    assert "Traceback" not in node_err
+
+
+@needs_yapapi
+@pytest.mark.timeout(900)
+async def test_yapapi_runs_the_simple_service_poc_with_the_image_of_its_own_dockerfile(
+    tmp_path: Path, node: NodeProcess
+) -> None:
+    output, log_file = tmp_path / "downloads", tmp_path / "yapapi.log"
+    output.mkdir()
+    bin_dir = gftp_shim(tmp_path / "bin").parent
+    env = clean_env(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        YAGNA_APPKEY=APP_KEY,
+        YAGNA_API_URL=node.url,
+        YAGNA_SUBNET="public",
+        GOLEM_REGISTRY_URL=node.url,
+        PYTHONUNBUFFERED="1",
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(YAPAPI_PYTHON),
+        str(POC_PROGRAM),
+        "--image-tag",
+        POC_TAG,
+        "--num-instances",
+        str(INSTANCES),
+        "--rounds",
+        "2",
+        "--output-dir",
+        str(output),
+        "--log-file",
+        str(log_file),
+        "--timeout",
+        "40",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await kill(process)
+    out, err, log = out_bytes.decode(), err_bytes.decode(), log_file.read_text()
+
+    assert process.returncode == 0, f"yapapi exited with {process.returncode}:\n{out}\n{err}"
+    lines = out.splitlines()
+    steps = ["all instances ran; stopping the cluster", "all instances stopped", "done"]
+    assert [line for line in lines if line in steps] == steps
+    assert lines[-1] == "done"
+    errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
+    assert errors == [], "yapapi logged errors:\n" + "\n".join(errors)
+    for index in range(1, INSTANCES + 1):
+        name = f"simple-service-{index}"
+        started = [line for line in out.splitlines() if line.startswith(f"{name}: simulation ")]
+        assert len(started) == 2, out
+        assert '"running"' in started[0], "ctl --start wrote its pid file in /var/run and started the simulation"
+        assert '"stopped"' in started[1], "ctl --stop found the pid file again"
+        stats = [json.loads(line.split(": ", 1)[1]) for line in out.splitlines() if line.startswith(f"{name} stats: ")]
+        assert len(stats) == 2
+        assert all({"min", "max", "median", "mean", "size"} <= set(report) for report in stats)
+        for number in (1, 2):
+            plot = output / f"{name}-{number}.png"
+            assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{plot} is not the PNG matplotlib drew"
+    confirmed = provider_names(r"Agreement confirmed by provider '([^']+)'", log)
+    paid = provider_names(r"Accepted invoice from '([^']+)'", log)
+    assert sum(confirmed.values()) == INSTANCES
+    assert paid == confirmed
+    code, _rest, node_err = await node.stop()
+    assert code == 0, f"golem-api node exited with {code}:\n{node_err}"
     assert "Traceback" not in node_err
 
 

@@ -22,7 +22,10 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from golem_local.images.builder import build_image
+from golem_local.images.registry import ImageRegistry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), pytest.mark.usefixtures("example_layers")]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "simple_service" / "simple_service.py"
@@ -31,6 +34,15 @@ STATS_KEYS = {"min", "max", "median", "mean", "variance", "std dev", "size"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LINE_BOUND = 40.0  # seconds any one line of output may take to come
 SIGINT_EXIT_BOUND = 5.0
+
+
+@pytest.fixture(scope="module")
+def example_layers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the example's image once into the session's build cache, so that the example's own build (in its
+    process, into a registry of its own) takes its steps from the cache: a first build (the Debian base,
+    ``pip install numpy matplotlib``: about a minute) would not fit the per-line bound below."""
+    registry = ImageRegistry(tmp_path_factory.mktemp("example-registry"))
+    asyncio.run(build_image(EXAMPLE.parent / "image", tag="golem-api/simple-service:1.0", registry=registry))
 
 
 class Example:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from golem_api.errors import ConfigurationError
-from golem_local.images.builder import base_kind
+from golem_local.images.bases import BaseUnavailable, resolve_base
 from golem_local.images.dockerfile import (
     ArgStep,
     CommandStep,
@@ -176,24 +176,41 @@ def test_variables_expand_as_docker_does() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reference", "kind"),
+    ("reference", "kind", "suite", "note"),
     [
-        ("python:3.11-slim", "python"),
-        ("python:3.8", "python"),
-        ("docker.io/library/python:3.12-bookworm", "python"),
-        ("python", "python"),
-        ("debian:bookworm-slim", "system"),
-        ("ubuntu:22.04", "system"),
-        ("library/debian", "system"),
-        ("scratch", "scratch"),
+        ("python:3.11-slim", "python", "bookworm", "Debian bookworm's Python 3.11"),
+        ("python:3.8-slim", "python", "bookworm", "Python 3.11, NOT 3.8"),
+        ("python:3.13", "python", "trixie", "Debian trixie's Python 3.13"),
+        ("python:3.12-slim-trixie", "python", "trixie", "Python 3.13, NOT 3.12"),
+        ("docker.io/library/python:3.9-bullseye", "python", "bullseye", "Python 3.9"),
+        ("python", "python", "bookworm", "Python 3.11"),
+        ("debian:bookworm-slim", "debian", "bookworm", "Debian bookworm"),
+        ("debian:12", "debian", "bookworm", "Debian bookworm"),
+        ("library/debian:trixie", "debian", "trixie", "Debian trixie"),
+        ("debian", "debian", "trixie", "Debian trixie"),
+        ("scratch", "scratch", "none", "empty"),
     ],
 )
-def test_bases_map_onto_this_machine(reference: str, kind: str) -> None:
-    assert base_kind(reference) == kind
+def test_bases_are_made_from_debian_and_say_what_they_are(reference: str, kind: str, suite: str, note: str) -> None:
+    base = resolve_base(reference)
+    assert (base.kind, base.suite) == (kind, suite)
+    assert note in base.note
 
 
-@pytest.mark.parametrize("reference", ["alpine:3.19", "golemfactory/base:1.8", "localhost:5000/python:3.11"])
-def test_other_bases_are_refused_saying_which_are_mapped(reference: str) -> None:
-    with pytest.raises(ValueError, match=r"python:3\.11-slim") as failure:
-        base_kind(reference)
-    assert reference in str(failure.value)
+@pytest.mark.parametrize(
+    ("reference", "words"),
+    [
+        ("ubuntu:22.04", ["no Ubuntu archive", "FROM debian:bookworm-slim", "--engine docker"]),
+        ("alpine:3.19", ["FROM debian:bookworm-slim", "apt-get install", "--engine docker"]),
+        ("nginx:1.27", ["apt-get install -y --no-install-recommends nginx", "--engine docker"]),
+        ("golemfactory/base:1.8", ["debian:*, python:* and scratch", "--engine docker"]),
+        ("localhost:5000/python:3.11", ["without a registry", "--engine docker"]),
+        ("debian:sarge", ["no Debian release", "debian:bookworm-slim"]),
+        ("python:3.11-alpine", ["'alpine'", "python:3.11-slim"]),
+    ],
+)
+def test_other_bases_are_refused_saying_what_to_do(reference: str, words: list[str]) -> None:
+    with pytest.raises(BaseUnavailable) as failure:
+        resolve_base(reference)
+    for word in words:
+        assert word in str(failure.value)

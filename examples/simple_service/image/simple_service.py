@@ -10,11 +10,10 @@ It runs on the provider, inside the image built from the ``Dockerfile`` beside i
                                             PNG under /golem/out and print its path as a JSON string
     simple_service.py --dump                print every observation as JSON
 
-The observations live in an SQLite database beside this script (``/golem/run``) when that directory is
-writable, as on a Golem VM, and in the ``/golem/out`` volume when the image's files are read-only, as in the
-local network's sandbox; there the database made at build time is copied on first use.
-``SIMPLE_SERVICE_DATA`` and ``SIMPLE_SERVICE_OUT`` move the database and the plots elsewhere (to try the
-scripts outside an image).
+The observations live in an SQLite database beside this script (``/golem/run``), where ``--init`` made it when
+the image was built: each activity gets a writable copy of the image's files, on a Golem VM as on the local
+network. ``SIMPLE_SERVICE_DATA`` and ``SIMPLE_SERVICE_OUT`` move the database and the plots elsewhere (to try
+the scripts outside an image; ``SIMPLE_SERVICE_RUN`` moves the simulation's pid file from ``/var/run``).
 """
 
 from __future__ import annotations

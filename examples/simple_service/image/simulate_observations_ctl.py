@@ -5,7 +5,8 @@
     simulate_observations_ctl.py --stop     stop it (SIGTERM, SIGKILL after a few seconds) and remove the pid file
 
 Both are safe to repeat: starting a running simulation and stopping a stopped one say so and succeed.
-The pid file lives beside the database (see ``simple_service.py``).
+The pid file is ``/var/run/simulate_observations.pid``, where daemons keep theirs (``SIMPLE_SERVICE_RUN`` names
+another directory, to try the scripts outside an image).
 """
 
 from __future__ import annotations
@@ -20,16 +21,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from simple_service import data_dir  # noqa: E402  (the back-end beside this script)
-
 SIMULATION = HERE / "simulate_observations.py"
+RUN_DIR = Path(os.environ.get("SIMPLE_SERVICE_RUN", "/var/run"))
 STOP_TIMEOUT = 5.0  # seconds the simulation has to end after SIGTERM before it is killed
 
 
 def pid_file() -> Path:
-    return data_dir() / "simulate_observations.pid"
+    return RUN_DIR / "simulate_observations.pid"
 
 
 def running_pid() -> int | None:
