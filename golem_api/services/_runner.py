@@ -22,8 +22,9 @@ When the requestor ended the agreement for a fault of its own making (the budget
 cause (``exc_info``), not ``unresponsive``.
 
 A script cut short may leave its batch running on the provider (the activity API cannot kill a batch). Before
-``shutdown`` runs, such a batch gets :data:`~golem_api.activity.work_context.UNFINISHED_GRACE` s to finish;
-if it has not, the activity is ended (which kills it) and ``shutdown``, which could not run anything, is skipped.
+``shutdown`` runs, such a batch gets :data:`STOP_GRACE` s to finish (counted against ``shutdown_timeout``); if
+it has not, the activity is ended (which kills it) and ``shutdown``, which could not run
+anything, is skipped.
 A script whose timeout passed has ended its activity already: in ``start`` that is a failed start (respawned),
 elsewhere the handler's failure, after which the instance stops.
 
@@ -42,7 +43,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import frozen
 
-from golem_api.activity.work_context import UNFINISHED_GRACE
 from golem_api.errors import ActivityError, GolemError
 from golem_api.events import EventBus, ServiceRespawned
 from golem_api.services.service import Service
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from golem_api.network.network import Network
 
 __all__ = ["InstanceRunner", "InstanceSettings"]
+
+STOP_GRACE = 3.0
+"""Seconds the batch of a script cut short by a stop gets to finish before ``shutdown`` (a command still running
+then is killed with its activity, and ``shutdown`` is skipped)."""
 
 _log = logging.getLogger(__name__)
 
@@ -286,8 +290,13 @@ class InstanceRunner:
         service = self.service
         service._change("stop", reason=reason)
         ctx = service._work_context
+        bound = self._settings.shutdown_timeout
         if ctx is not None:
-            await ctx.settle_unfinished(UNFINISHED_GRACE)
+            # The script cut short by the stop (a stats command, a plot) may finish its batch first, as the exe-unit
+            # would run ``shutdown`` after it; a command that is not done by then is killed with the activity.
+            waited = asyncio.get_running_loop().time()
+            await ctx.settle_unfinished(min(STOP_GRACE, bound))
+            bound = max(0.0, bound - (asyncio.get_running_loop().time() - waited))
             if ctx.activity.ending:
                 _log.warning(
                     "%r: the shutdown handler is not run: the activity was ended (%s)", service, ctx.activity.end_reason
@@ -295,7 +304,7 @@ class InstanceRunner:
                 ctx = None
         if ctx is not None:
             try:
-                await self._run_step(self._drive("shutdown"), stoppable=False, timeout=self._settings.shutdown_timeout)
+                await self._run_step(self._drive("shutdown"), stoppable=False, timeout=bound)
             except _Interrupted:
                 if self._lost is not None:
                     await self._become_unresponsive()
