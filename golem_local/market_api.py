@@ -78,14 +78,14 @@ def agreement_json(agreement: AgreementRecord) -> dict[str, Any]:
         "demand": {
             "properties": demand.properties,
             "constraints": demand.constraints,
-            "demandId": demand.proposal_id,
+            "demandId": demand.demand_id,  # the demand subscription, as yagna (golem-js looks the demand up by it)
             "requestorId": demand.issuer_id,
             "timestamp": format_timestamp(demand.timestamp),
         },
         "offer": {
             "properties": offer.properties,
             "constraints": offer.constraints,
-            "offerId": offer.proposal_id,
+            "offerId": offer.offer_id,  # the offer subscription, as yagna
             "providerId": offer.issuer_id,
             "timestamp": format_timestamp(offer.timestamp),
         },

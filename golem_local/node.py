@@ -60,11 +60,11 @@ from golem_local.identity import NodeIdentities, new_app_key
 from golem_local.images.cache import ImageCache, parse_task_package
 from golem_local.images.errors import ImageError
 from golem_local.images.registry import ImageRegistry
-from golem_local.images.serve import REGISTRY_PREFIX, add_registry_routes
+from golem_local.images.serve import add_registry_routes, is_public_path
 from golem_local.ledger import Ledger
 from golem_local.market import LocalMarket
 from golem_local.market_api import add_market_routes
-from golem_local.market_model import AgreementRecord
+from golem_local.market_model import AgreementRecord, LocalMarketError
 from golem_local.net.api import add_net_routes
 from golem_local.net.vpn import LocalVpn
 from golem_local.payment_api import add_payment_routes
@@ -77,6 +77,7 @@ from golem_local.runtime.launch import SandboxHost, SandboxLimits
 from golem_local.runtime.storage import NODE_DIR_PREFIX, sweep_stale
 from golem_local.runtime.vm import VmRuntime
 from golem_local.transfer import FileTransfer
+from golem_local.version_api import VERSION_PATH, add_version_routes
 from golem_shared.errors import LocalNodeError
 
 __all__ = [
@@ -130,8 +131,9 @@ def remove_stale_work_dirs(parent: Path | None = None) -> list[Path]:
 
 @web.middleware
 async def _auth_unless_registry(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The app-key check, except for the registry API, which is public (as the Golem registry is)."""
-    if request.path.startswith(REGISTRY_PREFIX):
+    """The app-key check, except for the registry routes, which are public (as the Golem registry is), and the
+    version route (public on yagna too)."""
+    if is_public_path(request.path) or request.path == VERSION_PATH:
         return await handler(request)
     return await auth_middleware(request, handler)
 
@@ -183,12 +185,13 @@ class LocalNode:
         self.image_cache: ImageCache | None = None
         self.gsb = GsbRouter()
         self.vpn = LocalVpn(enabled=self.config.activity_runtime == "vm" and self.config.vpn)
+        self.transfers = FileTransfer(self.gsb, self.requestor_id)
         self.activities = ActivityHub(
             self.market,
             self.ledger,
             providers=self._specs,
             runtime_factory=self._runtime,
-            transfers=FileTransfer(self.gsb, self.requestor_id),
+            transfers=self.transfers,
             output_limit=self.config.output_limit,
         )
         self.providers: tuple[LocalProvider, ...] = tuple(
@@ -225,9 +228,10 @@ class LocalNode:
         app = web.Application(middlewares=[error_middleware, _auth_unless_registry])
         app[APP_KEY] = self.app_key
         app.router.add_get("/me", self._me)
+        add_version_routes(app)
         add_registry_routes(app, self.registry)
         add_market_routes(app, self.market, node_id=self.requestor_id)
-        add_payment_routes(app, self.ledger)
+        add_payment_routes(app, self.ledger, session_of=self._app_session_of)
         add_activity_routes(app, self.activities, ping_interval=self.config.sse_ping_interval)
         add_gsb_routes(app, self.gsb)
         add_net_routes(app, self.vpn, owner=self.requestor_id, node_id=self.requestor_id)
@@ -272,6 +276,13 @@ class LocalNode:
         except ImageError as exc:
             raise RuntimeFailure(str(exc)) from exc
 
+    def _app_session_of(self, agreement_id: str) -> str | None:
+        """The ``appSessionId`` the agreement was confirmed with (payment events are filtered by it)."""
+        try:
+            return self.market.get_agreement(agreement_id).app_session_id
+        except LocalMarketError:  # not an agreement of this market: no session
+            return None
+
     async def _me(self, request: web.Request) -> web.StreamResponse:
         return json_response({"identity": self.requestor_id, "name": "requestor", "role": "manager"})
 
@@ -282,7 +293,7 @@ class LocalNode:
         self._started = True
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"{NODE_DIR_PREFIX}{os.getpid()}-"))
         self._lock_fd = _lock_work_dir(self.work_dir)
-        self.image_cache = ImageCache(self.work_dir / "images")
+        self.image_cache = ImageCache(self.work_dir / "images", gftp_download=self.transfers.download)
         try:
             # One check of the sandbox, so that a missing bubblewrap is reported now, with what to install.
             host = self.sandbox_host = SandboxHost.detect()

@@ -47,6 +47,18 @@ _MAX_EVENTS_LIMIT = 100
 
 _Doc = TypeVar("_Doc", bound=PaymentDocument)
 
+_DEFAULT_REQUESTOR_EVENTS = ("RECEIVED", "CANCELLED")
+_EVENT_KINDS = ("Received", "Accepted", "Rejected", "Cancelled", "Settled")
+
+
+def _event_kind(event: PaymentEvent) -> str:
+    """``InvoiceAcceptedEvent`` / ``DebitNoteAcceptedEvent`` -> ``ACCEPTED`` (yagna's pay_event_type names)."""
+    name = str(event.get("eventType", ""))
+    for kind in _EVENT_KINDS:
+        if name.endswith(f"{kind}Event"):
+            return kind.upper()
+    return name
+
 
 def parse_money(value: object, what: str) -> Decimal:
     """A decimal amount from the wire (a string, or a number from a lax client); 400 when it is not one."""
@@ -161,8 +173,9 @@ def _platform_name(value: object, default: str) -> str | None:
 
 
 class _PaymentRoutes:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, session_of: Callable[[str], str | None]) -> None:
         self.ledger = ledger
+        self.session_of = session_of
 
     async def create_allocation(self, request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -261,12 +274,35 @@ class _PaymentRoutes:
         )
 
     async def _events(self, request: web.Request, log: EventLog[PaymentEvent]) -> web.Response:
+        # yagna 0.17.6 (core/payment/src/api/{invoices,debit_notes}.rs): the requestor's own documents' events are
+        # filtered by the header X-Requestor-Events (comma-separated, not trimmed; default RECEIVED,CANCELLED), the
+        # provider's by X-Provider-Events (default ACCEPTED,REJECTED,SETTLED,CANCELLED). Every document of this
+        # node is the requestor's, so only the first applies here.
+        header = request.headers.get("X-Requestor-Events")
+        wanted = set(header.split(",")) if header is not None else set(_DEFAULT_REQUESTOR_EVENTS)
+        # ?appSessionId= keeps the events of documents whose agreement was confirmed with that appSessionId (yagna
+        # joins pay_*_event with pay_agreement.app_session_id).
+        session = request.query.get("appSessionId")
+
+        def accept(event: PaymentEvent) -> bool:
+            if _event_kind(event) not in wanted:
+                return False
+            return session is None or self._session_of_event(event) == session
+
         events = await log.collect(
             after=_query_after(request),
             timeout=_query_float(request, "timeout", _DEFAULT_POLL_TIMEOUT),
             max_events=_query_count(request, "maxEvents", _DEFAULT_MAX_EVENTS) or _DEFAULT_MAX_EVENTS,
+            accept=accept,
         )
         return json_response(events)
+
+    def _session_of_event(self, event: PaymentEvent) -> str | None:
+        if "invoiceId" in event:
+            agreement_id = self.ledger.invoice(event["invoiceId"]).agreement_id
+        else:
+            agreement_id = self.ledger.debit_note(event["debitNoteId"]).agreement_id
+        return self.session_of(agreement_id)
 
     async def debit_note_events(self, request: web.Request) -> web.Response:
         return await self._events(request, self.ledger.debit_note_events)
@@ -275,9 +311,11 @@ class _PaymentRoutes:
         return await self._events(request, self.ledger.invoice_events)
 
 
-def add_payment_routes(app: web.Application, ledger: Ledger) -> None:
-    """Serve ``ledger`` under ``/payment-api/v1`` on ``app``."""
-    routes = _PaymentRoutes(ledger)
+def add_payment_routes(
+    app: web.Application, ledger: Ledger, session_of: Callable[[str], str | None] = lambda _agreement_id: None
+) -> None:
+    """Serve ``ledger`` under ``/payment-api/v1`` on ``app``; ``session_of(agreement_id)`` is its appSessionId."""
+    routes = _PaymentRoutes(ledger, session_of)
     p = PAYMENT_PREFIX
     app.router.add_routes(
         [

@@ -27,7 +27,8 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -179,11 +180,28 @@ class FileTransfer:
     async def _call(self, address: str, component: str, payload: Any) -> Any:
         return await self.gsb.call(address, component, payload, timeout=self.call_timeout)
 
-    async def _download(self, url: str, files: VolumeFiles, target: str) -> None:
+    async def download(self, url: str, target: Path) -> None:
+        """Fetch the requestor's ``gftp://`` ``url`` into the host file ``target`` (a task package's image: golem-js
+        publishes ``imageUrl: "file://..."`` so); ``target`` is removed when it fails or is cancelled."""
+        address, size = await self._metadata(url)
+        try:
+            with open(target, "wb") as file:  # noqa: ASYNC230 - chunks of 256 KiB to a file of the node
+                async for piece in self._pieces(address, size, url):
+                    file.write(piece)
+        except BaseException:
+            target.unlink(missing_ok=True)  # noqa: ASYNC240 - also when cancelled, no await
+            raise
+
+    async def _metadata(self, url: str) -> tuple[str, int]:
+        """The GSB address of ``url`` and its size, from the requestor's ``GetMetadata``."""
         address = self._address(url)
         size = _field(await self._call(address, GET_METADATA, {}), "fileSize", GET_METADATA)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ProviderTransferError(f"GetMetadata of {url} answered fileSize {size!r}, not a byte count")
+        return address, size
+
+    async def _pieces(self, address: str, size: int, url: str) -> AsyncIterator[bytes]:
+        """The file's content in order, fetched a few ``GetChunk`` calls at a time."""
 
         async def chunk(offset: int) -> bytes:
             expected = min(CHUNK_SIZE, size - offset)
@@ -191,19 +209,24 @@ class FileTransfer:
             return _content(answer, offset, expected, url)
 
         offsets = list(range(0, size, CHUNK_SIZE))
+        for start in range(0, len(offsets), _IN_FLIGHT):
+            window = offsets[start : start + _IN_FLIGHT]
+            # return_exceptions: every call of the window ends (each within its timeout) before one fails
+            pieces = await asyncio.gather(*(chunk(offset) for offset in window), return_exceptions=True)
+            for piece in pieces:
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+
+    async def _download(self, url: str, files: VolumeFiles, target: str) -> None:
+        address, size = await self._metadata(url)
         # Opened only now, after the requestor answered: whatever the sandbox did meanwhile, the file is made
         # beneath the volume's descriptor, and only a complete one replaces what is at the path.
         with _refusals(f"container:{target}"):
             new = files.create(target)
         with _writing(new, target) as file:
-            for start in range(0, len(offsets), _IN_FLIGHT):
-                window = offsets[start : start + _IN_FLIGHT]
-                # return_exceptions: every call of the window ends (each within its timeout) before one fails
-                pieces = await asyncio.gather(*(chunk(offset) for offset in window), return_exceptions=True)
-                for piece in pieces:
-                    if isinstance(piece, BaseException):
-                        raise piece
-                    file.write(piece)
+            async for piece in self._pieces(address, size, url):
+                file.write(piece)
 
     async def _upload(self, fd: int, url: str) -> None:
         with os.fdopen(fd, "rb") as file:

@@ -3,6 +3,8 @@
 # - bubblewrap, squashfs-tools, mmdebstrap and uidmap: the local network's sandbox and images (apt-get; asks for root)
 # - with GOLEM_API_WITH_REALSTACK=1 (scripts/test): Node.js/npm (apt-get where missing) and, in .npm-tools/, the npm
 #   packages of the real-stack test: anvil (a local chain) and solc (compiles the test token)
+# - with GOLEM_API_WITH_CLIENTS=1 (scripts/test): the other SDKs the local node is tested with, pinned: golem-js and
+#   its TaskExecutor in .npm-clients/, golem-core in .venv-golem-core (its pins conflict with ours)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -65,6 +67,34 @@ if [ "${GOLEM_API_WITH_REALSTACK:-0}" = "1" ]; then
         .npm-tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil --version >/dev/null
         .npm-tools/node_modules/.bin/solcjs --version >/dev/null
         echo "$npm_pins" > "$nstamp"
+    fi
+fi
+
+# Other requestor SDKs, unmodified, as clients of the local node (tests/fidelity/test_golem_js.py and
+# test_golem_core.py): golem-js with its TaskExecutor from npm in .npm-clients/, golem-core from PyPI in a virtual
+# environment of its own (it pins ya-aioclient 0.6 and an old certifi). Each stamp holds the pins it was made for.
+if [ "${GOLEM_API_WITH_CLIENTS:-0}" = "1" ]; then
+    js_pins="@golem-sdk/golem-js@3.6.0 @golem-sdk/task-executor@2.0.1"
+    jstamp=".npm-clients/.installed"
+    if [ ! -f "$jstamp" ] || [ "$(cat "$jstamp")" != "$js_pins" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            echo "error: npm is missing; install Node.js (20 or newer) and npm for the golem-js client tests" >&2
+            exit 1
+        fi
+        echo "==> installing $js_pins into .npm-clients (test-only: golem-js as a client of the local node)"
+        mkdir -p .npm-clients
+        # shellcheck disable=SC2086
+        npm install --prefix "$ROOT/.npm-clients" --no-audit --no-fund --no-save --loglevel=error $js_pins >/dev/null
+        (cd .npm-clients && node -e 'require("@golem-sdk/golem-js"); require("@golem-sdk/task-executor")')
+        echo "$js_pins" > "$jstamp"
+    fi
+    cstamp=".venv-golem-core/.installed"
+    if [ ! -f "$cstamp" ] || [ "$(cat "$cstamp")" != "golem-core==0.7.8" ]; then
+        echo "==> installing golem-core 0.7.8 into .venv-golem-core (test-only, an independent client)"
+        [ -x .venv-golem-core/bin/python ] || "$PYTHON" -m venv .venv-golem-core
+        .venv-golem-core/bin/python -m pip install --quiet --disable-pip-version-check 'golem-core==0.7.8' 2>&1 | grep -v "^WARNING: Location" || true
+        .venv-golem-core/bin/python -c 'import golem.node, golem.resources' >/dev/null
+        echo "golem-core==0.7.8" > "$cstamp"
     fi
 fi
 

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -26,7 +27,7 @@ from golem_local.images.errors import ImageError, ImageFormatError
 from golem_local.images.format import ImageMetadata, unpack_image
 from golem_local.runtime.image import Image
 from golem_local.runtime.rootfs import UserNamespace, remove_tree, user_namespace
-from golem_shared.errors import SandboxUnavailableError
+from golem_shared.errors import LocalNodeError, SandboxUnavailableError
 from golem_shared.imagehash import check_image_hash
 
 __all__ = [
@@ -43,6 +44,9 @@ _CONNECT_TIMEOUT = 10.0
 _CHUNK = 1 << 16
 
 _log = logging.getLogger(__name__)
+
+GftpDownload = Callable[[str, Path], Awaitable[None]]
+"""``download(url, target)``: fetch a ``gftp://`` URL into a file of the node."""
 
 
 def _where_to_publish(digest: str) -> str:
@@ -85,8 +89,17 @@ class ImageCache:
     asked for it.
     """
 
-    def __init__(self, directory: Path, *, download_timeout: float = DOWNLOAD_TIMEOUT) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        download_timeout: float = DOWNLOAD_TIMEOUT,
+        gftp_download: GftpDownload | None = None,
+    ) -> None:
         self.directory = Path(directory)
+        # ``gftp://<requestor>/<id>`` task packages (golem-js publishes ``imageUrl: "file://..."`` so) are fetched
+        # with ``gftp_download(url, target)`` through the requestor's GSB service, as a yagna exe-unit fetches them.
+        self._gftp_download = gftp_download
         self.download_timeout = download_timeout
         self.downloads: dict[str, int] = {}
         self._images: dict[str, Image] = {}
@@ -159,9 +172,12 @@ class ImageCache:
 
     async def _download(self, url: str, target: Path, digest: str) -> str:
         """Stream ``url`` into ``target``; return the SHA3-224 hex digest of what came."""
+        if url.startswith("gftp://") and self._gftp_download is not None:
+            return await self._download_gftp(url, target, digest)
         if not url.startswith(("http://", "https://")):
             raise ImageError(
-                f"the image {digest} is at {url!r}, which is not an http(s) URL; providers download over HTTP"
+                f"the image {digest} is at {url!r}, which is neither an http(s) URL nor a gftp:// URL of the "
+                "requestor; providers download over HTTP or gftp"
             )
         if self._session is None:
             timeout = aiohttp.ClientTimeout(
@@ -188,6 +204,14 @@ class ImageCache:
             ) from exc
         return hasher.hexdigest()
 
+    async def _download_gftp(self, url: str, target: Path, digest: str) -> str:
+        assert self._gftp_download is not None
+        try:
+            await asyncio.wait_for(self._gftp_download(url, target), self.download_timeout)
+        except (LocalNodeError, asyncio.TimeoutError, OSError) as exc:
+            raise ImageError(f"cannot download the image {digest} from {url}: {exc}") from exc
+        return await asyncio.to_thread(_sha3_224_of, target)
+
     async def aclose(self) -> None:
         """Cancel the downloads under way, wait for them, close the HTTP session, and remove the unpacked
         images. Idempotent."""
@@ -202,6 +226,14 @@ class ImageCache:
                 await session.close()
         self._images.clear()
         await asyncio.to_thread(remove_tree, self.directory, _namespace_if_made())
+
+
+def _sha3_224_of(path: Path) -> str:
+    hasher = hashlib.sha3_224()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _namespace_if_made() -> UserNamespace | None:

@@ -23,8 +23,10 @@ from golem_shared.errors import ConfigurationError
 from golem_shared.imagehash import check_image_hash
 
 __all__ = [
+    "LINK_PATH",
     "REGISTRY_PREFIX",
     "add_registry_routes",
+    "is_public_path",
 ]
 
 REGISTRY_PREFIX = "/v1/image/"
@@ -59,8 +61,31 @@ async def _download(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
+LINK_PATH = "/image.{hash}.link"
+"""The old repository's route (girepo, found through the DNS SRV record _girepo._tcp.dev.golem.network), which
+golem-core 0.7.8 and yapapi ask for an image given by hash alone: the download URL as plain text."""
+
+
+async def _link(request: web.Request) -> web.StreamResponse:
+    registry = request.app[_REGISTRY]
+    try:
+        entry = registry.find(hash=request.match_info["hash"])
+    except ImageNotFoundError as exc:
+        raise HttpError(404, str(exc)) from None
+    except ConfigurationError as exc:
+        raise HttpError(400, str(exc)) from None
+    url = request.url.origin().join(request.app.router["golem_api_image_download"].url_for(hash=entry.hash))
+    return web.Response(text=str(url), content_type="text/plain")  # no newline: golem-core uses the text as is
+
+
+def is_public_path(path: str) -> bool:
+    """Whether ``path`` is a registry route (served without the app key, as the public registries are)."""
+    return path.startswith(REGISTRY_PREFIX) or (path.startswith("/image.") and path.endswith(".link"))
+
+
 def add_registry_routes(app: web.Application, registry: ImageRegistry) -> None:
     """Serve ``registry`` on ``app`` (see the module docstring)."""
     app[_REGISTRY] = registry
+    app.router.add_get(LINK_PATH, _link)
     app.router.add_get(REGISTRY_PREFIX + "info", _info)
     app.router.add_get(REGISTRY_PREFIX + "download/{hash}", _download, name="golem_api_image_download")

@@ -257,6 +257,18 @@ async def test_golem_pays_our_rest_driven_provider_on_a_local_chain(real_stack: 
             payments = await daemon_call(
                 session, stack.provider, "/payment-api/v1/payments", params={"afterTimestamp": since}
             )
+            # What the requestor's daemon shows of the invoice: Received (and Cancelled) only, unless asked for more
+            # with X-Requestor-Events (the local node filters the same way; golem-js relies on it).
+            requestor_kinds: dict[str, list[str]] = {}
+            for label, headers in (("default", {}), ("asked", {"X-Requestor-Events": "RECEIVED,ACCEPTED,SETTLED"})):
+                events = await daemon_call(
+                    session,
+                    stack.requestor,
+                    "/payment-api/v1/invoiceEvents",
+                    params={"afterTimestamp": since, "timeout": "0"},
+                    headers=headers,
+                )
+                requestor_kinds[label] = [e["eventType"] for e in events if e.get("invoiceId") == accepted.invoice_id]
         finally:
             await provider.aclose()
 
@@ -280,6 +292,8 @@ async def test_golem_pays_our_rest_driven_provider_on_a_local_chain(real_stack: 
     assert [e.activity_id for e in recorder.of(ActivityCreated)] == [activity.activity_id]
     # ... and so the provider's daemon saw it: one acceptance, then the settlement.
     assert [e["eventType"] for e in provider_events] == ["InvoiceAcceptedEvent", "InvoiceSettledEvent"]
+    assert requestor_kinds["default"] == ["InvoiceReceivedEvent"]
+    assert requestor_kinds["asked"][:2] == ["InvoiceReceivedEvent", "InvoiceAcceptedEvent"], requestor_kinds
     assert provider_invoice["status"] == "SETTLED"
     assert requestor_invoice["status"] in ("ACCEPTED", "SETTLED")
     assert Decimal(provider_invoice["amount"]) == invoice_amount

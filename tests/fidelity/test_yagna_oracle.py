@@ -7,6 +7,13 @@ not compared. Every step whose (status, shape) differs must be listed in :data:`
 reason, and the test asserts that the listed ones are exactly the ones that differ, so a new difference (a
 regression of the local node, or a new daemon) fails the test and an obsolete entry fails it too.
 
+Beside the shapes, a few *meanings* are compared as values (:attr:`Target.facts`, equal on both): ``/version/get``
+answers without an app key with a version golem-js accepts (>= 0.15.2); an Initial proposal has no
+``prevProposalId`` and the requestor's counter-proposal names the proposal it answers; the payment event routes
+take ``X-Requestor-Events``, ``X-Provider-Events`` and ``?appSessionId=``. The agreement's ``demandId``/``offerId``
+(the subscriptions) and the payment event kinds each side sees need an agreement, which an offline daemon cannot
+make: ``test_real_stack.py`` checks them on two real daemons, ``tests/integration`` on the local node.
+
 The daemon runs offline (see ``conftest.py``): its market still matches a demand and an offer of two
 identities of the same node (the requestor receives the ``Initial`` proposal), but whatever must reach the
 other party through the network layer (a counter-proposal's delivery, a rejection) cannot be delivered.
@@ -138,6 +145,7 @@ class Target:
     offer_key: str
     identity: str
     answers: dict[str, Answer] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
 
     async def call(
@@ -149,17 +157,19 @@ class Target:
         *,
         raw: str | None = None,
         key: str | None = "requestor",
+        headers: Mapping[str, str] | None = None,
         **params: Any,
     ) -> Any:
         """Send one request, record its ``Answer`` under ``step`` (unless None); the decoded body (text if not JSON)."""
         assert self.session is not None
         keys = {"requestor": self.app_key, "offer": self.offer_key}
         token = keys.get(key, key) if key is not None else None
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        kwargs: dict[str, Any] = {"params": {k: str(v) for k, v in params.items()}, "headers": headers}
+        sent = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        sent.update(headers or {})
+        kwargs: dict[str, Any] = {"params": {k: str(v) for k, v in params.items()}, "headers": sent}
         if raw is not None:
             kwargs["data"] = raw
-            headers["Content-Type"] = "application/json"
+            sent["Content-Type"] = "application/json"
         elif body is not None:
             kwargs["json"] = body
         async with self.session.request(method, self.url + path, **kwargs) as response:
@@ -230,6 +240,8 @@ async def initial_proposals(target: Target, sub_id: str, want: int) -> list[dict
 async def run_sequence(target: Target) -> dict[str, Answer]:
     """The compared request sequence; each step is named as in the docs' table (docs/fidelity.md)."""
     await target.call("me", "GET", "/me")
+    version = await target.call("version (no app key)", "GET", "/version/get", key=None)
+    target.facts["version: golem-js accepts it (>= 0.15.2) without an app key"] = _new_enough(version)
     # The market: subscriptions, the Initial proposals, counter, reject, agreement from an Initial proposal.
     offer_ids = [
         await target.call("subscribe offer", "POST", f"{M}/offers", offer(target), key="offer"),
@@ -248,7 +260,14 @@ async def run_sequence(target: Target) -> dict[str, Answer]:
         f"{M}/agreements",
         {"proposalId": first["proposalId"], "validTo": valid_to},
     )
-    await target.call("counter proposal", "POST", first_path, counter(target))
+    counter_id = await target.call("counter proposal", "POST", first_path, counter(target))
+    target.facts["Initial proposal: no prevProposalId"] = first.get("prevProposalId") is None
+    own = await target.call("get own counter proposal", "GET", f"{M}/demands/{sub_id}/proposals/{counter_id}")
+    if isinstance(own, dict):
+        target.facts["own counter: prevProposalId is the Initial proposal"] = (
+            own.get("prevProposalId") == first["proposalId"]
+        )
+        target.facts["own counter: issued by the requestor"] = own.get("issuerId") == target.identity
     await target.call("counter proposal twice", "POST", first_path, counter(target))
     await target.call("events after counter", "GET", f"{M}/demands/{sub_id}/events", timeout=1, maxEvents=10)
     second_path = f"{M}/demands/{sub_id}/proposals/{second['proposalId']}"
@@ -288,6 +307,13 @@ async def run_sequence(target: Target) -> dict[str, Answer]:
     await target.call("create allocation", "POST", f"{P}/allocations", allocation)
     await target.call("debit-note events (empty)", "GET", f"{P}/debitNoteEvents", timeout=0.5)
     await target.call("invoice events (empty)", "GET", f"{P}/invoiceEvents", timeout=0.5)
+    wide = {"X-Requestor-Events": "RECEIVED,ACCEPTED,REJECTED,CANCELLED,SETTLED"}
+    await target.call("invoice events (X-Requestor-Events)", "GET", f"{P}/invoiceEvents", timeout=0, headers=wide)
+    provider_side = {"X-Provider-Events": "ACCEPTED,SETTLED"}
+    await target.call(
+        "debit-note events (X-Provider-Events)", "GET", f"{P}/debitNoteEvents", timeout=0, headers=provider_side
+    )
+    await target.call("invoice events (appSessionId)", "GET", f"{P}/invoiceEvents", timeout=0, appSessionId="x")
     # GSB services.
     listen = {"listen": {"on": f"/public/gftp/fidelity-{target.name}", "components": ["GetMetadata", "GetChunk"]}}
     bound = await target.call("bind GSB services", "POST", f"{G}/services", listen)
@@ -350,6 +376,15 @@ async def run_net_steps(target: Target) -> None:
     await target.call("removed network, owning none", "GET", f"{N}/net/{net_id}")
 
 
+def _new_enough(version: Any) -> bool:
+    """Whether a ``/version/get`` body names a version golem-js 3.6 accepts (it coerces it to semver, >= 0.15.2)."""
+    try:
+        parts = str(version["current"]["version"]).split("-")[0].split(".")
+        return tuple(int(part) for part in parts[:3]) >= (0, 15, 2)
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
 def differences(daemon: Mapping[str, Answer], local: Mapping[str, Answer]) -> dict[str, tuple[Answer, Answer]]:
     """The steps whose answers differ (both runs make the same steps)."""
     assert daemon.keys() == local.keys(), "both nodes must be sent the same sequence"
@@ -357,14 +392,16 @@ def differences(daemon: Mapping[str, Answer], local: Mapping[str, Answer]) -> di
 
 
 @pytest.fixture
-async def daemon_answers(yagna_daemon: YagnaDaemon) -> dict[str, Answer]:
+async def daemon_run(yagna_daemon: YagnaDaemon) -> Target:
     target = Target("daemon", yagna_daemon.url, yagna_daemon.app_key, yagna_daemon.provider_key, yagna_daemon.identity)
     async with aiohttp.ClientSession() as session:
         target.session = session
         try:
-            return await run_sequence(target)
+            await run_sequence(target)
         finally:
             await withdraw_everything(target)
+    target.session = None
+    return target
 
 
 async def withdraw_everything(target: Target) -> None:
@@ -376,9 +413,8 @@ async def withdraw_everything(target: Target) -> None:
             await target.call(None, "DELETE", f"{M}/{kind}/{item[id_key]}", key=key)
 
 
-async def test_the_local_node_answers_as_the_real_daemon_does(
-    daemon_answers: dict[str, Answer], local_node: LocalNode
-) -> None:
+async def test_the_local_node_answers_as_the_real_daemon_does(daemon_run: Target, local_node: LocalNode) -> None:
+    daemon_answers = daemon_run.answers
     # The local node has one app key: its offers are published by the requestor identity (they never match its
     # own demand); the Initial proposals come from its three local providers.
     target = Target("local", local_node.url, local_node.app_key, local_node.app_key, local_node.requestor_id)
@@ -394,3 +430,6 @@ async def test_the_local_node_answers_as_the_real_daemon_does(
     assert found.keys() == KNOWN_DIFFERENCES.keys(), f"the answers that differ:\n{report}"
     for step, (daemon, local) in found.items():
         assert (daemon.status, local.status) == KNOWN_DIFFERENCES[step][:2], step
+    # The meanings: the same values on both (each is True on the daemon; see the module docstring).
+    assert daemon_run.facts == target.facts
+    assert all(daemon_run.facts.values()), daemon_run.facts

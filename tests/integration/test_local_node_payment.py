@@ -20,6 +20,8 @@ pytestmark = pytest.mark.integration
 PLATFORM = "erc20-holesky-tglm"
 # One provider, billing once an hour: the only debit notes a test sees are the ones destroying an activity issues.
 NETWORK = LocalNetworkConfig.with_providers(1, debit_note_interval_sec=3600)
+# Every kind of event a requestor may ask for with X-Requestor-Events (without it: RECEIVED,CANCELLED).
+ALL_REQUESTOR_EVENTS = {"X-Requestor-Events": "RECEIVED,ACCEPTED,REJECTED,CANCELLED,SETTLED"}
 
 
 class Client:
@@ -29,16 +31,20 @@ class Client:
         self.session = session
         self.node = node
 
-    async def call(self, method: str, path: str, body: Any = None, **params: Any) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {"params": {k: str(v) for k, v in params.items()}}
+    async def call(
+        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None, **params: Any
+    ) -> tuple[int, Any]:
+        kwargs: dict[str, Any] = {"params": {k: str(v) for k, v in params.items()}, "headers": headers or {}}
         if body is not None:
             kwargs["json"] = body
         async with self.session.request(method, path, **kwargs) as response:
             text = await response.text()
             return response.status, (await response.json(content_type=None)) if text else None
 
-    async def pay(self, method: str, path: str, body: Any = None, **params: Any) -> tuple[int, Any]:
-        return await self.call(method, "/payment-api/v1" + path, body, **params)
+    async def pay(
+        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None, **params: Any
+    ) -> tuple[int, Any]:
+        return await self.call(method, "/payment-api/v1" + path, body, headers=headers, **params)
 
     async def act(self, method: str, path: str, body: Any = None, **params: Any) -> tuple[int, Any]:
         return await self.call(method, "/activity-api/v1" + path, body, **params)
@@ -46,8 +52,9 @@ class Client:
     async def market(self, method: str, path: str, body: Any = None, **params: Any) -> tuple[int, Any]:
         return await self.call(method, "/market-api/v1" + path, body, **params)
 
-    async def agreement(self) -> str:
-        """Negotiate an approved agreement with the node's provider, as a requestor does over the market API."""
+    async def agreement(self, app_session_id: str | None = None) -> str:
+        """Negotiate an approved agreement with the node's provider, as a requestor does over the market API
+        (confirmed with ``?appSessionId=`` when one is given)."""
         me = self.node.requestor_id
         properties: dict[str, Any] = {
             "golem.srv.comp.expiration": int((utc_now() + timedelta(hours=1)).timestamp() * 1000),
@@ -75,13 +82,14 @@ class Client:
                     )
                     assert status == 200, counter_id
                 elif counter_id is not None and proposal.get("prevProposalId") == counter_id:
-                    return await self._agree(demand_id, proposal["proposalId"])
+                    return await self._agree(demand_id, proposal["proposalId"], app_session_id)
 
-    async def _agree(self, demand_id: str, draft_id: str) -> str:
+    async def _agree(self, demand_id: str, draft_id: str, app_session_id: str | None) -> str:
         valid_to = format_timestamp(utc_now() + timedelta(hours=1))
         status, agreement_id = await self.market("POST", "/agreements", {"proposalId": draft_id, "validTo": valid_to})
         assert status == 200, agreement_id
-        assert (await self.market("POST", f"/agreements/{agreement_id}/confirm"))[0] == 204
+        session = {} if app_session_id is None else {"appSessionId": app_session_id}
+        assert (await self.market("POST", f"/agreements/{agreement_id}/confirm", **session))[0] == 204
         assert (await self.market("POST", f"/agreements/{agreement_id}/wait", timeout=5))[0] == 204
         await self.market("DELETE", f"/demands/{demand_id}")
         return str(agreement_id)
@@ -226,7 +234,11 @@ async def test_debit_note_events_long_poll_strictly_after_and_acceptance_charges
     assert Decimal(after["remainingAmount"]) == Decimal(5) - due
     assert client.node.ledger.total_paid == due
     assert (await client.pay("GET", f"/debitNotes/{note['debitNoteId']}"))[1]["status"] == "ACCEPTED"
-    status, accepted = await client.pay("GET", "/debitNoteEvents", afterTimestamp=event["eventDate"], timeout=0)
+    # The requestor's own acceptance is an event only when asked for (X-Requestor-Events, as yagna 0.17.6).
+    assert await client.pay("GET", "/debitNoteEvents", afterTimestamp=event["eventDate"], timeout=0) == (200, [])
+    status, accepted = await client.pay(
+        "GET", "/debitNoteEvents", headers=ALL_REQUESTOR_EVENTS, afterTimestamp=event["eventDate"], timeout=0
+    )
     assert [e["eventType"] for e in accepted] == ["DebitNoteAcceptedEvent"]
     assert (await client.pay("POST", f"/debitNotes/{note['debitNoteId']}/reject", {}))[0] == 501
 
@@ -254,10 +266,87 @@ async def test_ended_agreement_is_invoiced_and_settled_on_acceptance(client: Cli
 
     acceptance = {"totalAmountAccepted": invoice["amount"], "allocationId": allocation["allocationId"]}
     assert await client.pay("POST", f"/invoices/{invoice['invoiceId']}/accept", acceptance) == (200, None)
-    _, later = await client.pay("GET", "/invoiceEvents", afterTimestamp=received["eventDate"], timeout=0)
+    assert await client.pay("GET", "/invoiceEvents", afterTimestamp=received["eventDate"], timeout=0) == (200, [])
+    _, later = await client.pay(
+        "GET", "/invoiceEvents", headers=ALL_REQUESTOR_EVENTS, afterTimestamp=received["eventDate"], timeout=0
+    )
     assert [e["eventType"] for e in later] == ["InvoiceAcceptedEvent", "InvoiceSettledEvent"]
     assert (await client.pay("GET", f"/invoices/{invoice['invoiceId']}"))[1]["status"] == "SETTLED"
     _, after = await client.pay("GET", f"/allocations/{allocation['allocationId']}")
     assert after["spentAmount"] == invoice["amount"]
     provider = client.node.providers[0]
     assert client.node.ledger.provider_balance(provider.node_id) == Decimal(invoice["amount"])
+
+
+async def _settled_invoice(client: Client, app_session_id: str | None = None) -> tuple[str, str]:
+    """An agreement with one activity, ended, invoiced and its invoice accepted (so settled): (agreement, invoice)."""
+    _, allocation = await client.pay("POST", "/allocations", {"paymentPlatform": PLATFORM, "totalAmount": "5"})
+    agreement_id = await client.agreement(app_session_id)
+    status, activity_id = await client.act("POST", "/activity", agreement_id)
+    assert status == 200, activity_id
+    status, _ = await client.market("POST", f"/agreements/{agreement_id}/terminate", {"message": "done"})
+    assert status == 200
+    after: dict[str, str] = {}
+    while True:  # long-polls the invoice events until the one of this agreement
+        status, events = await client.pay("GET", "/invoiceEvents", headers=ALL_REQUESTOR_EVENTS, timeout=10, **after)
+        assert status == 200, events
+        assert events, "no invoice within 10 s of the end of the agreement"
+        after = {"afterTimestamp": events[-1]["eventDate"]}
+        for event in events:
+            _, invoice = await client.pay("GET", f"/invoices/{event['invoiceId']}")
+            if invoice["agreementId"] == agreement_id:
+                acceptance = {"totalAmountAccepted": invoice["amount"], "allocationId": allocation["allocationId"]}
+                assert await client.pay("POST", f"/invoices/{invoice['invoiceId']}/accept", acceptance) == (200, None)
+                return agreement_id, str(invoice["invoiceId"])
+
+
+async def _kinds(client: Client, path: str, headers: dict[str, str] | None = None, **params: Any) -> list[str]:
+    status, events = await client.pay("GET", path, headers=headers, timeout=0, **params)
+    assert status == 200, events
+    return [event["eventType"] for event in events]
+
+
+async def test_the_requestor_sees_received_events_unless_its_header_asks_for_more(client: Client) -> None:
+    await _settled_invoice(client)
+    # yagna 0.17.6: without X-Requestor-Events, RECEIVED and CANCELLED only (golem-js takes every event it gets for
+    # a new document, so an Accepted event it did not ask for looked like a duplicate).
+    assert await _kinds(client, "/invoiceEvents") == ["InvoiceReceivedEvent"]
+    assert set(await _kinds(client, "/debitNoteEvents")) == {"DebitNoteReceivedEvent"}
+    assert await _kinds(client, "/invoiceEvents", ALL_REQUESTOR_EVENTS) == [
+        "InvoiceReceivedEvent",
+        "InvoiceAcceptedEvent",
+        "InvoiceSettledEvent",
+    ]
+    settled = {"X-Requestor-Events": "SETTLED"}
+    assert await _kinds(client, "/invoiceEvents", settled) == ["InvoiceSettledEvent"]
+    # The names are split at commas and nothing else: no trimming, case counts, an empty value selects nothing.
+    untrimmed = {"X-Requestor-Events": "RECEIVED, SETTLED"}
+    assert await _kinds(client, "/invoiceEvents", untrimmed) == ["InvoiceReceivedEvent"]
+    assert await _kinds(client, "/invoiceEvents", {"X-Requestor-Events": "received,Settled"}) == []
+    assert await _kinds(client, "/invoiceEvents", {"X-Requestor-Events": ""}) == []
+    # The provider's header concerns documents the caller issued: the requestor's events do not change with it.
+    provider_side = {"X-Provider-Events": "RECEIVED,ACCEPTED,SETTLED"}
+    assert await _kinds(client, "/invoiceEvents", provider_side) == ["InvoiceReceivedEvent"]
+    # maxEvents counts the events that pass the filter.
+    assert await _kinds(client, "/invoiceEvents", settled, maxEvents=1) == ["InvoiceSettledEvent"]
+
+
+async def test_payment_events_keep_to_the_app_session_of_their_agreement(client: Client) -> None:
+    first_agreement, first = await _settled_invoice(client, app_session_id="session-a")
+    second_agreement, second = await _settled_invoice(client, app_session_id="session-b")
+
+    async def documents(path: str, key: str, **params: Any) -> list[str]:
+        status, events = await client.pay("GET", path, timeout=0, **params)
+        assert status == 200, events
+        return [event[key] for event in events]
+
+    assert await documents("/invoiceEvents", "invoiceId") == [first, second]
+    assert await documents("/invoiceEvents", "invoiceId", appSessionId="session-a") == [first]
+    assert await documents("/invoiceEvents", "invoiceId", appSessionId="session-b") == [second]
+    assert await documents("/invoiceEvents", "invoiceId", appSessionId="no-such-session") == []
+    _, notes = await client.pay("GET", "/debitNotes")
+    for session, agreement in (("session-a", first_agreement), ("session-b", second_agreement)):
+        expected = {note["debitNoteId"] for note in notes if note["agreementId"] == agreement}
+        assert expected, f"no debit note for {agreement}"
+        noted = await documents("/debitNoteEvents", "debitNoteId", appSessionId=session)
+        assert set(noted) == expected
