@@ -26,14 +26,14 @@ from golem_api._rest.client import RestClient
 from golem_api._rest.config import ApiConfig
 from golem_api.activity.storage import GsbStorage
 from golem_api.activity.work_context import WorkContext
-from golem_local.images.cache import image_from_metadata
-from golem_local.images.format import ImageMetadata, unpack_image, write_gvmi
+from golem_local.images.cache import image_from_metadata, unpack_for_sandboxes
+from golem_local.images.format import ImageMetadata, write_gvmi
 from golem_local.images.registry import ImageRegistry
 from golem_local.runtime import rootfs
 from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
 from golem_local.runtime.image import Image
 from golem_local.runtime.rootfs import user_namespace
-from golem_local.runtime.sandbox import SandboxLayout, bwrap_args
+from golem_local.runtime.sandbox import IMAGE_CAPABILITIES, SandboxLayout, bwrap_args
 from golem_local.runtime.vm import VmRuntime
 from tests.tinyroot import make_tiny_root
 
@@ -58,7 +58,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     digest = write_gvmi(make_tiny_root(base / "tree"), METADATA, gvmi)
     namespace = user_namespace()
     cache = base / "cache"
-    metadata = unpack_image(gvmi, cache, wrap=namespace.enter, pass_fds=namespace.pass_fds)
+    metadata = unpack_for_sandboxes(gvmi, cache, namespace)
     return image_from_metadata(metadata, cache, digest)
 
 
@@ -175,7 +175,10 @@ def test_the_root_fs_layout_binds_the_root_and_keeps_the_images_users(tmp_path: 
     assert args[:3] == ["--bind", str(tmp_path), "/"]
     assert "--unshare-user" not in args, "bwrap runs in the namespace the root was mounted in: ids are kept"
     assert "--unshare-all" not in args
-    assert "--cap-drop" not in args, "the sandbox's root keeps its capabilities inside its namespaces, as in a VM"
+    kept = [args[i + 1] for i, arg in enumerate(args) if arg == "--cap-add"]
+    assert args[args.index("--cap-drop") + 1] == "ALL"
+    assert set(kept) == set(IMAGE_CAPABILITIES), "root keeps a container's root's capabilities, in its namespaces"
+    assert "CAP_SYS_ADMIN" not in kept
     assert ["--ro-bind", str(tmp_path / "agent.py"), "/.golem/agent.py"] == args[args.index("/.golem/agent.py") - 2 :][
         :3
     ]
