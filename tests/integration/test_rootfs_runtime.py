@@ -32,7 +32,7 @@ from golem_local.images.registry import ImageRegistry
 from golem_local.runtime import rootfs
 from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
 from golem_local.runtime.image import Image
-from golem_local.runtime.rootfs import user_namespace
+from golem_local.runtime.rootfs import image_uid_range, user_namespace
 from golem_local.runtime.sandbox import IMAGE_CAPABILITIES, SandboxLayout, bwrap_args
 from golem_local.runtime.vm import VmRuntime
 from tests.tinyroot import make_tiny_root
@@ -55,7 +55,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     """The tiny root as a GVMI, unpacked like a provider's cache does (once for the module)."""
     base = tmp_path_factory.mktemp("tinyroot")
     gvmi = base / "tiny.gvmi"
-    digest = write_gvmi(make_tiny_root(base / "tree"), METADATA, gvmi)
+    digest = write_gvmi(make_tiny_root(base / "tree", extra=("setpriv",)), METADATA, gvmi)
     namespace = user_namespace()
     cache = base / "cache"
     metadata = unpack_for_sandboxes(gvmi, cache, namespace)
@@ -168,6 +168,24 @@ async def test_volumes_where_the_sandbox_puts_its_own_are_refused(image: Image, 
     sandbox = VmRuntime(image, tmp_path / "etc")
     await sandbox.deploy(DeploySettings(volumes=("/etc/app", "/var/lib/data")))  # fine in an image of its own
     await sandbox.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the images' ids are mapped to a range only when the node is root")
+async def test_as_root_the_images_ids_are_an_unprivileged_host_range(image: Image, runtime: VmRuntime) -> None:
+    base, _count = image_uid_range()
+    assert image.root is not None
+    assert image.root.stat().st_uid == base, "the unpacked image belongs to the range, not to the host's root"
+    code, out = await run(
+        runtime,
+        "id -u; touch /golem/out/mine; chown 33:33 /golem/out/mine; setpriv --reuid=33 --regid=33 --clear-groups id -u;"
+        " setpriv --reuid=33 --regid=33 --clear-groups touch /golem/out/as-www-data 2>&1; cat /proc/self/uid_map",
+    )
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[:2] == ["0", "33"], "root inside, and it may switch to another user of the image"
+    assert "Permission denied" in out, "www-data cannot write root's volume"
+    assert lines[-1].split() == ["0", str(base), "65536"]
+    assert runtime.container_path("/golem/out/mine").stat().st_uid == base + 33
 
 
 def test_the_root_fs_layout_binds_the_root_and_keeps_the_images_users(tmp_path: Path) -> None:
