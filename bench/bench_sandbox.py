@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from golem_local.config import ProviderSpec
-from golem_local.images.cache import image_from_metadata
-from golem_local.images.format import unpack_image
+from golem_local.images.cache import image_from_metadata, unpack_for_sandboxes
 from golem_local.images.registry import ImageRegistry
 from golem_local.runtime.base import DeploySettings, RunProcess
 from golem_local.runtime.image import Image
@@ -146,7 +145,7 @@ async def image_start(name: str) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch)
         began = time.perf_counter()
-        metadata = unpack_image(path, base / "cache", wrap=namespace.enter, pass_fds=namespace.pass_fds)
+        metadata = unpack_for_sandboxes(path, base / "cache", namespace)
         unpack = time.perf_counter() - began
         try:
             image = image_from_metadata(metadata, base / "cache", "bench")

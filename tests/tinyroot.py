@@ -24,10 +24,10 @@ def _copy(source: str, tree: Path) -> None:
     shutil.copy2(os.path.realpath(source), target)
 
 
-def make_tiny_root(tree: Path) -> Path:
-    """Fill the new directory ``tree`` (see the module docstring) and return it."""
+def make_tiny_root(tree: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Fill the new directory ``tree`` (see the module docstring), with the programs ``extra`` too, and return it."""
     tree.mkdir(parents=True)
-    for name in PROGRAMS:
+    for name in (*PROGRAMS, *extra):
         program = shutil.which(name, path="/usr/bin:/bin")
         assert program is not None, f"{name} is not installed on this machine"
         target = tree / "bin" / name

@@ -68,11 +68,17 @@ from golem_local.images.format import (
     gvmi_from_squashfs,
     make_squashfs,
     unpack_squashfs,
-    write_gvmi,
 )
 from golem_local.images.registry import ImageRegistry, normalize_tag
 from golem_local.runtime.image import check_sandbox_path
-from golem_local.runtime.rootfs import AGENT_DIR, UserNamespace, hosts_file, remove_tree, user_namespace
+from golem_local.runtime.rootfs import (
+    AGENT_DIR,
+    UserNamespace,
+    hosts_file,
+    owned_directory,
+    remove_tree,
+    user_namespace,
+)
 from golem_local.runtime.sandbox import DEFAULT_PATH, MISSING_MESSAGE, describe_exit
 from golem_shared.errors import ConfigurationError, SandboxUnavailableError
 
@@ -269,6 +275,12 @@ class _Build:
         joined = posixpath.normpath(posixpath.join(self.workdir, path))
         return "/" + joined.lstrip("/")
 
+    def own(self, path: Path) -> None:
+        """Give what the builder made in the tree to the image's root: the root of the namespace when that is
+        not the node's own user (the node runs as root: :func:`~golem_local.runtime.rootfs.user_namespace`)."""
+        if self.namespace.root_owner is not None:
+            os.lchown(path, *self.namespace.root_owner)
+
     def directory(self, path: str) -> Path:
         """The host directory of the image directory ``path`` (absolute), made with its parents when missing.
 
@@ -301,6 +313,7 @@ class _Build:
                 parent = self.tree / current.lstrip("/") if current else self.tree
                 with _kept_mtime(parent):
                     host.mkdir()
+                self.own(host)
                 os.utime(host, (EPOCH, EPOCH))
             elif not host.is_dir():
                 raise self.failed(f"{path} needs {candidate} to be a directory, but in the image it is a file")
@@ -407,24 +420,49 @@ class _Build:
         try:
             if kind == "layer":
                 assert source is not None
-                await asyncio.to_thread(
-                    unpack_squashfs, source, self.tree, wrap=self.namespace.enter, pass_fds=self.namespace.pass_fds
-                )
+                await asyncio.to_thread(self.unsquash, source)
+            elif kind == "tar":
+                assert source is not None
+                await asyncio.to_thread(self.untar, source)
             else:
                 self.tree.mkdir(mode=0o755)
-                if kind == "tar":
-                    assert source is not None
-                    await asyncio.to_thread(self.untar, source)
+                self.own(self.tree)
         except (ImageFormatError, OSError) as exc:
             raise self.failed(f"cannot set up the build's tree in {self.work}: {exc}") from exc
         self.materialized = True
 
+    def unsquash(self, layer: Path) -> None:
+        """Unpack a cached layer as the tree, in the namespace (files and directory through descriptors)."""
+        source = os.open(layer, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with owned_directory(self.tree, self.namespace) as (inside, fds):
+                unpack_squashfs(
+                    Path(f"/proc/self/fd/{source}"),
+                    Path(inside),
+                    wrap=self.namespace.enter,
+                    pass_fds=(*self.namespace.pass_fds, source, *fds),
+                )
+        finally:
+            os.close(source)
+
     def untar(self, tar: Path) -> None:
+        """Unpack a base's tar as the tree, in the namespace (files and directory through descriptors)."""
         owners = ["--numeric-owner"] if self.namespace.maps_many_ids else ["--no-same-owner"]
-        command = [*self.namespace.enter, "tar", "-xpf", str(tar), *owners, "-C", str(self.tree), "--exclude=./dev/*"]
-        process = subprocess.run(
-            command, capture_output=True, pass_fds=self.namespace.pass_fds, timeout=_TOOL_TIMEOUT, check=False
-        )
+        source = os.open(tar, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with owned_directory(self.tree, self.namespace) as (inside, fds):
+                script = 'mkdir -m 0755 "$1" && shift && exec tar "$@"'
+                command = [*self.namespace.enter, "sh", "-c", script, "untar", inside]
+                command += ["-xpf", f"/proc/self/fd/{source}", *owners, "-C", inside, "--exclude=./dev/*"]
+                process = subprocess.run(
+                    command,
+                    capture_output=True,
+                    pass_fds=(*self.namespace.pass_fds, source, *fds),
+                    timeout=_TOOL_TIMEOUT,
+                    check=False,
+                )
+        finally:
+            os.close(source)
         if process.returncode != 0:
             raise OSError(f"unpacking {tar} failed: {process.stderr.decode(errors='replace').strip()[-1000:]}")
 
@@ -552,11 +590,13 @@ class _Build:
                 target.unlink()
             if stat.S_ISLNK(info.st_mode):
                 os.symlink(os.readlink(source), target)
+                self.own(target)
                 os.utime(target, (EPOCH, EPOCH), follow_symlinks=False)
                 return
             if stat.S_ISDIR(info.st_mode):
                 if not target.exists():
                     target.mkdir()
+                    self.own(target)
                 for child in sorted(source.iterdir()):
                     self.copy_entry(child, target / child.name, chmod)
                 target.chmod(stat.S_IMODE(info.st_mode) if chmod is None else chmod)
@@ -566,6 +606,7 @@ class _Build:
                         f"cannot copy the file {source} over the directory /{target.relative_to(self.tree)}"
                     )
                 shutil.copyfile(source, target)
+                self.own(target)
                 target.chmod(stat.S_IMODE(info.st_mode) if chmod is None else chmod)
             else:
                 raise self.refuse(f"{source} is not a file, a directory or a symbolic link; images hold only those")
@@ -591,18 +632,22 @@ class _Build:
         if self.cache is not None and (last or took >= SNAPSHOT_SECONDS):
             partial = self.cache.partial(self.key)
             try:
-                await asyncio.to_thread(
-                    make_squashfs,
-                    self.tree,
-                    partial,
-                    compression=self.compression[0],
-                    level=self.compression[1],
-                    wrap=self.namespace.enter,
-                    pass_fds=self.namespace.pass_fds,
-                )
+                await asyncio.to_thread(self.squash, partial)
             except ImageFormatError as exc:
                 raise self.failed(f"cannot keep the step's result in the build cache: {exc}") from exc
             self.layer = self.cache.store(self.key, partial)
+
+    def squash(self, destination: Path) -> None:
+        """The tree as a squashfs at ``destination``, written in the namespace (so with the image's own ids)."""
+        with owned_directory(destination, self.namespace) as (inside, fds):
+            make_squashfs(
+                self.tree,
+                Path(inside),
+                compression=self.compression[0],
+                level=self.compression[1],
+                wrap=self.namespace.enter,
+                pass_fds=(*self.namespace.pass_fds, *fds),
+            )
 
     def mount_points(self) -> list[str]:
         points = ["/proc", "/dev", "/etc", "/etc/resolv.conf", "/etc/hosts"]
@@ -718,16 +763,12 @@ class _Build:
                 await asyncio.to_thread(gvmi_from_squashfs, self.layer, metadata, destination)
                 return
             await self.materialize()
-            await asyncio.to_thread(
-                write_gvmi,
-                self.tree,
-                metadata,
-                destination,
-                compression=self.compression[0],
-                level=self.compression[1],
-                wrap=self.namespace.enter,
-                pass_fds=self.namespace.pass_fds,
-            )
+            squashfs = destination.with_name(destination.name + ".sqfs")
+            await asyncio.to_thread(self.squash, squashfs)
+            try:
+                await asyncio.to_thread(gvmi_from_squashfs, squashfs, metadata, destination)
+            finally:
+                squashfs.unlink(missing_ok=True)
         except ImageFormatError as exc:
             raise ImageBuildError(f"cannot write the image: {exc}", path=self.dockerfile.path) from exc
 
@@ -858,6 +899,8 @@ async def build_image(
     namespace = await asyncio.to_thread(user_namespace)
     cache = BuildCache(cache_dir() / "build") if use_cache else None
     work = Path(tempfile.mkdtemp(prefix="golem-api-build-"))
+    if namespace.root_owner is not None:
+        os.chmod(work, 0o711)  # the tree below is the namespace's root's: it may pass, not list
     try:
         build = _Build(
             parsed,

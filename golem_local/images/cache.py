@@ -6,9 +6,9 @@ activity's ``deploy``, :meth:`ImageCache.image` downloads ``<url>`` (streamed to
 ``<directory>/<hash>/`` and keeps the result: later activities on the same image (on any provider of the
 node) use that tree at once, and activities that ask while the download runs wait for that one download.
 A failed download is not kept: the next activity tries again. The tree is unpacked (``unsquashfs``) in the
-user namespace the sandboxes run in (:func:`golem_local.runtime.rootfs.user_namespace`), so its files belong
-to the ids the image's users have there; each activity's sandbox shows it through an overlay of its own
-(:mod:`golem_local.runtime.rootfs`), so the cached tree never changes. :meth:`ImageCache.aclose` removes it.
+user namespace the sandboxes run in (:func:`golem_local.runtime.rootfs.user_namespace`, :func:`unpack_for_sandboxes`),
+so its files belong to the ids the image's users have there; each activity's sandbox shows it through an overlay
+of its own (:mod:`golem_local.runtime.rootfs`), so the cached tree never changes. :meth:`ImageCache.aclose` removes it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import aiohttp
 from golem_local.images.errors import ImageError, ImageFormatError
 from golem_local.images.format import ImageMetadata, unpack_image
 from golem_local.runtime.image import Image
-from golem_local.runtime.rootfs import UserNamespace, remove_tree, user_namespace
+from golem_local.runtime.rootfs import UserNamespace, owned_directory, remove_tree, user_namespace
 from golem_shared.errors import LocalNodeError, SandboxUnavailableError
 from golem_shared.imagehash import check_image_hash
 
@@ -35,6 +35,7 @@ __all__ = [
     "ImageCache",
     "image_from_metadata",
     "parse_task_package",
+    "unpack_for_sandboxes",
 ]
 
 DOWNLOAD_TIMEOUT = 300.0
@@ -65,6 +66,27 @@ def parse_task_package(package: object) -> tuple[str, str]:
     if parts[1].lower() != "sha3":
         raise ValueError(f"{package!r} names a {parts[1]} hash; images are named by their sha3 (SHA3-224) hash")
     return parts[2].strip().lower(), parts[3].strip()
+
+
+def unpack_for_sandboxes(path: Path, destination: Path, namespace: UserNamespace | None = None) -> ImageMetadata:
+    """Unpack the image at ``path`` into the new directory ``destination`` as root of ``namespace`` (by default
+    the sandboxes', :func:`~golem_local.runtime.rootfs.user_namespace`), so that its files belong to the ids its
+    users have there; return its metadata. ``unsquashfs`` runs with that root's rights only: the file is read
+    and the tree made through descriptors (:func:`~golem_local.runtime.rootfs.owned_directory`).
+    Raises :class:`ImageFormatError` (not an image, cannot be unpacked) or ``OSError``."""
+    if namespace is None:
+        namespace = user_namespace()
+    source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with owned_directory(destination, namespace) as (inside, fds):
+            return unpack_image(
+                Path(f"/proc/self/fd/{source}"),
+                Path(inside),
+                wrap=namespace.enter,
+                pass_fds=(*namespace.pass_fds, source, *fds),
+            )
+    finally:
+        os.close(source)
 
 
 def image_from_metadata(metadata: ImageMetadata, root: Path, digest: str | None = None) -> Image:
@@ -155,9 +177,7 @@ class ImageCache:
                 raise ImageError(f"cannot unpack the image {digest}: {exc}") from exc
             await asyncio.to_thread(remove_tree, unpacking, namespace)
             try:
-                metadata = await asyncio.to_thread(
-                    unpack_image, download, unpacking, wrap=namespace.enter, pass_fds=namespace.pass_fds
-                )
+                metadata = await asyncio.to_thread(unpack_for_sandboxes, download, unpacking, namespace)
                 await asyncio.to_thread(unpacking.rename, tree)
             except ImageFormatError as exc:
                 raise ImageError(f"the file downloaded from {url} is not a GVMI image: {exc}") from exc

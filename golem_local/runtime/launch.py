@@ -50,6 +50,7 @@ from attrs import frozen
 
 from golem_local.runtime.base import RuntimeFailure
 from golem_local.runtime.cgroups import CgroupHost, CgroupLimits, SandboxCgroup, detect_cgroups
+from golem_local.runtime.rootfs import image_uid_range
 
 __all__ = [
     "GIB",
@@ -62,7 +63,9 @@ __all__ = [
     "SandboxIdentity",
     "SandboxLimits",
     "default_sandbox_host",
+    "sandbox_uid_range",
     "spawn",
+    "stage_binds",
 ]
 
 _log = logging.getLogger(__name__)
@@ -86,7 +89,8 @@ PROCESSES = "golem.local.limits.processes"
 TMP_GIB = "golem.local.limits.tmp.gib"
 
 
-def _uid_range() -> tuple[int, int]:
+def sandbox_uid_range() -> tuple[int, int]:
+    """``(base, count)`` of the per-sandbox host uids (``GOLEM_LOCAL_SANDBOX_UIDS``)."""
     setting = os.environ.get("GOLEM_LOCAL_SANDBOX_UIDS", "")
     if not setting:
         return UID_BASE, UID_COUNT
@@ -164,7 +168,7 @@ def _lock_dir() -> Path:
 
 def allocate_identity() -> SandboxIdentity:
     """A free uid of the sandbox range, locked for this process (see the module docstring)."""
-    base, count = _uid_range()
+    base, count = sandbox_uid_range()
     directory = _lock_dir()
     for offset in range(count):  # the lowest free one: the lock files are as many as sandboxes ever ran at once
         uid = base + offset
@@ -286,8 +290,10 @@ class SandboxHost:
         if self.root:
             lines.append(
                 "the local node runs as root: every sandbox runs as an unprivileged host uid of its own "
-                f"(from {_uid_range()[0]}), with no capabilities and no user namespaces of its own; files it gets "
-                "from the provider are given to that uid"
+                f"(from {sandbox_uid_range()[0]}), with no capabilities and no user namespaces of its own; files it "
+                "gets from the provider are given to that uid; an image with a root file system runs with its ids "
+                "mapped to an unprivileged range (from "
+                f"{image_uid_range()[0]}) and a container's root's capabilities inside its namespaces only"
             )
         metering = (
             f"CPU time is read from each sandbox's cgroup ({self.cgroups.version})"
@@ -420,15 +426,19 @@ class ProcMeter:
 # -- starting bubblewrap ----------------------------------------------------------------------------------------
 
 
-def _stage(options: list[str], identity: SandboxIdentity, stage_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """Options with unreachable bind sources replaced by mount points under ``stage_dir``; the binds to make."""
+def stage_binds(
+    options: Sequence[str], owner: tuple[int, int], stage_dir: Path
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Options with bind sources that ``owner`` (uid, gid) cannot reach replaced by mount points under
+    ``stage_dir``; the binds (source, mount point) to make as root before bubblewrap runs."""
+    uid, gid = owner
     staged: list[tuple[str, str]] = []
     result = list(options)
     index = 0
     while index < len(result):
         if result[index] in _BIND_OPTIONS and index + 2 < len(result):
             source = result[index + 1]
-            if os.path.exists(source) and not reachable(source, identity.uid, identity.gid):
+            if os.path.exists(source) and not reachable(source, uid, gid):
                 stage_dir.mkdir(mode=0o755, exist_ok=True)
                 point = stage_dir / str(len(staged))
                 if os.path.isdir(source):
@@ -569,7 +579,7 @@ async def spawn(
     staged: list[tuple[str, str]] = []
     arguments = list(options)
     if identity is not None:
-        arguments, staged = await asyncio.to_thread(_stage, arguments, identity, host.stage_dir(sandbox_id))
+        arguments, staged = await asyncio.to_thread(stage_binds, arguments, identity.owner, host.stage_dir(sandbox_id))
     info_read, info_write = os.pipe()
     block_read, block_write = os.pipe()
     os.set_blocking(info_read, False)

@@ -23,13 +23,20 @@ new mount namespace (``unshare --mount``): there the wrapper is root, mounts, an
 (``root``, ``www-data``, ``_apt``…) keep their ids and a service may switch between them as in a VM.
 The namespace maps, for a node running
 
-- as root: every id to itself (processes inside have root's ids but capabilities only in namespaces they own);
-  a hardened node can instead map ``0…65535`` to an unprivileged range (``root_map``), and then must unpack
-  images in that same namespace (the cache does) so that their files belong to the range;
+- as root: ids ``0…65535`` to an unprivileged host range (:data:`IMAGE_UID_BASE` …, another than the
+  per-sandbox uids of :mod:`~golem_local.runtime.launch`; ``GOLEM_LOCAL_IMAGE_UIDS=base:count``), so that an
+  image's root is no host root: it owns no host file, and the host's global sysctls (owned by the global root)
+  refuse it. Then the node itself (host root) mounts the activity's overlay in a private mount namespace of its
+  own, binds what the range cannot reach (:func:`~golem_local.runtime.launch.stage_binds`), and only then enters
+  the namespace to run bubblewrap; image files are unpacked in the namespace into a directory of its root
+  (:func:`owned_directory`), so that they belong to the range;
 - as another user with ``/etc/subuid`` and ``/etc/subgid`` ranges: ``0`` to the user and ``1…65535`` to the
   range (``unshare --map-root-user --map-auto``, with ``newuidmap`` from ``uidmap``);
 - as another user without ranges: ``0`` to the user only (files of other ids in an image become the user's
   when unpacked; ``apt-get`` in a build cannot work then).
+
+Nothing may create a user namespace inside it (``user.max_user_namespaces`` is 0 in it, as bubblewrap's
+``--disable-userns`` does for its own), so a sandbox cannot get a second id map to play with.
 
 **The agent.** The image may have no Python at all (``debian:*-slim`` has none), and its ``/usr`` must not be
 shadowed, so the sandbox's agent (:mod:`~golem_local.runtime.agent`) runs on the host's interpreter, shown
@@ -46,11 +53,12 @@ import json
 import os
 import select
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +68,8 @@ from golem_shared.errors import SandboxUnavailableError
 
 __all__ = [
     "AGENT_DIR",
+    "IMAGE_UID_BASE",
+    "IMAGE_UID_COUNT",
     "ActivityRoot",
     "AgentBundle",
     "Strategy",
@@ -67,6 +77,8 @@ __all__ = [
     "agent_bundle",
     "choose_strategy",
     "hosts_file",
+    "image_uid_range",
+    "owned_directory",
     "remove_tree",
     "user_namespace",
 ]
@@ -76,21 +88,40 @@ AGENT_DIR = "/.golem"
 
 Strategy = Literal["overlay", "overlay-tmpfs", "copy"]
 
+IMAGE_UID_BASE = 3_000_000
+"""First host uid (and gid) of the images' namespace when the node runs as root: the image's id 0 is this one,
+its ``www-data`` (33) ``IMAGE_UID_BASE + 33`` (``GOLEM_LOCAL_IMAGE_UIDS=base:count`` to change)."""
+IMAGE_UID_COUNT = 65_536
+
 _TIMEOUT = 30.0  # seconds any helper process here may take
 _COPY_TIMEOUT = 600.0  # seconds a copy of an image may take (a few GB on a slow disk)
 _UTIL_LINUX = "util-linux (unshare, nsenter, mount) is needed to run images; install it (`apt-get install util-linux`)"
 
-# The wrapper: mount the activity's view of the image, then exec the rest of its arguments (bubblewrap).
+# The wrapper: mount the activity's view of the image, bind what bubblewrap must reach at the places it can
+# reach (pairs of source and mount point), then exec the rest of its arguments (bubblewrap, or nsenter and
+# bubblewrap). ``owner`` (uid:gid) is given the upper layer's root when it is made here (on the tmpfs).
 _MOUNT_SCRIPT = r"""
-lower=$1 upper=$2 work=$3 merged=$4 scratch=$5 strategy=$6
-shift 6
+lower=$1 upper=$2 work=$3 merged=$4 scratch=$5 strategy=$6 owner=$7 binds=$8
+shift 8
 if [ "$strategy" = overlay-tmpfs ]; then
     mount -t tmpfs -o mode=0755 golem-upper "$scratch" && mkdir "$scratch/upper" "$scratch/work" || exit 125
     upper=$scratch/upper work=$scratch/work
+    if [ -n "$owner" ]; then chown "$owner" "$upper" || exit 125; fi
 fi
-mount -t overlay golem-rootfs -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged" || exit 125
+if [ "$strategy" != copy ]; then
+    # relative paths: what the sandbox reads in /proc/self/mountinfo names no host directory
+    cd "$merged/.." && ln -sfn "$lower" lower && ln -sfn "$upper" upper-dir && ln -sfn "$work" work-dir || exit 125
+    mount -t overlay golem-rootfs -o "lowerdir=lower,upperdir=upper-dir,workdir=work-dir" "$merged" || exit 125
+    cd / || exit 125
+fi
+while [ "$binds" -gt 0 ]; do
+    mount --rbind "$1" "$2" || exit 125
+    shift 2
+    binds=$((binds - 1))
+done
 exec "$@"
 """
+_MOUNT_ARGS = 8  # the script's own arguments before the bind pairs
 
 
 def _wait_line(process: subprocess.Popen[bytes], what: str) -> bytes:
@@ -128,14 +159,32 @@ def _has_subids() -> bool:
     return True
 
 
+def image_uid_range() -> tuple[int, int]:
+    """``(base, count)`` of the host ids the images' namespace maps ``0…count-1`` to when the node runs as root."""
+    setting = os.environ.get("GOLEM_LOCAL_IMAGE_UIDS", "")
+    if not setting:
+        return IMAGE_UID_BASE, IMAGE_UID_COUNT
+    try:
+        base, count = (int(part) for part in setting.split(":"))
+        if base < 1000 or count < IMAGE_UID_COUNT:
+            raise ValueError
+    except ValueError:
+        raise SandboxUnavailableError(
+            f"GOLEM_LOCAL_IMAGE_UIDS={setting!r} is not base:count with a base of 1000 or more and a count of at "
+            f"least {IMAGE_UID_COUNT} (the ids of an image's users), e.g. {IMAGE_UID_BASE}:{IMAGE_UID_COUNT}"
+        ) from None
+    return base, count
+
+
 @frozen
 class UserNamespace:
     """A user namespace kept open by its file descriptor ``fd`` (see the module docstring); ``kind`` says how
-    it maps ids: ``"identity"`` (root, every id), ``"range"`` (root, a hardened range), ``"subids"`` (a user with
-    subordinate ranges), ``"single"`` (a user alone)."""
+    it maps ids: ``"range"`` (root: ``0…count-1`` to ``base…``), ``"subids"`` (a user with subordinate ranges),
+    ``"single"`` (a user alone). ``root_owner`` is the host ``(uid, gid)`` of its root for a ``"range"`` one."""
 
     fd: int
     kind: str
+    root_owner: tuple[int, int] | None = None
 
     @property
     def enter(self) -> list[str]:
@@ -154,6 +203,40 @@ class UserNamespace:
         """Whether the image's users other than root keep their ids (not so in a ``"single"`` namespace)."""
         return self.kind != "single"
 
+    @property
+    def mounts_outside(self) -> bool:
+        """Whether the node mounts an activity's root before entering the namespace (as root: see the module
+        docstring), rather than inside it."""
+        return self.root_owner is not None
+
+
+@contextlib.contextmanager
+def owned_directory(destination: Path, namespace: UserNamespace) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """Where a program run in ``namespace`` (:attr:`UserNamespace.enter`) may create ``destination`` (which must
+    not exist yet): yields ``(path, fds)``, the path to give the program and the descriptors to pass it.
+
+    For a ``"range"`` namespace that is ``/proc/self/fd/N/new`` in a directory beside ``destination`` that
+    belongs to the namespace's root, reached through a descriptor (so no directory above needs to be
+    searchable by the range); what the program made there is moved to ``destination`` afterwards. Otherwise
+    it is ``destination`` itself.
+    """
+    if namespace.root_owner is None:
+        yield str(destination), ()
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        os.chown(staging, *namespace.root_owner)
+        fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield f"/proc/self/fd/{fd}/new", (fd,)
+        finally:
+            os.close(fd)
+        if os.path.lexists(staging / "new"):
+            os.rename(staging / "new", destination)
+    finally:
+        remove_tree(staging)
+
 
 _namespace: UserNamespace | None = None
 _namespace_lock = threading.Lock()
@@ -164,9 +247,15 @@ def _make_namespace(root_map: tuple[int, int, int] | None) -> UserNamespace:
         if shutil.which(tool) is None:
             raise SandboxUnavailableError(f"{tool} is missing: {_UTIL_LINUX}")
     holder_script = ["sh", "-c", "echo ready; exec cat >/dev/null"]
+    root_owner = None
     if os.geteuid() == 0:
         command = ["unshare", "--user", "--", *holder_script]
-        kind = "identity" if root_map is None else "range"
+        kind = "range"
+        if root_map is None:
+            base, count = image_uid_range()
+            root_map = (0, base, count)
+        _check_apart(root_map)
+        root_owner = (root_map[1], root_map[1])
     elif _has_subids():
         command = ["unshare", "--user", "--map-root-user", "--map-auto", "--", *holder_script]
         kind = "subids"
@@ -184,8 +273,8 @@ def _make_namespace(root_map: tuple[int, int, int] | None) -> UserNamespace:
                     f"{said}); this machine must allow user namespaces (`sysctl user.max_user_namespaces` > 0, "
                     "and `kernel.unprivileged_userns_clone=1` for a user other than root)"
                 )
-            if kind in ("identity", "range"):
-                inside, outside, count = root_map if root_map is not None else (0, 0, 4294967295)
+            if root_map is not None:
+                inside, outside, count = root_map
                 for name in ("uid_map", "gid_map"):
                     with open(f"/proc/{holder.pid}/{name}", "w") as mapping:
                         mapping.write(f"{inside} {outside} {count}\n")
@@ -198,14 +287,36 @@ def _make_namespace(root_map: tuple[int, int, int] | None) -> UserNamespace:
             except subprocess.TimeoutExpired:
                 holder.kill()
                 holder.wait()
-    return UserNamespace(fd, kind)
+    namespace = UserNamespace(fd, kind, root_owner)
+    try:
+        # no user namespace inside: the limit is per namespace and counts in every ancestor (bubblewrap's
+        # --disable-userns does the same in the namespace it makes)
+        _run(["sh", "-c", "echo 0 > /proc/sys/user/max_user_namespaces"], namespace, "forbidding nested namespaces")
+    except OSError as exc:
+        os.close(fd)
+        raise SandboxUnavailableError(f"cannot make the images' user namespace safe: {exc}") from exc
+    return namespace
+
+
+def _check_apart(root_map: tuple[int, int, int]) -> None:
+    """Refuse a range of the images' namespace that holds host root or the per-sandbox uids of launch."""
+    from golem_local.runtime.launch import sandbox_uid_range
+
+    _inside, base, count = root_map
+    sandbox_base, sandbox_count = sandbox_uid_range()
+    if base <= 0 or (base < sandbox_base + sandbox_count and sandbox_base < base + count):
+        raise SandboxUnavailableError(
+            f"the images' ids {base}-{base + count - 1} (GOLEM_LOCAL_IMAGE_UIDS) hold root or overlap the "
+            f"sandboxes' uids {sandbox_base}-{sandbox_base + sandbox_count - 1} (GOLEM_LOCAL_SANDBOX_UIDS): "
+            "give them ranges apart"
+        )
 
 
 def user_namespace(root_map: tuple[int, int, int] | None = None) -> UserNamespace:
     """The user namespace this process runs images in, made on first use and kept for the process's life.
 
-    ``root_map`` (``(inside, outside, count)``, for a node running as root only) maps ids to an unprivileged
-    range instead of to themselves; it applies when the namespace is made. Raises
+    ``root_map`` (``(inside, outside, count)``, for a node running as root only) maps ids to that range instead
+    of the default one (:func:`image_uid_range`); it applies when the namespace is made. Raises
     :class:`SandboxUnavailableError` saying what to do when no user namespace can be made here.
     """
     global _namespace
@@ -230,6 +341,15 @@ def _run(command: Sequence[str], namespace: UserNamespace, what: str, timeout: f
         raise OSError(f"{what} did not finish within {timeout:.0f} s") from None
     if process.returncode != 0:
         raise OSError(f"{what} failed: {process.stdout.decode(errors='replace').strip()[-1000:]}")
+
+
+def _run_here(command: Sequence[str], what: str, timeout: float) -> None:
+    try:
+        process = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{what} did not finish within {timeout:.0f} s") from None
+    if process.returncode != 0:
+        raise OSError(f"{what} failed: {process.stderr.decode(errors='replace').strip()[-1000:]}")
 
 
 def remove_tree(path: Path, namespace: UserNamespace | None = None) -> None:
@@ -410,31 +530,23 @@ def choose_strategy(probe_dir: Path, lower: Path, namespace: UserNamespace) -> S
         return known
 
 
+def _mount_command(namespace: UserNamespace, arguments: Sequence[str]) -> list[str]:
+    """The mount script with ``arguments`` in a new private mount namespace: made by the node itself when it is
+    root (:attr:`UserNamespace.mounts_outside`), else by root of ``namespace``."""
+    script = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _MOUNT_SCRIPT, "golem-rootfs"]
+    if namespace.mounts_outside:
+        return [*script, *arguments]
+    return [*namespace.enter, *script, *arguments]
+
+
 def _probe(probe_dir: Path, lower: Path, namespace: UserNamespace) -> Strategy:
     errors = []
     for strategy in ("overlay", "overlay-tmpfs"):
         trial = probe_dir / strategy
         for name in ("upper", "work", "merged", "scratch"):
             (trial / name).mkdir(parents=True, exist_ok=True)
-        command = [
-            *namespace.enter,
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            _MOUNT_SCRIPT,
-            "golem-rootfs",
-            str(lower),
-            str(trial / "upper"),
-            str(trial / "work"),
-            str(trial / "merged"),
-            str(trial / "scratch"),
-            strategy,
-            "true",
-        ]
+        names = [str(trial / name) for name in ("upper", "work", "merged", "scratch")]
+        command = _mount_command(namespace, [str(lower), *names, strategy, "", "0", "true"])
         try:
             result = subprocess.run(
                 command, capture_output=True, pass_fds=namespace.pass_fds, timeout=_TIMEOUT, check=False
@@ -459,6 +571,7 @@ class ActivityRoot:
         self.hostname = hostname
         self.namespace = namespace
         self.strategy: Strategy = "overlay"
+        self._owner = ""  # uid:gid of the image's root directory, for an upper layer the mount script makes
 
     @property
     def root(self) -> Path:
@@ -473,7 +586,10 @@ class ActivityRoot:
         return tuple((etc / name, f"/etc/{name}") for name in ("hosts", "hostname", "resolv.conf"))
 
     def prepare(self) -> None:
-        """Make the directories and files (and, for ``copy``, the copy); blocking: call it in a thread."""
+        """Make the directories and files (and, for ``copy``, the copy); blocking: call it in a thread.
+
+        Where the node mounts as root, the upper layer's root and the generated files are given to the owner
+        of the image's ``/`` (the namespace's root), so that root of the sandbox owns ``/`` as in a VM."""
         if not self.lower.is_dir():
             raise OSError(f"the unpacked image {self.lower} is missing")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -482,45 +598,42 @@ class ActivityRoot:
             self.strategy = choose_strategy(probe, self.lower, self.namespace)
         finally:
             remove_tree(probe, self.namespace)
+        top = self.lower.stat()
+        owned = self.namespace.mounts_outside
+        self._owner = f"{top.st_uid}:{top.st_gid}" if owned else ""
         etc = self.directory / "etc"
         etc.mkdir(exist_ok=True)
         (etc / "hosts").write_text(hosts_file(self.hostname))
         (etc / "hostname").write_text(self.hostname + "\n")
         (etc / "resolv.conf").write_text(RESOLV_CONF)
+        if owned:
+            for path, _inside in self.generated_files:
+                os.chown(path, top.st_uid, top.st_gid)
         if self.strategy == "copy":
-            _run(
-                ["cp", "-a", "--reflink=auto", str(self.lower), str(self.root)],
-                self.namespace,
-                f"copying the image {self.lower} for the activity",
-                _COPY_TIMEOUT,
-            )
+            copy = ["cp", "-a", "--reflink=auto", str(self.lower), str(self.root)]
+            what = f"copying the image {self.lower} for the activity"
+            if owned:  # as root: the copy keeps the range's ids
+                _run_here(copy, what, _COPY_TIMEOUT)
+            else:
+                _run(copy, self.namespace, what, _COPY_TIMEOUT)
         else:
             for name in ("upper", "work", "merged", "scratch"):
                 (self.directory / name).mkdir(exist_ok=True)
+            if owned:
+                os.chown(self.directory / "upper", top.st_uid, top.st_gid)
+                os.chmod(self.directory / "upper", stat.S_IMODE(top.st_mode))
 
-    def wrapper(self) -> list[str]:
-        """The command prefix that prepares ``/`` and then runs bubblewrap (its arguments follow)."""
-        if self.strategy == "copy":
-            return [*self.namespace.enter]
+    def wrapper(self, binds: Sequence[tuple[str, str]] = ()) -> list[str]:
+        """The command prefix that prepares ``/`` and then runs bubblewrap (its arguments follow); ``binds``
+        (source, mount point) are made first, as root (:func:`~golem_local.runtime.launch.stage_binds`)."""
         d = self.directory
-        return [
-            *self.namespace.enter,
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            _MOUNT_SCRIPT,
-            "golem-rootfs",
-            str(self.lower),
-            str(d / "upper"),
-            str(d / "work"),
-            str(d / "merged"),
-            str(d / "scratch"),
-            self.strategy,
-        ]
+        arguments = [str(self.lower), *(str(d / name) for name in ("upper", "work", "merged", "scratch"))]
+        arguments += [self.strategy, self._owner, str(len(binds))]
+        arguments += [path for pair in binds for path in pair]
+        command = _mount_command(self.namespace, arguments)
+        if self.namespace.mounts_outside:
+            command += self.namespace.enter
+        return command
 
     @property
     def pass_fds(self) -> tuple[int, ...]:

@@ -28,8 +28,9 @@
 An image with a whole root file system (``root_fs``: the activity's writable view of it, prepared by
 :mod:`~golem_local.runtime.rootfs`) differs most: that tree is bound read-write at ``/`` and nothing of the
 host's system is shown; bubblewrap makes no user namespace of its own (it runs inside the one the root was
-mounted in, where the image's users keep their ids) and keeps the capabilities of the sandbox's root
-inside those namespaces, as a VM's root has them; ``/proc``, ``/dev`` (with ``/dev/shm``) and the usual
+mounted in, where the image's users keep their ids) and leaves the sandbox's root the capabilities a
+container's root has by default (:data:`IMAGE_CAPABILITIES`; inside its namespaces only);
+``/proc``, ``/dev`` (with ``/dev/shm``) and the usual
 directories of a VM (``/tmp``, ``/var``, ``/run``, ``/root``, ``/opt``) are there, ``writable_files`` (the
 generated ``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``) are bound read-write over the image's, and
 ``files`` (the agent and the interpreter it runs on, under ``/.golem``) read-only.
@@ -67,6 +68,7 @@ __all__ = [
     "DEFAULT_HOSTNAME",
     "DEFAULT_PATH",
     "ETC_ENTRIES",
+    "IMAGE_CAPABILITIES",
     "MISSING_MESSAGE",
     "SYSTEM_PATHS",
     "Interpreter",
@@ -99,6 +101,27 @@ ETC_ENTRIES = (
     "ssl/openssl.cnf",
 )
 """The parts of the host's ``/etc`` shown read-only: what the dynamic linker, name lookups and TLS need."""
+
+IMAGE_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_SETFCAP",
+)
+"""What root of an image's sandbox keeps (in its own namespaces only): Docker's default set without
+``CAP_NET_RAW`` (Docker left it out since 20.10: raw packets on a VPN link), ``CAP_MKNOD`` (a device node made in
+a user namespace cannot be opened anyway) and ``CAP_AUDIT_WRITE`` (the kernel takes no audit message from a
+user namespace other than the first). So files, ids (``su``, ``setpriv``, ``apt``'s ``_apt``), signals to its
+other users, ports below 1024, ``chroot`` and file capabilities (``dpkg``) work as in a VM; no
+``CAP_SYS_ADMIN`` (no mount, no unmount of the read-only covers), no ``CAP_SYS_PTRACE`` (the agent's memory and
+descriptors stay its own), no ``CAP_NET_ADMIN``, no ``CAP_SYS_RESOURCE``."""
 
 SYSTEM_PATHS = ("/bin", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin", "/tmp", "/usr")
 """Paths that the sandbox fills itself: no volume may be at or under one of them."""
@@ -271,6 +294,9 @@ def _assemble_root_fs(layout: SandboxLayout, root_fs: Path) -> _Builder:
     builder.args += ["--bind", str(root_fs), "/"]
     # no --unshare-user: bubblewrap runs in the user namespace the root was mounted in (rootfs.user_namespace)
     builder.args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    builder.args += ["--cap-drop", "ALL"]
+    for capability in IMAGE_CAPABILITIES:
+        builder.args += ["--cap-add", capability]
     if not layout.share_net:
         builder.args.append("--unshare-net")
     _common(builder, layout)

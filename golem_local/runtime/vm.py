@@ -84,6 +84,7 @@ from golem_local.runtime.launch import (
     default_sandbox_host,
     mapping_of_ints,
     spawn,
+    stage_binds,
 )
 from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.python_base import PythonLayout, prepare_python
@@ -189,11 +190,13 @@ def _remove_tree(path: Path, root: ActivityRoot | None = None) -> None:
 
 @frozen
 class _SandboxCommand:
-    """What starts one sandbox: its ``layout``, the ``agent`` command inside, the ``prefix`` that runs before
-    bubblewrap (a root file system's mount wrapper) with the descriptors it needs (``pass_fds``), and the
-    host ``identity`` it runs as (``None``: the node's own, or the namespace of images)."""
+    """What starts one sandbox: its ``layout`` and bubblewrap's ``options`` for it, the ``agent`` command inside,
+    the ``prefix`` that runs before bubblewrap (a root file system's mount wrapper) with the descriptors it needs
+    (``pass_fds``), and the host ``identity`` it runs as (``None``: the node's own, or the namespace of images,
+    whose root the runtime's ``identity`` then names for the volumes' owner)."""
 
     layout: SandboxLayout
+    options: list[str]  # bubblewrap's
     agent: list[str]
     prefix: list[str]
     pass_fds: tuple[int, ...]
@@ -303,7 +306,15 @@ class VmRuntime:
                 f"the hostname {hostname!r} is not valid; use up to 63 letters, digits, dots and dashes"
             )
         volumes = tuple(Volume(path, self.work_dir / "volumes" / path.lstrip("/")) for path in paths)
-        self.identity = self.host.identity()
+        if self.image.rootfs:  # the image's root is the root of the images' namespace: no uid of its own
+            try:
+                namespace = await asyncio.to_thread(user_namespace)
+            except SandboxUnavailableError as exc:
+                raise RuntimeFailure(f"cannot run the image's root file system: {exc}") from exc
+            if namespace.root_owner is not None:
+                self.identity = SandboxIdentity(*namespace.root_owner, None)
+        else:
+            self.identity = self.host.identity()
         if self.host.storage_quota and self.limits.storage_bytes is not None:
             gid = self.identity.gid if self.identity is not None else 0
             await make_storage(self.work_dir, self.limits.storage_bytes, gid)
@@ -404,8 +415,14 @@ class VmRuntime:
                 hosts_file=self._network.hosts_file if self._network is not None else None,
                 tmp_bytes=self.limits.tmp_bytes,
             )
-            # The image's users keep their ids inside the namespace of images: no uid of the sandbox's own.
-            return _SandboxCommand(layout, list(bundle.argv), root.wrapper(), root.pass_fds, None)
+            # The image's users keep their ids inside the namespace of images: no uid of the sandbox's own. Where
+            # the node mounts the root itself (as root), it also binds what the namespace's root cannot reach.
+            options = bwrap_args(layout)
+            binds: list[tuple[str, str]] = []
+            owner = root.namespace.root_owner
+            if owner is not None:
+                options, binds = stage_binds(options, owner, self.host.stage_dir(self._sandbox_id))
+            return _SandboxCommand(layout, options, list(bundle.argv), root.wrapper(binds), root.pass_fds, None)
         layout = SandboxLayout(
             volumes=self._volumes,
             image_root=self._image_root,
@@ -420,7 +437,9 @@ class VmRuntime:
             tmp_bytes=self.limits.tmp_bytes,
             disable_userns=True,
         )
-        return _SandboxCommand(layout, [interpreter.path, "-I", "-S", AGENT_PATH], [], (), self.identity)
+        return _SandboxCommand(
+            layout, bwrap_args(layout), [interpreter.path, "-I", "-S", AGENT_PATH], [], (), self.identity
+        )
 
     async def start(self, args: Sequence[str]) -> None:
         """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
@@ -439,7 +458,7 @@ class VmRuntime:
         try:
             launch = await spawn(
                 self.bwrap,
-                bwrap_args(command.layout),
+                command.options,
                 agent,
                 host=self.host,
                 identity=command.identity,

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from golem_local.images.builder import build_image
-from golem_local.images.cache import image_from_metadata
+from golem_local.images.cache import image_from_metadata, unpack_for_sandboxes
 from golem_local.images.errors import DockerfileError
-from golem_local.images.format import unpack_image, verify_image
+from golem_local.images.format import verify_image
 from golem_local.images.registry import ImageRegistry
 from golem_local.runtime.base import DeploySettings, RunProcess
 from golem_local.runtime.rootfs import remove_tree, user_namespace
@@ -136,7 +136,7 @@ async def serve_and_fetch(gvmi: Path, work: Path) -> str:
     """Run the image's nginx in a sandbox and fetch its page from inside the same sandbox."""
     namespace = user_namespace()
     root = work / "unpacked"
-    metadata = unpack_image(gvmi, root, wrap=namespace.enter, pass_fds=namespace.pass_fds)
+    metadata = unpack_for_sandboxes(gvmi, root, namespace)
     runtime = VmRuntime(image_from_metadata(metadata, root, "x" * 56), work / "activity")
     try:
         await runtime.deploy(DeploySettings())

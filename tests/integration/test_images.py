@@ -29,9 +29,9 @@ from golem_api.errors import CommandExecutionError
 from golem_api.market.agreement import Agreement
 from golem_api.payload import Payload, VmPayload
 from golem_local.images.builder import BuildResult, build_image
-from golem_local.images.cache import image_from_metadata
+from golem_local.images.cache import image_from_metadata, unpack_for_sandboxes
 from golem_local.images.errors import DockerfileError, ImageBuildError, ImageNotFoundError
-from golem_local.images.format import read_metadata, unpack_image, verify_image
+from golem_local.images.format import read_metadata, verify_image
 from golem_local.images.registry import ImageRegistry
 from golem_local.node import LocalNode
 from golem_local.runtime.base import DeploySettings, RunProcess
@@ -180,7 +180,7 @@ async def test_from_python_is_debians_python_and_pip_installs_from_pypi(
     assert metadata.cmd == ("python3",), "the CMD of the official image"
     namespace = user_namespace()
     root = tmp_path / "unpacked"
-    unpack_image(built.path, root, wrap=namespace.enter, pass_fds=namespace.pass_fds)
+    unpack_for_sandboxes(built.path, root, namespace)
     try:
         assert (root / "golem" / "run" / "at-build.txt").read_text() == "(3, 11) Flask\n"
         runtime = VmRuntime(image_from_metadata(metadata, root, built.hash), tmp_path / "activity")
@@ -217,7 +217,7 @@ async def test_nginx_installed_with_apt_serves_a_page_inside_its_sandbox(
     built = await build(context, "test/nginx:1", registry)
     namespace = user_namespace()
     root = tmp_path / "unpacked"
-    metadata = unpack_image(built.path, root, wrap=namespace.enter, pass_fds=namespace.pass_fds)
+    metadata = unpack_for_sandboxes(built.path, root, namespace)
     try:
         runtime = VmRuntime(image_from_metadata(metadata, root, built.hash), tmp_path / "activity")
         try:

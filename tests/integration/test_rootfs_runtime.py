@@ -26,14 +26,14 @@ from golem_api._rest.client import RestClient
 from golem_api._rest.config import ApiConfig
 from golem_api.activity.storage import GsbStorage
 from golem_api.activity.work_context import WorkContext
-from golem_local.images.cache import image_from_metadata
-from golem_local.images.format import ImageMetadata, unpack_image, write_gvmi
+from golem_local.images.cache import image_from_metadata, unpack_for_sandboxes
+from golem_local.images.format import ImageMetadata, write_gvmi
 from golem_local.images.registry import ImageRegistry
 from golem_local.runtime import rootfs
 from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
 from golem_local.runtime.image import Image
-from golem_local.runtime.rootfs import user_namespace
-from golem_local.runtime.sandbox import SandboxLayout, bwrap_args
+from golem_local.runtime.rootfs import image_uid_range, user_namespace
+from golem_local.runtime.sandbox import IMAGE_CAPABILITIES, SandboxLayout, bwrap_args
 from golem_local.runtime.vm import VmRuntime
 from tests.tinyroot import make_tiny_root
 
@@ -55,10 +55,10 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     """The tiny root as a GVMI, unpacked like a provider's cache does (once for the module)."""
     base = tmp_path_factory.mktemp("tinyroot")
     gvmi = base / "tiny.gvmi"
-    digest = write_gvmi(make_tiny_root(base / "tree"), METADATA, gvmi)
+    digest = write_gvmi(make_tiny_root(base / "tree", extra=("setpriv",)), METADATA, gvmi)
     namespace = user_namespace()
     cache = base / "cache"
-    metadata = unpack_image(gvmi, cache, wrap=namespace.enter, pass_fds=namespace.pass_fds)
+    metadata = unpack_for_sandboxes(gvmi, cache, namespace)
     return image_from_metadata(metadata, cache, digest)
 
 
@@ -170,12 +170,33 @@ async def test_volumes_where_the_sandbox_puts_its_own_are_refused(image: Image, 
     await sandbox.stop()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the images' ids are mapped to a range only when the node is root")
+async def test_as_root_the_images_ids_are_an_unprivileged_host_range(image: Image, runtime: VmRuntime) -> None:
+    base, _count = image_uid_range()
+    assert image.root is not None
+    assert image.root.stat().st_uid == base, "the unpacked image belongs to the range, not to the host's root"
+    code, out = await run(
+        runtime,
+        "id -u; touch /golem/out/mine; chown 33:33 /golem/out/mine; setpriv --reuid=33 --regid=33 --clear-groups id -u;"
+        " setpriv --reuid=33 --regid=33 --clear-groups touch /golem/out/as-www-data 2>&1; cat /proc/self/uid_map",
+    )
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[:2] == ["0", "33"], "root inside, and it may switch to another user of the image"
+    assert "Permission denied" in out, "www-data cannot write root's volume"
+    assert lines[-1].split() == ["0", str(base), "65536"]
+    assert runtime.container_path("/golem/out/mine").stat().st_uid == base + 33
+
+
 def test_the_root_fs_layout_binds_the_root_and_keeps_the_images_users(tmp_path: Path) -> None:
     args = bwrap_args(SandboxLayout(root_fs=tmp_path, files=((tmp_path / "agent.py", "/.golem/agent.py"),)))
     assert args[:3] == ["--bind", str(tmp_path), "/"]
     assert "--unshare-user" not in args, "bwrap runs in the namespace the root was mounted in: ids are kept"
     assert "--unshare-all" not in args
-    assert "--cap-drop" not in args, "the sandbox's root keeps its capabilities inside its namespaces, as in a VM"
+    kept = [args[i + 1] for i, arg in enumerate(args) if arg == "--cap-add"]
+    assert args[args.index("--cap-drop") + 1] == "ALL"
+    assert set(kept) == set(IMAGE_CAPABILITIES), "root keeps a container's root's capabilities, in its namespaces"
+    assert "CAP_SYS_ADMIN" not in kept
     assert ["--ro-bind", str(tmp_path / "agent.py"), "/.golem/agent.py"] == args[args.index("/.golem/agent.py") - 2 :][
         :3
     ]

@@ -4,6 +4,12 @@ Each test is one finding of the issue, done as an attacker would: a command run 
 (or a daemon it left behind) tries to break out, forge what it is billed, exceed its offer, or swamp the
 node with output. Each failed on the code before the issue was fixed. Tests that need root (the uid
 drop) or control groups skip, saying so, where those are missing.
+
+Every attack runs twice: in the default sandbox (``plain``: the host's system read-only, a user namespace of
+bubblewrap's own) and in the sandbox of an image with a whole root file system (``image``: a GVMI as ``/``, in
+the images' user namespace, :mod:`golem_local.runtime.rootfs`). The image is a tiny real root
+(:mod:`tests.tinyroot`) with the programs the attacks use and a ``python3`` that starts the host's interpreter
+the agent runs on, published in the node's registry and downloaded and unpacked by the node as any image.
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ import aiohttp
 import pytest
 
 from golem_local.config import LocalNetworkConfig, ProviderSpec
+from golem_local.images.format import ImageMetadata, write_gvmi
+from golem_local.images.registry import ImageRegistry
 from golem_local.node import LocalNode
+from golem_local.runtime import agent as agent_module
 from golem_local.runtime.cgroups import detect_cgroups
+from golem_local.runtime.rootfs import agent_bundle
+from golem_local.runtime.sandbox import agent_interpreter
 from golem_shared.gftp import decode_request, encode_response, gftp_url
 from tests.integration.agreements import ACTIVITY, call, new_activity
 from tests.integration.test_local_gsb import GftpPeer
+from tests.tinyroot import make_tiny_root
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
@@ -84,20 +96,57 @@ class Exe:
             return await response.text()
 
 
+ATTACK_PROGRAMS = ("unshare", "dd", "tr", "nproc", "ln", "mkfifo", "mv", "umount")
+"""What the attacks run besides :data:`tests.tinyroot.PROGRAMS`."""
+ATTACK_VOLUMES = ("/golem/input", "/golem/output", "/golem/work")
+
+
+@pytest.fixture(scope="module")
+def image_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A registry holding the attacks' image (see the module docstring), and the image's hash."""
+    base = tmp_path_factory.mktemp("attack-image")
+    tree = make_tiny_root(base / "tree", extra=ATTACK_PROGRAMS)
+    argv = agent_bundle(agent_interpreter().path, str(agent_module.__file__)).argv[:-1]  # the agent's python, no agent
+    (tree / "bin" / "python3").write_text("#!/bin/sh\nexec " + " ".join(argv) + ' "$@"\n')
+    (tree / "bin" / "python3").chmod(0o755)
+    metadata = ImageMetadata(env=("PATH=/bin",), working_dir="/golem/work", volumes=ATTACK_VOLUMES)
+    write_gvmi(tree, metadata, base / "attack.gvmi")
+    registry = ImageRegistry(base / "registry")
+    entry = registry.add(base / "attack.gvmi", tag="attack/tiny:1", copy=True)
+    return registry.root, entry.hash
+
+
+@pytest.fixture(params=["plain", "image"])
+def sandbox_kind(request: pytest.FixtureRequest) -> str:
+    """``plain`` (the default image) or ``image`` (the attacks' image with a whole root file system)."""
+    kind = str(request.param)
+    if kind == "image" and shutil.which("mksquashfs") is None:
+        pytest.skip("squashfs-tools are needed for an image (scripts/bootstrap.sh)")
+    return kind
+
+
 @pytest.fixture
-async def local_node() -> AsyncIterator[LocalNode]:
+async def local_node(sandbox_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[LocalNode]:
     """One provider with a small offer (1 thread, 512 MiB, 1 GiB of storage, 64 processes), hourly debit notes."""
     spec = ProviderSpec(
         name="small", cpu_threads=1, mem_gib=0.5, storage_gib=1.0, max_processes=64, debit_note_interval_sec=3600
     )
-    async with LocalNode(LocalNetworkConfig(providers=(spec,))) as node:
+    registry = request.getfixturevalue("image_registry")[0] if sandbox_kind == "image" else None
+    async with LocalNode(LocalNetworkConfig(providers=(spec,), image_registry=registry)) as node:
         yield node
 
 
 @pytest.fixture
-async def exe(local_node: LocalNode, http: aiohttp.ClientSession) -> Exe:
-    """A started activity on the small provider."""
-    activity = Exe(http, await new_activity(http, local_node))
+async def exe(
+    local_node: LocalNode, http: aiohttp.ClientSession, sandbox_kind: str, request: pytest.FixtureRequest
+) -> Exe:
+    """A started activity on the small provider, in a sandbox of ``sandbox_kind``."""
+    properties: dict[str, Any] = {}
+    if sandbox_kind == "image":
+        digest = request.getfixturevalue("image_registry")[1]
+        url = f"{local_node.url}/v1/image/download/{digest}"
+        properties["golem.srv.comp.task_package"] = f"hash:sha3:{digest}:{url}"
+    activity = Exe(http, await new_activity(http, local_node, extra_properties=properties))
     results = await activity.run(DEPLOY_START)
     assert [r["result"] for r in results] == ["Ok", "Ok"], results
     return activity
@@ -106,31 +155,65 @@ async def exe(local_node: LocalNode, http: aiohttp.ClientSession) -> Exe:
 # -- finding 3: the sandbox's root is not the host's root -----------------------------------------------------------
 
 ROOT_PROBE = r"""
-import json, os, subprocess
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
 out = {}
-for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/hostname"):
+def mount(source, target, kind, flags):
+    os.makedirs(target, exist_ok=True) if kind else None
+    done = libc.mount(source.encode(), target.encode(), kind.encode() if kind else None, flags, None) == 0
+    return "done" if done else "refused: " + os.strerror(ctypes.get_errno())
+def writable(path):
     try:
         os.close(os.open(path, os.O_WRONLY))  # opened for writing is enough: nothing is written
-        out[path] = "writable"
+        return "writable"
     except OSError as exc:
-        out[path] = exc.strerror
-nested = subprocess.run(["unshare", "-U", "true"], capture_output=True, text=True)
-out["nested user namespace"] = "created" if nested.returncode == 0 else "refused"
+        return exc.strerror
+# lift bubblewrap's read-only cover of /proc/sys, mount a proc and a sysfs of one's own, make a host file bound
+# read-only writable again: each needs CAP_SYS_ADMIN in the sandbox's user namespace
+out["umount /proc/sys"] = "done" if libc.umount2(b"/proc/sys", 2) == 0 else "refused"
+out["mount proc"] = mount("proc", "/tmp/p", "proc", 0)
+out["new proc: core_pattern"] = writable("/tmp/p/sys/kernel/core_pattern")
+out["mount sysfs"] = mount("sysfs", "/tmp/s", "sysfs", 0)
+out["sysfs: transparent_hugepage"] = writable("/tmp/s/kernel/mm/transparent_hugepage/enabled")
+for agent in ("/.golem/agent.py", "/.golem-agent.py"):
+    if os.path.exists(agent):
+        out["remount the agent read-write"] = mount("none", agent, "", 32 | 4096)  # MS_REMOUNT | MS_BIND
+        out["the agent's file"] = writable(agent)
+for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/hostname"):
+    out[path] = writable(path)
 out["CapEff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
 open("/golem/work/mine", "w").write("x")
+nested = libc.unshare(0x10000000) == 0  # CLONE_NEWUSER, last: it changes what this process is
+out["nested user namespace"] = "created" if nested else "refused: " + os.strerror(ctypes.get_errno())
 print(json.dumps(out))
 """
 
 
 @needs_root
-async def test_sandbox_root_is_not_host_root(exe: Exe, local_node: LocalNode) -> None:
+async def test_sandbox_root_is_not_host_root(exe: Exe, local_node: LocalNode, sandbox_kind: str) -> None:
     [result] = await exe.run([python(ROOT_PROBE)])
     assert result["result"] == "Ok", result
     seen = json.loads(result["stdout"])
+    for attempt in ("umount /proc/sys", "mount proc", "mount sysfs", "remount the agent read-write"):
+        assert not seen.get(attempt, "refused").startswith("done"), f"{attempt}: done"
+    for target in ("new proc: core_pattern", "sysfs: transparent_hugepage", "the agent's file"):
+        assert seen.get(target) != "writable", f"{target}: writable"
     for sysctl in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/hostname"):
         assert seen[sysctl] != "writable", f"a command can write the host's global {sysctl}"
-    assert seen["nested user namespace"] == "refused"
-    assert seen["CapEff"] == "0000000000000000"
+    assert seen["nested user namespace"].startswith("refused")
+    if sandbox_kind == "plain":
+        assert seen["CapEff"] == "0000000000000000"
+    else:  # a container's root's set, in its own namespaces only (sandbox.IMAGE_CAPABILITIES)
+        kept = int(seen["CapEff"], 16)
+        for bit, name in (
+            (21, "SYS_ADMIN"),
+            (19, "SYS_PTRACE"),
+            (12, "NET_ADMIN"),
+            (13, "NET_RAW"),
+            (24, "SYS_RESOURCE"),
+        ):
+            assert not kept & (1 << bit), f"root of an image's sandbox has CAP_{name}"
+        assert kept & (1 << 7), "root of an image's sandbox can switch users (CAP_SETUID)"
     runtime = local_node.activities.get(exe.activity_id).runtime
     written = os.stat(runtime.container_path("/golem/work/mine"))  # type: ignore[attr-defined]
     assert written.st_uid != 0, "what the sandbox writes belongs to the host's root"
@@ -357,10 +440,13 @@ async def test_one_thread_means_one_cpu_and_a_command_cannot_widen_it(exe: Exe) 
     assert widened["stdout"] == "1\n", "a command widened its CPUs beyond the offer"
 
 
-async def test_tmp_is_sized_and_a_volume_holds_no_more_than_the_storage(exe: Exe, local_node: LocalNode) -> None:
-    fill_tmp = "dd if=/dev/zero of=/tmp/fill bs=1M count=300 2>&1; rm -f /tmp/fill"
-    [tmp] = await exe.run([sh(fill_tmp)])
-    assert "No space left on device" in tmp["stdout"], tmp  # /tmp is a quarter of the 512 MiB
+async def test_tmp_is_sized_and_a_volume_holds_no_more_than_the_storage(
+    exe: Exe, local_node: LocalNode, sandbox_kind: str
+) -> None:
+    # /tmp and /dev/shm are a quarter of the 512 MiB each; an image's /tmp is on its root, as in a VM (storage)
+    for memory in ("/tmp", "/dev/shm") if sandbox_kind == "plain" else ("/dev/shm",):
+        [tmp] = await exe.run([sh(f"dd if=/dev/zero of={memory}/fill bs=1M count=300 2>&1; rm -f {memory}/fill")])
+        assert "No space left on device" in tmp["stdout"], tmp
     host = local_node.sandbox_host
     assert host is not None
     if not host.storage_quota:
