@@ -445,7 +445,7 @@ async function main() {
     const listed = await netRaw("GET");
     expectEqual(listed.map((n) => [n.id, n.ip, n.mask]), [[network.id, "192.168.7.0/24", "255.255.255.0"]], "GET /net (the range with its prefix, as yagna lists it)");
     const nodes = await netRaw("GET", `/${network.id}/nodes`);
-    expectEqual(nodes, { [requestor.identity]: "192.168.7.1" }, "GET /net/{id}/nodes");
+    expectEqual(nodes, [{ id: requestor.identity, ip: "192.168.7.1" }], "GET /net/{id}/nodes");
     return `network ${network.id} 192.168.7.0/24, the requestor at 192.168.7.1`;
   }, noVpn);
 
@@ -465,9 +465,9 @@ async function main() {
     expectEqual(ips, ["192.168.7.2", "192.168.7.3"], "the instances' VPN addresses (exe.getIp())");
     const caps = netRentals.map((r) => r.agreement.model.offer.properties["golem.runtime.capabilities"]);
     if (!caps.every((c) => Array.isArray(c) && c.includes("vpn"))) throw new Error(`offers' capabilities ${JSON.stringify(caps)}`);
-    const nodes = await netRaw("GET", `/${network.id}/nodes`);
+    const nodes = new Map((await netRaw("GET", `/${network.id}/nodes`)).map((n) => [n.id, n.ip]));
     for (const [i, r] of netRentals.entries()) {
-      if (nodes[r.agreement.provider.id] !== ips[i]) throw new Error(`GET /net/{id}/nodes ${JSON.stringify(nodes)} lacks ${ips[i]}`);
+      if (nodes.get(r.agreement.provider.id) !== ips[i]) throw new Error(`GET /net/{id}/nodes ${JSON.stringify([...nodes])} lacks ${ips[i]}`);
     }
     // what the runtime was told, as the instance sees it: its own address on its interface
     const seen = await checkResult(await netExes[0].run("python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((\"192.168.7.1\", 9)); print(s.getsockname()[0])'"), "own address");
