@@ -515,6 +515,42 @@ async function main() {
     return `${client.getIp()} fetched http://${server.getIp()}/ inside the VPN`;
   }, noNetExes);
 
+  // As golem-js's tcp-proxy example does it: the server runs in the foreground under runAndStream (the rental is
+  // finalized while it still runs, in destroyNetwork), and 2 MB pass through the proxy intact.
+  await flow("TcpProxy-runAndStream", 60_000, async () => {
+    const [, exe] = netExes;
+    const big = new Uint8Array(2 * 1024 * 1024).map((_, i) => (i * 31 + (i >> 11)) % 256);
+    await checkResult(await exe.uploadData(big, "/golem/www/big.bin"), "uploadData big.bin");
+    const server = await exe.runAndStream("python3 -u -m http.server 8080 --directory /golem/www");
+    let said = "";
+    const serving = new Promise((resolve) => {
+      const look = (d) => {
+        said += String(d);
+        if (/Serving HTTP on .* port 8080/.test(said)) resolve();
+      };
+      server.stdout.subscribe(look);
+      server.stderr.subscribe(look);
+    });
+    await withTimeout(serving, 15_000, `the server's "Serving HTTP" line (it said ${JSON.stringify(said)})`);
+    const proxy = exe.createTcpProxy(8080);
+    const errors = [];
+    proxy.events.on("error", (e) => errors.push(String(e)));
+    await proxy.listen(0);
+    const port = proxy.server.address().port;
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/big.bin`);
+      const body = new Uint8Array(await response.arrayBuffer());
+      expectEqual(response.status, 200, "GET /big.bin status");
+      if (body.length !== big.length || Buffer.compare(Buffer.from(body), Buffer.from(big)) !== 0)
+        throw new Error(`GET /big.bin: ${body.length} bytes, not the ${big.length} uploaded`);
+    } finally {
+      await proxy.close();
+    }
+    if (errors.length) throw new Error(`TcpProxy errors: ${errors.join("; ")}`);
+    if (server.isFinished()) throw new Error("the streamed server ended early");
+    return `${big.length} bytes from the streamed server at ${exe.getIp()}:8080 through 127.0.0.1:${port}`;
+  }, noNetExes);
+
   await flow("destroyNetwork", 90_000, async () => {
     const ids = netRentals.map((r) => r.agreement.id);
     await Promise.all(netRentals.map((r) => r.stopAndFinalize(60_000)));
