@@ -1,6 +1,6 @@
 """golem-js 3.6.0 and its TaskExecutor 2.0.1, unmodified, run against ``golem-api node`` (loaded with ``require``).
 
-``clients/golem_js_flows.cjs`` runs 29 flows a golem-js user goes through, once for the whole module (about 45 s):
+``clients/golem_js_flows.cjs`` runs 29 flows a golem-js user goes through, once for the whole module (about 60 s):
 connect (which asks ``GET /version/get`` without an app key), rent with ``oneOf``, run commands, upload and
 download files, data and JSON, stream a process's output, finalize and pay, rent images given by tag, hash, URL
 and ``file://`` (served by the requestor over gftp), a pool of two rentals (``manyOf``), the payment summary (every
