@@ -15,6 +15,9 @@
 //   IMAGE_HASH          default: asked from the registry by tag
 //   FILE_IMAGE_TAG      default golem-api/clients-test-file:1.0: the image of the file:// flow, another hash than
 //                       IMAGE_TAG's so that the provider cannot have it cached and must fetch the gftp:// URL
+//   HTTP_IMAGE_TAG      the image of the network flows (Python's http.server on port 80 serving /golem/www, started
+//                       by /golem/run/start-server.sh): tests/fidelity/yapapi_http_image; no network flows without it
+//   VPN_UNAVAILABLE     set (to the reason) when the node cannot make VPNs: the network flows are skipped
 //   IMAGE_FILE          the .gvmi file of FILE_IMAGE_TAG for the file:// flow (required by that flow)
 //   FLOWS               comma-separated subset of flow names to run (default: all)
 //   VERBOSE=1           golem-js debug log on stderr
@@ -41,6 +44,7 @@ const REGISTRY_URL = process.env.GOLEM_REGISTRY_URL || "https://registry.golem.n
 const PAYMENT = { driver: process.env.PAYMENT_DRIVER || "erc20", network: process.env.PAYMENT_NETWORK || "holesky" };
 const IMAGE_TAG = process.env.IMAGE_TAG || "golem-api/clients-test:1.0";
 const FILE_IMAGE_TAG = process.env.FILE_IMAGE_TAG || "golem-api/clients-test-file:1.0";
+const HTTP_IMAGE_TAG = process.env.HTTP_IMAGE_TAG || "";
 const ONLY = process.env.FLOWS ? new Set(process.env.FLOWS.split(",").map((s) => s.trim())) : null;
 const VERBOSE = process.env.VERBOSE === "1";
 // How long signing an agreement may take (the local node signs in about a second).
@@ -415,6 +419,150 @@ async function main() {
       await pool.drainAndClear(60_000);
     }
   }, noConnection);
+
+  // -- networks: a VPN with two rentals, HTTP through golem-js's TcpProxy, one instance reaching the other by its VPN
+  // address, the network destroyed. Needs the node's VPN (root); VPN_UNAVAILABLE says why it is not there. --------
+  const noVpn = noConnection
+    || (process.env.VPN_UNAVAILABLE ? `no VPN on this node: ${process.env.VPN_UNAVAILABLE}` : undefined)
+    || (HTTP_IMAGE_TAG ? undefined : "no HTTP image (HTTP_IMAGE_TAG)");
+  const netRaw = async (method, suffix = "") => {
+    const url = `${API_URL}/net-api/v1/net${suffix}`;
+    const r = await fetch(url, { method, headers: { Authorization: `Bearer ${APP_KEY}` } });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${method} ${url} -> ${r.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  };
+  const pageText = `served in the VPN at ${new Date().toISOString()}`;
+  let network;
+  const netRentals = [];
+  const netExes = [];
+  const netCreated = await flow("createNetwork", 20_000, async () => {
+    network = await glm.createNetwork({ ip: "192.168.7.0/24" });
+    const info = network.getNetworkInfo();
+    expectEqual([info.ip, info.mask], ["192.168.7.0", "255.255.255.0"], "network range");
+    const requestor = await glm.yagna.identity.getIdentity();
+    expectEqual(info.nodes, { "192.168.7.1": requestor.identity }, "the network's nodes (the requestor first)");
+    const listed = await netRaw("GET");
+    expectEqual(listed.map((n) => [n.id, n.ip, n.mask]), [[network.id, "192.168.7.0/24", "255.255.255.0"]], "GET /net (the range with its prefix, as yagna lists it)");
+    const nodes = await netRaw("GET", `/${network.id}/nodes`);
+    expectEqual(nodes, [{ id: requestor.identity, ip: "192.168.7.1" }], "GET /net/{id}/nodes");
+    return `network ${network.id} 192.168.7.0/24, the requestor at 192.168.7.1`;
+  }, noVpn);
+
+  // Two rentals in the network on two providers (the second order keeps the first provider's offers out: golem-js
+  // names each VPN node after its provider, so two rentals of one provider cannot both join).
+  const netRented = await flow("network-oneOf", 120_000, async () => {
+    const vpnOrder = (filter) => {
+      const o = order({ imageTag: HTTP_IMAGE_TAG, capabilities: ["vpn"] }, { network });
+      if (filter) o.market.offerProposalFilter = filter;
+      return o;
+    };
+    netRentals.push(await glm.oneOf({ order: vpnOrder(), signalOrTimeout: SIGN_MS }));
+    const first = netRentals[0].agreement.provider.id;
+    netRentals.push(await glm.oneOf({ order: vpnOrder((p) => p.provider.id !== first), signalOrTimeout: SIGN_MS }));
+    netExes.push(...(await Promise.all(netRentals.map((r) => r.getExeUnit(60_000)))));
+    const ips = netExes.map((e) => e.getIp());
+    expectEqual(ips, ["192.168.7.2", "192.168.7.3"], "the instances' VPN addresses (exe.getIp())");
+    const caps = netRentals.map((r) => r.agreement.model.offer.properties["golem.runtime.capabilities"]);
+    if (!caps.every((c) => Array.isArray(c) && c.includes("vpn"))) throw new Error(`offers' capabilities ${JSON.stringify(caps)}`);
+    const nodes = new Map((await netRaw("GET", `/${network.id}/nodes`)).map((n) => [n.id, n.ip]));
+    for (const [i, r] of netRentals.entries()) {
+      if (nodes.get(r.agreement.provider.id) !== ips[i]) throw new Error(`GET /net/{id}/nodes ${JSON.stringify([...nodes])} lacks ${ips[i]}`);
+    }
+    // what the runtime was told, as the instance sees it: its own address on its interface
+    const seen = await checkResult(await netExes[0].run("python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((\"192.168.7.1\", 9)); print(s.getsockname()[0])'"), "own address");
+    expectEqual(String(seen.stdout).trim(), ips[0], "the first instance's own address");
+    return `${netExes.map((e, i) => `${e.provider.name} at ${ips[i]}`).join(", ")}`;
+  }, netCreated ? undefined : "createNetwork failed");
+  const noNetExes = netRented ? undefined : "network-oneOf failed";
+
+  await flow("TcpProxy", 60_000, async () => {
+    const [exe] = netExes;
+    await checkResult(await exe.uploadData(new TextEncoder().encode(pageText), "/golem/www/index.html"), "uploadData index.html");
+    await checkResult(await exe.run("/golem/run/start-server.sh"), "start-server.sh");
+    const uri = exe.getWebsocketUri(80);
+    const expected = `${API_URL.replace(/^http/, "ws").replace(/\/$/, "")}/net-api/v1/net/${network.id}/tcp/${exe.getIp()}/80`;
+    expectEqual(uri, expected, "exe.getWebsocketUri(80)");
+    const proxy = exe.createTcpProxy(80);
+    const errors = [];
+    proxy.events.on("error", (e) => errors.push(String(e)));
+    await proxy.listen(0);
+    // golem-js keeps its server private; port 0 asks the system for a free one, read back here
+    const port = proxy.server.address().port;
+    try {
+      const bodies = [];
+      for (const page of ["/", "/index.html"]) {
+        const response = await fetch(`http://127.0.0.1:${port}${page}`);
+        const body = await response.text();
+        expectEqual([response.status, body], [200, pageText], `GET ${page} through the proxy`);
+        bodies.push(body);
+      }
+      const missing = await fetch(`http://127.0.0.1:${port}/no-such-page`);
+      await missing.text();
+      expectEqual(missing.status, 404, "GET /no-such-page through the proxy");
+    } finally {
+      await proxy.close();
+    }
+    if (errors.length) throw new Error(`TcpProxy errors: ${errors.join("; ")}`);
+    return `two pages and a 404 from ${exe.getIp()}:80 through 127.0.0.1:${port} (${uri.replace(API_URL.replace(/^http/, "ws"), "")})`;
+  }, noNetExes);
+
+  await flow("network-peer", 40_000, async () => {
+    const [server, client] = netExes;
+    const script = `import urllib.request; print(urllib.request.urlopen("http://${server.getIp()}/", timeout=10).read().decode())`;
+    const r = await checkResult(await client.run(`python3 -c '${script}'`), "urlopen from the second instance");
+    expectEqual(String(r.stdout).trim(), pageText, "the page as the second instance sees it");
+    return `${client.getIp()} fetched http://${server.getIp()}/ inside the VPN`;
+  }, noNetExes);
+
+  // As golem-js's tcp-proxy example does it: the server runs in the foreground under runAndStream (the rental is
+  // finalized while it still runs, in destroyNetwork), and 2 MB pass through the proxy intact.
+  await flow("TcpProxy-runAndStream", 60_000, async () => {
+    const [, exe] = netExes;
+    const big = new Uint8Array(2 * 1024 * 1024).map((_, i) => (i * 31 + (i >> 11)) % 256);
+    await checkResult(await exe.uploadData(big, "/golem/www/big.bin"), "uploadData big.bin");
+    const server = await exe.runAndStream("python3 -u -m http.server 8080 --directory /golem/www");
+    let said = "";
+    const serving = new Promise((resolve) => {
+      const look = (d) => {
+        said += String(d);
+        if (/Serving HTTP on .* port 8080/.test(said)) resolve();
+      };
+      server.stdout.subscribe(look);
+      server.stderr.subscribe(look);
+    });
+    await withTimeout(serving, 15_000, `the server's "Serving HTTP" line (it said ${JSON.stringify(said)})`);
+    const proxy = exe.createTcpProxy(8080);
+    const errors = [];
+    proxy.events.on("error", (e) => errors.push(String(e)));
+    await proxy.listen(0);
+    const port = proxy.server.address().port;
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/big.bin`);
+      const body = new Uint8Array(await response.arrayBuffer());
+      expectEqual(response.status, 200, "GET /big.bin status");
+      if (body.length !== big.length || Buffer.compare(Buffer.from(body), Buffer.from(big)) !== 0)
+        throw new Error(`GET /big.bin: ${body.length} bytes, not the ${big.length} uploaded`);
+    } finally {
+      await proxy.close();
+    }
+    if (errors.length) throw new Error(`TcpProxy errors: ${errors.join("; ")}`);
+    if (server.isFinished()) throw new Error("the streamed server ended early");
+    return `${big.length} bytes from the streamed server at ${exe.getIp()}:8080 through 127.0.0.1:${port}`;
+  }, noNetExes);
+
+  await flow("destroyNetwork", 90_000, async () => {
+    const ids = netRentals.map((r) => r.agreement.id);
+    await Promise.all(netRentals.map((r) => r.stopAndFinalize(60_000)));
+    await watch.until(() => ids.every((id) => (watch.byAgreement.get(id) || {}).invoicesAccepted >= 1), 20_000,
+      "the network rentals' invoices to be accepted");
+    await glm.destroyNetwork(network);
+    if (!network.isRemoved()) throw new Error("the network is not marked removed");
+    const v1 = await netRaw("GET");
+    const v2 = await (await fetch(`${API_URL}/net-api/v2/vpn/net`, { headers: { Authorization: `Bearer ${APP_KEY}` } })).json();
+    expectEqual([v1, v2], [[], []], "GET /net-api/v1/net and /net-api/v2/vpn/net after destroyNetwork");
+    return `${ids.length} rentals finalized and paid, network removed, no network listed`;
+  }, netCreated ? undefined : "createNetwork failed");
 
   await flow("payments-summary", 30_000, async () => {
     // Every agreement of this GolemNetwork has its invoice accepted (the rentals were finalized), exactly once.

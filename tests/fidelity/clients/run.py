@@ -5,7 +5,9 @@ into a registry of the run's own; the second variant has another hash, for golem
 ``golem-api node`` in its own process on a free port, put a ``golem-api`` program on ``PATH`` (golem-core's
 SendFile/DownloadFile start ``gftp server`` through it), run the client's program with the variables the node
 prints (``YAGNA_APPKEY``, ``YAGNA_API_URL``, ``YAGNA_SUBNET``, ``GOLEM_REGISTRY_URL``), and stop the node with
-SIGTERM. Each flow prints one ``PASS|FAIL|SKIP <flow>: <text>`` line; every wait has a bound.
+SIGTERM. Each flow prints one ``PASS|FAIL|SKIP <flow>: <text>`` line; every wait has a bound. A client whose flows
+need an HTTP server in the VPN asks for :data:`HTTP_IMAGE_TAG` too (``http_image=True``: Python's ``http.server`` on
+port 80, the image of ``test_yapapi_vpn.py``), named to the program as ``HTTP_IMAGE_TAG``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 from golem_local.images.registry import ImageRegistry
 from tests.fidelity.test_yapapi import APP_KEY, NodeProcess, clean_env, kill
 
-__all__ = ["FILE_IMAGE_TAG", "IMAGE_TAG", "FlowRun", "run_flows"]
+__all__ = ["FILE_IMAGE_TAG", "HTTP_IMAGE_TAG", "IMAGE_TAG", "FlowRun", "run_flows"]
 
 HERE = Path(__file__).resolve().parent
 IMAGE_CONTEXT = HERE / "image"
 IMAGE_TAG = "golem-api/clients-test:1.0"
 FILE_IMAGE_TAG = "golem-api/clients-test-file:1.0"
+HTTP_IMAGE_CONTEXT = HERE.parent / "yapapi_http_image"
+HTTP_IMAGE_TAG = "golem-api/yapapi-http-proxy:1.0"
 BUILD_BOUND = 600.0  # seconds an image build may take (a first one makes its Debian base)
 STOP_BOUND = 15.0  # seconds the node may take to exit after SIGTERM
 _LINE = re.compile(r"^(PASS|FAIL|SKIP) ([^:]+): (.*)$")
@@ -54,7 +58,7 @@ class FlowRun:
         return f"{status} {flow}: {text}\n--- client stderr (end) ---\n{tail}"
 
 
-async def _build(registry: Path, tag: str, *build_args: str) -> None:
+async def _build(registry: Path, tag: str, *build_args: str, context: Path = IMAGE_CONTEXT) -> None:
     arguments = [arg for value in build_args for arg in ("--build-arg", value)]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -62,7 +66,7 @@ async def _build(registry: Path, tag: str, *build_args: str) -> None:
         "golem_api",
         "image",
         "build",
-        str(IMAGE_CONTEXT),
+        str(context),
         "--tag",
         tag,
         "--registry",
@@ -95,11 +99,15 @@ async def _drain(stream: asyncio.StreamReader | None, lines: list[str]) -> None:
         lines.append(raw.decode(errors="replace").rstrip("\n"))
 
 
-async def run_flows(work: Path, program: list[str], bound: float, env: dict[str, str] | None = None) -> FlowRun:
+async def run_flows(
+    work: Path, program: list[str], bound: float, env: dict[str, str] | None = None, *, http_image: bool = False
+) -> FlowRun:
     """Build the images, start the node, run ``program`` (at most ``bound`` seconds) and stop the node."""
     registry = work / "registry"
     await _build(registry, IMAGE_TAG)
     await _build(registry, FILE_IMAGE_TAG, "VARIANT=file")
+    if http_image:
+        await _build(registry, HTTP_IMAGE_TAG, context=HTTP_IMAGE_CONTEXT)
     golem_api = _golem_api_program(work / "bin")
     image_file = ImageRegistry(registry).find(tag=FILE_IMAGE_TAG).path
     node = await NodeProcess.start(registry)
@@ -118,6 +126,7 @@ async def run_flows(work: Path, program: list[str], bound: float, env: dict[str,
             GOLEM_API_BIN=str(golem_api),
             IMAGE_TAG=IMAGE_TAG,
             FILE_IMAGE_TAG=FILE_IMAGE_TAG,
+            HTTP_IMAGE_TAG=HTTP_IMAGE_TAG if http_image else "",
             IMAGE_FILE=str(image_file),
             PYTHONUNBUFFERED="1",
             **(env or {}),
