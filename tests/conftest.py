@@ -26,6 +26,11 @@ _SLOW_MODULES = {
     "test_images.py",
     "test_packaging.py",
     "test_lowest_versions.py",
+    # real processes attacked, killed or hung, and real root file systems: seconds each
+    "test_sandbox_attacks.py",
+    "test_rootfs_runtime.py",
+    "test_stuck_work.py",
+    "test_gone_requestor.py",
 }
 
 
