@@ -60,10 +60,9 @@ async def main(rounds, sleep_ms, max_counter_price):
         }
     )
     async with Golem(budget=1.0, strategy=strategy) as golem:
-        cluster = await golem.run_service(
-            Sleeper, instance_params=[{"rounds": rounds, "sleep_ms": sleep_ms}]
-        )
-        while not cluster.instances or any(s.state != ServiceState.terminated for s in cluster.instances):
+        cluster = await golem.run_service(Sleeper, instance_params=[{"rounds": rounds, "sleep_ms": sleep_ms}])
+        # yapapi offers no event for it; its examples poll too
+        while not cluster.instances or any(s.state != ServiceState.terminated for s in cluster.instances):  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         print("all services terminated", flush=True)
 
