@@ -146,6 +146,13 @@ def _wrong_state(state: ExeUnitState, command: str) -> str:
     return f"{now}; send start before {command}"
 
 
+def _as_number(value: object) -> float:
+    """A counter's value as a float; NaN (refused by the caller) when it is not a number at all."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return math.nan
+    return float(value)
+
+
 def _exit_message(code: int) -> str | None:
     if code == 0:
         return None
@@ -247,11 +254,15 @@ class ExeUnitActivity:
         """The usage counters in the agreement's order (frozen once the activity has stopped)."""
         if self.final_usage is not None:
             return list(self.final_usage)
-        counters = {
-            DURATION_SEC: max(self._time.monotonic() - self._created, 0.0),
-            CPU_SEC: self.runtime.cpu_seconds(),
-        }
-        usage = [float(counters.get(name, 0.0)) for name in self.pricing.usage_vector]
+        counters: dict[str, float] = {}
+        try:
+            counters.update(self.runtime.counters())
+        except Exception:  # a broken runtime: its counters keep their last values (below)
+            _log.exception("activity %s: the runtime's counters could not be read", self.activity_id)
+            counters.update(zip(self.pricing.usage_vector, self._last_usage, strict=False))
+        counters[DURATION_SEC] = max(self._time.monotonic() - self._created, 0.0)
+        counters[CPU_SEC] = self.runtime.cpu_seconds()
+        usage = [_as_number(counters.get(name, 0.0)) for name in self.pricing.usage_vector]
         # Runtimes measure where nothing they run can write; this keeps any figure that is not a finite
         # number of 0 or more (a broken runtime) out of every document, answer and bill all the same.
         for index, value in enumerate(usage):
@@ -484,7 +495,15 @@ class ExeUnitActivity:
 
         sink = _BatchSink(batch, command.index, captures)
         process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
-        code = await self.runtime.run_command(process, sink)
+        try:
+            code = await self.runtime.run_command(process, sink)
+        except (RuntimeFailure, GolemError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the runtime crashed mid-command: the command fails, saying so
+            _log.warning(
+                "activity %s: the runtime crashed running %s", self.activity_id, command.entry_point, exc_info=True
+            )
+            raise RuntimeFailure(f"the runtime crashed running {command.entry_point}: {exc!r}") from exc
         message = _exit_message(code)
         note = self.runtime.exit_note()
         if message is not None and note is not None:

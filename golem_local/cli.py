@@ -22,14 +22,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 from pathlib import Path
 from typing import TextIO
+
+from attrs import evolve
 
 from golem_local.config import LocalNetworkConfig
 from golem_local.images.builder import ENGINES, HOST_CA, build_image
 from golem_local.images.format import COMPRESSIONS, DEFAULT_COMPRESSION, verify_image
 from golem_local.images.registry import ImageRegistry, default_registry_dir, normalize_tag
 from golem_local.node import LocalNode
+from golem_local.runtime.base import OfferTemplate
+from golem_local.runtime.builtin import BUILTIN_RUNTIMES
+from golem_local.runtime.registry import ENTRY_POINT_GROUP, RuntimeContext, RuntimeDescriptor, RuntimeRegistry
 from golem_shared.errors import GolemError
 from golem_shared.signals import stop_on_signals
 
@@ -43,6 +49,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add ``node`` and ``image`` to the ``golem-api`` parser's subcommands."""
     _add_node_command(commands)
     _add_image_command(commands)
+    _add_runtime_command(commands)
 
 
 def _count(text: str) -> int:
@@ -74,6 +81,14 @@ def _add_node_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     node.add_argument("--providers", type=_count, default=3, metavar="N", help="number of providers (default 3)")
     node.add_argument("--app-key", metavar="KEY", help="the app key clients must send (default: a random one)")
+    node.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the runtime the providers run (default vm); given more than once, the providers take them in turn "
+        "(see `golem-api runtime list`)",
+    )
     _add_registry_option(node, "the image registry the node serves")
     node.set_defaults(handler=_run_node)
 
@@ -257,6 +272,12 @@ def _list_images(args: argparse.Namespace) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     try:
         config = LocalNetworkConfig.with_providers(args.providers, image_registry=args.registry)
+        if args.runtime:
+            providers = tuple(
+                evolve(spec, runtime=args.runtime[index % len(args.runtime)])
+                for index, spec in enumerate(config.providers)
+            )
+            config = evolve(config, providers=providers)
         return asyncio.run(_serve_node(config, args.port, args.app_key, sys.stdout))
     except GolemError as exc:
         print(f"golem-api node: error: {exc}", file=sys.stderr)
@@ -282,7 +303,7 @@ def _describe(node: LocalNode, out: TextIO) -> None:
         f"  app key:      {node.app_key}",
         f"  payment:      {node.config.payment_platform}, balance {node.config.requestor_balance}",
     ]
-    lines += [f"  provider:     {p.name} {p.node_id}" for p in node.providers]
+    lines += [f"  provider:     {p.name} {p.node_id} (runtime {p.spec.runtime})" for p in node.providers]
     lines += [
         f"  images:       {node.registry.root} (the registry at {node.url}/v1/image/)",
         "Point clients at it with:",
@@ -291,3 +312,87 @@ def _describe(node: LocalNode, out: TextIO) -> None:
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), file=out, flush=True)
+
+
+def _add_runtime_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    runtime = commands.add_parser(
+        "runtime",
+        help="list, describe and self-test the runtimes local providers can run",
+        description="The runtimes a local provider can run: the built-in ones and those installed packages announce "
+        f"in the entry-point group {ENTRY_POINT_GROUP!r}.",
+    )
+    actions = runtime.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="list the runtimes").set_defaults(handler=_list_runtimes)
+    info = actions.add_parser("info", help="describe a runtime: version, description, counters, offer")
+    info.add_argument("name", metavar="NAME")
+    info.set_defaults(handler=_runtime_info)
+    test = actions.add_parser("test", help="run a runtime's self-test, as a node does at start")
+    test.add_argument("name", metavar="NAME")
+    test.set_defaults(handler=_test_runtime)
+
+
+def _runtime_registry() -> RuntimeRegistry:
+    return RuntimeRegistry(builtin=BUILTIN_RUNTIMES)
+
+
+def _list_runtimes(args: argparse.Namespace) -> int:
+    registry = _runtime_registry()
+    rows: list[tuple[str, str, str]] = []
+    for name in registry.names():
+        try:
+            descriptor = registry.get(name)
+        except GolemError as exc:
+            rows.append((name, "?", f"(broken: {exc})"))
+            continue
+        rows.append((name, descriptor.version, descriptor.description))
+    width = max(len("NAME"), *(len(row[0]) for row in rows))
+    print(f"{'NAME':<{width}}  {'VERSION':<12}  DESCRIPTION")
+    for name, version, description in rows:
+        print(f"{name:<{width}}  {version:<12}  {description}")
+    return 0
+
+
+def _describe_runtime(descriptor: RuntimeDescriptor) -> list[str]:
+    counters = [f"    {name}: {price} GLM per unit by default" for name, price in descriptor.counters.items()]
+    return [
+        f"name:        {descriptor.name}",
+        f"version:     {descriptor.version}",
+        f"description: {descriptor.description}",
+        "counters:    golem.usage.duration_sec, golem.usage.cpu_sec" + (", and its own:" if counters else ""),
+        *counters,
+    ]
+
+
+def _runtime_info(args: argparse.Namespace) -> int:
+    try:
+        descriptor = _runtime_registry().get(args.name)
+    except GolemError as exc:
+        print(f"golem-api runtime info: error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(_describe_runtime(descriptor)))
+    return 0
+
+
+def _test_runtime(args: argparse.Namespace) -> int:
+    try:
+        descriptor = _runtime_registry().get(args.name)
+        offer = asyncio.run(_self_test(descriptor))
+    except Exception as exc:
+        print(f"golem-api runtime test: {args.name}: FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"{descriptor.name} {descriptor.version}: self-test passed")
+    for key, value in sorted(offer.properties.items()):
+        print(f"  offer: {key} = {value!r}")
+    if offer.constraints:
+        print(f"  constraints: {offer.constraints}")
+    return 0
+
+
+async def _self_test(descriptor: RuntimeDescriptor) -> OfferTemplate:
+    with tempfile.TemporaryDirectory(prefix="golem-api-runtime-test-") as scratch:
+        probe = descriptor.factory(RuntimeContext(activity_id="self-test", work_dir=Path(scratch) / "self-test"))
+        try:
+            await probe.self_test()
+            return probe.offer()
+        finally:
+            await probe.stop()

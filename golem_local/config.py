@@ -17,6 +17,7 @@ from typing import Any
 from attrs import evolve, field, fields, frozen
 
 from golem_local.runtime.image import Image
+from golem_local.runtime.registry import RuntimeDescriptor
 from golem_shared.errors import ConfigurationError
 from golem_shared.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 
@@ -105,6 +106,28 @@ def _price(_instance: object, attribute: Any, value: Decimal) -> None:
         raise ConfigurationError(f"{attribute.name} must be an amount of zero or more, not {value}")
 
 
+def _to_counter_prices(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    return {name: _to_decimal(price) for name, price in value.items()}
+
+
+def _counter_prices(_instance: object, attribute: Any, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{attribute.name} must map usage counter names to prices, not {value!r}")
+    for name, price in value.items():
+        if not isinstance(name, str) or not name.startswith("golem.usage."):
+            raise ConfigurationError(
+                f"{attribute.name}: a usage counter's name starts with 'golem.usage.', not {name!r}"
+            )
+        if name in (DURATION_SEC, CPU_SEC):
+            raise ConfigurationError(
+                f"{attribute.name}: {name} is priced by price_duration_sec / price_cpu_sec; leave it out here"
+            )
+        if not isinstance(price, Decimal) or not price.is_finite() or price < 0:
+            raise ConfigurationError(f"{attribute.name}[{name!r}] must be an amount of zero or more, not {price!r}")
+
+
 @frozen
 class ProviderSpec:
     """One local provider: its resources, its prices (per second of each counter, in GLM) and its payment terms.
@@ -118,7 +141,10 @@ class ProviderSpec:
     ``env`` is added to the environment of every command run in this provider's sandboxes. ``cpu_threads``,
     ``mem_gib`` and ``storage_gib`` are what the offer announces and, as far as the machine allows, what each
     activity is limited to (see the local network's documentation); ``max_processes`` caps the processes and
-    threads an activity runs at once.
+    threads an activity runs at once. ``runtime`` names what runs the activities (``vm``, ``idle``,
+    ``test-counters`` or a runtime of one's own: ``docs/runtimes.md``); ``counter_prices`` prices the usage
+    counters that runtime reports beyond duration and CPU (name -> GLM per unit; a counter left out costs what
+    the runtime's descriptor says).
     """
 
     name: str = field(validator=_non_empty)
@@ -136,13 +162,24 @@ class ProviderSpec:
     overcharge: Decimal = field(default=Decimal(1), converter=_to_decimal, validator=_positive_amount)
     env: Mapping[str, str] = field(factory=dict, converter=_to_env, validator=_env, hash=False)
     max_processes: int = field(default=1024, validator=_positive_int)
+    counter_prices: Mapping[str, Decimal] = field(
+        factory=dict, converter=_to_counter_prices, validator=_counter_prices, hash=False
+    )
 
     @property
     def pricing(self) -> LinearPricing:
-        """The linear price model this provider announces: duration, then CPU time, then the start price."""
+        """The linear price model of this spec alone: duration, CPU time, then each of ``counter_prices``."""
+        return self.pricing_for({})
+
+    def pricing_for(self, runtime_counters: Mapping[str, Decimal]) -> LinearPricing:
+        """The linear price model the provider announces when its runtime reports ``runtime_counters`` (name ->
+        the runtime's default price): duration, CPU time, then each counter of the runtime, priced by
+        ``counter_prices`` when it names it, then any other counter of ``counter_prices``."""
+        names = [*runtime_counters, *(name for name in self.counter_prices if name not in runtime_counters)]
+        prices = [self.counter_prices.get(name, runtime_counters.get(name, Decimal(0))) for name in names]
         return LinearPricing(
-            usage_vector=(DURATION_SEC, CPU_SEC),
-            coeffs=(self.price_duration_sec, self.price_cpu_sec),
+            usage_vector=(DURATION_SEC, CPU_SEC, *names),
+            coeffs=(self.price_duration_sec, self.price_cpu_sec, *prices),
             start_price=self.start_price,
         )
 
@@ -174,6 +211,24 @@ def _to_providers(value: Any) -> tuple[ProviderSpec, ...]:
     return providers
 
 
+def _to_runtimes(value: Any) -> tuple[RuntimeDescriptor, ...]:
+    runtimes = tuple(value.values()) if isinstance(value, Mapping) else tuple(value)
+    seen: set[str] = set()
+    for runtime in runtimes:
+        if not isinstance(runtime, RuntimeDescriptor):
+            raise ConfigurationError(
+                f"runtimes must be RuntimeDescriptor values (golem_local.runtime.registry), not {runtime!r}"
+            )
+        if runtime.name in seen:
+            raise ConfigurationError(f"runtime names must be unique; {runtime.name!r} is given twice")
+        seen.add(runtime.name)
+    if isinstance(value, Mapping):
+        for key, runtime in value.items():
+            if key != runtime.name:
+                raise ConfigurationError(f"runtimes[{key!r}] describes runtime {runtime.name!r}: use its name as key")
+    return runtimes
+
+
 @frozen
 class LocalNetworkConfig:
     """The embedded network: its providers, what the requestor holds, and where payments are made.
@@ -197,7 +252,10 @@ class LocalNetworkConfig:
     ``False`` keeps every sandbox off any network (the net API still answers). ``output_limit`` is how many
     bytes of each output of a command the node keeps for its result (its first sixteenth and its end, with a
     note of what was left out) and for event streams that connect late; streamed output beyond it reaches
-    whoever listens as it is written.
+    whoever listens as it is written. ``runtimes`` adds runtimes of the program's own
+    (:class:`~golem_local.runtime.registry.RuntimeDescriptor` values, or a mapping of their names to them) to the
+    built-in ones and those installed packages announce; a provider runs the one its ``ProviderSpec.runtime``
+    names (``docs/runtimes.md``). ``activity_runtime="idle"`` overrides every provider's runtime.
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -211,6 +269,7 @@ class LocalNetworkConfig:
     sse_ping_interval: float = field(default=15.0, validator=_positive)
     vpn: bool = True
     output_limit: int = field(default=1 << 20, validator=_positive_int)
+    runtimes: tuple[RuntimeDescriptor, ...] = field(default=(), converter=_to_runtimes)
 
     @activity_runtime.validator
     def _check_activity_runtime(self, _attribute: Any, runtime: str) -> None:

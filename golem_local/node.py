@@ -71,9 +71,11 @@ from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
 from golem_local.provider_port import InProcessMarket
 from golem_local.runtime.base import OfferTemplate, RuntimeFailure
+from golem_local.runtime.builtin import BUILTIN_RUNTIMES, VM
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
 from golem_local.runtime.launch import SandboxHost, SandboxLimits
+from golem_local.runtime.registry import RuntimeContext, RuntimeDescriptor, RuntimeRegistry
 from golem_local.runtime.storage import NODE_DIR_PREFIX, sweep_stale
 from golem_local.runtime.vm import VmRuntime
 from golem_local.transfer import FileTransfer
@@ -179,6 +181,8 @@ class LocalNode:
             )
             for node_id, spec in self._specs.items()
         }
+        self.runtimes = RuntimeRegistry(self.config.runtimes, builtin=BUILTIN_RUNTIMES)
+        self._descriptors: dict[str, RuntimeDescriptor] = {}  # the providers' runtimes by name, found at start
         self.sandbox_host: SandboxHost | None = None
         self.work_dir: Path | None = None
         self.registry = ImageRegistry(self.config.image_registry)
@@ -246,6 +250,22 @@ class LocalNode:
         spec = self._specs.get(agreement.provider_id)
         env = spec.env if spec is not None else {}
         work_dir = self.work_dir / activity_id
+        descriptor = self._descriptors.get(spec.runtime) if spec is not None else None
+        if descriptor is not None and descriptor is not VM:
+            context = RuntimeContext(
+                activity_id=activity_id,
+                work_dir=work_dir,
+                provider=spec.name if spec is not None else "",
+                env=env,
+                demand=dict(agreement.demand.properties),
+            )
+            try:
+                return descriptor.factory(context)
+            except Exception as exc:
+                _log.warning(
+                    "runtime %s could not be made for activity %s", descriptor.name, activity_id, exc_info=True
+                )
+                return UnavailableRuntime(f"the provider's runtime {descriptor.name!r} could not be made: {exc!r}")
         sandbox = functools.partial(
             VmRuntime,
             work_dir=work_dir,
@@ -291,6 +311,7 @@ class LocalNode:
         if self._started:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
+        self._descriptors = self._find_runtimes()
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"{NODE_DIR_PREFIX}{os.getpid()}-"))
         self._lock_fd = _lock_work_dir(self.work_dir)
         self.image_cache = ImageCache(self.work_dir / "images", gftp_download=self.transfers.download)
@@ -309,14 +330,23 @@ class LocalNode:
                 host=host,
                 join_network=self.vpn.joiner(),
             )
+            own_offers: dict[str, OfferTemplate] = {}
             if self.config.activity_runtime == "vm":
-                await probe.self_test()
-                self._say(host)
+                if VM in self._descriptors.values():
+                    await probe.self_test()
+                    self._say(host)
+                own_offers = await self._self_test_runtimes(self.work_dir)
             await self.vpn.start()
         except BaseException:
             await self._remove_work_dir()
             raise
         for provider in self.providers:
+            descriptor = self._descriptors[provider.spec.runtime]
+            provider.runtime_counters = dict(descriptor.counters)
+            own = own_offers.get(descriptor.name)
+            if own is not None:
+                provider.runtime_offer = own
+                continue
             properties = dict(probe.offer().properties)
             if self.config.activity_runtime == "vm":
                 properties.update(host.offer_properties(self._limits[provider.node_id]))
@@ -346,6 +376,47 @@ class LocalNode:
             await self.aclose()
             raise
         _log.debug("local Golem node at %s with %d providers", self.url, len(self.providers))
+
+    def _find_runtimes(self) -> dict[str, RuntimeDescriptor]:
+        """The providers' runtimes by name; ``LocalNodeError`` for an unknown name or a price of a counter the
+        runtime does not report."""
+        found: dict[str, RuntimeDescriptor] = {}
+        for spec in self.config.providers:
+            if spec.runtime not in found:
+                try:
+                    found[spec.runtime] = self.runtimes.get(spec.runtime)
+                except LocalNodeError as exc:
+                    raise LocalNodeError(f"provider {spec.name}: {exc}") from exc
+            descriptor = found[spec.runtime]
+            extra = sorted(set(spec.counter_prices) - set(descriptor.counters))
+            if extra:
+                raise LocalNodeError(
+                    f"provider {spec.name} prices {', '.join(extra)}, which its runtime {descriptor.name!r} does not "
+                    f"report (it reports: {', '.join(descriptor.counters) or 'no counters of its own'}); "
+                    "leave them out of counter_prices"
+                )
+        return found
+
+    async def _self_test_runtimes(self, work_dir: Path) -> dict[str, OfferTemplate]:
+        """Self-test each runtime of the providers but ``vm`` (tested above) once; their offers by name.
+
+        A runtime that fails its self-test (or cannot be made for it) stops the node with ``LocalNodeError``
+        naming the runtime and why."""
+        offers: dict[str, OfferTemplate] = {}
+        for name, descriptor in self._descriptors.items():
+            if descriptor is VM:
+                continue
+            context = RuntimeContext(activity_id="self-test", work_dir=work_dir / f"self-test-{name}")
+            try:
+                probe = descriptor.factory(context)
+                try:
+                    await probe.self_test()
+                    offers[name] = probe.offer()
+                finally:
+                    await probe.stop()
+            except Exception as exc:
+                raise LocalNodeError(f"runtime {name!r} failed its self-test, so the node cannot start: {exc}") from exc
+        return offers
 
     def _say(self, host: SandboxHost) -> None:
         """Say once per process who the sandboxes run as and what the machine cannot enforce."""

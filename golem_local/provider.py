@@ -26,7 +26,8 @@ Negotiation, as a real provider does it:
   requestor has gone away: the agreement is invoiced and the provider offers itself again.
 
 The offer carries what the provider's runtime adds (``runtime_offer``, the runtime's ``offer()``: its
-version, capabilities, …) under the provider's own resources, prices and terms, which always win.
+version, capabilities, …) under the provider's own resources, prices and terms, which always win; its
+price model meters the runtime's own counters too (``runtime_counters``, priced by ``ProviderSpec.counter_prices``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 from golem_local.config import ProviderSpec
@@ -107,6 +110,7 @@ class LocalProvider:
     ) -> None:
         self.spec = spec
         self.runtime_offer = runtime_offer if runtime_offer is not None else OfferTemplate()
+        self.runtime_counters: Mapping[str, Decimal] = {}  # the runtime's own counters and their default prices
         self.market = market
         self.node_id = market.node_id
         self.payment_platform = payment_platform
@@ -162,7 +166,7 @@ class LocalProvider:
             "golem.activity.caps.transfer.protocol": list(_TRANSFER_PROTOCOLS),
             "golem.node.id.name": spec.name,
             "golem.node.debug.subnet": spec.subnet,
-            **spec.pricing.to_properties(),
+            **spec.pricing_for(self.runtime_counters).to_properties(),
             f"golem.com.payment.platform.{self.payment_platform}.address": self.address,
             "golem.com.payment.protocol.version": "3",
             DEBIT_NOTE_INTERVAL: spec.debit_note_interval_sec,

@@ -7,6 +7,7 @@ The exe-unit (:mod:`golem_local.activity`) owns one runtime per activity and cal
     start(args)                         once, on ``start``; the runtime's environment is up afterwards
     run_command(process, sink) -> int   any number of times, concurrently allowed; returns the exit code
     exit_note() -> str | None           right after run_command: a limit that ended the command, if one did
+    counters() -> {name: value}         any time: the usage counters of its own (beyond duration and CPU)
     kill_command(...)                   by cancelling the ``run_command`` call
     stop()                              once, when the activity is destroyed (idempotent; also before deploy)
 
@@ -184,6 +185,13 @@ class Runtime(Protocol):
 
         Measured where nothing the activity runs can change it; always a finite number of 0 or more.
         """
+        ...
+
+    def counters(self) -> Mapping[str, float]:
+        """The runtime's own usage counters so far, by name (``golem.usage.custom.counter``: ``3.0``); empty for
+        a runtime with none. Each must be declared by its :class:`~golem_local.runtime.registry.RuntimeDescriptor`
+        to be priced; values are finite numbers of 0 or more that never decrease. Duration and CPU seconds are
+        the exe-unit's and :meth:`cpu_seconds`' and are not repeated here."""
         ...
 
     def exit_note(self) -> str | None:

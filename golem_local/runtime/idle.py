@@ -5,7 +5,7 @@ whose payload cannot run at all."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,10 @@ class IdleRuntime:
     def cpu_seconds(self) -> float:
         """Always 0.0."""
         return 0.0
+
+    def counters(self) -> Mapping[str, float]:
+        """No counters of its own."""
+        return {}
 
     def exit_note(self) -> str | None:
         """Nothing is ever limited."""

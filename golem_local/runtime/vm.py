@@ -606,6 +606,10 @@ class VmRuntime:
             self._cgroup_usage()  # one read of a kernel counter: always current
         return self._cpu
 
+    def counters(self) -> Mapping[str, float]:
+        """None of its own: a VM meters duration and CPU seconds only."""
+        return {}
+
     async def refresh_cpu_seconds(self, *, timeout: float = USAGE_TIMEOUT) -> float:
         """Measure the CPU seconds now and return the (never decreasing) figure.
 

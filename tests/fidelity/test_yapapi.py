@@ -26,7 +26,7 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,8 @@ class NodeProcess:
         self.url = ""
 
     @classmethod
-    async def start(cls, registry: Path) -> NodeProcess:
+    async def start(cls, registry: Path | None, *, extra: Sequence[str] = ()) -> NodeProcess:
+        where = ("--registry", str(registry)) if registry is not None else ()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -128,8 +129,8 @@ class NodeProcess:
             "3",
             "--app-key",
             APP_KEY,
-            "--registry",
-            str(registry),
+            *where,
+            *extra,
             env=clean_env(PYTHONUNBUFFERED="1"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
