@@ -3,7 +3,10 @@
 
 ``yapapi_http_proxy.py`` (see its docstring for how it follows yapapi's ``examples/http-proxy``) is run with
 yapapi's own interpreter against ``golem-api node`` in its own process, as in ``test_yapapi.py`` (whose
-helpers this reuses). Needs root for the local VPN, and ``.venv-yapapi``.
+helpers this reuses). The second test runs yapapi's own ``examples/http-proxy/http_proxy.py`` with only its
+image line changed (to ``yapapi_nginx_image``, Debian's nginx laid out as the official image), when
+``GOLEM_API_YAPAPI_EXAMPLES`` names yapapi's ``examples`` folder (the file is not part of this repository and
+not in yapapi's package); it is skipped, saying so, otherwise. Needs root for the local VPN, and ``.venv-yapapi``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,18 +42,23 @@ PROGRAM = Path(__file__).resolve().parent / "yapapi_http_proxy.py"
 IMAGE_CONTEXT = Path(__file__).resolve().parent / "yapapi_http_image"
 IMAGE_TAG = "golem-api/yapapi-http-proxy:1.0"
 RUN_BOUND = 60.0
+NGINX_CONTEXT = Path(__file__).resolve().parent / "yapapi_nginx_image"
+NGINX_TAG = "golem-api/yapapi-nginx:1.0"
+EXAMPLES = Path(os.environ.get("GOLEM_API_YAPAPI_EXAMPLES", "/nonexistent"))
+EXAMPLE = EXAMPLES / "http-proxy" / "http_proxy.py"
+EXAMPLE_BOUND = 150.0  # seconds: start (a minute at most), 8 s of running, stop and pay (15 s at most)
 
 
-async def build_image(registry: Path) -> None:
+async def build_image(registry: Path, context: Path = IMAGE_CONTEXT, tag: str = IMAGE_TAG) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "golem_api",
         "image",
         "build",
-        str(IMAGE_CONTEXT),
+        str(context),
         "--tag",
-        IMAGE_TAG,
+        tag,
         "--registry",
         str(registry),
         env=clean_env(),
@@ -57,7 +66,7 @@ async def build_image(registry: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), 30)
+        out, err = await asyncio.wait_for(process.communicate(), 180)  # a first build makes its Debian base
     finally:
         await kill(process)
     assert process.returncode == 0, f"golem-api image build failed:\n{out.decode()}\n{err.decode()}"
@@ -134,5 +143,120 @@ async def test_yapapis_http_proxy_flow_runs_against_the_local_node(
     assert sum(confirmed.values()) == 2
     assert provider_names(r"Accepted invoice from '([^']+)'", log) == confirmed
     code, _rest, node_err = await node.stop()
+    assert code == 0, node_err
+    assert "Traceback" not in node_err
+
+
+@pytest.fixture
+async def nginx_node(tmp_path: Path) -> AsyncIterator[NodeProcess]:
+    registry = tmp_path / "registry"
+    await build_image(registry, NGINX_CONTEXT, NGINX_TAG)
+    running = await NodeProcess.start(registry)
+    try:
+        yield running
+    finally:
+        await kill(running.process)
+
+
+def _example_with_local_image(into: Path, registry_url: str) -> Path:
+    """yapapi's http-proxy example and its ``utils`` under ``into``, the image line pointing at ``NGINX_TAG`` in
+    the registry at ``registry_url`` (the node's)."""
+    shutil.copytree(EXAMPLES / "utils", into / "utils")
+    source = EXAMPLE.read_text()
+    changed, count = re.subn(
+        r'image_hash="[0-9a-f]+"', f'image_tag="{NGINX_TAG}", repository_url="{registry_url}"', source
+    )
+    assert count == 1, "the example's image line is not where it was in yapapi 0.13.1"
+    program = into / "http-proxy" / "http_proxy.py"
+    program.parent.mkdir()
+    program.write_text(changed)
+    return program
+
+
+async def _http10_get(port: int) -> str:
+    """``GET /`` over HTTP/1.0 as a browser's simplest request; ``"<status> <body>"``.
+
+    Not aiohttp's client: yapapi's ``LocalHttpProxy`` copies the server's ``Content-Length`` into a response it
+    sends chunked, which strict parsers refuse (browsers and curl take it); HTTP/1.0 keeps it unchunked."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1].decode()
+    return f"{status} {body.decode(errors='replace').strip()}"
+
+
+@needs_yapapi
+@pytest.mark.skipif(
+    not EXAMPLE.exists(),
+    reason="yapapi's http-proxy example is not here: set GOLEM_API_YAPAPI_EXAMPLES to yapapi's examples folder "
+    "(a checkout of github.com/golemfactory/yapapi at 0.13.1) to run it",
+)
+@pytest.mark.timeout(300)
+async def test_yapapis_own_http_proxy_example_serves_nginx_through_the_vpn(
+    tmp_path: Path, nginx_node: NodeProcess, unused_tcp_port_factory: object
+) -> None:
+    program = _example_with_local_image(tmp_path / "examples", nginx_node.url)
+    port = unused_tcp_port_factory()  # type: ignore[operator]
+    log_file = tmp_path / "yapapi.log"
+    bin_dir = gftp_shim(tmp_path / "bin").parent
+    env = clean_env(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        YAGNA_APPKEY=APP_KEY,
+        YAGNA_API_URL=nginx_node.url,
+        YAGNA_SUBNET="public",
+        GOLEM_REGISTRY_URL=nginx_node.url,
+        PYTHONUNBUFFERED="1",
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(YAPAPI_PYTHON),
+        str(program),
+        "--port",
+        str(port),
+        "--running-time",
+        "8",
+        "--log-file",
+        str(log_file),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    lines: list[str] = []
+    pages: list[str] = []
+
+    async def read_and_fetch() -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if f"http://localhost:{port}" in line:  # the example's LocalHttpProxy is listening
+                for _ in range(2):
+                    pages.append(await _http10_get(port))
+
+    try:
+        _, err_bytes, _ = await asyncio.wait_for(
+            asyncio.gather(read_and_fetch(), process.stderr.read(), process.wait()), EXAMPLE_BOUND
+        )
+    finally:
+        await kill(process)
+    out, err, log = "\n".join(lines), err_bytes.decode(), log_file.read_text()
+    assert process.returncode == 0, f"yapapi exited with {process.returncode}:\n{out}\n{err}"
+    served = [re.fullmatch(r"200 Hello from inside Golem!\n\.\.\. running on (\S+)", page) for page in pages]
+    assert len(served) == 2, pages
+    assert all(served), pages
+    assert {match.group(1) for match in served if match} == {"local-provider-1", "local-provider-2"}  # round-robin
+    assert "HTTP server stopped" in out
+    errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
+    assert errors == [], "yapapi logged errors:\n" + "\n".join(errors)
+    confirmed = provider_names(r"Agreement confirmed by provider '([^']+)'", log)
+    assert sum(confirmed.values()) == 2
+    assert provider_names(r"Accepted invoice from '([^']+)'", log) == confirmed
+    code, _rest, node_err = await nginx_node.stop()
     assert code == 0, node_err
     assert "Traceback" not in node_err
