@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import shutil
@@ -143,6 +144,8 @@ class ContainerRuntime(IdleRuntime):
         self._started = False
         self._stopped = False
         self._ended: asyncio.Task[str] | None = None
+        self.main_exit_code: int | None = None
+        """The exit code of the container's main process once it has ended (137: killed after the grace)."""
 
     # -- deploy, start, stop -------------------------------------------------------------------------------
 
@@ -221,7 +224,10 @@ class ContainerRuntime(IdleRuntime):
             stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await process.communicate()
-        return f"the container's main process ended (exit code {out.decode(errors='replace').strip()})"
+        said = out.decode(errors="replace").strip()
+        if said.lstrip("-").isdigit():
+            self.main_exit_code = int(said)
+        return f"the container's main process ended (exit code {said})"
 
     async def wait_ended(self) -> str:
         """Return when the container's main process has ended by itself."""
@@ -237,8 +243,11 @@ class ContainerRuntime(IdleRuntime):
         self._stopped = True
         self._read_cpu()
         if self._started and self._program is not None:
-            await _call(self._program, "stop", "--time", str(max(1, round(self.stop_grace))), self.name)
+            await _call(self._program, "stop", "--time", str(math.ceil(self.stop_grace)), self.name)
             self._read_cpu()
+            if self._ended is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._ended), _QUERY_TIMEOUT)
             await _call(self._program, "rm", "--force", self.name)
         if self._ended is not None:
             self._ended.cancel()
