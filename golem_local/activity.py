@@ -22,6 +22,13 @@ Error result, as the local node has no key to sign with. ``transfer`` goes throu
 ``errorMessage``, the running command ends with an Error result, queued batches fail, and metering stops
 with a last debit note.
 
+**Start modes.** A runtime whose ``deploy`` answers ``start_mode="empty"`` is started by the ``start`` command:
+the command ends when ``runtime.start`` returns. One answering ``"blocking"`` (the runtime SDK's blocking start:
+``start`` is its server and runs until the runtime ends) has ``runtime.start`` run by an owned task: the
+``start`` command succeeds at once, commands go to the runtime meanwhile (it must make them wait for its server
+itself), and the call returning or failing makes the activity ``Unresponsive`` with why; it is cancelled when
+the activity ends, before ``runtime.stop``.
+
 **Metering.** While it lives, an owned metering task wakes every ``debit-note interval`` seconds of its
 agreement and has the provider issue a debit note for the cumulative cost of the usage so far: the
 agreement's linear price model applied to ``golem.usage.duration_sec`` (seconds since creation) and
@@ -319,6 +326,16 @@ class ExeUnitActivity:
             _log.warning("activity %s: the runtime ended by itself: %s", self.activity_id, reason)
             await self.fail(reason)
 
+    async def _serve(self, args: Sequence[str]) -> None:
+        try:
+            await self.runtime.start(args)
+            reason = "the runtime's blocking start returned: its server has ended"
+        except Exception as exc:
+            reason = f"the runtime's blocking start failed: {exc}"
+        if self.live:
+            _log.warning("activity %s: %s", self.activity_id, reason)
+            await self.fail(reason)
+
     async def _shutdown(self, reason: str, *, bill: bool) -> None:
         """Cancel and await the activity's tasks, fail its batches, stop the runtime, bill; once."""
         if self._shutting_down:
@@ -477,6 +494,11 @@ class ExeUnitActivity:
             self.deployment = await self.runtime.deploy(settings)
             return Outcome()
         if isinstance(command, StartCommand):
+            if self.deployment is not None and self.deployment.start_mode == "blocking":
+                # The runtime SDK's blocking start: ``start`` runs for the life of the runtime (its server); the
+                # command succeeds at once and the call's end, however it ends, is the runtime's.
+                self._tasks.spawn(self._serve(command.args), name=f"blocking start of activity {self.activity_id}")
+                return Outcome()
             await self.runtime.start(command.args)
             return Outcome()
         if isinstance(command, RunCommand):

@@ -45,6 +45,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -71,7 +72,8 @@ from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
 from golem_local.provider_port import InProcessMarket
 from golem_local.runtime.base import OfferTemplate, RuntimeFailure
-from golem_local.runtime.builtin import BUILTIN_RUNTIMES, VM
+from golem_local.runtime.builtin import BUILTIN_RUNTIMES, CONTAINER, VM
+from golem_local.runtime.container import ContainerRuntime
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
 from golem_local.runtime.launch import SandboxHost, SandboxLimits
@@ -251,7 +253,7 @@ class LocalNode:
         env = spec.env if spec is not None else {}
         work_dir = self.work_dir / activity_id
         descriptor = self._descriptors.get(spec.runtime) if spec is not None else None
-        if descriptor is not None and descriptor is not VM:
+        if descriptor is not None and descriptor not in (VM, CONTAINER):
             context = RuntimeContext(
                 activity_id=activity_id,
                 work_dir=work_dir,
@@ -266,15 +268,21 @@ class LocalNode:
                     "runtime %s could not be made for activity %s", descriptor.name, activity_id, exc_info=True
                 )
                 return UnavailableRuntime(f"the provider's runtime {descriptor.name!r} could not be made: {exc!r}")
-        sandbox = functools.partial(
-            VmRuntime,
-            work_dir=work_dir,
-            bwrap=self.config.bwrap,
-            env=env,
-            host=self.sandbox_host,
-            limits=self._limits.get(agreement.provider_id),
-            join_network=self.vpn.joiner(),
-        )
+        sandbox: Callable[..., Runtime]
+        if descriptor is CONTAINER:
+            sandbox = functools.partial(
+                ContainerRuntime, work_dir=work_dir, env=env, limits=self._limits.get(agreement.provider_id)
+            )
+        else:
+            sandbox = functools.partial(
+                VmRuntime,
+                work_dir=work_dir,
+                bwrap=self.config.bwrap,
+                env=env,
+                host=self.sandbox_host,
+                limits=self._limits.get(agreement.provider_id),
+                join_network=self.vpn.joiner(),
+            )
         package = agreement.demand.properties.get(TASK_PACKAGE)
         if package is None:
             return sandbox(DEFAULT_IMAGE)

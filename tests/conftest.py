@@ -31,6 +31,7 @@ _SLOW_MODULES = {
     "test_rootfs_runtime.py",
     "test_stuck_work.py",
     "test_gone_requestor.py",
+    "test_container_runtime.py",  # a real container engine: seconds per container
 }
 
 

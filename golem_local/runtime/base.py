@@ -109,7 +109,14 @@ class NetworkJoiner(Protocol):
 
 @frozen
 class Deployment:
-    """The answer of ``deploy``: the start mode and the activity's volumes (for file transfer)."""
+    """The answer of ``deploy``: the start mode and the activity's volumes (for file transfer).
+
+    ``start_mode`` ``"empty"``: the ``start`` command awaits :meth:`Runtime.start`, which returns once the
+    environment is up. ``"blocking"`` (the runtime SDK's blocking start): :meth:`Runtime.start` is the runtime's
+    server and runs for its whole life; the exe-unit runs it in a task of its own, the ``start`` command succeeds
+    at once, ``run_command`` calls may come before the server is up (the runtime makes them wait), and the call
+    returning or raising makes the activity ``Unresponsive``.
+    """
 
     start_mode: Literal["blocking", "empty"]
     volumes: tuple[Volume, ...]

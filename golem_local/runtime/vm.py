@@ -339,7 +339,8 @@ class VmRuntime:
         self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
         self._hostname = hostname
         self._state = _State.DEPLOYED
-        return Deployment(start_mode="blocking", volumes=volumes)
+        # "empty": start returns once the sandbox and its agent are up (the sandbox, not the call, lives on)
+        return Deployment(start_mode="empty", volumes=volumes)
 
     def _make_directories(self, volumes: Sequence[Volume]) -> None:
         """The activity's directory and its volumes; with an identity, the volumes are the sandbox's own

@@ -26,9 +26,13 @@ async def call(http: aiohttp.ClientSession, method: str, path: str, body: Any = 
 
 
 async def approved_agreement(
-    http: aiohttp.ClientSession, node: LocalNode, *, extra_properties: dict[str, Any] | None = None
+    http: aiohttp.ClientSession,
+    node: LocalNode,
+    *,
+    extra_properties: dict[str, Any] | None = None,
+    runtime: str = "vm",
 ) -> str:
-    """Negotiate over the market API, as a requestor does, an agreement that a provider approves."""
+    """Negotiate over the market API, as a requestor does, an agreement that a provider (of ``runtime``) approves."""
     properties: dict[str, Any] = {
         "golem.srv.comp.expiration": int((utc_now() + timedelta(hours=1)).timestamp() * 1000),
         "golem.node.debug.subnet": "public",
@@ -36,7 +40,7 @@ async def approved_agreement(
         "golem.com.payment.protocol.version": "3",
         **(extra_properties or {}),
     }
-    constraints = "(&(golem.node.debug.subnet=public)(golem.runtime.name=vm))"
+    constraints = f"(&(golem.node.debug.subnet=public)(golem.runtime.name={runtime}))"
     status, demand_id = await call(
         http, "POST", f"{MARKET}/demands", {"properties": properties, "constraints": constraints}
     )

@@ -1,0 +1,388 @@
+"""The ``container`` runtime: an activity's image run in a container engine (docker when its daemon answers, else
+podman), one container per activity.
+
+- :meth:`~ContainerRuntime.deploy` gets the image (the demand's GVMI from the node's image cache, as ``vm``
+  does), imports it into the engine once (:mod:`~.engine_image`) and makes a host directory per volume of the
+  image; those are bound into the container, so file transfer works as with ``vm``.
+- :meth:`~ContainerRuntime.start` runs the container (Server mode): no network (``--network none``), the
+  provider's limits (``--memory`` = ``--memory-swap``, ``--cpus``, ``--pids-limit``), the volumes; its main
+  process is the ``start`` command's arguments when given (a server), else ``sleep infinity`` (the image needs a
+  ``sleep``).
+- each ``run`` is an ``exec`` in it, output streamed as it comes; a killed command (the call cancelled) is killed
+  inside the container from the host: its processes are found in the container's control group by a mark in
+  their environment.
+- CPU seconds are read from the container's control group (``cpuacct.usage``, or ``cpu.stat`` on cgroup v2),
+  from the host, and kept after the container ends; a command the memory limit killed says so
+  (:meth:`~ContainerRuntime.exit_note`), from the group's ``oom_kill`` count.
+- :meth:`~ContainerRuntime.stop` gives the main process :data:`STOP_GRACE` seconds after ``SIGTERM``, then
+  ``SIGKILL`` (the engine's ``stop -t``), and removes the container and the volumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+from golem_local.images.engine import usable_engine
+from golem_local.runtime.base import (
+    Deployment,
+    DeploySettings,
+    OfferTemplate,
+    OutputSink,
+    RunProcess,
+    RuntimeFailure,
+    Volume,
+)
+from golem_local.runtime.engine_image import engine_image
+from golem_local.runtime.idle import IdleRuntime
+from golem_local.runtime.image import Image, check_sandbox_path
+from golem_local.runtime.launch import MIB, SandboxLimits
+from golem_local.safefs import VolumeFiles
+from golem_shared.errors import SandboxUnavailableError
+
+__all__ = ["STOP_GRACE", "ContainerRuntime", "engine_program"]
+
+STOP_GRACE = 5.0
+"""Seconds the container's main process has after ``SIGTERM`` before ``SIGKILL``, at :meth:`ContainerRuntime.stop`."""
+_QUERY_TIMEOUT = 30.0
+_MARK = "GOLEM_LOCAL_EXEC"
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+async def engine_program() -> tuple[str, str]:
+    """``(engine, program)`` of the engine to use; :class:`SandboxUnavailableError` saying what is missing."""
+    engine = await usable_engine()
+    program = shutil.which(engine) if engine is not None else None
+    if engine is None or program is None:
+        raise SandboxUnavailableError(
+            "the container runtime needs a container engine, and none answers here: start a docker daemon "
+            "(`dockerd`, `systemctl start docker`) or install podman (`apt-get install podman`)"
+        )
+    return engine, program
+
+
+async def _call(program: str, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        program,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), _QUERY_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    return process.returncode or 0, out.decode(errors="replace").strip()
+
+
+def _groups(pid: int) -> dict[str, Path]:
+    """The control-group directories of ``pid`` by controller (``""``: the unified hierarchy)."""
+    found: dict[str, Path] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            mount = _CGROUP_ROOT / controller if controller else _CGROUP_ROOT
+            if controller and not mount.is_dir():
+                mount = _CGROUP_ROOT / controllers
+            found[controller] = mount / path.lstrip("/")
+    if "" in found and not (found[""] / "cgroup.procs").exists():
+        del found[""]
+    return found
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            values[key] = int(value)
+    return values
+
+
+class ContainerRuntime(IdleRuntime):
+    """The ``container`` runtime of one activity (see the module docstring)."""
+
+    def __init__(
+        self,
+        image: Image,
+        work_dir: Path,
+        *,
+        limits: SandboxLimits | None = None,
+        env: Mapping[str, str] | None = None,
+        load_image: Callable[[], Awaitable[Image]] | None = None,
+        stop_grace: float = STOP_GRACE,
+    ) -> None:
+        if not stop_grace >= 0:
+            raise ValueError(f"stop_grace must be seconds of 0 or more, not {stop_grace!r}")
+        self.image = image
+        self.work_dir = Path(work_dir)
+        self.limits = limits or SandboxLimits()
+        self.env = dict(env or {})
+        self.stop_grace = stop_grace
+        self._load_image = load_image
+        self.name = f"golem-local-{secrets.token_hex(8)}"
+        self._program: str | None = None
+        self._engine = ""
+        self._tag: str | None = None
+        self._volumes: tuple[Volume, ...] = ()
+        self._files: VolumeFiles | None = None
+        self._deploy_env: dict[str, str] = {}
+        self._groups: dict[str, Path] = {}
+        self._cpu_seconds = 0.0
+        self._note: str | None = None
+        self._started = False
+        self._stopped = False
+        self._ended: asyncio.Task[str] | None = None
+        self.main_exit_code: int | None = None
+        """The exit code of the container's main process once it has ended (137: killed after the grace)."""
+
+    # -- deploy, start, stop -------------------------------------------------------------------------------
+
+    async def deploy(self, settings: DeploySettings) -> Deployment:
+        """Get and import the image, make the volumes' directories."""
+        if self._stopped:
+            raise RuntimeFailure("the activity's runtime was stopped: create a new activity")
+        self._engine, self._program = await engine_program()
+        if self._load_image is not None:
+            self.image = await self._load_image()
+        self._tag = await engine_image(self._program, self.image)
+        paths = [*self.image.volumes, *settings.volumes]
+        volumes: list[Volume] = []
+        for index, path in enumerate(dict.fromkeys(paths)):
+            try:
+                normal = check_sandbox_path(path, "volume")
+            except ValueError as exc:
+                raise RuntimeFailure(str(exc)) from None
+            host = self.work_dir / "volumes" / str(index)
+            host.mkdir(parents=True, exist_ok=True)
+            volumes.append(Volume(normal, host))
+        self._volumes = tuple(volumes)
+        self._files = VolumeFiles({volume.path: volume.host_path for volume in self._volumes})
+        self._deploy_env = dict(settings.env)
+        return Deployment(start_mode="empty", volumes=self._volumes)
+
+    def _run_options(self) -> list[str]:
+        options = ["--name", self.name, "--network", "none", "--hostname", "golem-vm"]
+        if self._engine == "podman":
+            if shutil.which("runc") is not None:
+                options += ["--runtime", "runc"]
+            options += ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
+        limits = self.limits
+        if limits.memory_bytes is not None:
+            options += ["--memory", str(limits.memory_bytes), "--memory-swap", str(limits.memory_bytes)]
+        if limits.cpu_threads is not None:
+            options += ["--cpus", str(limits.cpu_threads)]
+        if limits.processes is not None:
+            options += ["--pids-limit", str(limits.processes)]
+        for volume in self._volumes:
+            options += ["--volume", f"{volume.host_path}:{volume.path}:rw"]
+        for key, value in {**self.env, **self._deploy_env}.items():
+            options += ["--env", f"{key}={value}"]
+        return options
+
+    async def start(self, args: Sequence[str]) -> None:
+        """Run the container: ``args`` as its main process (a server), else ``sleep infinity``."""
+        if self._program is None or self._tag is None:
+            raise RuntimeFailure("the container runtime was not deployed: deploy before start")
+        main = list(args) or ["sleep", "infinity"]
+        code, said = await _call(
+            self._program, "run", "--detach", *self._run_options(), "--entrypoint", main[0], self._tag, *main[1:]
+        )
+        if code != 0:
+            raise RuntimeFailure(f"the container could not be started ({' '.join(main)}): {said[-500:]}")
+        self._started = True
+        code, pid = await _call(self._program, "inspect", "--format", "{{.State.Pid}}", self.name)
+        if code == 0 and pid.isdigit() and int(pid) > 0:
+            with contextlib.suppress(OSError, ValueError):
+                self._groups = _groups(int(pid))
+        if not self._groups:
+            raise RuntimeFailure(
+                f"the container {self.name} ended at once or its control group cannot be found (it said: {pid}); "
+                f"its logs: `{self._program} logs {self.name}`"
+            )
+        self._ended = asyncio.create_task(self._wait(), name=f"wait for container {self.name}")
+
+    async def _wait(self) -> str:
+        assert self._program is not None
+        process = await asyncio.create_subprocess_exec(
+            self._program,
+            "wait",
+            self.name,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        said = out.decode(errors="replace").strip()
+        if said.lstrip("-").isdigit():
+            self.main_exit_code = int(said)
+        return f"the container's main process ended (exit code {said})"
+
+    async def wait_ended(self) -> str:
+        """Return when the container's main process has ended by itself."""
+        if self._ended is None:
+            await asyncio.get_running_loop().create_future()
+        assert self._ended is not None
+        return await asyncio.shield(self._ended)
+
+    async def stop(self) -> None:
+        """``SIGTERM`` the main process, ``SIGKILL`` after :attr:`stop_grace`; remove the container and volumes."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._read_cpu()
+        if self._started and self._program is not None:
+            await _call(self._program, "stop", "--time", str(math.ceil(self.stop_grace)), self.name)
+            self._read_cpu()
+            if self._ended is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._ended), _QUERY_TIMEOUT)
+            await _call(self._program, "rm", "--force", self.name)
+        if self._ended is not None:
+            self._ended.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ended
+        if self._files is not None:
+            self._files.close()
+            self._files = None
+        await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+
+    # -- commands ------------------------------------------------------------------------------------------
+
+    async def run_command(self, process: RunProcess, sink: OutputSink) -> int:
+        """``exec`` the command in the container, streaming its output; killed inside when cancelled."""
+        if not self._started or self._stopped or self._program is None:
+            raise RuntimeFailure("the container is not running: deploy and start the activity first")
+        if self._ended is not None and self._ended.done():
+            raise RuntimeFailure("the container has ended: create a new activity")
+        mark = secrets.token_hex(8)
+        options = ["--env", f"{_MARK}={mark}"]
+        for key, value in process.env.items():
+            options += ["--env", f"{key}={value}"]
+        if process.cwd:
+            options += ["--workdir", process.cwd]
+        oom_before = self._oom_kills()
+        self._note = None
+        child = await asyncio.create_subprocess_exec(
+            self._program,
+            "exec",
+            *options,
+            self.name,
+            process.entry_point,
+            *process.args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+        async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
+            assert stream is not None
+            while chunk := await stream.read(65536):
+                sink(name, chunk)  # type: ignore[arg-type]
+
+        try:
+            await asyncio.gather(pump(child.stdout, "stdout"), pump(child.stderr, "stderr"))
+            code = await child.wait()
+        except asyncio.CancelledError:
+            self._kill_marked(mark)
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+            raise
+        self._read_cpu()
+        if self._oom_kills() > oom_before:
+            limit = self.limits.memory_bytes or 0
+            self._note = f"killed: memory limit {limit // MIB} MiB of the container reached"
+        return code
+
+    def _kill_marked(self, mark: str) -> None:
+        """SIGKILL the container's processes carrying ``mark`` (one killed command's)."""
+        group = self._groups.get("pids") or self._groups.get("")
+        if group is None:
+            return
+        needle = f"{_MARK}={mark}".encode()
+        with contextlib.suppress(OSError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                        os.kill(int(pid), signal.SIGKILL)
+
+    # -- metering ------------------------------------------------------------------------------------------
+
+    def _read_cpu(self) -> None:
+        try:
+            if "cpuacct" in self._groups:
+                seconds = int((self._groups["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
+            elif "" in self._groups:
+                seconds = _keyed(self._groups[""] / "cpu.stat").get("usage_usec", 0) / 1e6
+            else:
+                return
+        except (OSError, ValueError):
+            return  # the container is gone: the last figure stays
+        self._cpu_seconds = max(self._cpu_seconds, seconds)
+
+    def _oom_kills(self) -> int:
+        try:
+            if "memory" in self._groups:
+                return _keyed(self._groups["memory"] / "memory.oom_control").get("oom_kill", 0)
+            if "" in self._groups:
+                return _keyed(self._groups[""] / "memory.events").get("oom_kill", 0)
+        except OSError:
+            pass
+        return 0
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of every process the container ran, from its control group."""
+        if not self._stopped:
+            self._read_cpu()
+        return self._cpu_seconds
+
+    def exit_note(self) -> str | None:
+        """``killed: memory limit …`` when the last command was ended by the memory limit."""
+        return self._note
+
+    # -- files, offer, self-test ---------------------------------------------------------------------------
+
+    def volume_files(self) -> VolumeFiles:
+        """The volumes' host directories, for file transfer."""
+        if self._files is None:
+            raise RuntimeFailure("the container runtime has no volumes before deploy or after stop")
+        return self._files
+
+    def container_path(self, path: str) -> Path:
+        """The host path of ``path`` inside a volume."""
+        names = ", ".join(volume.path for volume in self._volumes) or "none yet: deploy first"
+        try:
+            normal = check_sandbox_path(path, "path")
+        except ValueError as exc:
+            raise RuntimeFailure(f"{exc}; files can go to and from the volumes only ({names})") from None
+        inside = [v for v in self._volumes if normal == v.path or normal.startswith(v.path + "/")]
+        if not inside:
+            raise RuntimeFailure(f"{path!r} is not inside a volume; files can go to and from these only: {names}")
+        volume = max(inside, key=lambda candidate: len(candidate.path))
+        return volume.host_path / normal[len(volume.path) :].lstrip("/")
+
+    def offer(self) -> OfferTemplate:
+        """``golem.runtime.name`` ``container`` and the GVMI package format."""
+        return OfferTemplate(
+            properties={
+                "golem.runtime.name": "container",
+                "golem.runtime.version": "0.1.0",
+                "golem.srv.comp.vm.package_format": "gvmkit-squash",
+            }
+        )
+
+    async def self_test(self) -> None:
+        """Raise :class:`SandboxUnavailableError` when no engine answers (what to install or start)."""
+        await engine_program()
