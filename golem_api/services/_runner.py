@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InstanceRunner", "InstanceSettings"]
 
-STOP_GRACE = 3.0
+STOP_GRACE = 5.0
 """Seconds the batch of a script cut short by a stop gets to finish before ``shutdown`` (a command still running
 then is killed with its activity, and ``shutdown`` is skipped)."""
 

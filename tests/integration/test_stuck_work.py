@@ -24,7 +24,7 @@ from golem_local.config import LocalNetworkConfig
 pytestmark = pytest.mark.integration
 
 _NETWORK = LocalNetworkConfig.with_providers(2)
-_QUICK = 7.0  # seconds: what stopping with a dead command may take now (STOP_GRACE 3 s + ending the activity)
+_QUICK = 9.0  # seconds: what stopping with a dead command may take now (STOP_GRACE 5 s + ending the activity)
 
 
 class _Base(Service):
