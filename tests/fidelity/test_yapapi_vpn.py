@@ -24,7 +24,7 @@ pytestmark = [
 ]
 
 PROGRAM = Path(__file__).resolve().parent / "yapapi_http_proxy.py"
-IMAGE_CONTEXT = Path(__file__).resolve().parent / "yapapi_http_image"
+IMAGE_CONTEXT = Path(__file__).resolve().parents[2] / "examples" / "http_proxy" / "image"  # the example's own
 IMAGE_TAG = "golem-api/yapapi-http-proxy:1.0"
 RUN_BOUND = 60.0
 

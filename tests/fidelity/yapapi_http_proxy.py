@@ -9,7 +9,8 @@ golemfactory/yapapi; not shipped in the wheel), in the same order: ``Golem.creat
 ``LocalHttpProxy(cluster, port).run()``, requests to the proxy, ``proxy.stop()``, ``cluster.stop()``,
 ``network.remove()``. The one thing changed on purpose is the image: nginx's paths (``/usr/share/nginx``,
 ``/usr/sbin/nginx``) cannot come from an image on the local network, whose ``/usr`` is the host's, so the image
-(``yapapi_http_image/``) serves the page with Python's HTTP server, and ``start`` writes the page there.
+(``examples/http_proxy/image``, our own http-proxy example's) serves the page with Python's HTTP server, and
+``start`` writes the page there.
 
 It also opens yapapi's ``SocketProxy`` to the first instance's port 80 and sends a raw request through it.
 Everything comes from the environment as yapapi reads it (``YAGNA_APPKEY``, ``YAGNA_API_URL``) plus

@@ -7,7 +7,7 @@ SendFile/DownloadFile start ``gftp server`` through it), run the client's progra
 prints (``YAGNA_APPKEY``, ``YAGNA_API_URL``, ``YAGNA_SUBNET``, ``GOLEM_REGISTRY_URL``), and stop the node with
 SIGTERM. Each flow prints one ``PASS|FAIL|SKIP <flow>: <text>`` line; every wait has a bound. A client whose flows
 need an HTTP server in the VPN asks for :data:`HTTP_IMAGE_TAG` too (``http_image=True``: Python's ``http.server`` on
-port 80, the image of ``test_yapapi_vpn.py``), named to the program as ``HTTP_IMAGE_TAG``.
+port 80, the image of ``examples/http_proxy`` and ``test_yapapi_vpn.py``), named to the program as ``HTTP_IMAGE_TAG``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 IMAGE_CONTEXT = HERE / "image"
 IMAGE_TAG = "golem-api/clients-test:1.0"
 FILE_IMAGE_TAG = "golem-api/clients-test-file:1.0"
-HTTP_IMAGE_CONTEXT = HERE.parent / "yapapi_http_image"
+HTTP_IMAGE_CONTEXT = HERE.parents[2] / "examples" / "http_proxy" / "image"
 HTTP_IMAGE_TAG = "golem-api/yapapi-http-proxy:1.0"
 STOP_BOUND = 15.0  # seconds the node may take to exit after SIGTERM
 _LINE = re.compile(r"^(PASS|FAIL|SKIP) ([^:]+): (.*)$")
