@@ -90,6 +90,24 @@ async def run_yapapi(tmp_path: Path, url: str, program: Path, *args: str, bound:
     return done.stdout, log_file.read_text()
 
 
+async def run_service_program(
+    tmp_path: Path, url: str, program: Path, tag: str, *, instances: int, rounds: int, timeout: int, bound: float
+) -> tuple[Path, str, str]:
+    """:func:`run_yapapi` for a service program (``yapapi_simple_service*.py``): ``instances`` of the image ``tag``,
+    ``rounds`` each, downloads into ``tmp_path/downloads``: ``(that folder, its stdout, yapapi's log)``."""
+    output = tmp_path / "downloads"
+    output.mkdir()
+    out, log = await run_yapapi(
+        tmp_path,
+        url,
+        program,
+        *("--image-tag", tag, "--num-instances", str(instances), "--rounds", str(rounds)),
+        *("--output-dir", str(output), "--timeout", str(timeout)),
+        bound=bound,
+    )
+    return output, out, log
+
+
 def assert_no_errors(log: str) -> None:
     errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
     assert errors == [], "yapapi logged errors:\n" + "\n".join(errors)
@@ -111,15 +129,8 @@ def paid_agreements(log: str) -> Counter[str]:
 async def test_yapapi_runs_the_simple_service_against_the_local_node_and_pays_every_agreement(
     tmp_path: Path, node: NodeProcess
 ) -> None:
-    output = tmp_path / "downloads"
-    output.mkdir()
-    out, log = await run_yapapi(
-        tmp_path,
-        node.url,
-        PROGRAM,
-        *("--image-tag", IMAGE_TAG, "--num-instances", str(INSTANCES), "--rounds", str(ROUNDS)),
-        *("--output-dir", str(output), "--timeout", "30"),
-        bound=RUN_BOUND,
+    output, out, log = await run_service_program(
+        tmp_path, node.url, PROGRAM, IMAGE_TAG, instances=INSTANCES, rounds=ROUNDS, timeout=30, bound=RUN_BOUND
     )
 
     assert out.splitlines()[-3:] == ["all instances ran; stopping the cluster", "all instances stopped", "done"]
@@ -145,15 +156,8 @@ async def test_yapapi_runs_the_simple_service_against_the_local_node_and_pays_ev
 async def test_yapapi_runs_the_simple_service_poc_with_the_image_of_its_own_dockerfile(
     tmp_path: Path, node: NodeProcess
 ) -> None:
-    output = tmp_path / "downloads"
-    output.mkdir()
-    out, log = await run_yapapi(
-        tmp_path,
-        node.url,
-        POC_PROGRAM,
-        *("--image-tag", POC_TAG, "--num-instances", str(INSTANCES), "--rounds", "2"),
-        *("--output-dir", str(output), "--timeout", "40"),
-        bound=120,
+    output, out, log = await run_service_program(
+        tmp_path, node.url, POC_PROGRAM, POC_TAG, instances=INSTANCES, rounds=2, timeout=40, bound=120
     )
 
     lines = out.splitlines()
@@ -310,15 +314,8 @@ async def test_yapapi_gets_the_provider_of_a_killed_requestor_within_seconds(tmp
                         return asyncio.get_running_loop().time() - killed_at
 
         approved = asyncio.ensure_future(asyncio.wait_for(next_approval(), RUN_BOUND))
-        output = tmp_path / "downloads"
-        output.mkdir()
-        out, log = await run_yapapi(
-            tmp_path,
-            local.url,
-            PROGRAM,
-            *("--image-tag", IMAGE_TAG, "--num-instances", "1", "--rounds", "1"),
-            *("--output-dir", str(output), "--timeout", "30"),
-            bound=RUN_BOUND,
+        _output, out, log = await run_service_program(
+            tmp_path, local.url, PROGRAM, IMAGE_TAG, instances=1, rounds=1, timeout=30, bound=RUN_BOUND
         )
         waited = await approved
 

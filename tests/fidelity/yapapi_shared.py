@@ -1,5 +1,5 @@
-"""What the yapapi programs of ``tests/fidelity`` share: counting instances, the service cluster's main program,
-and the command line (``--log-file``, ``--timeout``).
+"""What the yapapi programs of ``tests/fidelity`` share: counting instances, the service cluster's instances and
+main program, and the command line (``--log-file``, ``--timeout``).
 
 Test code run by **yapapi** with ``.venv-yapapi/bin/python`` (never imported by golem-api): the programs next to
 it import it as a top-level module (their folder is first on ``sys.path``), so it imports only yapapi and the
@@ -9,13 +9,14 @@ standard library.
 import argparse
 import asyncio
 import os
+import pathlib
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from yapapi import Golem
 from yapapi.log import enable_default_logger
 from yapapi.payload import vm
+from yapapi.services import Service
 
 
 class Countdown:
@@ -32,10 +33,23 @@ class Countdown:
             self.done.set()
 
 
-async def run_cluster(service: Any, args: argparse.Namespace, min_storage_gib: float) -> None:
-    """Run ``args.num_instances`` of ``service`` (made with ``index``, ``rounds``, ``output_dir``, ``ran`` and
-    ``stopped``) on the image ``args.image_tag``; stop the cluster once every instance counted itself in ``ran``, and
-    wait until every one counted itself in ``stopped``. Each wait is bounded by ``args.timeout``."""
+class ClusterService(Service):
+    """An instance of :func:`run_cluster`'s service: its ``name``, ``rounds`` to run, the ``output_dir`` of its
+    downloads, and the countdowns it counts itself in once it ran (``ran``) and once it shut down (``stopped``)."""
+
+    def __init__(self, index: int, rounds: int, output_dir: str, ran: Countdown, stopped: Countdown) -> None:
+        super().__init__()
+        self.name = f"simple-service-{index}"
+        self.rounds = rounds
+        self.output_dir = pathlib.Path(output_dir)
+        self.ran = ran
+        self.stopped = stopped
+
+
+async def run_cluster(service: type[ClusterService], args: argparse.Namespace, min_storage_gib: float) -> None:
+    """Run ``args.num_instances`` of ``service`` on the image ``args.image_tag``; stop the cluster once every
+    instance counted itself in ``ran``, and wait until every one counted itself in ``stopped``. Each wait is bounded
+    by ``args.timeout``."""
     package = await vm.repo(
         image_tag=args.image_tag,
         repository_url=os.environ["GOLEM_REGISTRY_URL"],

@@ -14,25 +14,15 @@ Everything comes from the environment as yapapi reads it (``YAGNA_APPKEY``, ``YA
 
 import argparse
 import asyncio
-import pathlib
 
-from yapapi.services import Service
-from yapapi_shared import Countdown, cluster_parser, run_cluster, run_program
+from yapapi_shared import ClusterService, cluster_parser, run_cluster, run_program
 
 SERVICE = "/golem/run/service.sh"
 LOG = "/golem/out/service.log"
 
 
-class SimpleService(Service):
+class SimpleService(ClusterService):
     """One instance: a log on the provider that grows by a line per observation."""
-
-    def __init__(self, index: int, rounds: int, output_dir: str, ran: Countdown, stopped: Countdown) -> None:
-        super().__init__()
-        self.name = f"simple-service-{index}"
-        self.rounds = rounds
-        self.output_dir = pathlib.Path(output_dir)
-        self.ran = ran
-        self.stopped = stopped
 
     async def start(self):
         async for script in super().start():  # deploy, start

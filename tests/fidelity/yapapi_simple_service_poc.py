@@ -13,24 +13,14 @@ rounds and waits until every instance shut down. Every wait is bounded by ``--ti
 import argparse
 import asyncio
 import json
-import pathlib
 
-from yapapi.services import Service
-from yapapi_shared import Countdown, cluster_parser, run_cluster, run_program
+from yapapi_shared import ClusterService, cluster_parser, run_cluster, run_program
 
 SIMPLE_SERVICE = "/golem/run/simple_service.py"
 SIMPLE_SERVICE_CTL = "/golem/run/simulate_observations_ctl.py"
 
 
-class SimpleService(Service):
-    def __init__(self, index: int, rounds: int, output_dir: str, ran: Countdown, stopped: Countdown) -> None:
-        super().__init__()
-        self.name = f"simple-service-{index}"
-        self.rounds = rounds
-        self.output_dir = pathlib.Path(output_dir)
-        self.ran = ran
-        self.stopped = stopped
-
+class SimpleService(ClusterService):
     async def start(self):
         async for script in super().start():  # deploy, start
             yield script
