@@ -177,6 +177,11 @@ class ProviderRestClient:
         return str(me["identity"])
 
 
+def _poll(after: datetime, timeout: float, max_events: int) -> dict[str, str]:
+    """The query of a long poll for the events after ``after``."""
+    return {"afterTimestamp": format_timestamp(after), "timeout": _seconds(timeout), "maxEvents": str(max_events)}
+
+
 def _seconds(value: float) -> str:
     return f"{max(value, 0.0):.3f}".rstrip("0").rstrip(".") or "0"
 
@@ -392,11 +397,7 @@ class RestProviderMarket:
             raw = await self.client.call(
                 "GET",
                 "/market-api/v1/agreementEvents",
-                params={
-                    "afterTimestamp": format_timestamp(since),
-                    "timeout": _seconds(timeout),
-                    "maxEvents": str(max_events),
-                },
+                params=_poll(since, timeout, max_events),
                 timeout=timeout + _POLL_MARGIN,
             )
         except LocalMarketError as exc:
@@ -617,11 +618,7 @@ class RestExeUnit:
                 raw = await self.client.call(
                     "GET",
                     "/activity-api/v1/events",
-                    params={
-                        "afterTimestamp": format_timestamp(cursor),
-                        "timeout": _seconds(_ACTIVITY_POLL),
-                        "maxEvents": "10",
-                    },
+                    params=_poll(cursor, _ACTIVITY_POLL, 10),
                     timeout=_ACTIVITY_POLL + _POLL_MARGIN,
                 )
             except LocalMarketError as exc:

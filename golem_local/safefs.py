@@ -126,17 +126,23 @@ def _parts(path: str) -> list[str]:
     return parts
 
 
+def _open_directory(part: str, dir_fd: int, path: str) -> int:
+    """Open the directory ``part`` of ``dir_fd`` following no link; :class:`UnsafePath` (of ``path``) if it is a link
+    or no directory."""
+    try:
+        return os.open(part, _DIRECTORY, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath(exc.errno, f"{part!r} is a symbolic link or not a directory", path) from None
+        raise
+
+
 def _walk(dir_fd: int, parts: list[str], flags: int, mode: int, path: str) -> int:
     """The fallback: one ``O_NOFOLLOW`` open per component, relative to the one before."""
     current = dir_fd
     try:
         for part in parts[:-1]:
-            try:
-                following = os.open(part, _DIRECTORY, dir_fd=current)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePath(exc.errno, f"{part!r} is a symbolic link or not a directory", path) from None
-                raise
+            following = _open_directory(part, current, path)
             if current != dir_fd:
                 os.close(current)
             current = following
@@ -179,12 +185,7 @@ def mkdirs_beneath(dir_fd: int, path: str, mode: int = 0o755, *, owner: Owner | 
             with contextlib.suppress(FileExistsError):
                 os.mkdir(part, mode, dir_fd=current)
                 created = True
-            try:
-                following = os.open(part, _DIRECTORY, dir_fd=current)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePath(exc.errno, f"{part!r} is a symbolic link or not a directory", path) from None
-                raise
+            following = _open_directory(part, current, path)
             if created and owner is not None:
                 os.fchown(following, *owner)
             os.close(current)

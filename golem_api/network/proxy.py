@@ -37,7 +37,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from golem_api.errors import ConfigurationError, GolemError, NetworkError, VpnConnectionTimeoutError
 from golem_api.network import _http
@@ -90,7 +90,29 @@ def _check_port(value: object, what: str, *, allow_zero: bool) -> int:
     return value
 
 
-class TcpProxy:
+_Self = TypeVar("_Self", bound="_Listener")
+
+
+class _Listener:
+    """A local listener started by :meth:`start` and stopped by :meth:`aclose`; ``async with`` does both."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self: _Self) -> _Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class TcpProxy(_Listener):
     """A local TCP port forwarded to ``remote_port`` of a VPN member (yapapi's ``SocketProxy``, one port).
 
     ``target`` is a service instance (its current ``network_node`` is looked up at each connection) or a
@@ -161,15 +183,6 @@ class TcpProxy:
         if server is not None:
             await server.wait_closed()
 
-    async def __aenter__(self) -> TcpProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: TcpConnection) -> None:
     """Carry bytes both ways until either side ends (a WebSocket cannot half-close: the first end ends both)."""
@@ -208,7 +221,7 @@ def _instances_of(target: object) -> Instances:
     raise ConfigurationError(f"HttpProxy takes a cluster or a list of service instances, got {target!r}")
 
 
-class HttpProxy:
+class HttpProxy(_Listener):
     """A local HTTP server that sends each request to ``remote_port`` of the next running instance (round-robin)
     through the VPN (yapapi's ``LocalHttpProxy``).
 
@@ -283,15 +296,6 @@ class HttpProxy:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> HttpProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def _pick(self) -> _Member | None:
         running = [

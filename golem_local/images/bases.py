@@ -322,6 +322,39 @@ async def ensure_base(
     return BuiltBase(base, tar, str(info["sha256"]), str(info.get("python_version", "")), str(info["created"]))
 
 
+async def run_streaming(
+    command: list[str], env: dict[str, str], timeout: float, each: Callable[[bytes], None], *, lines: bool
+) -> int:
+    """Run ``command`` (no stdin, stderr into stdout, a session of its own) and give its output to ``each``, line by
+    line if ``lines`` else as it comes; at most ``timeout`` seconds. Its exit code, or -1 if it ran out of time
+    (killed then, as when the wait is cancelled)."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    stdout = process.stdout
+    assert stdout is not None
+
+    async def pump() -> int:
+        while data := await (stdout.readline() if lines else stdout.read(65536)):
+            each(data)
+        return await process.wait()
+
+    try:
+        return await asyncio.wait_for(pump(), timeout)
+    except asyncio.TimeoutError:
+        return -1
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
 async def _make(base: Base, tar: Path, log: Callable[[str], None]) -> None:
     if shutil.which("mmdebstrap") is None:
         raise ConfigurationError(
@@ -339,36 +372,17 @@ async def _make(base: Base, tar: Path, log: Callable[[str], None]) -> None:
     log(f" → making the base {base.name} with mmdebstrap from deb.debian.org (once; cached in {tar.parent})\n")
     started = time.monotonic()
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "LC_ALL": "C.UTF-8"}
-    process = await asyncio.create_subprocess_exec(
-        *mmdebstrap_command(base, partial),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
     tail: list[str] = []
-    stdout = process.stdout
 
-    async def pump() -> int:
-        while line := await stdout.readline():
-            text = line.decode(errors="replace")
-            tail[:] = [*tail[-30:], text]
-            if text.startswith(("I: ", "E: ", "W: ")):
-                log("   " + text)
-        return await process.wait()
+    def each(line: bytes) -> None:
+        text = line.decode(errors="replace")
+        tail[:] = [*tail[-30:], text]
+        if text.startswith(("I: ", "E: ", "W: ")):
+            log("   " + text)
 
-    try:
-        code = await asyncio.wait_for(pump(), BASE_TIMEOUT)
-    except asyncio.TimeoutError:
-        code = -1
+    code = await run_streaming(mmdebstrap_command(base, partial), env, BASE_TIMEOUT, each, lines=True)
+    if code == -1:
         tail.append(f"(stopped after {BASE_TIMEOUT:.0f} s)\n")
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
     if code != 0:
         partial.unlink(missing_ok=True)
         raise ConfigurationError(

@@ -849,20 +849,14 @@ async def build_image(
     ca = _host_ca(host_ca)
     target = registry if registry is not None else ImageRegistry()
     text = dockerfile_path.read_text(encoding="utf-8")
-    if engine in ("docker", "podman"):
+
+    async def with_engine(name: str) -> BuildResult:
         return await _build_with_engine(
-            engine,
-            context,
-            dockerfile_path,
-            normal_tag,
-            target,
-            build_args,
-            write_log,
-            ca,
-            chosen,
-            run_timeout,
-            started,
+            name, context, dockerfile_path, normal_tag, target, build_args, write_log, ca, chosen, run_timeout, started
         )
+
+    if engine in ("docker", "podman"):
+        return await with_engine(engine)
     try:
         parsed = parse_dockerfile(text, str(dockerfile_path))
         for step in parsed.steps:
@@ -880,19 +874,7 @@ async def build_image(
             found = await usable_engine()
             if found is not None:
                 write_log(f" → the builder's own interpreter cannot build this Dockerfile ({refused}); using {found}\n")
-                return await _build_with_engine(
-                    found,
-                    context,
-                    dockerfile_path,
-                    normal_tag,
-                    target,
-                    build_args,
-                    write_log,
-                    ca,
-                    chosen,
-                    run_timeout,
-                    started,
-                )
+                return await with_engine(found)
         raise
     if shutil.which(bwrap) is None and any(isinstance(step, RunStep) for step in parsed.steps):
         raise SandboxUnavailableError(f"{MISSING_MESSAGE} (looked for {bwrap!r})")

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from golem_local.images.bases import BaseUnavailable, ensure_base, resolve_base
+from golem_local.images.bases import BaseUnavailable, ensure_base, resolve_base, run_streaming
 from golem_local.images.errors import DockerfileError, ImageBuildError, ImageFormatError
 from golem_local.images.format import ImageMetadata, write_gvmi
 from golem_shared.errors import ConfigurationError
@@ -228,34 +228,14 @@ async def build_with_engine(
         command += ["--volume", f"{host_ca}:{_CA_TARGET}:ro"]
     command.append(str(context))
     log(f" → {engine} build --network host -t {image} {context}\n")
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    stdout = process.stdout
-    assert stdout is not None
     tail = b""
 
-    async def pump() -> int:
+    def each(chunk: bytes) -> None:
         nonlocal tail
-        while chunk := await stdout.read(65536):
-            tail = (tail + chunk)[-2000:]
-            log(chunk.decode(errors="replace"))
-        return await process.wait()
+        tail = (tail + chunk)[-2000:]
+        log(chunk.decode(errors="replace"))
 
-    try:
-        code = await asyncio.wait_for(pump(), timeout)
-    except asyncio.TimeoutError:
-        code = -1
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+    code = await run_streaming(command, env, timeout, each, lines=False)
     if code != 0:
         raise ImageBuildError(
             f"`{engine} build` failed ({'timed out' if code == -1 else f'exit code {code}'}); it said:\n"

@@ -391,8 +391,18 @@ def make_squashfs(
 def gvmi_from_squashfs(squashfs: Path, metadata: ImageMetadata, destination: Path) -> str:
     """Write the GVMI of the squashfs file ``squashfs`` (copied) with ``metadata`` to ``destination``; return
     its hash."""
-    partial = destination.with_name(destination.name + ".part")
+    partial = _partial(destination)
     shutil.copyfile(squashfs, partial)
+    return _finish_gvmi(partial, metadata, destination)
+
+
+def _partial(destination: Path) -> Path:
+    """Where the GVMI for ``destination`` is written before :func:`_finish_gvmi` moves it there."""
+    return destination.with_name(destination.name + ".part")
+
+
+def _finish_gvmi(partial: Path, metadata: ImageMetadata, destination: Path) -> str:
+    """Append the trailer of ``metadata`` to the squashfs ``partial``, move it to ``destination``; return its hash."""
     with open(partial, "ab") as out:
         out.write(encode_trailer(metadata))
     os.replace(partial, destination)
@@ -413,7 +423,7 @@ def write_gvmi(
 ) -> str:
     """Write the GVMI of ``source`` (see :func:`make_squashfs`) with ``metadata`` to ``destination``; return its
     hash (SHA3-224 hex). Same tree (or tar bytes) and metadata, same file."""
-    partial = destination.with_name(destination.name + ".part")
+    partial = _partial(destination)
     make_squashfs(
         source,
         partial,
@@ -424,10 +434,7 @@ def write_gvmi(
         wrap=wrap,
         pass_fds=pass_fds,
     )
-    with open(partial, "ab") as out:
-        out.write(encode_trailer(metadata))
-    os.replace(partial, destination)
-    return file_sha3(destination)
+    return _finish_gvmi(partial, metadata, destination)
 
 
 def unpack_squashfs(path: Path, destination: Path, *, wrap: Sequence[str] = (), pass_fds: Sequence[int] = ()) -> None:

@@ -342,13 +342,8 @@ def _assemble(layout: SandboxLayout) -> _Builder:
         "0",
         "--cap-drop",
         "ALL",
-        "--die-with-parent",
-        "--as-pid-1",  # the agent is PID 1: when it exits, the kernel empties the sandbox before bwrap returns
-        "--new-session",
-        "--hostname",
-        layout.hostname,
-        "--clearenv",
     ]
+    _common(builder, layout)
     if layout.disable_userns:
         builder.args.append("--disable-userns")
     fixed: list[str] = []

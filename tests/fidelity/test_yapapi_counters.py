@@ -10,7 +10,6 @@ part of this repository); it is skipped, saying so, otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fidelity.test_yapapi import APP_KEY, YAPAPI_PYTHON, NodeProcess, clean_env, gftp_shim, kill, needs_yapapi
+from tests.fidelity.test_yapapi import assert_no_errors, needs_yapapi, run_yapapi
+from tests.processes import NodeProcess, kill
 
 pytestmark = pytest.mark.integration
 
@@ -32,49 +32,24 @@ RUN_BOUND = 60.0
 
 @pytest.fixture
 async def node() -> AsyncIterator[NodeProcess]:
-    running = await NodeProcess.start(None, extra=("--runtime", "test-counters", "--providers", "2"))
+    running = await NodeProcess.start(None, providers=2, extra=("--runtime", "test-counters"))
     try:
         yield running
     finally:
         await kill(running.process)
 
 
-async def run_yapapi(tmp_path: Path, node: NodeProcess, *args: str) -> tuple[str, str]:
-    """Run a yapapi program with ``args`` against ``node``; its stdout and its log."""
-    log_file = tmp_path / "yapapi.log"
-    bin_dir = gftp_shim(tmp_path / "bin").parent
-    env = clean_env(
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        YAGNA_APPKEY=APP_KEY,
-        YAGNA_API_URL=node.url,
-        YAGNA_SUBNET="public",
-        PYTHONUNBUFFERED="1",
-    )
-    process = await asyncio.create_subprocess_exec(
-        str(YAPAPI_PYTHON),
-        *args,
-        "--log-file",
-        str(log_file),
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), RUN_BOUND)
-    finally:
-        await kill(process)
-    out, log = out_bytes.decode(), log_file.read_text()
-    assert process.returncode == 0, f"yapapi exited with {process.returncode}:\n{out}\n{err_bytes.decode()}"
-    errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
-    assert errors == [], "yapapi logged errors:\n" + "\n".join(errors)
+async def run_counters(tmp_path: Path, node: NodeProcess, program: Path, *args: str) -> tuple[str, str]:
+    """Run a yapapi program against ``node``; its stdout and its log, which has no ERROR line."""
+    out, log = await run_yapapi(tmp_path, node.url, program, *args, bound=RUN_BOUND)
+    assert_no_errors(log)
     return out, log
 
 
 @needs_yapapi
 @pytest.mark.timeout(300)
 async def test_yapapi_prices_and_pays_the_custom_counter_of_test_counters(tmp_path: Path, node: NodeProcess) -> None:
-    out, log = await run_yapapi(tmp_path, node, str(PROGRAM), "--rounds", "3", "--sleep-ms", "200")
+    out, log = await run_counters(tmp_path, node, PROGRAM, "--rounds", "3", "--sleep-ms", "200")
 
     rounds = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [r["round"] for r in rounds] == [1, 2, 3]
@@ -100,7 +75,7 @@ async def test_yapapi_prices_and_pays_the_custom_counter_of_test_counters(tmp_pa
 )
 @pytest.mark.timeout(300)
 async def test_yapapis_own_custom_usage_counter_example_runs_unmodified(tmp_path: Path, node: NodeProcess) -> None:
-    out, log = await run_yapapi(tmp_path, node, str(EXAMPLE), "--running-time", "2")
+    out, log = await run_counters(tmp_path, node, EXAMPLE, "--running-time", "2")
     assert "All services were successfully terminated" in out
     usage = [line for line in out.splitlines() if line.startswith("total cost so far")]
     assert usage, out

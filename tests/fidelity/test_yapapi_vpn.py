@@ -15,23 +15,14 @@ import asyncio
 import os
 import re
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from golem_local.net import netns
-from tests.fidelity.test_yapapi import (
-    APP_KEY,
-    YAPAPI_PYTHON,
-    NodeProcess,
-    clean_env,
-    gftp_shim,
-    kill,
-    needs_yapapi,
-    provider_names,
-)
+from tests.fidelity.test_yapapi import YAPAPI_PYTHON, assert_no_errors, needs_yapapi, paid_agreements, run_yapapi
+from tests.processes import NodeProcess, build_image, client_env, gftp_shim, kill, running_node
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,7 +30,7 @@ pytestmark = [
 ]
 
 PROGRAM = Path(__file__).resolve().parent / "yapapi_http_proxy.py"
-IMAGE_CONTEXT = Path(__file__).resolve().parent / "yapapi_http_image"
+IMAGE_CONTEXT = Path(__file__).resolve().parents[2] / "examples" / "http_proxy" / "image"  # the example's own
 IMAGE_TAG = "golem-api/yapapi-http-proxy:1.0"
 RUN_BOUND = 60.0
 NGINX_CONTEXT = Path(__file__).resolve().parent / "yapapi_nginx_image"
@@ -49,38 +40,12 @@ EXAMPLE = EXAMPLES / "http-proxy" / "http_proxy.py"
 EXAMPLE_BOUND = 150.0  # seconds: start (a minute at most), 8 s of running, stop and pay (15 s at most)
 
 
-async def build_image(registry: Path, context: Path = IMAGE_CONTEXT, tag: str = IMAGE_TAG) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "golem_api",
-        "image",
-        "build",
-        str(context),
-        "--tag",
-        tag,
-        "--registry",
-        str(registry),
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 180)  # a first build makes its Debian base
-    finally:
-        await kill(process)
-    assert process.returncode == 0, f"golem-api image build failed:\n{out.decode()}\n{err.decode()}"
-
-
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[NodeProcess]:
     registry = tmp_path / "registry"
-    await build_image(registry)
-    running = await NodeProcess.start(registry)
-    try:
+    await build_image(registry, IMAGE_CONTEXT, IMAGE_TAG, bound=180)  # a first build makes its Debian base
+    async with running_node(registry) as running:
         yield running
-    finally:
-        await kill(running.process)
 
 
 @needs_yapapi
@@ -88,39 +53,14 @@ async def test_yapapis_http_proxy_flow_runs_against_the_local_node(
     tmp_path: Path, node: NodeProcess, unused_tcp_port_factory: object
 ) -> None:
     port, socket_port = unused_tcp_port_factory(), unused_tcp_port_factory()  # type: ignore[operator]
-    log_file = tmp_path / "yapapi.log"
-    bin_dir = gftp_shim(tmp_path / "bin").parent
-    env = clean_env(
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        YAGNA_APPKEY=APP_KEY,
-        YAGNA_API_URL=node.url,
-        YAGNA_SUBNET="public",
-        GOLEM_REGISTRY_URL=node.url,
+    out, log = await run_yapapi(
+        tmp_path,
+        node.url,
+        PROGRAM,
+        *("--port", str(port), "--socket-port", str(socket_port), "--timeout", "30"),
+        bound=RUN_BOUND,
         HTTP_PROXY_IMAGE_TAG=IMAGE_TAG,
-        PYTHONUNBUFFERED="1",
     )
-    process = await asyncio.create_subprocess_exec(
-        str(YAPAPI_PYTHON),
-        str(PROGRAM),
-        "--port",
-        str(port),
-        "--socket-port",
-        str(socket_port),
-        "--log-file",
-        str(log_file),
-        "--timeout",
-        "30",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), RUN_BOUND)
-    finally:
-        await kill(process)
-    out, err, log = out_bytes.decode(), err_bytes.decode(), log_file.read_text()
-    assert process.returncode == 0, f"yapapi exited with {process.returncode}:\n{out}\n{err}"
     lines = out.splitlines()
     assert re.fullmatch(r"network [0-9a-f]{32} 192\.168\.0\.0/255\.255\.255\.0", lines[0])
     instances = [re.fullmatch(r"instance (\S+) at (192\.168\.0\.\d+)", line) for line in lines[1:3]]
@@ -137,25 +77,17 @@ async def test_yapapis_http_proxy_flow_runs_against_the_local_node(
     [socket_line] = [line for line in lines if line.startswith("socket proxy: ")]
     assert re.fullmatch(r"socket proxy: HTTP/1\.0 200 OK \.\.\. running on \S+", socket_line)
     assert lines[-2:] == ["network removed", "done"]
-    errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
-    assert errors == [], "yapapi logged errors:\n" + "\n".join(errors)
-    confirmed = provider_names(r"Agreement confirmed by provider '([^']+)'", log)
-    assert sum(confirmed.values()) == 2
-    assert provider_names(r"Accepted invoice from '([^']+)'", log) == confirmed
-    code, _rest, node_err = await node.stop()
-    assert code == 0, node_err
-    assert "Traceback" not in node_err
+    assert_no_errors(log)
+    assert sum(paid_agreements(log).values()) == 2
+    await node.stop_cleanly()
 
 
 @pytest.fixture
 async def nginx_node(tmp_path: Path) -> AsyncIterator[NodeProcess]:
     registry = tmp_path / "registry"
-    await build_image(registry, NGINX_CONTEXT, NGINX_TAG)
-    running = await NodeProcess.start(registry)
-    try:
+    await build_image(registry, NGINX_CONTEXT, NGINX_TAG, bound=180)
+    async with running_node(registry) as running:
         yield running
-    finally:
-        await kill(running.process)
 
 
 def _example_with_local_image(into: Path, registry_url: str) -> Path:
@@ -203,30 +135,17 @@ async def test_yapapis_own_http_proxy_example_serves_nginx_through_the_vpn(
     program = _example_with_local_image(tmp_path / "examples", nginx_node.url)
     port = unused_tcp_port_factory()  # type: ignore[operator]
     log_file = tmp_path / "yapapi.log"
-    bin_dir = gftp_shim(tmp_path / "bin").parent
-    env = clean_env(
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        YAGNA_APPKEY=APP_KEY,
-        YAGNA_API_URL=nginx_node.url,
-        YAGNA_SUBNET="public",
-        GOLEM_REGISTRY_URL=nginx_node.url,
-        PYTHONUNBUFFERED="1",
-    )
     process = await asyncio.create_subprocess_exec(
         str(YAPAPI_PYTHON),
         str(program),
-        "--port",
-        str(port),
-        "--running-time",
-        "8",
-        "--log-file",
-        str(log_file),
+        *("--port", str(port), "--running-time", "8", "--log-file", str(log_file)),
         cwd=tmp_path,
-        env=env,
+        env=client_env(nginx_node.url, gftp_shim(tmp_path / "bin").parent),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
     lines: list[str] = []
     pages: list[str] = []
 
@@ -245,18 +164,14 @@ async def test_yapapis_own_http_proxy_example_serves_nginx_through_the_vpn(
         )
     finally:
         await kill(process)
-    out, err, log = "\n".join(lines), err_bytes.decode(), log_file.read_text()
+    out, err = "\n".join(lines), err_bytes.decode()
     assert process.returncode == 0, f"yapapi exited with {process.returncode}:\n{out}\n{err}"
     served = [re.fullmatch(r"200 Hello from inside Golem!\n\.\.\. running on (\S+)", page) for page in pages]
     assert len(served) == 2, pages
     assert all(served), pages
     assert {match.group(1) for match in served if match} == {"local-provider-1", "local-provider-2"}  # round-robin
     assert "HTTP server stopped" in out
-    errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
-    assert errors == [], "yapapi logged errors:\n" + "\n".join(errors)
-    confirmed = provider_names(r"Agreement confirmed by provider '([^']+)'", log)
-    assert sum(confirmed.values()) == 2
-    assert provider_names(r"Accepted invoice from '([^']+)'", log) == confirmed
-    code, _rest, node_err = await nginx_node.stop()
-    assert code == 0, node_err
-    assert "Traceback" not in node_err
+    log = log_file.read_text()
+    assert_no_errors(log)
+    assert sum(paid_agreements(log).values()) == 2
+    await nginx_node.stop_cleanly()

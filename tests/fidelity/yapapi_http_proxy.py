@@ -9,7 +9,8 @@ golemfactory/yapapi; not shipped in the wheel), in the same order: ``Golem.creat
 ``LocalHttpProxy(cluster, port).run()``, requests to the proxy, ``proxy.stop()``, ``cluster.stop()``,
 ``network.remove()``. The one thing changed on purpose is the image: nginx's paths (``/usr/share/nginx``,
 ``/usr/sbin/nginx``) cannot come from an image on the local network, whose ``/usr`` is the host's, so the image
-(``yapapi_http_image/``) serves the page with Python's HTTP server, and ``start`` writes the page there.
+(``examples/http_proxy/image``, our own http-proxy example's) serves the page with Python's HTTP server, and
+``start`` writes the page there.
 
 It also opens yapapi's ``SocketProxy`` to the first instance's port 80 and sends a raw request through it.
 Everything comes from the environment as yapapi reads it (``YAGNA_APPKEY``, ``YAGNA_API_URL``) plus
@@ -20,36 +21,21 @@ import argparse
 import asyncio
 import os
 import shlex
-import sys
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
 from yapapi import Golem
 from yapapi.contrib.service.http_proxy import HttpProxyService, LocalHttpProxy
 from yapapi.contrib.service.socket_proxy import SocketProxy, SocketProxyService
-from yapapi.log import enable_default_logger
 from yapapi.payload import vm
+from yapapi_shared import Countdown, run_program
 
 STARTING_TIMEOUT = timedelta(minutes=4)
 EXPIRATION_MARGIN = timedelta(minutes=5)
 
 
-class Started:
-    """Counts instances whose HTTP server is up; ``all`` is set when every one is."""
-
-    def __init__(self, instances: int) -> None:
-        self.instances = instances
-        self.count = 0
-        self.all = asyncio.Event()
-
-    def one(self) -> None:
-        self.count += 1
-        if self.count == self.instances:
-            self.all.set()
-
-
 class HttpService(HttpProxyService, SocketProxyService):
-    def __init__(self, started: Started) -> None:
+    def __init__(self, started: Countdown) -> None:
         super().__init__(remote_port=80)
         self.remote_ports = [80]
         self.started = started
@@ -81,7 +67,7 @@ class HttpService(HttpProxyService, SocketProxyService):
 
 
 async def main(args: argparse.Namespace) -> None:
-    started = Started(args.num_instances)
+    started = Countdown(args.num_instances)  # instances whose HTTP server is up
     async with Golem(budget=1.0, subnet_tag=os.environ.get("YAGNA_SUBNET", "public")) as golem:
         network = await golem.create_network("192.168.0.1/24")
         print(f"network {network.network_id} {network.network_address}/{network.netmask}", flush=True)
@@ -92,7 +78,7 @@ async def main(args: argparse.Namespace) -> None:
             instance_params=[{"started": started}] * args.num_instances,
             expiration=datetime.now(timezone.utc) + STARTING_TIMEOUT + EXPIRATION_MARGIN,
         )
-        await asyncio.wait_for(started.all.wait(), args.timeout)
+        await asyncio.wait_for(started.done.wait(), args.timeout)
         for instance in cluster.instances:
             print(f"instance {instance.provider_name} at {instance.network_node.ip}", flush=True)
 
@@ -130,19 +116,14 @@ async def main(args: argparse.Namespace) -> None:
     print("done", flush=True)
 
 
-def parse_args() -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-instances", type=int, default=2)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--socket-port", type=int, required=True)
     parser.add_argument("--requests", type=int, default=4)
-    parser.add_argument("--log-file", required=True)
-    parser.add_argument("--timeout", type=float, default=40.0, help="bound of each wait, in seconds")
-    return parser.parse_args()
+    return parser
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    enable_default_logger(log_file=arguments.log_file)
-    asyncio.run(main(arguments))
-    sys.exit(0)
+    run_program(main, parser(), timeout=40.0)

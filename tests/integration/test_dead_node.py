@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,36 +22,18 @@ from golem_api.payload import VmPayload
 from golem_api.services.service import Service
 from golem_local.config import LocalNetworkConfig
 from golem_local.node import LOCK_FILE, WORK_DIR_PREFIX, LocalNode
+from tests.processes import ROOT, NodeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the exit waits out the 10 s retry deadline
 
-_ROOT = Path(__file__).resolve().parents[2]
 _KEY = "dead-node-test-key"
 _EXIT_BOUND = 15.0  # seconds: the retry deadline (10 s) bounds every clean-up call to a node that is gone
 
 
-async def _node_process() -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "golem_api",
-        "node",
-        "--port",
-        "0",
-        "--providers",
-        "1",
-        "--app-key",
-        _KEY,
-        cwd=_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+async def _node_process() -> NodeProcess:
+    return await NodeProcess.start(
+        providers=1, app_key=_KEY, env=os.environ, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL, line_bound=30
     )
-    assert process.stdout is not None
-    while line := (await asyncio.wait_for(process.stdout.readline(), 30)).decode():
-        found = re.search(r"running at (http://\S+)", line)
-        if found:
-            return process, found.group(1)
-    raise AssertionError("the node printed no URL")
 
 
 def _work_dirs_of(pid: int) -> list[Path]:
@@ -70,7 +50,8 @@ def _work_dirs_of(pid: int) -> list[Path]:
 async def test_leaving_after_the_node_died_logs_and_carries_on_and_its_work_dir_goes_at_the_next_start(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    process, url = await _node_process()
+    node = await _node_process()
+    process, url = node.process, node.url
     seen: list[Any] = []
     try:
         golem = Golem(budget=1, app_key=_KEY, api_url=url, health_check_interval=60)
@@ -85,9 +66,7 @@ async def test_leaving_after_the_node_died_logs_and_carries_on_and_its_work_dir_
             leaving = time.monotonic()
         exit_took = time.monotonic() - leaving  # reaching here means the exit raised nothing
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await node.kill()
 
     print(f"\nthe exit after the node died took {exit_took:.1f} s")
     assert exit_took < _EXIT_BOUND

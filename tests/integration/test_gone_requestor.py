@@ -9,11 +9,8 @@ market's events; the time to the new agreement is the assertion.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -23,26 +20,11 @@ from golem_local.config import LocalNetworkConfig, ProviderSpec
 from golem_local.market_model import AgreementState
 from golem_local.node import LocalNode
 from golem_local.provider import DEBIT_NOTE_ACCEPT_TIMEOUT, PAYMENT_TIMEOUT
+from tests.processes import holding_requestor
 
 pytestmark = pytest.mark.integration
 
-_ROOT = Path(__file__).resolve().parents[2]
 _SHORT = 2  # seconds: the timeout that ends the agreement (the other is a minute)
-_HOLDER = """
-import asyncio, sys
-from golem_api.golem import Golem
-from golem_api.payload import VmPayload
-
-async def main() -> None:
-    async with Golem(budget=1, app_key=sys.argv[1], api_url=sys.argv[2], event_consumer=None) as golem:
-        demand = await golem.create_demand(VmPayload(min_mem_gib=0.5, min_storage_gib=1.0))
-        agreement = await demand.agreement(timeout=20)
-        await agreement.create_activity()
-        print("HOLDING", agreement.agreement_id, flush=True)
-        await asyncio.get_running_loop().create_future()
-
-asyncio.run(main())
-"""
 
 
 @pytest.fixture(params=[DEBIT_NOTE_ACCEPT_TIMEOUT, pytest.param(PAYMENT_TIMEOUT, marks=pytest.mark.slow)])
@@ -64,22 +46,9 @@ async def test_a_provider_whose_requestor_was_killed_is_free_again_within_second
     timeouts = {key: offer[key] for key in (DEBIT_NOTE_ACCEPT_TIMEOUT, PAYMENT_TIMEOUT)}
     assert sorted(timeouts.values()) == [_SHORT, 60], "both are announced in the offer"
     (key,) = [key for key, value in timeouts.items() if value == _SHORT]
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _HOLDER, node.app_key, node.url, cwd=_ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert holder.stdout is not None
-        line = (await asyncio.wait_for(holder.stdout.readline(), 60)).decode().split()
-        assert line[:1] == ["HOLDING"], line
-        old = line[1]
+    async with holding_requestor(node.app_key, node.url, bound=60) as old:
         assert provider.agreement_id == old
-        holder.kill()  # SIGKILL: it accepts no more debit notes, and ends nothing
-        await asyncio.wait_for(holder.wait(), 10)
-        killed_at = time.monotonic()
-    finally:
-        if holder.returncode is None:
-            holder.kill()
-            await holder.wait()
+    killed_at = time.monotonic()  # SIGKILLed: it accepts no more debit notes, and ends nothing
 
     async with Golem(budget=1, app_key=node.app_key, api_url=node.url) as golem:
         demand = await golem.create_demand(VmPayload(min_mem_gib=0.5, min_storage_gib=1.0))

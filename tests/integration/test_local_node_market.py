@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ from golem_local.identity import is_node_id
 from golem_local.node import LocalNode
 from golem_shared.timestamps import format_timestamp, parse_timestamp, utc_now
 from tests.integration.agreements import call
+from tests.processes import NodeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -255,36 +255,22 @@ async def test_a_taken_port_is_a_local_node_error_naming_it(local_node: LocalNod
 
 
 async def test_the_cli_serves_a_node_until_sigterm() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "golem_api",
-        "node",
-        "--port",
-        "0",
-        "--providers",
-        "2",
-        "--app-key",
-        "cli-test-key",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    printed: list[str] = []
-    while not printed or not printed[-1].startswith("  export"):
-        line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-        assert line, f"the CLI ended before printing the export line: {printed}"
-        printed.append(line.decode().rstrip("\n"))
-    export = printed[-1].split()
-    assert "YAGNA_APPKEY=cli-test-key" in export
-    url = next(word.split("=", 1)[1] for word in export if word.startswith("YAGNA_API_URL="))
-    async with aiohttp.ClientSession(base_url=url, headers={"Authorization": "Bearer cli-test-key"}) as session:
-        status, me = await call(session, "GET", "/me")
-    assert status == 200
-    assert me["identity"] in printed[1]
-    process.send_signal(signal.SIGTERM)
-    rest, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 0
-    assert rest.decode().rstrip().endswith("Stopped.")
+    node = await NodeProcess.start(providers=2, app_key="cli-test-key", env=os.environ, line_bound=30)
+    try:
+        printed = node.lines
+        assert printed[-2].startswith("  export"), printed
+        export = printed[-2].split()
+        assert "YAGNA_APPKEY=cli-test-key" in export
+        url = next(word.split("=", 1)[1] for word in export if word.startswith("YAGNA_API_URL="))
+        async with aiohttp.ClientSession(base_url=url, headers={"Authorization": "Bearer cli-test-key"}) as session:
+            status, me = await call(session, "GET", "/me")
+        assert status == 200
+        assert me["identity"] in printed[1]
+        code, rest, _err = await node.stop(bound=30)
+    finally:
+        await node.kill()
+    assert code == 0
+    assert rest.rstrip().endswith("Stopped.")
 
 
 def test_a_node_built_outside_any_loop_runs_inside_one() -> None:

@@ -9,17 +9,16 @@ the fan-out, downloaded from the providers that drew them.
 from __future__ import annotations
 
 import ast
-import asyncio
-import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.processes import ROOT, example_env, run
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "tasks"
 RUN_BOUND = 90.0  # seconds a whole example run may take
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -28,28 +27,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 async def run_example(workdir: Path, name: str, *args: str) -> tuple[int, str, str]:
     """Run ``examples/tasks/<name>`` in ``workdir``: ``(exit code, standard output, standard error)``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("YAGNA_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["GOLEM_API_HOME"] = str(workdir / "golem-api-home")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(EXAMPLES / name),
-        "--log-file",
-        str(workdir / f"{name}.log"),
-        *args,
-        cwd=workdir,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), RUN_BOUND)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, ANSI.sub("", stdout.decode()), stderr.decode()
+    log = ["--log-file", str(workdir / f"{name}.log")]
+    env = example_env(workdir / "golem-api-home")
+    done = await run(sys.executable, str(EXAMPLES / name), *log, *args, bound=RUN_BOUND, cwd=workdir, env=env)
+    return done.returncode, ANSI.sub("", done.stdout), done.stderr
 
 
 async def test_hello_prints_the_date_a_provider_told(tmp_path: Path) -> None:

@@ -329,8 +329,8 @@ async def test_workers_that_never_ask_for_a_task_stop_the_job_instead_of_looping
     assert_all_settled(engine)
 
 
-async def test_a_job_left_running_is_stopped_when_golem_exits() -> None:
-    started = asyncio.Event()
+def sleeping_worker(started: asyncio.Event) -> Any:
+    """A worker that sets ``started`` at each task and sleeps a minute on its provider."""
 
     async def worker(ctx: WorkContext, tasks: AsyncIterator[Task[None, None]]) -> Any:
         async for _task in tasks:
@@ -339,6 +339,12 @@ async def test_a_job_left_running_is_stopped_when_golem_exits() -> None:
             script.run("/bin/sleep", "60")
             yield script
 
+    return worker
+
+
+async def test_a_job_left_running_is_stopped_when_golem_exits() -> None:
+    started = asyncio.Event()
+    worker = sleeping_worker(started)
     engine = golem()
     async with engine:
         job = engine.execute_tasks(worker, [Task(data=None)], PAYLOAD)
@@ -352,14 +358,7 @@ async def test_a_job_left_running_is_stopped_when_golem_exits() -> None:
 
 async def test_a_job_whose_iteration_was_cancelled_still_ends_cleanly() -> None:
     started = asyncio.Event()
-
-    async def worker(ctx: WorkContext, tasks: AsyncIterator[Task[None, None]]) -> Any:
-        async for _task in tasks:
-            started.set()
-            script = ctx.new_script()
-            script.run("/bin/sleep", "60")
-            yield script
-
+    worker = sleeping_worker(started)
     engine = golem()
     async with engine:
         tasks: list[Task[None, None]] = [Task(data=None), Task(data=None)]

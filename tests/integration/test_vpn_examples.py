@@ -8,8 +8,6 @@ as a subprocess with a registry of its own (its image is built anew), bounded in
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from golem_local.net import netns
+from tests.processes import ROOT, example_env, run
 
 pytestmark = [
     pytest.mark.integration,
@@ -24,31 +23,15 @@ pytestmark = [
     pytest.mark.skipif(netns.unavailable_reason() is not None, reason=str(netns.unavailable_reason())),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN_BOUND = 90.0
 
 
 async def run_example(tmp_path: Path, script: str, *args: str) -> list[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("YAGNA_")}
-    env.update(PYTHONUNBUFFERED="1", GOLEM_API_HOME=str(tmp_path / "golem-api-home"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "examples" / script),
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), RUN_BOUND)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, f"{script} exited with {process.returncode}:\n{out.decode()}\n{err.decode()}"
-    assert "Traceback" not in err.decode()
-    return out.decode().splitlines()
+    env = example_env(tmp_path / "golem-api-home")
+    done = await run(sys.executable, str(ROOT / "examples" / script), *args, bound=RUN_BOUND, cwd=tmp_path, env=env)
+    assert done.returncode == 0, f"{script} exited with {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr
+    return done.stdout.splitlines()
 
 
 async def test_the_http_proxy_example_spreads_requests_over_its_instances(tmp_path: Path) -> None:

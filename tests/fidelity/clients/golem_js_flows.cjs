@@ -16,7 +16,7 @@
 //   FILE_IMAGE_TAG      default golem-api/clients-test-file:1.0: the image of the file:// flow, another hash than
 //                       IMAGE_TAG's so that the provider cannot have it cached and must fetch the gftp:// URL
 //   HTTP_IMAGE_TAG      the image of the network flows (Python's http.server on port 80 serving /golem/www, started
-//                       by /golem/run/start-server.sh): tests/fidelity/yapapi_http_image; no network flows without it
+//                       by /golem/run/start-server.sh): examples/http_proxy/image; no network flows without it
 //   VPN_UNAVAILABLE     set (to the reason) when the node cannot make VPNs: the network flows are skipped
 //   IMAGE_FILE          the .gvmi file of FILE_IMAGE_TAG for the file:// flow (required by that flow)
 //   FLOWS               comma-separated subset of flow names to run (default: all)

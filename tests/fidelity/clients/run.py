@@ -7,22 +7,20 @@ SendFile/DownloadFile start ``gftp server`` through it), run the client's progra
 prints (``YAGNA_APPKEY``, ``YAGNA_API_URL``, ``YAGNA_SUBNET``, ``GOLEM_REGISTRY_URL``), and stop the node with
 SIGTERM. Each flow prints one ``PASS|FAIL|SKIP <flow>: <text>`` line; every wait has a bound. A client whose flows
 need an HTTP server in the VPN asks for :data:`HTTP_IMAGE_TAG` too (``http_image=True``: Python's ``http.server`` on
-port 80, the image of ``test_yapapi_vpn.py``), named to the program as ``HTTP_IMAGE_TAG``.
+port 80, the image of ``examples/http_proxy`` and ``test_yapapi_vpn.py``), named to the program as ``HTTP_IMAGE_TAG``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from golem_local.images.registry import ImageRegistry
-from tests.fidelity.test_yapapi import APP_KEY, NodeProcess, clean_env, kill
+from tests.processes import NodeProcess, build_image, client_env, kill, run, shim
 
 __all__ = ["FILE_IMAGE_TAG", "HTTP_IMAGE_TAG", "IMAGE_TAG", "FlowRun", "run_flows"]
 
@@ -30,9 +28,8 @@ HERE = Path(__file__).resolve().parent
 IMAGE_CONTEXT = HERE / "image"
 IMAGE_TAG = "golem-api/clients-test:1.0"
 FILE_IMAGE_TAG = "golem-api/clients-test-file:1.0"
-HTTP_IMAGE_CONTEXT = HERE.parent / "yapapi_http_image"
+HTTP_IMAGE_CONTEXT = HERE.parents[2] / "examples" / "http_proxy" / "image"
 HTTP_IMAGE_TAG = "golem-api/yapapi-http-proxy:1.0"
-BUILD_BOUND = 600.0  # seconds an image build may take (a first one makes its Debian base)
 STOP_BOUND = 15.0  # seconds the node may take to exit after SIGTERM
 _LINE = re.compile(r"^(PASS|FAIL|SKIP) ([^:]+): (.*)$")
 
@@ -58,40 +55,6 @@ class FlowRun:
         return f"{status} {flow}: {text}\n--- client stderr (end) ---\n{tail}"
 
 
-async def _build(registry: Path, tag: str, *build_args: str, context: Path = IMAGE_CONTEXT) -> None:
-    arguments = [arg for value in build_args for arg in ("--build-arg", value)]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "golem_api",
-        "image",
-        "build",
-        str(context),
-        "--tag",
-        tag,
-        "--registry",
-        str(registry),
-        *arguments,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), BUILD_BOUND)
-    finally:
-        await kill(process)
-    assert process.returncode == 0, f"golem-api image build failed:\n{out.decode()}\n{err.decode()}"
-
-
-def _golem_api_program(bin_dir: Path) -> Path:
-    """``bin_dir/golem-api``: this interpreter's golem-api (the client harnesses run ``golem-api gftp`` with it)."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    program = bin_dir / "golem-api"
-    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m golem_api "$@"\n')
-    program.chmod(0o755)
-    return program
-
-
 async def _drain(stream: asyncio.StreamReader | None, lines: list[str]) -> None:
     """Keep reading the node's output so that its pipe never fills while the client runs."""
     assert stream is not None
@@ -104,11 +67,12 @@ async def run_flows(
 ) -> FlowRun:
     """Build the images, start the node, run ``program`` (at most ``bound`` seconds) and stop the node."""
     registry = work / "registry"
-    await _build(registry, IMAGE_TAG)
-    await _build(registry, FILE_IMAGE_TAG, "VARIANT=file")
+    await build_image(registry, IMAGE_CONTEXT, IMAGE_TAG)
+    await build_image(registry, IMAGE_CONTEXT, FILE_IMAGE_TAG, "VARIANT=file")
     if http_image:
-        await _build(registry, HTTP_IMAGE_TAG, context=HTTP_IMAGE_CONTEXT)
-    golem_api = _golem_api_program(work / "bin")
+        await build_image(registry, HTTP_IMAGE_CONTEXT, HTTP_IMAGE_TAG)
+    # this interpreter's golem-api: the client harnesses run ``golem-api gftp`` with it
+    golem_api = shim(work / "bin", "golem-api", "golem_api")
     image_file = ImageRegistry(registry).find(tag=FILE_IMAGE_TAG).path
     node = await NodeProcess.start(registry)
     errors: list[str] = []
@@ -117,32 +81,18 @@ async def run_flows(
         asyncio.create_task(_drain(node.process.stderr, errors)),
     ]
     try:
-        client_env = clean_env(
-            PATH=f"{golem_api.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            YAGNA_APPKEY=APP_KEY,
-            YAGNA_API_URL=node.url,
-            YAGNA_SUBNET="public",
-            GOLEM_REGISTRY_URL=node.url,
+        env_vars = client_env(
+            node.url,
+            golem_api.parent,
             GOLEM_API_BIN=str(golem_api),
             IMAGE_TAG=IMAGE_TAG,
             FILE_IMAGE_TAG=FILE_IMAGE_TAG,
             HTTP_IMAGE_TAG=HTTP_IMAGE_TAG if http_image else "",
             IMAGE_FILE=str(image_file),
-            PYTHONUNBUFFERED="1",
             **(env or {}),
         )
         started = time.monotonic()
-        client = await asyncio.create_subprocess_exec(
-            *program,
-            cwd=str(work),
-            env=client_env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(client.communicate(), bound)
-        finally:
-            await kill(client)
+        client = await run(*program, bound=bound, cwd=work, env=env_vars)
         seconds = time.monotonic() - started
     finally:
         if node.process.returncode is None:
@@ -152,16 +102,9 @@ async def run_flows(
         finally:
             await kill(node.process)
             await asyncio.gather(*drains, return_exceptions=True)
-    stdout = out.decode(errors="replace")
-    run = FlowRun(
-        returncode=client.returncode if client.returncode is not None else -1,
-        stdout=stdout,
-        stderr=err.decode(errors="replace"),
-        seconds=seconds,
-        node_log="\n".join(node.lines + errors),
-    )
-    for line in stdout.splitlines():
+    flows = FlowRun(client.returncode, client.stdout, client.stderr, seconds, "\n".join(node.lines + errors))
+    for line in client.stdout.splitlines():
         match = _LINE.match(line)
         if match:
-            run.flows[match.group(2)] = (match.group(1), match.group(3))
-    return run
+            flows.flows[match.group(2)] = (match.group(1), match.group(3))
+    return flows
