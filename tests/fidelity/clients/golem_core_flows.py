@@ -220,14 +220,19 @@ async def main() -> int:
         events.append(event)
         changed.set()
 
-    def invoice_of(agreement_id: str) -> Invoice | None:
-        """The invoice of ``agreement_id`` among the node's resource events (once its data has come)."""
-        for event in events:
-            resource = event.resource
-            data = getattr(resource, "_data", None)  # golem-core's cached data, None until fetched
-            if isinstance(resource, Invoice) and data is not None and data.agreement_id == agreement_id:
-                return resource
-        return None
+    async def invoice_for(agreement_id: str, seconds: float) -> Invoice:
+        """The invoice of ``agreement_id``, as a user finds it: each invoice the node announced, its data fetched."""
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    changed.clear()  # before looking: an event during the fetches below wakes the wait
+                    for event in list(events):
+                        resource = event.resource
+                        if isinstance(resource, Invoice) and (await resource.get_data()).agreement_id == agreement_id:
+                            return resource
+                    await changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"waited {seconds:.0f} s for the invoice of {agreement_id}") from None
 
     async def until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
         """Until ``predicate()`` holds, checked again at each resource event of the node."""
@@ -399,10 +404,8 @@ async def main() -> int:
         await until(lambda: bool(activity.debit_notes), 20, "a debit note of the activity")
         await activity.destroy()
         await agreement.terminate("harness: done")
-        # golem-core links the invoice to the agreement after its last event: wait for the invoice's own data event
-        await until(lambda: invoice_of(agreement.id) is not None, 30, "the invoice (through GET /invoiceEvents)")
-        invoice = invoice_of(agreement.id)
-        assert invoice is not None
+        # golem-core announces the invoice (NewInvoice) before it knows its agreement: fetch each one's data
+        invoice = await invoice_for(agreement.id, 30)
         notes = activity.debit_notes
         for note in notes:
             await note.accept_full(allocation)
