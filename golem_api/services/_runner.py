@@ -22,8 +22,8 @@ When the requestor ended the agreement for a fault of its own making (the budget
 cause (``exc_info``), not ``unresponsive``.
 
 A script cut short may leave its batch running on the provider (the activity API cannot kill a batch). Before
-``shutdown`` runs, such a batch gets :data:`STOP_GRACE` s to finish (counted against ``shutdown_timeout``); if
-it has not, the activity is ended (which kills it) and ``shutdown``, which could not run
+``shutdown`` runs, such a batch may finish within the shutdown's bound (``shutdown_timeout``, which the wait
+counts against), as on the exe-unit the shutdown's script would run after it; if it has not, the activity is ended (which kills it) and ``shutdown``, which could not run
 anything, is skipped.
 A script whose timeout passed has ended its activity already: in ``start`` that is a failed start (respawned),
 elsewhere the handler's failure, after which the instance stops.
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import frozen
 
+from golem_api.activity.work_context import UNFINISHED_GRACE
 from golem_api.errors import ActivityError, GolemError
 from golem_api.events import EventBus, ServiceRespawned
 from golem_api.services.service import Service
@@ -56,9 +57,6 @@ if TYPE_CHECKING:
 
 __all__ = ["InstanceRunner", "InstanceSettings"]
 
-STOP_GRACE = 5.0
-"""Seconds the batch of a script cut short by a stop gets to finish before ``shutdown`` (a command still running
-then is killed with its activity, and ``shutdown`` is skipped)."""
 
 _log = logging.getLogger(__name__)
 
@@ -295,7 +293,7 @@ class InstanceRunner:
             # The script cut short by the stop (a stats command, a plot) may finish its batch first, as the exe-unit
             # would run ``shutdown`` after it; a command that is not done by then is killed with the activity.
             waited = asyncio.get_running_loop().time()
-            await ctx.settle_unfinished(min(STOP_GRACE, bound))
+            await ctx.settle_unfinished(max(bound, UNFINISHED_GRACE))
             bound = max(0.0, bound - (asyncio.get_running_loop().time() - waited))
             if ctx.activity.ending:
                 _log.warning(

@@ -127,7 +127,7 @@ class Example:
 async def test_the_example_runs_two_instances_prints_stats_saves_plots_and_pays(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    example = await Example.start(tmp_path, "--running-time", "12", "--interval", "2", "--show-usage")
+    example = await Example.start(tmp_path, "--running-time", "8", "--interval", "2", "--show-usage")
     try:
         code, stderr = await example.finish(timeout=55)
     finally:
