@@ -33,6 +33,7 @@ from golem_local.http import HttpError
 from golem_shared.timestamps import format_timestamp
 
 __all__ = [
+    "DEBIT_NOTE_EVENTS_KEPT_FOR",
     "AllocationRecord",
     "DebitNoteRecord",
     "InvoiceRecord",
@@ -46,6 +47,9 @@ PaymentEvent = dict[str, Any]
 """An item of ``/debitNoteEvents`` or ``/invoiceEvents``: ``eventType``, the document id, ``eventDate``."""
 
 _ZERO = Decimal(0)
+
+DEBIT_NOTE_EVENTS_KEPT_FOR = 300.0
+"""Seconds the node keeps a debit-note event: a reader further behind misses those in between (the notes stay)."""
 _D = TypeVar("_D")
 
 
@@ -136,7 +140,9 @@ class Ledger:
         self.requestor_id = requestor_id
         self.platform = platform
         self.initial_balance = requestor_balance
-        self.debit_note_events: EventLog[PaymentEvent] = EventLog(clock)
+        # Debit notes come every few seconds from every activity: their events are kept DEBIT_NOTE_EVENTS_KEPT_FOR s
+        # (the requestor reads them as they come), so that the log does not grow with the run's length.
+        self.debit_note_events: EventLog[PaymentEvent] = EventLog(clock, keep_for=DEBIT_NOTE_EVENTS_KEPT_FOR)
         self.invoice_events: EventLog[PaymentEvent] = EventLog(clock)
         self._allocations: dict[str, AllocationRecord] = {}
         self._debit_notes: dict[str, DebitNoteRecord] = {}
