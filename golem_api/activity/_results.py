@@ -343,7 +343,7 @@ async def poll_results(
     missing = 0
     while index < count:
         try:
-            results = await activity.results(batch_id, command_index=index, timeout=poll_timeout)
+            results = await activity.results(batch_id, command_index=index, timeout=poll_timeout, since=index)
         except RequestTimeoutError:
             continue
         by_index = {result.index: result for result in results}

@@ -26,12 +26,14 @@ class FakeActivity:
     def __init__(self, answers: list[list[ExeScriptCommandResult]]) -> None:
         self.answers = answers
         self.asked: list[int | None] = []
+        self.since: list[int] = []
 
     async def results(
-        self, batch_id: str, command_index: int | None = None, timeout: float | None = None
+        self, batch_id: str, command_index: int | None = None, timeout: float | None = None, *, since: int = 0
     ) -> list[ExeScriptCommandResult]:
         self.asked.append(command_index)
-        return self.answers[len(self.asked) - 1]
+        self.since.append(since)
+        return [item for item in self.answers[len(self.asked) - 1] if item.index >= since]
 
 
 async def test_one_answer_holding_every_result_settles_the_whole_batch() -> None:
@@ -61,6 +63,7 @@ async def test_the_next_poll_asks_for_the_first_command_still_missing() -> None:
     await poll_results(cast(Any, activity), "batch", 5, on_result)
 
     assert activity.asked == [0, 2, 4]
+    assert activity.since == [0, 2, 4]  # the results it has already are not parsed again
     assert seen == [0, 1, 2, 3, 4]
 
 
