@@ -158,6 +158,7 @@ class Ledger:
         self._notes_of_agreement: dict[str, dict[str, DebitNoteRecord]] = {}  # in the order they came
         self._waiting_of_agreement: dict[str, dict[str, DebitNoteRecord]] = {}  # those not accepted yet
         self._superseded: deque[tuple[datetime, str]] = deque()  # (when, note id): forgotten once old, if accepted
+        self._forget_when_accepted: set[str] = set()  # superseded long ago, but not accepted yet then
         self._accepted_for_activity: dict[str, Decimal] = {}  # cumulative amount accepted per activity
         self._paid_for_agreement: dict[str, Decimal] = {}
         self._invoiced_agreements: set[str] = set()
@@ -362,8 +363,13 @@ class Ledger:
             _when, note_id = self._superseded.popleft()
             note = self._debit_notes.get(note_id)
             if note is not None and note.accepted:
-                del self._debit_notes[note_id]
-                self._notes_of_agreement[note.agreement_id].pop(note_id, None)
+                self._forget_note(note)
+            elif note is not None:
+                self._forget_when_accepted.add(note_id)
+
+    def _forget_note(self, note: DebitNoteRecord) -> None:
+        del self._debit_notes[note.document_id]
+        self._notes_of_agreement[note.agreement_id].pop(note.document_id, None)
 
     def invoices(self) -> list[InvoiceRecord]:
         """Every invoice received, oldest first."""
@@ -382,6 +388,9 @@ class Ledger:
         self._pay(note, allocation, _ZERO if note.agreement_id in self._invoiced_agreements else due, offered)
         self._accepted_for_activity[note.activity_id] = max(accepted_before, note.total_amount_due)
         self._waiting_of_agreement.get(note.agreement_id, {}).pop(note.document_id, None)
+        if note.document_id in self._forget_when_accepted:  # superseded long ago: its acceptance was all it waited for
+            self._forget_when_accepted.discard(note.document_id)
+            self._forget_note(note)
         self._log(self.debit_note_events, "DebitNoteAcceptedEvent", "debitNoteId", note.document_id)
 
     def accept_invoice(self, invoice_id: str, offered: Decimal, allocation_id: str) -> None:

@@ -563,3 +563,17 @@ def test_a_long_run_keeps_a_bounded_ledger_the_latest_note_and_every_unaccepted_
     assert ledger.waiting_debit_notes_of("agr-1") == []
     assert len(ledger.debit_note_events) <= 2 * (DEBIT_NOTE_EVENTS_KEPT_FOR / 10 + 2)
     assert ledger.total_paid == D("2.00")  # what was paid is unchanged by forgetting
+
+
+def test_a_note_accepted_long_after_it_was_superseded_is_forgotten_when_accepted() -> None:
+    ledger = Ledger(_TenSecondClock(), REQUESTOR, D(1000), PLATFORM)
+    allocation = ledger.create_allocation(PLATFORM, D(100))
+    late = note(ledger, "0.01")
+    for step in range(2, 40):  # 380 s of later notes, all accepted but the first
+        issued = note(ledger, str(D("0.01") * step))
+        ledger.accept_debit_note(issued.document_id, issued.total_amount_due, allocation.allocation_id)
+    assert ledger.debit_note(late.document_id) is late  # not accepted: kept
+
+    ledger.accept_debit_note(late.document_id, late.total_amount_due, allocation.allocation_id)
+
+    assert late.document_id not in {n.document_id for n in ledger.debit_notes()}
