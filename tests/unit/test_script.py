@@ -97,10 +97,11 @@ class FakeActivity:
         return "batch-1"
 
     async def results(
-        self, batch_id: str, command_index: int | None = None, timeout: float | None = None
+        self, batch_id: str, command_index: int | None = None, timeout: float | None = None, *, since: int = 0
     ) -> list[ExeScriptCommandResult]:
         assert command_index is not None
         assert timeout is not None
+        assert since == command_index  # the poller asks for the first result it lacks, and only for those after
         self.polls.append(command_index)
         self.polled.set()
         if self.events:  # like the node: a command's result comes after its events
