@@ -47,7 +47,9 @@ class RestClient:
     state and results, events) holds a connection for as long as it waits, so a fixed pool (aiohttp's default
     is 100) makes every other request queue behind them once a run has that many instances starting, and
     their timeouts run out while they queue. The connections open are as many as the requests in flight,
-    which the work bounds; idle ones are kept for reuse and closed after aiohttp's keep-alive time.
+    which the work bounds; idle ones are kept for reuse and closed after aiohttp's keep-alive time. Each is a
+    file descriptor (two with the embedded local node, which serves in the same process): a run of a thousand
+    instances needs a few thousand (``ulimit -n``); ``max_connections`` caps them instead.
     """
 
     def __init__(
