@@ -17,6 +17,8 @@ __all__ = ["Machine", "plot", "render", "write_report"]
 RERUN = "./bench/run"
 _SANDBOX_FIGURES = Path(__file__).with_name("sandbox_figures.md")
 """The sandbox's figures, measured by hand (``bench/bench_sandbox.py``, ``bench/bench_output.py``): kept as written."""
+_SCALE_FIGURES = Path(__file__).with_name("scale_figures.md")
+"""Before and after of issue 17 (scale, payments, batches, transfers), measured by hand: kept as written."""
 
 
 class Machine(dict[str, str]):
@@ -151,7 +153,7 @@ def render(results: Sequence[Result], machine: Machine, *, took: float, images: 
         ]
         if result.key in images:
             lines += [f"![{result.title}]({images[result.key]})", ""]
-    lines += [*_SANDBOX_FIGURES.read_text().splitlines(), "## Re-running"]
+    lines += [*_SANDBOX_FIGURES.read_text().splitlines(), *_SCALE_FIGURES.read_text().splitlines(), "## Re-running"]
     lines += [
         "",
         "```bash",

@@ -20,7 +20,7 @@ from golem_api import Golem
 from golem_api.events import Event, InvoiceAccepted, UnpaidAgreementsWarning
 from golem_local.config import LocalNetworkConfig
 
-__all__ = ["command_overhead", "shutdown", "throughput", "time_to_running"]
+__all__ = ["big_batch", "command_overhead", "shutdown", "throughput", "time_to_running"]
 
 BUDGET = Decimal(100)
 RUNNING_TIMEOUT = 120.0  # seconds for every instance of a run to be running
@@ -92,6 +92,43 @@ async def command_overhead(runs: int, batches: int = 100) -> Result:
             "a service's `run` handler (from `yield script` to the handler resuming with the result), and the "
             f"median of {batches} plain `asyncio.create_subprocess_exec('/bin/true')` on the host, measured right "
             "after. Overhead = batch − host spawn; ratio = batch / host spawn."
+        ),
+    )
+
+
+async def big_batch(runs: int, commands: int = 1000) -> Result:
+    """One batch of ``commands`` commands, against as many one-command batches and as many host spawns."""
+    big_s: list[float] = []
+    singles_s: list[float] = []
+    host_s: list[float] = []
+    probe = Probe()
+    async with _golem(1) as golem:
+        cluster = await golem.run_service(BatchLoop, instance_params=[{"probe": probe}])
+        await cluster.wait_running(timeout=RUNNING_TIMEOUT)
+        await probe.measure(10, BATCH_TIMEOUT)  # warm-up
+        for _ in range(runs):
+            probe.commands = commands
+            big_s.append(sum(await probe.measure(1, BATCH_TIMEOUT + commands)))
+            probe.commands = 1
+            singles_s.append(sum(await probe.measure(commands, BATCH_TIMEOUT + commands)))
+            host_s.append(sum(await spawn_times(commands)))
+        await cluster.stop()
+    return Result(
+        key="big_batch",
+        title=f"One batch of {commands} commands",
+        figures=[
+            Figure("one batch", "s", big_s),
+            Figure(f"{commands} one-command batches", "s", singles_s),
+            Figure(f"{commands} host spawns", "s", host_s),
+            Figure("batch / one-command batches", "×", [b / s for b, s in zip(big_s, singles_s, strict=True)]),
+            Figure("batch / host spawns", "×", [b / h for b, h in zip(big_s, host_s, strict=True)]),
+        ],
+        targets=[Target("batch / one-command batches", "at most", 1.0)],
+        notes=(
+            f"Per run, on one instance: one batch of {commands} `run /bin/true` commands (from `yield script` to the "
+            f"handler resuming with the {commands} results), then {commands} one-command batches one after the "
+            f"other (summed), then {commands} host spawns of `/bin/true` one after the other (summed). The agent in "
+            "the sandbox spawns each command, so the host spawns are a floor below the agent's own."
         ),
     )
 

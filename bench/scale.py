@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
+
+import psutil  # type: ignore[import-untyped]
 
 from bench.processes import run_json, served_node
 from bench.stats import Figure, Result, Target
+from golem_shared.tasks import TaskSet
 
-__all__ = ["requestor_scale"]
+__all__ = ["requestor_scale", "scale_1000"]
 
 
 async def requestor_scale(runs: int, instances: int = 200, window: float = 5.0) -> Result:
@@ -47,5 +52,68 @@ async def requestor_scale(runs: int, instances: int = 200, window: float = 5.0) 
             f"samples itself with psutil over {runs} idle windows of {window:g} s: resident memory at the end "
             "of each, and CPU time (user + system) over wall time. Health checks (every 5 s), debit-note and "
             "invoice pollers stay active meanwhile."
+        ),
+    )
+
+
+async def _sample(process: psutil.Process, window: float, cpu: list[float], rss: list[float]) -> None:
+    """Sample ``process`` every ``window`` s until cancelled: CPU (% of a core) and RSS (MB) of each window."""
+    before, start = process.cpu_times(), time.perf_counter()
+    while True:
+        await asyncio.sleep(window)  # the sampling period, not a wait for an event
+        after, now = process.cpu_times(), time.perf_counter()
+        cpu.append(100 * (after.user + after.system - before.user - before.system) / (now - start))
+        rss.append(process.memory_info().rss / 1e6)
+        before, start = after, now
+
+
+async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0) -> Result:
+    """Time to running of ``instances`` idle-runtime instances, instances lost, and idle CPU / RSS of the
+    requestor and of the node while they idle (``runs`` windows of ``window`` s)."""
+    node_cpu: list[float] = []
+    node_rss: list[float] = []
+    async with served_node(instances, "idle", timeout=300) as node:
+        tasks = TaskSet("scale_1000 benchmark")
+        tasks.spawn(_sample(psutil.Process(int(node["pid"])), window, node_cpu, node_rss), name="node sampler")
+        try:
+            figures = await run_json(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.scale_child",
+                    "--url",
+                    node["url"],
+                    "--app-key",
+                    node["app_key"],
+                    "--instances",
+                    str(instances),
+                    "--windows",
+                    str(runs),
+                    "--window",
+                    str(window),
+                ]
+            )
+        finally:
+            await tasks.aclose()
+    cpu = figures["cpu_percent"]
+    rss = figures["rss_mb"]
+    per_instance_kb = [1000 * (mb - figures["rss_before_mb"]) / instances for mb in rss]
+    return Result(
+        key="scale_1000",
+        title=f"{instances} idle instances",
+        figures=[
+            Figure("time to running", "s", [figures["running_after_s"]]),
+            Figure("instances lost", "", [float(figures["lost"])]),
+            Figure("requestor idle CPU", "% of a core", cpu),
+            Figure("requestor RSS per instance", "KB", per_instance_kb),
+            Figure("node idle CPU", "% of a core", node_cpu or [0.0]),
+            Figure("node RSS", "MB", node_rss or [0.0]),
+        ],
+        targets=[Target("instances lost", "at most", 0.0), Target("requestor RSS per instance", "at most", 40.0)],
+        notes=(
+            f"As the scale benchmark, with {instances} instances on {instances} idle-runtime providers: from "
+            "`run_service` to `wait_running`, the instances that failed to start (`ServiceRespawned`), then "
+            f"{runs} idle windows of {window:g} s of the requestor (CPU, RSS above its start, per instance) and "
+            "of the node process (sampled every window from its start, so the first windows include the start-up)."
         ),
     )

@@ -21,6 +21,7 @@ import psutil  # type: ignore[import-untyped]
 
 from bench.services import Trivial
 from golem_api import Golem
+from golem_api.events import Event, ServiceRespawned
 
 __all__ = ["main", "measure"]
 
@@ -29,7 +30,13 @@ async def measure(url: str, app_key: str, instances: int, windows: int, window: 
     """Run the instances, then sample RSS (MB) and CPU (% of a core) over each idle window."""
     me = psutil.Process()
     rss_before = me.memory_info().rss / 1e6
-    async with Golem(budget=Decimal(1000), app_key=app_key, api_url=url, event_consumer=None) as golem:
+    lost: list[str] = []  # why each instance that failed to start did (it was tried again elsewhere)
+
+    def count_lost(event: Event) -> None:
+        if isinstance(event, ServiceRespawned):
+            lost.append(event.reason)
+
+    async with Golem(budget=Decimal(1000), app_key=app_key, api_url=url, event_consumer=count_lost) as golem:
         began = time.perf_counter()
         cluster = await golem.run_service(Trivial, num_instances=instances)
         await cluster.wait_running(timeout=300)
@@ -49,6 +56,8 @@ async def measure(url: str, app_key: str, instances: int, windows: int, window: 
     return {
         "instances": instances,
         "running_after_s": running_after,
+        "lost": len(lost),
+        "lost_reasons": sorted(set(lost))[:5],
         "rss_mb": rss,
         "cpu_percent": cpu,
         "rss_before_mb": rss_before,

@@ -31,7 +31,8 @@ class Probe:
     time a handler waits for a one-command batch), in seconds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, commands: int = 1) -> None:
+        self.commands = commands  # commands in each batch
         self.times: list[float] = []
         self.wanted = 0
         self.go = asyncio.Event()
@@ -55,7 +56,8 @@ class Probe:
 
 
 class BatchLoop(Trivial):
-    """A trivial service whose ``run`` sends one-command batches (``/bin/true``) whenever its probe asks."""
+    """A trivial service whose ``run`` sends batches of ``probe.commands`` commands (``/bin/true``) whenever its
+    probe asks."""
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
@@ -64,8 +66,9 @@ class BatchLoop(Trivial):
         """Wait for the probe's go, send a batch, record its time; forever (until stopped)."""
         while True:
             await self.probe.go.wait()
-            script = self.ctx.new_script(timeout=30)
-            script.run(COMMAND)
+            script = self.ctx.new_script(timeout=30 + self.probe.commands)
+            for _ in range(self.probe.commands):
+                script.run(COMMAND)
             began = time.perf_counter()
             yield script
             self.probe.record(time.perf_counter() - began)

@@ -15,14 +15,21 @@ What an acceptance charges:
 
 Accepting a document twice answers as the first time did and charges nothing more. Errors are raised as
 :class:`~golem_local.http.HttpError` with the status the daemon answers (400, 404, 410).
+
+Debit notes come every few seconds from every activity, so what the ledger keeps of them is bounded, not the
+whole run (the daemon keeps them in its database): an accepted debit note that a later note of its activity
+supersedes is forgotten :data:`DEBIT_NOTE_EVENTS_KEPT_FOR` seconds after it was superseded (404 from then on),
+and so are the debit-note events that old. Each activity's latest note, every note not accepted, and every
+invoice stay.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections import deque
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -33,6 +40,7 @@ from golem_local.http import HttpError
 from golem_shared.timestamps import format_timestamp
 
 __all__ = [
+    "DEBIT_NOTE_EVENTS_KEPT_FOR",
     "AllocationRecord",
     "DebitNoteRecord",
     "InvoiceRecord",
@@ -46,6 +54,9 @@ PaymentEvent = dict[str, Any]
 """An item of ``/debitNoteEvents`` or ``/invoiceEvents``: ``eventType``, the document id, ``eventDate``."""
 
 _ZERO = Decimal(0)
+
+DEBIT_NOTE_EVENTS_KEPT_FOR = 120.0
+"""Seconds the node keeps a debit-note event, and an accepted debit note after a later one superseded it."""
 _D = TypeVar("_D")
 
 
@@ -136,13 +147,18 @@ class Ledger:
         self.requestor_id = requestor_id
         self.platform = platform
         self.initial_balance = requestor_balance
-        self.debit_note_events: EventLog[PaymentEvent] = EventLog(clock)
+        # Debit notes come every few seconds from every activity: their events are kept DEBIT_NOTE_EVENTS_KEPT_FOR s
+        # (the requestor reads them as they come), so that the log does not grow with the run's length.
+        self.debit_note_events: EventLog[PaymentEvent] = EventLog(clock, keep_for=DEBIT_NOTE_EVENTS_KEPT_FOR)
         self.invoice_events: EventLog[PaymentEvent] = EventLog(clock)
         self._allocations: dict[str, AllocationRecord] = {}
         self._debit_notes: dict[str, DebitNoteRecord] = {}
         self._invoices: dict[str, InvoiceRecord] = {}
         self._last_note: dict[str, str] = {}  # activity id → its latest debit note id
-        self._notes_of_agreement: dict[str, list[DebitNoteRecord]] = {}
+        self._notes_of_agreement: dict[str, dict[str, DebitNoteRecord]] = {}  # in the order they came
+        self._waiting_of_agreement: dict[str, dict[str, DebitNoteRecord]] = {}  # those not accepted yet
+        self._superseded: deque[tuple[datetime, str]] = deque()  # (when, note id): forgotten once old, if accepted
+        self._forget_when_accepted: set[str] = set()  # superseded long ago, but not accepted yet then
         self._accepted_for_activity: dict[str, Decimal] = {}  # cumulative amount accepted per activity
         self._paid_for_agreement: dict[str, Decimal] = {}
         self._invoiced_agreements: set[str] = set()
@@ -283,8 +299,13 @@ class Ledger:
             previous_debit_note_id=self._last_note.get(activity_id),
         )
         self._debit_notes[note.document_id] = note
-        self._notes_of_agreement.setdefault(agreement_id, []).append(note)
+        self._notes_of_agreement.setdefault(agreement_id, {})[note.document_id] = note
+        self._waiting_of_agreement.setdefault(agreement_id, {})[note.document_id] = note
+        previous = self._last_note.get(activity_id)
+        if previous is not None:
+            self._superseded.append((note.timestamp, previous))
         self._last_note[activity_id] = note.document_id
+        self._forget_old_notes(note.timestamp - timedelta(seconds=DEBIT_NOTE_EVENTS_KEPT_FOR))
         self._log(self.debit_note_events, "DebitNoteReceivedEvent", "debitNoteId", note.document_id)
         return note
 
@@ -329,8 +350,26 @@ class Ledger:
         return list(self._debit_notes.values())
 
     def debit_notes_of(self, agreement_id: str) -> list[DebitNoteRecord]:
-        """The debit notes of one agreement, oldest first."""
-        return list(self._notes_of_agreement.get(agreement_id, ()))
+        """The debit notes of one agreement the ledger holds, oldest first."""
+        return list(self._notes_of_agreement.get(agreement_id, {}).values())
+
+    def waiting_debit_notes_of(self, agreement_id: str) -> list[DebitNoteRecord]:
+        """The debit notes of one agreement not accepted yet, oldest first (costs what it returns)."""
+        return list(self._waiting_of_agreement.get(agreement_id, {}).values())
+
+    def _forget_old_notes(self, before: datetime) -> None:
+        """Forget the accepted debit notes superseded before ``before`` (the others stay)."""
+        while self._superseded and self._superseded[0][0] < before:
+            _when, note_id = self._superseded.popleft()
+            note = self._debit_notes.get(note_id)
+            if note is not None and note.accepted:
+                self._forget_note(note)
+            elif note is not None:
+                self._forget_when_accepted.add(note_id)
+
+    def _forget_note(self, note: DebitNoteRecord) -> None:
+        del self._debit_notes[note.document_id]
+        self._notes_of_agreement[note.agreement_id].pop(note.document_id, None)
 
     def invoices(self) -> list[InvoiceRecord]:
         """Every invoice received, oldest first."""
@@ -348,6 +387,10 @@ class Ledger:
         due = max(note.total_amount_due - accepted_before, _ZERO)
         self._pay(note, allocation, _ZERO if note.agreement_id in self._invoiced_agreements else due, offered)
         self._accepted_for_activity[note.activity_id] = max(accepted_before, note.total_amount_due)
+        self._waiting_of_agreement.get(note.agreement_id, {}).pop(note.document_id, None)
+        if note.document_id in self._forget_when_accepted:  # superseded long ago: its acceptance was all it waited for
+            self._forget_when_accepted.discard(note.document_id)
+            self._forget_note(note)
         self._log(self.debit_note_events, "DebitNoteAcceptedEvent", "debitNoteId", note.document_id)
 
     def accept_invoice(self, invoice_id: str, offered: Decimal, allocation_id: str) -> None:

@@ -220,6 +220,7 @@ class LocalMarket(AgreementBook):
                 raise MarketNotFoundError(f"{sub.kind} {sub_id} not found: it was unsubscribed")
             if fresh:
                 sub.cursor = fresh[-1].event_date
+                sub.events.forget_until(sub.cursor)  # each event is handed out once: its only reader has it
                 return [e for e in fresh if not isinstance(e, SubscriptionEnded)]
             if loop.time() >= deadline:
                 return []

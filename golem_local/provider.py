@@ -371,7 +371,7 @@ class LocalProvider:
         if not limits:
             return None, None
         limit, key = min(limits)
-        waiting = [note for note in ledger.debit_notes_of(agreement_id) if not note.accepted]
+        waiting = ledger.waiting_debit_notes_of(agreement_id)
         if not waiting:
             return None, None
         oldest = min(waiting, key=lambda note: note.timestamp)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -82,8 +82,13 @@ class ActivityApi:
         *,
         command_index: int | None = None,
         timeout: float | None = None,
+        since: int = 0,
     ) -> list[ExeScriptCommandResult]:
         """The results of a batch's finished commands, in index order.
+
+        ``since``: the results of commands before this index are left out without being parsed (a poller that
+        has them already; each answer holds every result so far, so parsing them all again costs the square of
+        the batch's length).
 
         Without ``timeout`` the node answers at once. With it, the node waits up to ``timeout`` s: for command
         ``command_index`` to finish when given (``RequestTimeoutError`` if it did not), else for the whole batch
@@ -104,7 +109,7 @@ class ActivityApi:
             batch_id,
             params=params,
             timeout=None if timeout is None else timeout + POLL_MARGIN,
-            parse=parse_list(ExeScriptCommandResult.from_json),
+            parse=parse_list(ExeScriptCommandResult.from_json, skip=_before(since)),
         )
 
     def stream_exec_batch_results(
@@ -175,3 +180,15 @@ class _RuntimeEvents:
                         method=method, path=path, status=200, message=f"unexpected event in the stream: {exc}"
                     ) from exc
         return self._ready.pop(0)
+
+
+def _before(since: int) -> Callable[[Any], bool] | None:
+    """Whether a result's JSON is of a command before ``since`` (None: keep them all)."""
+    if since <= 0:
+        return None
+
+    def skip(entry: Any) -> bool:
+        index = entry.get("index") if isinstance(entry, dict) else None
+        return isinstance(index, int) and not isinstance(index, bool) and 0 <= index < since
+
+    return skip

@@ -42,6 +42,14 @@ class RestClient:
 
     Use it as an async context manager, or call :meth:`close`; the HTTP session is created on first use,
     inside the running event loop.
+
+    The connection pool has no limit by default (``max_connections=None``): every long-poll (an activity's
+    state and results, events) holds a connection for as long as it waits, so a fixed pool (aiohttp's default
+    is 100) makes every other request queue behind them once a run has that many instances starting, and
+    their timeouts run out while they queue. The connections open are as many as the requests in flight,
+    which the work bounds; idle ones are kept for reuse and closed after aiohttp's keep-alive time. Each is a
+    file descriptor (two with the embedded local node, which serves in the same process): a run of a thousand
+    instances needs a few thousand (``ulimit -n``); ``max_connections`` caps them instead.
     """
 
     def __init__(
@@ -51,8 +59,12 @@ class RestClient:
         connect_timeout: float = 5.0,
         request_timeout: float = 30.0,
         stream_read_timeout: float = 60.0,
+        max_connections: int | None = None,
     ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1 (or None: no limit), got {max_connections}")
         self.config = config
+        self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.stream_read_timeout = stream_read_timeout
@@ -120,7 +132,10 @@ class RestClient:
         if self._closed:
             raise GolemError("this RestClient is closed; create a new one")
         if self._session is None:
+            # limit=0: no limit (aiohttp's default is 100 in all, which queues requests behind long-polls).
+            connector = aiohttp.TCPConnector(limit=self.max_connections or 0, limit_per_host=0)
             self._session = aiohttp.ClientSession(
+                connector=connector,
                 headers={"Authorization": f"Bearer {self.config.app_key}"},
                 timeout=self._timeout(self.request_timeout),
             )

@@ -1,8 +1,9 @@
 """Collecting a batch's results: long-polling the node for each command, and reading its event stream for output.
 
-Polling is the ground truth. :func:`poll_results` asks for command 0, then 1, … with ``commandIndex`` and a
-long-poll ``timeout``, so each command is known as soon as it ends (and only the asked command carries its
-output, as the daemon answers), until a command fails or the last one is in.
+Polling is the ground truth. :func:`poll_results` asks for command 0, then the first one it has no result of,
+… with ``commandIndex`` and a long-poll ``timeout`` (taking every result an answer holds), so each command is
+known as soon as it ends, until a command fails or the last one is in. (yapapi, too, takes every new result
+of an answer, output included.)
 
 Streaming adds the output as it is written. :class:`EventStreamReader` reads the batch's server-sent events in
 a task it owns and hands ``stdout`` / ``stderr`` pieces to an :class:`OutputRouter`, which cuts them into lines
@@ -334,17 +335,19 @@ async def poll_results(
 ) -> None:
     """Long-poll each of the ``count`` commands of a batch in turn and pass its result to ``on_result``.
 
-    Stops after the last command, or when ``on_result`` returns False (a failed command: the batch stops there).
+    Each answer passes on every result it holds from the awaited command on, in order; the next long-poll asks
+    for the first command still missing. Stops after the last command, or when ``on_result`` returns False (a
+    failed command: the batch stops there).
     """
     index = 0
     missing = 0
     while index < count:
         try:
-            results = await activity.results(batch_id, command_index=index, timeout=poll_timeout)
+            results = await activity.results(batch_id, command_index=index, timeout=poll_timeout, since=index)
         except RequestTimeoutError:
             continue
-        item = next((result for result in results if result.index == index), None)
-        if item is None:
+        by_index = {result.index: result for result in results}
+        if index not in by_index:
             missing += 1
             if missing >= _MISSING_LIMIT:
                 raise ActivityError(
@@ -353,6 +356,9 @@ async def poll_results(
                 )
             continue
         missing = 0
-        if not await on_result(item):
-            return
-        index += 1
+        # The answer holds every result so far: take all the new ones in order, not only the one asked for (one
+        # long-poll per command re-read every earlier result: quadratic in the batch's length).
+        while index < count and index in by_index:
+            if not await on_result(by_index[index]):
+                return
+            index += 1

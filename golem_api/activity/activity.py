@@ -79,14 +79,15 @@ class Activity:
         return await self._rest.activity.exec(self.activity_id, json.dumps(commands))
 
     async def results(
-        self, batch_id: str, command_index: int | None = None, timeout: float | None = None
+        self, batch_id: str, command_index: int | None = None, timeout: float | None = None, *, since: int = 0
     ) -> list[ExeScriptCommandResult]:
         """The batch's finished commands; with ``timeout``, waits for ``command_index`` (or the whole batch).
 
-        ``RequestTimeoutError`` when ``command_index`` did not finish within ``timeout`` s.
+        ``RequestTimeoutError`` when ``command_index`` did not finish within ``timeout`` s. ``since`` leaves out
+        (unparsed) the results of the commands before that index.
         """
         return await self._rest.activity.get_exec_batch_results(
-            self.activity_id, batch_id, command_index=command_index, timeout=timeout
+            self.activity_id, batch_id, command_index=command_index, timeout=timeout, since=since
         )
 
     def stream(self, batch_id: str) -> AbstractAsyncContextManager[AsyncIterator[RuntimeEvent]]:

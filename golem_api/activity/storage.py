@@ -218,6 +218,11 @@ class Receiving(_Service):
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if path else None
         self._ranges: list[tuple[int, int]] = []
         self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # The SHA3-256 of the bytes 0.._hashed, fed as chunks come in order (as a provider sends them), in a
+        # thread; None once a chunk came out of order: the whole data is then hashed at the end.
+        self._digest: Any = hashlib.sha3_256()
+        self._hashed = 0
+        self._hashing = asyncio.Lock()  # chunks are hashed one after the other, in the order they came
 
     @property
     def done(self) -> bool:
@@ -267,6 +272,7 @@ class Receiving(_Service):
                 raise self._fail(f"the data sent to {self.url} is larger than the limit of {self.limit} bytes")
             self._write(offset, content)
             self._ranges.append((offset, end))
+            await self._hash_chunk(offset, content)
             return None
         if component == UPLOAD_FINISHED:
             expected = payload.get("hash") if isinstance(payload, dict) else None
@@ -299,7 +305,21 @@ class Receiving(_Service):
                 raise _GftpFailure("IntegrityError", message)
         return size
 
+    async def _hash_chunk(self, offset: int, content: bytes) -> None:
+        async with self._hashing:
+            if self._digest is None:
+                return
+            if offset != self._hashed:
+                self._digest = None  # out of order: hash it all at the end instead
+                return
+            await asyncio.to_thread(self._digest.update, content)
+            self._hashed += len(content)
+
     async def _hash(self) -> str:
+        async with self._hashing:
+            if self._digest is not None and self._hashed == max((end for _start, end in self._ranges), default=0):
+                digest: str = self._digest.hexdigest()
+                return digest
         if self._fd is None or self.path is None:
             return hashlib.sha3_256(self._buffer).hexdigest()
         return await asyncio.to_thread(_hash_file, self.path)

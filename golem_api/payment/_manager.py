@@ -109,6 +109,9 @@ class PaymentManager:
         self._accepted_debit: dict[str, Decimal] = {}  # activity id -> cumulative amount accepted
         self._activity_agreement: dict[str, str] = {}
         self._invoiced: dict[str, Decimal] = {}  # agreement id -> invoice amount accepted
+        # Running totals, so that `spent` (asked for every document) costs the same at any number of agreements:
+        self._debit_of_agreement: dict[str, Decimal] = {}  # agreement id -> debit notes accepted for its activities
+        self._spent = Decimal(0)  # invoices accepted + debit notes accepted under agreements not invoiced yet
         self._handled: set[str] = set()  # documents accepted, refused, or of another run: never looked at again
         self._received_announced: set[str] = set()  # invoices whose InvoiceReceived was emitted
         self._invoice_paid: dict[str, asyncio.Future[Decimal]] = {}
@@ -187,12 +190,48 @@ class PaymentManager:
 
     @property
     def spent(self) -> Decimal:
-        """What this run has accepted to pay so far."""
-        total = sum(self._invoiced.values(), start=Decimal(0))
-        for activity_id, amount in self._accepted_debit.items():
-            if self._activity_agreement.get(activity_id) not in self._invoiced:
-                total += amount
-        return total
+        """What this run has accepted to pay so far: each accepted invoice, and the debit notes accepted under
+        agreements not invoiced yet (an invoice covers its agreement's debit notes)."""
+        return self._spent
+
+    def _owed_under(self, agreement_id: str) -> Decimal:
+        """What :attr:`spent` counts for one agreement."""
+        invoiced = self._invoiced.get(agreement_id)
+        return invoiced if invoiced is not None else self._debit_of_agreement.get(agreement_id, Decimal(0))
+
+    def _assign(self, activity_id: str, agreement_id: str, debit: Decimal | None = None) -> None:
+        """Book ``activity_id`` under ``agreement_id`` (and its accepted debit notes at ``debit``, if given),
+        moving its debit notes from the agreement it was booked under; the caller fixes :attr:`spent`."""
+        already = self._accepted_debit.get(activity_id, Decimal(0))
+        previous = self._activity_agreement.get(activity_id)
+        if previous is not None:
+            self._debit_of_agreement[previous] -= already
+        self._activity_agreement[activity_id] = agreement_id
+        if debit is not None:
+            self._accepted_debit[activity_id] = already = debit
+        self._debit_of_agreement[agreement_id] = self._debit_of_agreement.get(agreement_id, Decimal(0)) + already
+
+    def _agreements_of(self, agreement_id: str, activity_ids: Iterable[str]) -> set[str]:
+        found = {agreement_id}
+        found.update(self._activity_agreement[a] for a in activity_ids if a in self._activity_agreement)
+        return found
+
+    def _book_debit_note(self, activity_id: str, agreement_id: str, total: Decimal) -> None:
+        """A debit note of ``activity_id`` was accepted for ``total`` (cumulative)."""
+        touched = self._agreements_of(agreement_id, [activity_id])
+        before = sum((self._owed_under(a) for a in touched), start=Decimal(0))
+        self._assign(activity_id, agreement_id, total)
+        self._spent += sum((self._owed_under(a) for a in touched), start=Decimal(0)) - before
+
+    def _book_invoice(self, agreement_id: str, amount: Decimal, activity_ids: Iterable[str]) -> None:
+        """The invoice of ``agreement_id`` was accepted for ``amount``; it covers ``activity_ids``."""
+        activity_ids = list(activity_ids)
+        touched = self._agreements_of(agreement_id, activity_ids)
+        before = sum((self._owed_under(a) for a in touched), start=Decimal(0))
+        self._invoiced[agreement_id] = amount
+        for activity_id in activity_ids:
+            self._assign(activity_id, agreement_id)
+        self._spent += sum((self._owed_under(a) for a in touched), start=Decimal(0)) - before
 
     def track(self, agreement: Agreement) -> None:
         """Pay the documents of ``agreement`` (checked against its prices, ``agreement.pricing``)."""
@@ -313,8 +352,7 @@ class PaymentManager:
             await self._refuse_for_budget(agreement, "debit note", debit_note_id, note.total_amount_due, charge)
             return
         await self._accept("debit note", debit_note_id, note.total_amount_due)
-        self._activity_agreement[note.activity_id] = note.agreement_id
-        self._accepted_debit[note.activity_id] = max(already, note.total_amount_due)
+        self._book_debit_note(note.activity_id, note.agreement_id, max(already, note.total_amount_due))
         self._bus.emit(
             DebitNoteAccepted(
                 debit_note_id=debit_note_id,
@@ -547,9 +585,7 @@ class PaymentManager:
             await self._refuse_for_budget(agreement, "invoice", invoice_id, invoice.amount, charge)
             return
         await self._accept("invoice", invoice_id, invoice.amount)
-        self._invoiced[invoice.agreement_id] = invoice.amount
-        for activity_id in invoice.activity_ids:
-            self._activity_agreement[activity_id] = invoice.agreement_id
+        self._book_invoice(invoice.agreement_id, invoice.amount, invoice.activity_ids)
         future = self._invoice_paid.get(invoice.agreement_id)
         if future is not None and not future.done():
             future.set_result(invoice.amount)

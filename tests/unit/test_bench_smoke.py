@@ -93,3 +93,28 @@ def test_a_short_soak_runs_and_finds_every_document_paid_once() -> None:
     assert result["problems"] == []
     assert result["invoices"] == result["agreements"] == 2
     assert result["commands"] > 0
+
+
+async def test_the_idle_scale_benchmark_runs_small_and_reports_lost_instances_and_the_nodes_cpu() -> None:
+    from bench.scale import scale_1000
+
+    result = await scale_1000(1, instances=3, window=0.2)
+
+    names = [figure.name for figure in result.figures]
+    assert names == [
+        "time to running",
+        "instances lost",
+        "requestor idle CPU",
+        "requestor RSS per instance",
+        "node idle CPU",
+        "node RSS",
+    ]
+
+
+async def test_the_big_batch_benchmark_runs_small_next_to_its_floors() -> None:
+    from bench.requestor import big_batch
+
+    result = await big_batch(1, commands=5)
+
+    assert [len(figure.samples) for figure in result.figures] == [1] * 5
+    assert result.figures[1].name == "5 one-command batches"

@@ -198,3 +198,14 @@ def test_the_node_keeps_a_bounded_head_and_tail_with_a_note() -> None:
     streamed = OutputCapture(capture_of({"stream": {}}), limit=8)
     assert [streamed.write(b"0123456789") for _ in range(3)] == ["0123456789"] * 3  # every piece still streams
     assert "bytes of output left out here" in str(streamed.result())
+
+
+def test_an_output_ring_takes_its_memory_only_when_something_is_written() -> None:
+    from golem_local.exescript import _Ring
+
+    ring = _Ring(1 << 20)
+    assert len(ring._buffer) == 0  # a command that prints nothing costs no megabyte to zero
+    assert ring.value() == b""
+    ring.write(b"abc")
+    assert ring.value() == b"abc"
+    assert len(ring._buffer) == 1 << 20

@@ -531,3 +531,49 @@ async def test_an_activity_forgets_batches_that_finished_long_ago_but_keeps_the_
     with pytest.raises(HttpError, match="kept for 60 s") as info:
         activity.batch(batches[0].batch_id)
     assert info.value.status == 404
+
+
+class _TenSecondClock(StrictClock):
+    """Ten seconds later on every reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moment = utc_now()
+
+    def now(self) -> datetime:
+        self.moment += timedelta(seconds=10)
+        return self.moment
+
+
+def test_a_long_run_keeps_a_bounded_ledger_the_latest_note_and_every_unaccepted_one() -> None:
+    from golem_local.ledger import DEBIT_NOTE_EVENTS_KEPT_FOR
+
+    ledger = Ledger(_TenSecondClock(), REQUESTOR, D(1000), PLATFORM)
+    allocation = ledger.create_allocation(PLATFORM, D(100))
+    unpaid = note(ledger, "0.001", activity="act-2", agreement="agr-2")
+    for step in range(1, 201):  # 2000 s of notes, one every 10 s, each accepted
+        issued = note(ledger, str(D("0.01") * step))
+        ledger.accept_debit_note(issued.document_id, issued.total_amount_due, allocation.allocation_id)
+
+    kept = [n for n in ledger.debit_notes() if n.activity_id == "act-1"]
+    assert 1 < len(kept) <= DEBIT_NOTE_EVENTS_KEPT_FOR / 10 + 2  # the notes of the last two minutes, not all 200
+    assert kept[-1].document_id == issued.document_id  # the latest stays
+    assert ledger.debit_note(unpaid.document_id) is unpaid  # a note not accepted stays
+    assert ledger.waiting_debit_notes_of("agr-2") == [unpaid]
+    assert ledger.waiting_debit_notes_of("agr-1") == []
+    assert len(ledger.debit_note_events) <= 2 * (DEBIT_NOTE_EVENTS_KEPT_FOR / 10 + 2)
+    assert ledger.total_paid == D("2.00")  # what was paid is unchanged by forgetting
+
+
+def test_a_note_accepted_long_after_it_was_superseded_is_forgotten_when_accepted() -> None:
+    ledger = Ledger(_TenSecondClock(), REQUESTOR, D(1000), PLATFORM)
+    allocation = ledger.create_allocation(PLATFORM, D(100))
+    late = note(ledger, "0.01")
+    for step in range(2, 40):  # 380 s of later notes, all accepted but the first
+        issued = note(ledger, str(D("0.01") * step))
+        ledger.accept_debit_note(issued.document_id, issued.total_amount_due, allocation.allocation_id)
+    assert ledger.debit_note(late.document_id) is late  # not accepted: kept
+
+    ledger.accept_debit_note(late.document_id, late.total_amount_due, allocation.allocation_id)
+
+    assert late.document_id not in {n.document_id for n in ledger.debit_notes()}

@@ -487,3 +487,17 @@ def test_node_ids_are_addresses_stable_within_a_run() -> None:
     assert is_node_id(ids.node_id("a"))
     assert ids.node_id("a") == ids.node_id("a") != ids.node_id("b")
     assert NodeIdentities().node_id("a") != ids.node_id("a")
+
+
+async def test_a_subscriptions_events_are_dropped_once_its_reader_has_taken_them() -> None:
+    market = LocalMarket()
+    demand_id = market.subscribe_demand(REQUESTOR, demand_properties(), DEMAND_CONSTRAINTS)
+    for number in range(3):
+        market.subscribe_offer(PROVIDER, {**OFFER, "golem.node.id.name": f"p{number}"}, OFFER_CONSTRAINTS)
+    log = market._subscriptions[demand_id].events
+    assert len(log) == 3
+
+    assert len(await proposals(market, demand_id)) == 3
+
+    assert len(log) == 0
+    assert await proposals(market, demand_id) == []

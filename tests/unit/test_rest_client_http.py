@@ -204,3 +204,40 @@ async def test_a_closed_client_refuses_further_requests(node: tuple[str, Recorde
 def test_construction_outside_a_loop_creates_no_session() -> None:
     client = RestClient(ApiConfig.for_node("http://127.0.0.1:1", KEY))
     assert client._session is None
+
+
+async def test_more_long_polls_than_aiohttps_default_pool_are_all_in_flight_at_once() -> None:
+    # Each starting instance holds a connection for its long-polls; with aiohttp's default pool of 100 the
+    # 101st request queued until one of them ended, and its own timeout ran out while it waited (issue 17).
+    count = 150
+    arrived = 0
+    everyone_in = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            everyone_in.set()
+        await everyone_in.wait()  # answers only once all of them are waiting on the node at the same time
+        return web.json_response({"identity": "0xabc", "name": "requestor", "role": "manager"})
+
+    app = web.Application()
+    app.router.add_get("/me", handle)
+    server = test_utils.TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        async with RestClient(ApiConfig.for_node(url, KEY)) as client:
+            identities = await asyncio.wait_for(asyncio.gather(*(client.identity() for _ in range(count))), 60)
+        assert {identity.identity for identity in identities} == {"0xabc"}
+        assert arrived == count
+        async with RestClient(ApiConfig.for_node(url, KEY), max_connections=10) as capped:
+            assert capped._get_session().connector is not None
+            assert capped._get_session().connector.limit == 10
+    finally:
+        await server.close()
+
+
+def test_a_pool_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        RestClient(ApiConfig.for_node("http://127.0.0.1:1", KEY), max_connections=0)

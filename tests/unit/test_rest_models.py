@@ -352,3 +352,16 @@ def test_a_field_of_the_wrong_shape_is_named(parse: Any, data: Any, words: list[
         parse(data)
     for word in words:
         assert word in str(info.value)
+
+
+def test_a_results_list_leaves_out_unparsed_the_commands_before_since() -> None:
+    from golem_api._rest.activity import _before
+    from golem_api._rest.models import ExeScriptCommandResult
+    from golem_api._rest.models._fields import parse_list
+
+    answer = [{"index": 0, "eventDate": "2026-01-01T00:00:00Z", "result": "Ok", "stdout": "a"}]
+    answer += [{"index": 1, "broken": "never parsed"}]  # parsing it would fail: it must be skipped
+    answer += [{"index": 2, "eventDate": "2026-01-01T00:00:01Z", "result": "Ok", "stdout": "c"}]
+    assert _before(0) is None
+    parsed = parse_list(ExeScriptCommandResult.from_json, skip=_before(2))(answer)
+    assert [(item.index, item.stdout) for item in parsed] == [(2, "c")]

@@ -97,10 +97,11 @@ class FakeActivity:
         return "batch-1"
 
     async def results(
-        self, batch_id: str, command_index: int | None = None, timeout: float | None = None
+        self, batch_id: str, command_index: int | None = None, timeout: float | None = None, *, since: int = 0
     ) -> list[ExeScriptCommandResult]:
         assert command_index is not None
         assert timeout is not None
+        assert since == command_index  # the poller asks for the first result it lacks, and only for those after
         self.polls.append(command_index)
         self.polled.set()
         if self.events:  # like the node: a command's result comes after its events
@@ -548,6 +549,18 @@ async def test_chunks_in_any_order_are_assembled_and_checked_against_the_hash() 
     digest = hashlib.sha3_256(b"hello world").hexdigest()
     assert (await call(receiving, "UploadFinished", {"hash": digest})).error is None
     assert await receiving.result(timeout=BOUND) == b"hello world"
+    await receiving.aclose()
+
+
+async def test_chunks_in_order_are_hashed_as_they_come_and_the_file_is_not_read_again(tmp_path: Path) -> None:
+    target = tmp_path / "received"
+    receiving = Receiving(storage_without_node(), "f1", "0xrequestor", path=target)
+    for offset, content in [(0, b"hello "), (6, b"world")]:
+        assert (await call(receiving, "UploadChunk", chunk(offset, content))).error is None
+    target.write_bytes(b"changed behind its back")  # a second hash of the whole file would see this
+    digest = hashlib.sha3_256(b"hello world").hexdigest()
+    assert (await call(receiving, "UploadFinished", {"hash": digest})).error is None
+    assert await receiving.wait(timeout=BOUND) == 11
     await receiving.aclose()
 
 

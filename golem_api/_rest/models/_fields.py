@@ -164,12 +164,14 @@ def parse_nothing(data: Any) -> None:
     del data
 
 
-def parse_list(item: Callable[[Any], T]) -> Callable[[Any], list[T]]:
-    """A parser of a JSON array whose items ``item`` parses."""
+def parse_list(item: Callable[[Any], T], *, skip: Callable[[Any], bool] | None = None) -> Callable[[Any], list[T]]:
+    """A parser of a JSON array whose items ``item`` parses (leaving out those ``skip`` is true of, unparsed)."""
 
     def parse(data: Any) -> list[T]:
         if not isinstance(data, list):
             raise ValueError(f"expected a JSON array, got {_describe(data)}")
+        if skip is not None:
+            return [item(entry) for entry in data if not skip(entry)]
         return [item(entry) for entry in data]
 
     return parse
