@@ -23,8 +23,8 @@ cause (``exc_info``), not ``unresponsive``.
 
 A script cut short may leave its batch running on the provider (the activity API cannot kill a batch). Before
 ``shutdown`` runs, such a batch may finish within the shutdown's bound (``shutdown_timeout``, which the wait
-counts against), as on the exe-unit the shutdown's script would run after it; if it has not, the activity is ended (which kills it) and ``shutdown``, which could not run
-anything, is skipped.
+counts against), as on the exe-unit the shutdown's script would run after it; if it has not, the activity is
+ended (which kills it) and ``shutdown``, which could not run anything, is skipped.
 A script whose timeout passed has ended its activity already: in ``start`` that is a failed start (respawned),
 elsewhere the handler's failure, after which the instance stops.
 
