@@ -102,27 +102,17 @@ async def main() -> None:
 
 async def _lifecycle(name: str, root: Path, limits: SandboxLimits) -> None:
     os.mkdir(root)
-    deploys, starts, stops = [], [], []
-    for index in range(RUNS_START):
-        vm = VmRuntime(Image(), root / f"start-{index}", limits=limits)
-        began = time.perf_counter()
-        await vm.deploy(DeploySettings())
-        deploys.append(time.perf_counter() - began)
-        began = time.perf_counter()
-        await vm.start([])
-        starts.append(time.perf_counter() - began)
-        began = time.perf_counter()
-        await vm.stop()
-        stops.append(time.perf_counter() - began)
-    deploy, start, stop = (statistics.median(times) * 1000 for times in (deploys, starts, stops))
+    deploy, start, stop = await _image_lifecycle(Image(), root, RUNS_START, limits)
     print(f"{name:<22} deploy {deploy:6.2f} ms, start {start:6.2f} ms, stop {stop:6.2f} ms (medians of {RUNS_START})")
 
 
-async def _image_lifecycle(image: Image, base: Path, runs: int) -> tuple[float, float, float]:
-    """Median ms of deploy, start and stop of ``runs`` activities on ``image``."""
+async def _image_lifecycle(
+    image: Image, base: Path, runs: int, limits: SandboxLimits | None = None
+) -> tuple[float, float, float]:
+    """Median ms of deploy, start and stop of ``runs`` activities on ``image`` (within ``limits``)."""
     deploys, starts, stops = [], [], []
     for index in range(runs):
-        vm = VmRuntime(image, base / f"activity-{index}")
+        vm = VmRuntime(image, base / f"activity-{index}", limits=limits)
         began = time.perf_counter()
         await vm.deploy(DeploySettings())
         deploys.append(time.perf_counter() - began)

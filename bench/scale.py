@@ -8,33 +8,28 @@ import time
 
 import psutil  # type: ignore[import-untyped]
 
-from bench.processes import run_json, served_node
+from bench.processes import NodeInfo, run_json, served_node
 from bench.stats import Figure, Result, Target
 from golem_shared.tasks import TaskSet
 
 __all__ = ["requestor_scale", "scale_1000"]
 
 
+def _child_argv(node: NodeInfo, instances: int, runs: int, window: float) -> list[str]:
+    """``bench.scale_child`` against the served ``node``: ``instances``, ``runs`` windows of ``window`` s."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.scale_child",
+        *("--url", node["url"], "--app-key", node["app_key"]),
+        *("--instances", str(instances), "--windows", str(runs), "--window", str(window)),
+    ]
+
+
 async def requestor_scale(runs: int, instances: int = 200, window: float = 5.0) -> Result:
     """Run ``instances`` trivial instances from a child requestor against an idle-runtime node; sample it idling."""
     async with served_node(instances, "idle") as node:
-        figures = await run_json(
-            [
-                sys.executable,
-                "-m",
-                "bench.scale_child",
-                "--url",
-                node["url"],
-                "--app-key",
-                node["app_key"],
-                "--instances",
-                str(instances),
-                "--windows",
-                str(runs),
-                "--window",
-                str(window),
-            ]
-        )
+        figures = await run_json(_child_argv(node, instances, runs, window))
     return Result(
         key="requestor_scale",
         title="Scale of the requestor",
@@ -76,23 +71,7 @@ async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0) -> 
         tasks = TaskSet("scale_1000 benchmark")
         tasks.spawn(_sample(psutil.Process(int(node["pid"])), window, node_cpu, node_rss), name="node sampler")
         try:
-            figures = await run_json(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.scale_child",
-                    "--url",
-                    node["url"],
-                    "--app-key",
-                    node["app_key"],
-                    "--instances",
-                    str(instances),
-                    "--windows",
-                    str(runs),
-                    "--window",
-                    str(window),
-                ]
-            )
+            figures = await run_json(_child_argv(node, instances, runs, window))
         finally:
             await tasks.aclose()
     cpu = figures["cpu_percent"]
