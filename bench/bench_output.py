@@ -20,10 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from golem_api import Golem, LocalNetworkConfig, VmPayload
-from golem_api._rest.client import RestClient
-from golem_api._rest.config import ApiConfig
-from golem_api.activity.storage import GsbStorage
-from golem_api.activity.work_context import WorkContext
 
 
 async def _ticker(worst: list[float]) -> None:
@@ -38,31 +34,28 @@ async def main(megabytes: int, to_file: bool) -> None:
     """Measure and print (see the module docstring)."""
     network = LocalNetworkConfig.with_providers(1, debit_note_interval_sec=3600)
     async with Golem(budget=1.0, local_network=network) as golem:
-        node = golem.local_node
-        assert node is not None
         agreement = await (await golem.create_demand(VmPayload())).agreement(timeout=30)
         activity = await agreement.create_activity()
-        async with RestClient(ApiConfig.for_node(node.url, node.app_key)) as rest, GsbStorage(rest) as storage:
-            ctx = WorkContext(activity, storage, golem.bus)
-            script = ctx.new_script(timeout=60)
-            script.deploy()
-            script.start()
+        ctx = golem.work_context(activity)
+        script = ctx.new_script(timeout=60)
+        script.deploy()
+        script.start()
+        await ctx.run_script(script)
+        with tempfile.TemporaryDirectory() as scratch:
+            options: dict[str, Any] = {"stdout_file": Path(scratch) / "out"} if to_file else {}
+            script = ctx.new_script(timeout=600)
+            run = script.run("/bin/sh", "-c", f"head -c {megabytes * 1_000_000} /dev/zero | tr '\\0' x", **options)
+            worst = [0.0]
+            ticker = asyncio.create_task(_ticker(worst))
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            began = time.perf_counter()
             await ctx.run_script(script)
-            with tempfile.TemporaryDirectory() as scratch:
-                options: dict[str, Any] = {"stdout_file": Path(scratch) / "out"} if to_file else {}
-                script = ctx.new_script(timeout=600)
-                run = script.run("/bin/sh", "-c", f"head -c {megabytes * 1_000_000} /dev/zero | tr '\\0' x", **options)
-                worst = [0.0]
-                ticker = asyncio.create_task(_ticker(worst))
-                before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                began = time.perf_counter()
-                await ctx.run_script(script)
-                took = time.perf_counter() - began
-                after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                ticker.cancel()
-                written = (Path(scratch) / "out").stat().st_size if to_file else 0
-            result = await run
-            await agreement.terminate()
+            took = time.perf_counter() - began
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            ticker.cancel()
+            written = (Path(scratch) / "out").stat().st_size if to_file else 0
+        result = await run
+        await agreement.terminate()
     where = " to a file" if to_file else ""
     print(
         f"{megabytes} MB of stdout{where}: {took:.2f} s, peak RSS +{(after - before) / 1024:.0f} MiB, "

@@ -21,10 +21,6 @@ import time
 from pathlib import Path
 
 from golem_api import Golem, LocalNetworkConfig, VmPayload
-from golem_api._rest.client import RestClient
-from golem_api._rest.config import ApiConfig
-from golem_api.activity.storage import GsbStorage
-from golem_api.activity.work_context import WorkContext
 
 __all__ = ["main", "measure"]
 
@@ -44,29 +40,26 @@ async def measure(megabytes: int) -> dict[str, float]:
                 file.write(os.urandom(1_000_000))
         back = Path(scratch) / "back"
         async with Golem(budget=1.0, local_network=network, event_consumer=None) as golem:
-            node = golem.local_node
-            assert node is not None
             agreement = await (await golem.create_demand(VmPayload())).agreement(timeout=30)
             activity = await agreement.create_activity()
-            async with RestClient(ApiConfig.for_node(node.url, node.app_key)) as rest, GsbStorage(rest) as storage:
-                ctx = WorkContext(activity, storage, golem.bus)
-                script = ctx.new_script(timeout=60)
-                script.deploy()
-                script.start()
+            ctx = golem.work_context(activity)
+            script = ctx.new_script(timeout=60)
+            script.deploy()
+            script.start()
+            await ctx.run_script(script)
+            figures: dict[str, float] = {}
+            for name, add in (
+                ("upload", lambda s: s.upload_file(source, "/golem/work/file")),
+                ("download", lambda s: s.download_file("/golem/work/file", back)),
+            ):
+                script = ctx.new_script(timeout=600)
+                add(script)
+                before = _peak_mib()
+                began = time.perf_counter()
                 await ctx.run_script(script)
-                figures: dict[str, float] = {}
-                for name, add in (
-                    ("upload", lambda s: s.upload_file(source, "/golem/work/file")),
-                    ("download", lambda s: s.download_file("/golem/work/file", back)),
-                ):
-                    script = ctx.new_script(timeout=600)
-                    add(script)
-                    before = _peak_mib()
-                    began = time.perf_counter()
-                    await ctx.run_script(script)
-                    figures[f"{name} MB/s"] = megabytes / (time.perf_counter() - began)
-                    figures[f"{name} peak +MiB"] = _peak_mib() - before
-                await agreement.terminate()
+                figures[f"{name} MB/s"] = megabytes / (time.perf_counter() - began)
+                figures[f"{name} peak +MiB"] = _peak_mib() - before
+            await agreement.terminate()
         if back.stat().st_size != size:
             raise RuntimeError(f"downloaded {back.stat().st_size} bytes of {size}")
         began = time.perf_counter()
