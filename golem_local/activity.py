@@ -237,7 +237,7 @@ class ExeUnitActivity:
         self._current: Batch | None = None
         self._tasks = TaskSet(f"activity {activity_id}", logger=_log)
         self._worker: asyncio.Task[None] | None = None
-        self._shutting_down = False
+        self._ending: asyncio.Task[None] | Literal["in place"] | None = None  # how it ends (see _shutdown)
         self._stopped = asyncio.Event()  # set once the last debit note (if any) is out and usage is frozen
 
     def __repr__(self) -> str:
@@ -337,11 +337,27 @@ class ExeUnitActivity:
             await self.fail(reason)
 
     async def _shutdown(self, reason: str, *, bill: bool) -> None:
-        """Cancel and await the activity's tasks, fail its batches, stop the runtime, bill; once."""
-        if self._shutting_down:
-            await self._stopped.wait()
-            return
-        self._shutting_down = True
+        """Cancel and await the activity's tasks, fail its batches, stop the runtime, bill; once.
+
+        Called from outside (a ``DELETE``, the agreement's end, the node's shutdown), the ending runs in a task
+        of its own that every caller awaits: a caller cancelled meanwhile (a ``DELETE`` whose client gave up, as
+        the node then cancels its handler) must not cut it short, or the sandbox would be left running and the
+        last debit note never issued. One of the activity's own tasks (a ``terminate`` in its worker, the
+        runtime's watcher) ends it in place: only this ending cancels them, and it leaves its caller alone.
+        """
+        if self._ending is None:
+            current = asyncio.current_task()
+            if current is not None and current in set(self._tasks):
+                self._ending = "in place"
+                await self._end(reason, bill=bill)
+                return
+            self._ending = asyncio.ensure_future(self._end(reason, bill=bill))
+        if isinstance(self._ending, asyncio.Task):
+            await asyncio.shield(self._ending)  # every caller awaits it; nobody cancels it
+        else:
+            await self._stopped.wait()  # one of the activity's tasks ends it, and only this ending cancels those
+
+    async def _end(self, reason: str, *, bill: bool) -> None:
         try:
             current = asyncio.current_task()
             await self._tasks.aclose(timeout=_TASK_END_TIMEOUT)

@@ -29,6 +29,7 @@ from golem_local.http import HttpError
 from golem_local.ledger import DebitNoteRecord, Ledger, money
 from golem_local.market import LocalMarket
 from golem_local.market_model import ProposalEventRecord
+from golem_local.runtime.idle import IdleRuntime
 from golem_shared.timestamps import parse_timestamp, utc_now
 
 PLATFORM = "erc20-holesky-tglm"
@@ -498,6 +499,56 @@ async def test_requestor_destroy_racing_the_agreement_end_still_invoices_the_fin
     (final,) = ledger.debit_notes()
     (invoice,) = ledger.invoices()
     assert final.total_amount_due == invoice.amount == expected_cost(6)
+
+
+class _SlowStop(IdleRuntime):
+    """A runtime whose ``stop`` takes until ``release`` is set (a sandbox slow to end under load)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = asyncio.Event()
+        self.release = asyncio.Event()
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await self.release.wait()
+        self.stopped = True
+
+
+async def test_a_destroy_whose_caller_gave_up_still_ends_the_activity_and_the_agreement_is_invoiced() -> None:
+    """The requestor's ``DELETE`` timed out while the runtime stopped (the node cancels that handler): the
+    ending goes on by itself (the sandbox is not left running, the last debit note is issued), and the
+    agreement's end that follows waits for it and invoices the final amount."""
+    clock = StrictClock()
+    market = LocalMarket(clock)
+    ledger = Ledger(clock, REQUESTOR, D("100"), PLATFORM)
+    runtime = _SlowStop()
+    time = ManualTime()
+    hub = ActivityHub(
+        market, ledger, providers={PROVIDER: OFFER_SPEC}, time_source=time, runtime_factory=lambda *_: runtime
+    )
+    try:
+        agreement_id = await approved_agreement(market)
+        activity = await hub.create(agreement_id)
+        time.advance(6)
+        destroying = asyncio.ensure_future(hub.destroy(activity.activity_id))
+        await asyncio.wait_for(runtime.stopping.wait(), 5)
+        destroying.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await destroying
+        ending = asyncio.ensure_future(hub.agreement_ended(agreement_id, PROVIDER))
+        runtime.release.set()
+        await asyncio.wait_for(ending, 5)
+        assert activity.state is ExeUnitState.TERMINATED
+        assert runtime.stopped, "the runtime's stop was cut short"
+        final = ledger.debit_notes()[-1]
+        (invoice,) = ledger.invoices()
+        assert invoice.activity_ids == [activity.activity_id]
+        assert final.total_amount_due == invoice.amount == expected_cost(6)
+    finally:
+        runtime.release.set()
+        await asyncio.wait_for(hub.aclose(), 5)
 
 
 async def test_missed_intervals_are_billed_once_and_the_schedule_keeps_its_phase(
