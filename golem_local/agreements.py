@@ -15,7 +15,6 @@ Both parties get every ``Agreement…Event`` in their own log, read with ``after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -36,6 +35,7 @@ from golem_local.market_model import (
     MarketNotFoundError,
     TerminationObserver,
 )
+from golem_shared.tasks import wait_event
 
 __all__ = [
     "AgreementBook",
@@ -121,8 +121,7 @@ class AgreementBook:
                     raise LocalMarketTimeoutError(f"agreement {agreement_id} was not approved within {timeout} s")
                 wait = min(wait, deadline - loop.time())
             changed = self._changed.setdefault(agreement_id, asyncio.Event())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(wait, 0.0))
+            await wait_event(changed, max(wait, 0.0))
 
     def approve(self, agreement_id: str, *, by: str | None = None) -> None:
         """The provider approves a ``Pending`` agreement: both parties get ``AgreementApprovedEvent``."""

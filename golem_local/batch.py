@@ -39,6 +39,7 @@ from attrs import frozen
 
 from golem_local.exescript import DEFAULT_OUTPUT_LIMIT, Command
 from golem_local.http import HttpError
+from golem_shared.tasks import wait_event
 from golem_shared.timestamps import format_timestamp, utc_now
 
 __all__ = [
@@ -110,9 +111,7 @@ class Listener:
         """What came since the last take, waiting up to ``timeout`` s for something when nothing has come."""
         if not self._pending and not self.batch.finished:
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
+            if not await wait_event(self._changed, timeout):
                 return []
         events = list(self._pending)
         self._pending.clear()
@@ -203,11 +202,7 @@ class Batch:
         while self.congested():
             room = self._room
             remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                if remaining <= 0:
-                    raise asyncio.TimeoutError
-                await asyncio.wait_for(room.wait(), remaining)
-            except asyncio.TimeoutError:
+            if remaining <= 0 or not await wait_event(room, remaining):
                 for listener in self._listeners:
                     listener.left_behind = listener.left_behind or listener.full
                 return
@@ -271,11 +266,7 @@ class Batch:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             return False
-        try:
-            await asyncio.wait_for(self._changed.wait(), remaining)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await wait_event(self._changed, remaining)
 
     async def wait_results(self, *, command_index: int | None, timeout: float | None) -> list[dict[str, Any]]:
         """The results so far, after waiting as the daemon's long-poll does.

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
+from golem_shared.tasks import wait_event
 from golem_shared.timestamps import utc_now
 
 __all__ = [
@@ -116,9 +117,7 @@ class EventLog(Generic[T]):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            try:
-                await asyncio.wait_for(self._appended.wait(), remaining)
-            except asyncio.TimeoutError:
+            if not await wait_event(self._appended, remaining):
                 break
             found = self._select(after, max_events, accept)
         return found

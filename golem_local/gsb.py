@@ -39,6 +39,7 @@ from golem_shared.gftp import (
     decode_response,
     encode_request,
 )
+from golem_shared.tasks import wait_event
 
 __all__ = [
     "GSB_PREFIX",
@@ -153,14 +154,11 @@ class GsbRouter:
         services = self._find(address, component)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if services.socket is None:
-            try:
-                await asyncio.wait_for(services.connected.wait(), timeout)
-            except asyncio.TimeoutError:
-                raise GsbCallError(
-                    f"nobody connected to the WebSocket of the GSB service on {address} within {timeout:g} s: "
-                    f"open gsb-api/v1/services/{services.services_id} before starting the transfer"
-                ) from None
+        if services.socket is None and not await wait_event(services.connected, timeout):
+            raise GsbCallError(
+                f"nobody connected to the WebSocket of the GSB service on {address} within {timeout:g} s: "
+                f"open gsb-api/v1/services/{services.services_id} before starting the transfer"
+            ) from None
         socket = services.socket
         if services.closed:
             raise GsbCallError(f"the GSB service on {address} was unbound before {component} could be sent")

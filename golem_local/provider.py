@@ -33,7 +33,6 @@ price model meters the runtime's own counters too (``runtime_counters``, priced 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -48,7 +47,7 @@ from golem_local.provider_port import OfferAgreement, OfferEvent, OfferProposal,
 from golem_local.runtime.base import OfferTemplate
 from golem_shared.constraints import constraints_match
 from golem_shared.errors import LocalNodeError
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, wait_event
 from golem_shared.timestamps import format_timestamp, utc_now
 
 __all__ = [
@@ -401,8 +400,7 @@ class LocalProvider:
                 wait = min(wait, min(self._terms.values()))
                 if deadline is not None:
                     wait = min(wait, max((deadline - now).total_seconds(), 0.0))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._agreement_changed.wait(), wait)
+            await wait_event(self._agreement_changed, wait)
 
     async def _end_unpaid(self, agreement_id: str, reason: str) -> None:
         _log.warning("provider %s terminates agreement %s: %s", self.name, agreement_id, reason)

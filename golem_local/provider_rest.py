@@ -63,7 +63,7 @@ from golem_local.provider import LocalProvider
 from golem_local.provider_port import OfferAgreement, OfferEvent, OfferProposal
 from golem_local.runtime.base import OfferTemplate
 from golem_shared.errors import LocalNodeError
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, wait_event
 from golem_shared.timestamps import format_timestamp, parse_timestamp, utc_now
 
 __all__ = [
@@ -522,11 +522,7 @@ class RestProviderPayments:
         """Wait up to ``timeout`` s until every issued document was handled; whether they all were."""
         if self._idle is None:
             return not self._queue
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await wait_event(self._idle, timeout)
 
     async def aclose(self, timeout: float = _DRAIN_TIMEOUT) -> None:
         """Give the queued documents up to ``timeout`` s, then stop."""

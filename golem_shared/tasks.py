@@ -19,7 +19,7 @@ import logging
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "reap"]
+__all__ = ["TaskSet", "reap", "wait_event"]
 
 T = TypeVar("T")
 
@@ -115,3 +115,22 @@ async def reap(process: asyncio.subprocess.Process) -> None:
     except asyncio.CancelledError:
         await waiting  # a kill is answered at once: finish reaping, then let the cancellation go on
         raise
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set (``True``) or ``timeout`` seconds have passed (``False``).
+
+    Use it instead of ``asyncio.wait_for(event.wait(), timeout)``: before Python 3.12, ``wait_for`` swallows a
+    cancellation that arrives while the event is being set (the inner wait finished, so it returns), and the
+    cancelled task carries on as if nothing happened. A job cancelled right as one of its tasks started, for
+    one, kept waiting for results that would never come. Here the cancellation always goes on.
+    """
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        fired = waiter.done() and not waiter.cancelled()
+        waiter.cancel()
+    return fired

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from golem_api.errors import ActivityError, GolemError, RequestTimeoutError
 from golem_shared.output import left_out_note, was_cut
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, wait_event
 
 if TYPE_CHECKING:
     from golem_api._rest.models import ExeScriptCommandResult, RuntimeEvent
@@ -305,18 +305,14 @@ class EventStreamReader:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            try:
-                await asyncio.wait_for(self._tick.wait(), remaining)
-            except asyncio.TimeoutError:
+            if not await wait_event(self._tick, remaining):
                 return False
         return True
 
     async def wait_opened(self, timeout: float) -> None:
         """Until the node has answered the stream's request (at most ``timeout`` s): from then on no output
         of the batch can go by unseen."""
-        try:
-            await asyncio.wait_for(self.opened.wait(), timeout)
-        except asyncio.TimeoutError:
+        if not await wait_event(self.opened, timeout):
             _log.warning("the event stream of batch %s did not open within %g s", self._batch_id, timeout)
 
     async def aclose(self) -> None:

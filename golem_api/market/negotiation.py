@@ -52,7 +52,7 @@ from golem_api.events import (
 )
 from golem_api.market.agreement import Agreement
 from golem_api.market.strategy import MarketStrategy, Offer
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, wait_event
 from golem_shared.timestamps import utc_now
 
 if TYPE_CHECKING:
@@ -334,7 +334,7 @@ class Demand:
             if remaining <= 0:
                 raise asyncio.TimeoutError
             self._draft_arrived.clear()
-            await asyncio.wait_for(self._draft_arrived.wait(), remaining)
+            await wait_event(self._draft_arrived, remaining)  # the deadline is checked above
 
     async def agreement(self, timeout: float = 60.0, *, avoid: Collection[str] = ()) -> Agreement:
         """The next approved agreement, best-scored provider first; :class:`~golem_api.errors.MarketTimeoutError`

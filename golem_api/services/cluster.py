@@ -29,6 +29,7 @@ from golem_api.events import Event, EventBus, ServiceStateChanged
 from golem_api.services._arguments import check_network_addresses, plan_instances
 from golem_api.services._runner import CLEANUP_TIMEOUT, InstanceRunner, InstanceSettings
 from golem_api.services.service import Service
+from golem_shared.tasks import wait_event
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -224,10 +225,7 @@ class Cluster(Generic[ServiceT]):
                     raise GolemTimeoutError(
                         f"not every instance was running after {timeout:g} s: {self!r}", timeout=timeout
                     )
-                try:
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except asyncio.TimeoutError:
-                    continue
+                await wait_event(changed, remaining)
         finally:
             self._bus.unsubscribe(subscription)
 

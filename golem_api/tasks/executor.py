@@ -82,7 +82,7 @@ from golem_api.events import (
     WorkerStarted,
 )
 from golem_api.tasks.task import Task, TaskStatus
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, wait_event
 from golem_shared.timestamps import utc_now
 
 if TYPE_CHECKING:
@@ -279,8 +279,7 @@ class Job(Generic[D, R]):
                 await self._stop(error)
                 raise error
             tick = self._tick
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(tick.wait(), remaining)
+            await wait_event(tick, remaining)
 
     async def __aenter__(self) -> Job[D, R]:
         return self

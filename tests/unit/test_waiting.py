@@ -1,0 +1,39 @@
+"""``wait_event``: a bounded wait for an event that never loses a cancellation (``asyncio.wait_for`` does before
+Python 3.12 when the event is set as the cancellation arrives: a cancelled job then went on waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from golem_shared.tasks import wait_event
+
+
+async def _until_waiting(event: asyncio.Event) -> None:
+    """Until some task waits on ``event`` (one loop step at a time; no clock involved)."""
+    for _ in range(100):
+        if event._waiters:  # type: ignore[attr-defined]
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("nobody waited on the event")
+
+
+async def test_a_cancellation_arriving_as_the_event_is_set_is_not_lost() -> None:
+    event = asyncio.Event()
+    waiting = asyncio.ensure_future(wait_event(event, 30))
+    await _until_waiting(event)
+    event.set()  # the inner wait finishes in this very step …
+    waiting.cancel()  # … and the cancellation arrives with it
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_it_says_whether_the_event_came_or_the_time_ran_out() -> None:
+    event = asyncio.Event()
+    assert await wait_event(event, 0.01) is False
+    waiting = asyncio.ensure_future(wait_event(event, 30))
+    await _until_waiting(event)
+    event.set()
+    assert await waiting is True
+    assert await wait_event(event, 0) is True  # already set: no wait at all
