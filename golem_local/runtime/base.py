@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from golem_local.safefs import VolumeFiles
 
 __all__ = [
+    "DEFAULT_STOP_GRACE",
     "DeployNetwork",
     "DeploySettings",
     "Deployment",
@@ -41,6 +42,11 @@ __all__ = [
     "RuntimeFailure",
     "Volume",
 ]
+
+
+DEFAULT_STOP_GRACE = 5.0
+"""Seconds an activity's processes get between SIGTERM and SIGKILL when it ends, unless its provider's
+``ProviderSpec.stop_grace`` says otherwise (the daemon's exe-unit's ``PROCESS_KILL_TIMEOUT_SECONDS`` default)."""
 
 
 class RuntimeFailure(Exception):
