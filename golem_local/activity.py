@@ -637,7 +637,7 @@ class ActivityHub:
         stop_overrun: float = STOP_OVERRUN,
     ) -> None:
         self._market = market
-        self._stop_overrun = stop_overrun
+        self.stop_overrun = stop_overrun
         self._output_limit = output_limit
         self._ledger = ledger
         self._providers = dict(providers or {})
@@ -707,7 +707,7 @@ class ActivityHub:
             transfers=self._transfers,
             output_limit=self._output_limit,
             stop_grace=spec.stop_grace if spec is not None else DEFAULT_STOP_GRACE,
-            stop_overrun=self._stop_overrun,
+            stop_overrun=self.stop_overrun,
         )
         self._activities[activity.activity_id] = activity
         activity.start()

@@ -33,7 +33,7 @@ from golem_local.images.builder import ENGINES, HOST_CA, build_image
 from golem_local.images.format import COMPRESSIONS, DEFAULT_COMPRESSION, verify_image
 from golem_local.images.registry import ImageRegistry, default_registry_dir, normalize_tag
 from golem_local.node import LocalNode
-from golem_local.runtime.base import OfferTemplate
+from golem_local.runtime.base import OfferTemplate, bounded_stop
 from golem_local.runtime.builtin import BUILTIN_RUNTIMES
 from golem_local.runtime.program import RUNTIMES_DIR_ENV, program_runtimes, runtime_dirs_from_env
 from golem_local.runtime.registry import ENTRY_POINT_GROUP, RuntimeContext, RuntimeDescriptor, RuntimeRegistry
@@ -421,4 +421,4 @@ async def _self_test(descriptor: RuntimeDescriptor) -> OfferTemplate:
             await probe.self_test()
             return probe.offer()
         finally:
-            await probe.stop()
+            await bounded_stop(probe, f"the self-test of runtime {descriptor.name!r}")

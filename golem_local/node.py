@@ -71,7 +71,7 @@ from golem_local.net.vpn import LocalVpn
 from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
 from golem_local.provider_port import InProcessMarket
-from golem_local.runtime.base import DEFAULT_STOP_GRACE, OfferTemplate, RuntimeFailure
+from golem_local.runtime.base import DEFAULT_STOP_GRACE, OfferTemplate, RuntimeFailure, bounded_stop
 from golem_local.runtime.builtin import BUILTIN_RUNTIMES, CONTAINER, VM
 from golem_local.runtime.container import ContainerRuntime
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
@@ -433,7 +433,7 @@ class LocalNode:
                     await probe.self_test()
                     offers[name] = probe.offer()
                 finally:
-                    await probe.stop()
+                    await bounded_stop(probe, f"the self-test of runtime {descriptor.name!r}")
             except Exception as exc:
                 raise LocalNodeError(f"runtime {name!r} failed its self-test, so the node cannot start: {exc}") from exc
         return offers

@@ -18,6 +18,8 @@ is reported at start-up with what to install, not at the first command.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -41,6 +43,7 @@ __all__ = [
     "Runtime",
     "RuntimeFailure",
     "Volume",
+    "bounded_stop",
 ]
 
 
@@ -243,3 +246,16 @@ class Runtime(Protocol):
         """Check that the runtime can work on this machine; raise ``SandboxUnavailableError`` (or another
         ``LocalNodeError``) saying what is missing and how to install it."""
         ...
+
+
+_log = logging.getLogger(__name__)
+_PROBE_STOP_TIMEOUT = 2.0  # a probe made for a self-test runs nothing: its stop has little to do
+
+
+async def bounded_stop(runtime: Runtime, what: str, timeout: float = _PROBE_STOP_TIMEOUT) -> None:
+    """``runtime.stop()`` for a runtime made outside an activity (a self-test's): given up on, with an error
+    logged, when it takes more than ``timeout`` seconds, so that a runtime whose stop hangs cannot hang the node."""
+    try:
+        await asyncio.wait_for(runtime.stop(), timeout)
+    except asyncio.TimeoutError:
+        _log.error("%s: the runtime's stop did not end within %g s; abandoned it", what, timeout)
