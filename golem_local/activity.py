@@ -27,7 +27,9 @@ the command ends when ``runtime.start`` returns. One answering ``"blocking"`` (t
 ``start`` is its server and runs until the runtime ends) has ``runtime.start`` run by an owned task: the
 ``start`` command succeeds at once, commands go to the runtime meanwhile (it must make them wait for its server
 itself), and the call returning or failing makes the activity ``Unresponsive`` with why; it is cancelled when
-the activity ends, after ``runtime.stop`` if it has not returned by then.
+the activity ends, after ``runtime.stop`` if it has not returned by then. The runtime SDK's Command mode (a fresh
+process per command, :mod:`golem_local.runtime.program`) is ``"empty"`` with such a ``run_command``; a runtime
+program answering ``"blocking"`` (Server mode) is refused at deploy.
 
 **Metering.** While it lives, an owned metering task wakes every ``debit-note interval`` seconds of its
 agreement and has the provider issue a debit note for the cumulative cost of the usage so far: the

@@ -1,8 +1,13 @@
-"""The local network's commands of ``golem-api``: ``node`` and ``image``.
+"""The local network's commands of ``golem-api``: ``node``, ``image`` and ``runtime``.
 
-``golem-api node [--port N] [--providers N] [--app-key KEY] [--registry DIR]`` runs the embedded local Golem
-network on its own, for code in another process (or another language) that talks to a yagna daemon: it
-prints the URL and app key to export, and runs until Ctrl-C or SIGTERM, then stops cleanly.
+``golem-api node [--port N] [--providers N] [--app-key KEY] [--runtime NAME]… [--runtimes-dir DIR]…
+[--registry DIR]`` runs the embedded local Golem network on its own, for code in another process (or another
+language) that talks to a yagna daemon: it prints the URL and app key to export, and runs until Ctrl-C or
+SIGTERM, then stops cleanly.
+
+``golem-api runtime list|info NAME|test NAME [--runtimes-dir DIR]…`` lists, describes and self-tests the
+runtimes a local provider can run, runtime programs of descriptor directories included
+(:mod:`golem_local.runtime.program`).
 
 ``golem-api image build DIR --tag NAME:VERSION [--file DOCKERFILE] [--build-arg NAME=VALUE]… [--registry DIR]
 [--engine auto|none|docker|podman] [--compression C [--compression-level N]] [--host-ca PEM | --no-host-ca]

@@ -8,8 +8,10 @@ The exe-unit (:mod:`golem_local.activity`) owns one runtime per activity and cal
     run_command(process, sink) -> int   any number of times, concurrently allowed; returns the exit code
     exit_note() -> str | None           right after run_command: a limit that ended the command, if one did
     counters() -> {name: value}         any time: the usage counters of its own (beyond duration and CPU)
-    kill_command(...)                   by cancelling the ``run_command`` call
-    stop()                              once, when the activity is destroyed (idempotent; also before deploy)
+    kill_command(...)                   by cancelling the ``run_command`` call (kill at once)
+    stop()                              once, when the activity ends, before the exe-unit cancels its tasks: a
+                                        command may still run; SIGTERM everything, SIGKILL after
+                                        ``RuntimeContext.stop_grace`` (idempotent; also before deploy)
 
 ``offer()`` and ``self_test()`` may be called at any time, without an activity: the provider publishes
 ``offer()`` in its offers, and the node calls ``self_test()`` before it serves, so that a missing sandbox
@@ -125,6 +127,10 @@ class Deployment:
     server and runs for its whole life; the exe-unit runs it in a task of its own, the ``start`` command succeeds
     at once, ``run_command`` calls may come before the server is up (the runtime makes them wait), and the call
     returning or raising makes the activity ``Unresponsive``.
+
+    Validity: the runtime SDK's ``valid`` (``{"Ok": msg}`` or ``{"Err": msg}``) has no field here. Returning a
+    deployment is ``Ok`` (whose message the daemon's exe-unit does not use either); raising
+    :class:`RuntimeFailure` with the message is ``Err``: the ``deploy`` command fails with it.
     """
 
     start_mode: Literal["blocking", "empty"]
@@ -193,7 +199,9 @@ class Runtime(Protocol):
         ...
 
     async def stop(self) -> None:
-        """End the environment and everything running in it; free its files. Idempotent."""
+        """End the environment and everything running in it, commands still running included: SIGTERM, then
+        SIGKILL once the stop grace has passed; free its files. Idempotent. The exe-unit abandons a stop that
+        overruns the grace by :data:`~golem_local.activity.STOP_OVERRUN` seconds."""
         ...
 
     def cpu_seconds(self) -> float:

@@ -313,7 +313,14 @@ class ProgramRuntime:
                 f"the runtime program {self.spec.runtime_path} of runtime {self.spec.name!r} cannot be started: "
                 f"{exc.strerror or exc}"
             ) from exc
-        run = _Run(process)
+        try:
+            run = _Run(process)
+        except OSError as exc:  # no pidfd_open (Linux before 5.3): the process cannot be watched without a thread
+            process.kill()
+            process.wait()
+            raise RuntimeFailure(
+                f"runtime programs need pidfd_open (Linux 5.3 or newer) to watch their processes: {exc}"
+            ) from exc
         self._runs.add(run)
         self._groups.add(run.pid)
         return run, process

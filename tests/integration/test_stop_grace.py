@@ -123,3 +123,13 @@ async def test_a_runtime_whose_stop_hangs_is_abandoned_and_the_activity_ends_bil
     assert "the runtime's stop did not end within 0.5 s" in caplog.text
     assert activity.final_usage is not None, "the activity was billed"
     assert [invoice.agreement_id for invoice in node.ledger.invoices()] == [activity.agreement_id]
+
+
+@needs_bwrap
+async def test_the_stop_benchmark_runs(tmp_path: Path) -> None:
+    """A smoke run of the stop figures of ``bench/bench_sandbox.py`` (one stop of each kind)."""
+    from bench.bench_sandbox import _stops
+
+    idle, busy = await _stops(tmp_path, 1)
+    assert idle > 0
+    assert busy > 0
