@@ -257,6 +257,7 @@ class ExeUnitActivity:
         self._tasks = TaskSet(f"activity {activity_id}", logger=_log)
         self._worker: asyncio.Task[None] | None = None
         self._shutting_down = False
+        self._ending: str | None = None  # why the activity is ending, while its runtime stops
         self._stopped = asyncio.Event()  # set once the last debit note (if any) is out and usage is frozen
 
     def __repr__(self) -> str:
@@ -361,6 +362,7 @@ class ExeUnitActivity:
             await self._stopped.wait()
             return
         self._shutting_down = True
+        self._ending = reason
         try:
             current = asyncio.current_task()
             # The runtime first, so that a running command gets the stop grace (SIGTERM, then SIGKILL) as the
@@ -518,13 +520,18 @@ class ExeUnitActivity:
         try:
             outcome = await self._run(command, batch)
         except (RuntimeFailure, GolemError) as exc:
-            outcome = Outcome.error(f"{command.name} failed: {exc}")
+            ending = f": the activity is {self.state.value}: {self._ending}" if self._ending is not None else ""
+            outcome = Outcome.error(f"{command.name} failed: {exc}{ending}")
         except Exception as exc:
             _log.exception("activity %s: %s failed", self.activity_id, command.name)
             outcome = Outcome.error(f"{command.name} failed: internal error of the local node: {exc!r}")
         finally:
             if self.live:
                 self.next_state = None
+        if self._ending is not None:
+            # The command ended while the runtime stops (the stop grace): its batch ends with the activity's
+            # reason once the activity is billed (the shutdown cancels this wait), as whoever reads it expects.
+            await self._stopped.wait()
         if outcome.ok and self.live:
             self.state = target
             if isinstance(command, StartCommand):
@@ -580,6 +587,8 @@ class ExeUnitActivity:
         note = self.runtime.exit_note()
         if message is not None and note is not None:
             message = f"{message}: {note}"
+        if message is not None and self._ending is not None:  # ended by the stop grace of an ending activity
+            message = f"{message}: the activity is {self.state.value}: {self._ending}"
         return Outcome(
             return_code=code,
             message=message,

@@ -27,10 +27,10 @@ BOUND = 30.0
 # The command traps SIGTERM; so does the process it left in the background, which writes on the command's
 # stdout. On SIGTERM the command waits for it, says goodbye and exits 7.
 GRACEFUL = (
-    '(trap "echo background-bye; exit 0" TERM; while :; do sleep 0.05; done) & '
+    '(trap "echo background-bye; exit 0" TERM; echo armed; while :; do sleep 0.05; done) & '
     'trap "wait; echo foreground-bye; exit 7" TERM; echo ready; while :; do sleep 0.05; done'
 )
-IGNORING = 'trap "" TERM; echo ready; while :; do sleep 0.05; done'
+IGNORING = 'trap "" TERM; echo armed; echo ready; while :; do sleep 0.05; done'
 
 
 class Output:
@@ -41,7 +41,7 @@ class Output:
     def __call__(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
         if stream == "stdout":
             self.stdout.extend(data)
-            if b"ready" in self.stdout:
+            if b"ready" in self.stdout and b"armed" in self.stdout:  # both traps are set
                 self.ready.set()
 
 
@@ -76,7 +76,7 @@ async def test_vm_stop_gives_the_command_and_its_background_process_sigterm_and_
 @needs_bwrap
 async def test_vm_stop_kills_a_command_ignoring_sigterm_once_the_grace_has_passed(tmp_path: Path) -> None:
     result, stdout = await _stop_while_running(tmp_path, IGNORING, grace=0.3)
-    assert stdout == b"ready\n"
+    assert stdout == b"armed\nready\n"
     assert result == -9 or isinstance(result, RuntimeFailure), f"the command was not killed: {result!r}"
 
 
