@@ -280,6 +280,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return subprocess.run(command, capture_output=True, text=True, timeout=BOUND, env=env, check=False)
 
 
+@pytest.mark.slow  # three interpreters of the command line
 def test_golem_api_runtime_lists_describes_and_tests_program_runtimes(tmp_path: Path) -> None:
     directory = install(tmp_path / "runtimes")
     listing = _cli("runtime", "list", "--runtimes-dir", str(directory))

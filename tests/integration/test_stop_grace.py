@@ -105,6 +105,7 @@ class OnHangs(Service):
         yield script
 
 
+@pytest.mark.slow  # the self-test probe's stop is abandoned too, after its 2 s bound
 async def test_a_runtime_whose_stop_hangs_is_abandoned_and_the_activity_ends_billed_and_invoiced(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
