@@ -285,6 +285,7 @@ class ProgramRuntime:
         self._runs: set[_Run] = set()
         self._groups: set[int] = set()  # process groups of runs, kept while a process of theirs may be left
         self._cpu_done = 0.0
+        self._cpu_seen = 0.0
 
     def __repr__(self) -> str:
         return f"<ProgramRuntime {self.spec.name} ({self.spec.runtime_path}) {self._state}>"
@@ -523,7 +524,9 @@ class ProgramRuntime:
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the runs: ended ones from ``getrusage``, running ones from ``/proc``."""
-        return self._cpu_done + sum(run.cpu_now() for run in self._runs)
+        # never less than a figure given before: /proc counts in clock ticks, wait4 in microseconds
+        self._cpu_seen = max(self._cpu_seen, self._cpu_done + sum(run.cpu_now() for run in self._runs))
+        return self._cpu_seen
 
     def counters(self) -> Mapping[str, float]:
         """None of its own."""
