@@ -207,12 +207,12 @@ def _descriptor(spec: ProgramSpec) -> RuntimeDescriptor:
     def make(context: RuntimeContext) -> ProgramRuntime:
         return ProgramRuntime(spec, context)
 
-    description = spec.description or f"the runtime program {spec.runtime_path}"
+    where = f"program {spec.runtime_path}, from {spec.source}"
     return RuntimeDescriptor(
         name=spec.name,
         factory=make,
         version=spec.version,
-        description=f"{description} (program {spec.runtime_path}, from {spec.source})",
+        description=f"{spec.description} ({where})" if spec.description else f"a runtime {where}",
     )
 
 
