@@ -8,6 +8,8 @@ Prints the median time of
   for a sandbox without limits and for one with a default provider's offer as its limits (its own uid when
   run as root, a control group, sized ``/tmp``, an ext4 file system of the storage size), and for one whose
   work directory its uid cannot reach (staged binds, as root only);
+- ``stop()`` of a sandbox running a command and a background process (both end on the SIGTERM of the stop
+  grace), next to the floor of an idle sandbox's ``stop()``;
 
 and with ``--image FILE.gvmi`` (or a tag of the local registry), the same for that image as the sandbox's
 ``/``: unpacking it once (``unsquashfs``, as a provider's cache does), then per activity ``deploy`` (its
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
@@ -98,6 +101,35 @@ async def main() -> None:
         hidden = base / "hidden"
         os.mkdir(hidden, 0o700)
         await _lifecycle("unreachable work dir", hidden / "staged", SandboxLimits())
+        os.mkdir(base / "stops")
+        idle, busy = await _stops(base / "stops", RUNS_START)
+        print(
+            f"stop with a command running and a process in the background (both end on SIGTERM): median {busy:.2f} ms;"
+            f" floor, an idle sandbox's stop: {idle:.2f} ms (ratio {busy / idle:.2f}, medians of {RUNS_START} each)"
+        )
+
+
+async def _stops(base: Path, runs: int) -> tuple[float, float]:
+    """Median ms of ``stop()`` of an idle sandbox and of one running ``sleep`` in a command and in the background,
+    alternately."""
+    idle, busy = [], []
+    for index in range(runs):
+        for running, times in ((False, idle), (True, busy)):
+            vm = VmRuntime(Image(), base / f"activity-{index}-{running}")
+            await vm.deploy(DeploySettings())
+            await vm.start([])
+            command = None
+            if running:
+                await vm.run_command(RunProcess("sh", ("-c", "sleep 1000 &")), _ignore)
+                command = asyncio.ensure_future(vm.run_command(RunProcess("sleep", ("1000",)), _ignore))
+                await asyncio.sleep(0.05)  # the command has reached the sandbox (a bench, not a test)
+            began = time.perf_counter()
+            await vm.stop()
+            times.append(time.perf_counter() - began)
+            if command is not None:
+                with contextlib.suppress(Exception):
+                    await command
+    return statistics.median(idle) * 1000, statistics.median(busy) * 1000
 
 
 async def _lifecycle(name: str, root: Path, limits: SandboxLimits) -> None:

@@ -27,7 +27,9 @@ the command ends when ``runtime.start`` returns. One answering ``"blocking"`` (t
 ``start`` is its server and runs until the runtime ends) has ``runtime.start`` run by an owned task: the
 ``start`` command succeeds at once, commands go to the runtime meanwhile (it must make them wait for its server
 itself), and the call returning or failing makes the activity ``Unresponsive`` with why; it is cancelled when
-the activity ends, before ``runtime.stop``.
+the activity ends, after ``runtime.stop`` if it has not returned by then. The runtime SDK's Command mode (a fresh
+process per command, :mod:`golem_local.runtime.program`) is ``"empty"`` with such a ``run_command``; a runtime
+program answering ``"blocking"`` (Server mode) is refused at deploy.
 
 **Metering.** While it lives, an owned metering task wakes every ``debit-note interval`` seconds of its
 agreement and has the provider issue a debit note for the cumulative cost of the usage so far: the
@@ -37,6 +39,14 @@ cancels and awaits its tasks, stops its runtime and issues a last debit note. Wh
 (:meth:`ActivityHub.agreement_ended`, the provider's ``Billing`` hook) its live activities are destroyed and
 the provider invoices the sum of their final amounts, also when that sum is zero, so that the requestor
 always sees every agreement settled.
+
+**Stop grace.** Ending an activity calls the runtime's ``stop`` first, while a command may still be running,
+and cancels the activity's tasks (the batch worker, a command still running, metering) after it. ``stop`` is
+given the provider's ``ProviderSpec.stop_grace`` (5 s by default, as the daemon's exe-unit): runtimes send
+every process of the activity, running commands included, SIGTERM, wait until they are gone or the grace has
+passed, then SIGKILL (the runtime learns the grace from ``RuntimeContext.stop_grace``). A ``stop`` still
+running :data:`STOP_OVERRUN` seconds after the grace is cancelled and abandoned with an error logged; the
+activity ends, is billed and invoiced all the same.
 
 Time comes from a :class:`TimeSource`; :class:`ManualTime` lets tests move it by hand instead of sleeping.
 """
@@ -54,7 +64,7 @@ from typing import Any, Literal, Protocol
 
 from golem_local.batch import Batch, Outcome, run_batch
 from golem_local.clock import LoopTime, TimeSource
-from golem_local.config import ProviderSpec
+from golem_local.config import DEFAULT_STOP_GRACE, ProviderSpec
 from golem_local.exescript import (
     DEFAULT_OUTPUT_LIMIT,
     Command,
@@ -86,6 +96,7 @@ __all__ = [
     "DEBIT_NOTE_INTERVAL",
     "DEFAULT_DEBIT_NOTE_INTERVAL",
     "MULTI_ACTIVITY",
+    "STOP_OVERRUN",
     "ActivityHub",
     "AgreementLookup",
     "ExeUnitActivity",
@@ -103,6 +114,10 @@ _log = logging.getLogger(__name__)
 
 _WEI = Decimal("1e-18")  # amounts are kept to the token's 18 decimals
 _TASK_END_TIMEOUT = 10.0  # seconds a cancelled task of an activity gets to end (a command being killed)
+STOP_OVERRUN = 10.0
+"""Seconds a runtime's ``stop`` may take beyond the provider's stop grace (reaping, removing files) before the
+exe-unit abandons it: cancels it, logs an error and ends the activity all the same."""
+_ABANDON_TIMEOUT = 1.0  # seconds an abandoned stop gets to end once cancelled
 BATCH_RETENTION = 60.0
 """Seconds a finished batch's results stay readable; the last :data:`BATCHES_KEPT` batches are kept anyway."""
 BATCHES_KEPT = 16
@@ -210,8 +225,12 @@ class ExeUnitActivity:
         activity_id: str | None = None,
         transfers: FileTransfer | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        stop_overrun: float = STOP_OVERRUN,
     ) -> None:
         self.activity_id = activity_id if activity_id is not None else secrets.token_hex(16)
+        self.stop_grace = stop_grace
+        self.stop_overrun = stop_overrun
         self.agreement_id = agreement.agreement_id
         self.provider_id = agreement.provider_id
         self.payee_addr = _payee(agreement, ledger.platform)
@@ -238,6 +257,7 @@ class ExeUnitActivity:
         self._tasks = TaskSet(f"activity {activity_id}", logger=_log)
         self._worker: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | Literal["in place"] | None = None  # how it ends (see _shutdown)
+        self._end_reason: str | None = None  # why the activity is ending, while its runtime stops
         self._stopped = asyncio.Event()  # set once the last debit note (if any) is out and usage is frozen
 
     def __repr__(self) -> str:
@@ -358,10 +378,13 @@ class ExeUnitActivity:
             await self._stopped.wait()  # one of the activity's tasks ends it, and only this ending cancels those
 
     async def _end(self, reason: str, *, bill: bool) -> None:
+        self._end_reason = reason
         try:
             current = asyncio.current_task()
+            # The runtime first, so that a running command gets the stop grace (SIGTERM, then SIGKILL) as the
+            # daemon's exe-unit gives it, rather than the kill of a cancelled command; then what is left.
+            await self._stop_runtime()
             await self._tasks.aclose(timeout=_TASK_END_TIMEOUT)
-            await self.runtime.stop()
             usage = self.usage()
             if bill:
                 self.bill(usage)
@@ -374,6 +397,35 @@ class ExeUnitActivity:
                     batch.abort(f"the activity is {self.state.value}: {reason}")
                 batch.release()  # the results stay (bounded); the output kept for late readers goes
             self._stopped.set()
+
+    async def _stop_runtime(self) -> None:
+        """``runtime.stop()``, bounded by the stop grace plus :data:`STOP_OVERRUN`: a stop that takes longer (a
+        runtime of one's own that hangs) is cancelled and abandoned with an error logged, so that the activity
+        still ends and is billed. A stop that fails is logged likewise."""
+        bound = self.stop_grace + self.stop_overrun
+        stopping = asyncio.ensure_future(self.runtime.stop())
+        try:
+            done, _ = await asyncio.wait({stopping}, timeout=bound)
+        except asyncio.CancelledError:
+            stopping.cancel()
+            await asyncio.wait({stopping}, timeout=_ABANDON_TIMEOUT)
+            raise
+        if not done:
+            _log.error(
+                "activity %s: the runtime's stop did not end within %g s (stop grace %g s + %g s); abandoned it: "
+                "its processes and files may be left behind",
+                self.activity_id,
+                bound,
+                self.stop_grace,
+                self.stop_overrun,
+            )
+            stopping.cancel()
+            _, pending = await asyncio.wait({stopping}, timeout=_ABANDON_TIMEOUT)
+            if pending:  # it ignores cancellation: nothing more can be done from here; retrieve its end quietly
+                stopping.add_done_callback(_quiet)
+            return
+        if not stopping.cancelled() and stopping.exception() is not None:
+            _log.error("activity %s: the runtime's stop failed", self.activity_id, exc_info=stopping.exception())
 
     async def fail(self, reason: str) -> None:
         """The runtime ended by itself: ``Unresponsive`` with ``reason``; commands fail, metering stops."""
@@ -484,13 +536,18 @@ class ExeUnitActivity:
         try:
             outcome = await self._run(command, batch)
         except (RuntimeFailure, GolemError) as exc:
-            outcome = Outcome.error(f"{command.name} failed: {exc}")
+            ending = f": the activity is {self.state.value}: {self._end_reason}" if self._end_reason is not None else ""
+            outcome = Outcome.error(f"{command.name} failed: {exc}{ending}")
         except Exception as exc:
             _log.exception("activity %s: %s failed", self.activity_id, command.name)
             outcome = Outcome.error(f"{command.name} failed: internal error of the local node: {exc!r}")
         finally:
             if self.live:
                 self.next_state = None
+        if self._end_reason is not None:
+            # The command ended while the runtime stops (the stop grace): its batch ends with the activity's
+            # reason once the activity is billed (the shutdown cancels this wait), as whoever reads it expects.
+            await self._stopped.wait()
         if outcome.ok and self.live:
             self.state = target
             if isinstance(command, StartCommand):
@@ -546,12 +603,20 @@ class ExeUnitActivity:
         note = self.runtime.exit_note()
         if message is not None and note is not None:
             message = f"{message}: {note}"
+        if message is not None and self._end_reason is not None:  # ended by the stop grace of an ending activity
+            message = f"{message}: the activity is {self.state.value}: {self._end_reason}"
         return Outcome(
             return_code=code,
             message=message,
             stdout=captures["stdout"].result(),
             stderr=captures["stderr"].result(),
         )
+
+
+def _quiet(task: asyncio.Future[None]) -> None:
+    """Retrieve the end of an abandoned stop, so that asyncio does not complain that nobody did."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _BatchSink:
@@ -582,7 +647,8 @@ class ActivityHub:
     :class:`~golem_local.ledger.Ledger`, or a daemon's payment API through ``RestProviderPayments``), where debit
     notes and invoices are issued. ``providers`` maps provider node ids to their specs (for ``overcharge``);
     ``runtime_factory`` makes the runtime of each new activity from its agreement and activity id (the idle one
-    by default); ``transfers`` carries out ``transfer`` commands (none by default: they fail).
+    by default); ``transfers`` carries out ``transfer`` commands (none by default: they fail). A runtime's
+    ``stop`` gets the provider's ``stop_grace`` plus ``stop_overrun`` seconds before it is abandoned.
     """
 
     def __init__(
@@ -595,8 +661,10 @@ class ActivityHub:
         runtime_factory: RuntimeFactory | None = None,
         transfers: FileTransfer | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        stop_overrun: float = STOP_OVERRUN,
     ) -> None:
         self._market = market
+        self.stop_overrun = stop_overrun
         self._output_limit = output_limit
         self._ledger = ledger
         self._providers = dict(providers or {})
@@ -665,6 +733,8 @@ class ActivityHub:
             activity_id=activity_id,
             transfers=self._transfers,
             output_limit=self._output_limit,
+            stop_grace=spec.stop_grace if spec is not None else DEFAULT_STOP_GRACE,
+            stop_overrun=self.stop_overrun,
         )
         self._activities[activity.activity_id] = activity
         activity.start()

@@ -1,8 +1,13 @@
-"""The local network's commands of ``golem-api``: ``node`` and ``image``.
+"""The local network's commands of ``golem-api``: ``node``, ``image`` and ``runtime``.
 
-``golem-api node [--port N] [--providers N] [--app-key KEY] [--registry DIR]`` runs the embedded local Golem
-network on its own, for code in another process (or another language) that talks to a yagna daemon: it
-prints the URL and app key to export, and runs until Ctrl-C or SIGTERM, then stops cleanly.
+``golem-api node [--port N] [--providers N] [--app-key KEY] [--runtime NAME]… [--runtimes-dir DIR]…
+[--registry DIR]`` runs the embedded local Golem network on its own, for code in another process (or another
+language) that talks to a yagna daemon: it prints the URL and app key to export, and runs until Ctrl-C or
+SIGTERM, then stops cleanly.
+
+``golem-api runtime list|info NAME|test NAME [--runtimes-dir DIR]…`` lists, describes and self-tests the
+runtimes a local provider can run, runtime programs of descriptor directories included
+(:mod:`golem_local.runtime.program`).
 
 ``golem-api image build DIR --tag NAME:VERSION [--file DOCKERFILE] [--build-arg NAME=VALUE]… [--registry DIR]
 [--engine auto|none|docker|podman] [--compression C [--compression-level N]] [--host-ca PEM | --no-host-ca]
@@ -33,8 +38,9 @@ from golem_local.images.builder import ENGINES, HOST_CA, build_image
 from golem_local.images.format import COMPRESSIONS, DEFAULT_COMPRESSION, verify_image
 from golem_local.images.registry import ImageRegistry, default_registry_dir, normalize_tag
 from golem_local.node import LocalNode
-from golem_local.runtime.base import OfferTemplate
+from golem_local.runtime.base import OfferTemplate, bounded_stop
 from golem_local.runtime.builtin import BUILTIN_RUNTIMES
+from golem_local.runtime.program import RUNTIMES_DIR_ENV, program_runtimes, runtime_dirs_from_env
 from golem_local.runtime.registry import ENTRY_POINT_GROUP, RuntimeContext, RuntimeDescriptor, RuntimeRegistry
 from golem_shared.errors import GolemError
 from golem_shared.signals import stop_on_signals
@@ -89,8 +95,21 @@ def _add_node_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="the runtime the providers run (default vm); given more than once, the providers take them in turn "
         "(see `golem-api runtime list`)",
     )
+    _add_runtimes_dir_option(node)
     _add_registry_option(node, "the image registry the node serves")
     node.set_defaults(handler=_run_node)
+
+
+def _add_runtimes_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtimes-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a directory of runtime descriptor files (JSON) naming runtime programs (the runtime SDK's Command "
+        f"mode); may be given more than once; ${RUNTIMES_DIR_ENV} adds more",
+    )
 
 
 def _add_registry_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -271,7 +290,9 @@ def _list_images(args: argparse.Namespace) -> int:
 
 def _run_node(args: argparse.Namespace) -> int:
     try:
-        config = LocalNetworkConfig.with_providers(args.providers, image_registry=args.registry)
+        config = LocalNetworkConfig.with_providers(
+            args.providers, image_registry=args.registry, runtime_dirs=tuple(args.runtimes_dir)
+        )
         if args.runtime:
             providers = tuple(
                 evolve(spec, runtime=args.runtime[index % len(args.runtime)])
@@ -318,25 +339,35 @@ def _add_runtime_command(commands: argparse._SubParsersAction[argparse.ArgumentP
     runtime = commands.add_parser(
         "runtime",
         help="list, describe and self-test the runtimes local providers can run",
-        description="The runtimes a local provider can run: the built-in ones and those installed packages announce "
-        f"in the entry-point group {ENTRY_POINT_GROUP!r}.",
+        description="The runtimes a local provider can run: the built-in ones, the runtime programs of the "
+        f"descriptor files in --runtimes-dir and ${RUNTIMES_DIR_ENV}, and those installed packages announce in the "
+        f"entry-point group {ENTRY_POINT_GROUP!r}.",
     )
     actions = runtime.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="list the runtimes").set_defaults(handler=_list_runtimes)
+    listing = actions.add_parser("list", help="list the runtimes")
+    _add_runtimes_dir_option(listing)
+    listing.set_defaults(handler=_list_runtimes)
     info = actions.add_parser("info", help="describe a runtime: version, description, counters, offer")
     info.add_argument("name", metavar="NAME")
+    _add_runtimes_dir_option(info)
     info.set_defaults(handler=_runtime_info)
     test = actions.add_parser("test", help="run a runtime's self-test, as a node does at start")
     test.add_argument("name", metavar="NAME")
+    _add_runtimes_dir_option(test)
     test.set_defaults(handler=_test_runtime)
 
 
-def _runtime_registry() -> RuntimeRegistry:
-    return RuntimeRegistry(builtin=BUILTIN_RUNTIMES)
+def _runtime_registry(args: argparse.Namespace) -> RuntimeRegistry:
+    directories = (*args.runtimes_dir, *runtime_dirs_from_env())
+    return RuntimeRegistry(builtin=BUILTIN_RUNTIMES, programs=program_runtimes(directories))
 
 
 def _list_runtimes(args: argparse.Namespace) -> int:
-    registry = _runtime_registry()
+    try:
+        registry = _runtime_registry(args)
+    except GolemError as exc:
+        print(f"golem-api runtime list: error: {exc}", file=sys.stderr)
+        return 1
     rows: list[tuple[str, str, str]] = []
     for name in registry.names():
         try:
@@ -365,7 +396,7 @@ def _describe_runtime(descriptor: RuntimeDescriptor) -> list[str]:
 
 def _runtime_info(args: argparse.Namespace) -> int:
     try:
-        descriptor = _runtime_registry().get(args.name)
+        descriptor = _runtime_registry(args).get(args.name)
     except GolemError as exc:
         print(f"golem-api runtime info: error: {exc}", file=sys.stderr)
         return 1
@@ -375,7 +406,7 @@ def _runtime_info(args: argparse.Namespace) -> int:
 
 def _test_runtime(args: argparse.Namespace) -> int:
     try:
-        descriptor = _runtime_registry().get(args.name)
+        descriptor = _runtime_registry(args).get(args.name)
         offer = asyncio.run(_self_test(descriptor))
     except Exception as exc:
         print(f"golem-api runtime test: {args.name}: FAILED: {exc}", file=sys.stderr)
@@ -395,4 +426,4 @@ async def _self_test(descriptor: RuntimeDescriptor) -> OfferTemplate:
             await probe.self_test()
             return probe.offer()
         finally:
-            await probe.stop()
+            await bounded_stop(probe, f"the self-test of runtime {descriptor.name!r}")

@@ -16,15 +16,21 @@ from typing import Any
 
 from attrs import evolve, field, fields, frozen
 
+from golem_local.runtime.base import DEFAULT_STOP_GRACE
 from golem_local.runtime.image import Image
 from golem_local.runtime.registry import RuntimeDescriptor
 from golem_shared.errors import ConfigurationError
 from golem_shared.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 
 __all__ = [
+    "DEFAULT_STOP_GRACE",
+    "MAX_STOP_GRACE",
     "LocalNetworkConfig",
     "ProviderSpec",
 ]
+
+MAX_STOP_GRACE = 300.0
+"""The longest ``ProviderSpec.stop_grace`` taken, in seconds."""
 
 
 def _to_decimal(value: Any) -> Any:
@@ -96,9 +102,31 @@ def _to_path(value: Any) -> Any:
     return Path(value).expanduser() if isinstance(value, str) else value
 
 
+def _to_dirs(value: Any) -> Any:
+    if isinstance(value, (str, Path)):
+        value = (value,)
+    try:
+        return tuple(_to_path(item) for item in value)
+    except TypeError:
+        return value
+
+
+def _dirs(_instance: object, attribute: Any, value: Any) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(item, Path) for item in value):
+        raise ConfigurationError(f"{attribute.name} must be directory paths (a path or a list of them), not {value!r}")
+
+
 def _registry(_instance: object, attribute: Any, value: Any) -> None:
     if value is not None and not isinstance(value, Path):
         raise ConfigurationError(f"{attribute.name} must be a directory path (or None for the default), not {value!r}")
+
+
+def _stop_grace(_instance: object, attribute: Any, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_STOP_GRACE:
+        raise ConfigurationError(
+            f"{attribute.name} must be seconds from 0 to {MAX_STOP_GRACE:g} (how long an activity's processes have "
+            f"between SIGTERM and SIGKILL when it ends; default {DEFAULT_STOP_GRACE:g}), not {value!r}"
+        )
 
 
 def _price(_instance: object, attribute: Any, value: Decimal) -> None:
@@ -144,7 +172,9 @@ class ProviderSpec:
     threads an activity runs at once. ``runtime`` names what runs the activities (``vm``, ``idle``,
     ``test-counters`` or a runtime of one's own: ``docs/runtimes.md``); ``counter_prices`` prices the usage
     counters that runtime reports beyond duration and CPU (name -> GLM per unit; a counter left out costs what
-    the runtime's descriptor says).
+    the runtime's descriptor says). ``stop_grace`` is how many seconds the processes of an ending activity
+    get between SIGTERM and SIGKILL (:data:`DEFAULT_STOP_GRACE`, as the daemon's exe-unit); a runtime's
+    ``stop`` that overruns it by more than the exe-unit's reap bound is abandoned (``docs/runtimes.md``).
     """
 
     name: str = field(validator=_non_empty)
@@ -165,6 +195,7 @@ class ProviderSpec:
     counter_prices: Mapping[str, Decimal] = field(
         factory=dict, converter=_to_counter_prices, validator=_counter_prices, hash=False
     )
+    stop_grace: float = field(default=DEFAULT_STOP_GRACE, validator=_stop_grace)
 
     @property
     def pricing(self) -> LinearPricing:
@@ -255,7 +286,10 @@ class LocalNetworkConfig:
     whoever listens as it is written. ``runtimes`` adds runtimes of the program's own
     (:class:`~golem_local.runtime.registry.RuntimeDescriptor` values, or a mapping of their names to them) to the
     built-in ones and those installed packages announce; a provider runs the one its ``ProviderSpec.runtime``
-    names (``docs/runtimes.md``). ``activity_runtime="idle"`` overrides every provider's runtime.
+    names (``docs/runtimes.md``). ``runtime_dirs`` are directories of runtime descriptor files (JSON, as a
+    provider's plugins directory holds) naming runtime programs run in the runtime SDK's Command mode
+    (:mod:`golem_local.runtime.program`), read at node start with those of ``$GOLEM_LOCAL_RUNTIMES_DIR``.
+    ``activity_runtime="idle"`` overrides every provider's runtime.
     """
 
     providers: tuple[ProviderSpec, ...] = field(factory=_default_providers, converter=_to_providers)
@@ -270,6 +304,7 @@ class LocalNetworkConfig:
     vpn: bool = True
     output_limit: int = field(default=1 << 20, validator=_positive_int)
     runtimes: tuple[RuntimeDescriptor, ...] = field(default=(), converter=_to_runtimes)
+    runtime_dirs: tuple[Path, ...] = field(default=(), converter=_to_dirs, validator=_dirs)
 
     @activity_runtime.validator
     def _check_activity_runtime(self, _attribute: Any, runtime: str) -> None:

@@ -71,12 +71,13 @@ from golem_local.net.vpn import LocalVpn
 from golem_local.payment_api import add_payment_routes
 from golem_local.provider import LocalProvider
 from golem_local.provider_port import InProcessMarket
-from golem_local.runtime.base import OfferTemplate, RuntimeFailure
+from golem_local.runtime.base import DEFAULT_STOP_GRACE, OfferTemplate, RuntimeFailure, bounded_stop
 from golem_local.runtime.builtin import BUILTIN_RUNTIMES, CONTAINER, VM
 from golem_local.runtime.container import ContainerRuntime
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
 from golem_local.runtime.launch import SandboxHost, SandboxLimits
+from golem_local.runtime.program import program_runtimes, runtime_dirs_from_env
 from golem_local.runtime.registry import RuntimeContext, RuntimeDescriptor, RuntimeRegistry
 from golem_local.runtime.storage import NODE_DIR_PREFIX, sweep_stale
 from golem_local.runtime.vm import VmRuntime
@@ -260,6 +261,7 @@ class LocalNode:
                 provider=spec.name if spec is not None else "",
                 env=env,
                 demand=dict(agreement.demand.properties),
+                stop_grace=spec.stop_grace if spec is not None else DEFAULT_STOP_GRACE,
             )
             try:
                 return descriptor.factory(context)
@@ -269,9 +271,14 @@ class LocalNode:
                 )
                 return UnavailableRuntime(f"the provider's runtime {descriptor.name!r} could not be made: {exc!r}")
         sandbox: Callable[..., Runtime]
+        grace = spec.stop_grace if spec is not None else DEFAULT_STOP_GRACE
         if descriptor is CONTAINER:
             sandbox = functools.partial(
-                ContainerRuntime, work_dir=work_dir, env=env, limits=self._limits.get(agreement.provider_id)
+                ContainerRuntime,
+                work_dir=work_dir,
+                env=env,
+                limits=self._limits.get(agreement.provider_id),
+                stop_grace=grace,
             )
         else:
             sandbox = functools.partial(
@@ -282,6 +289,7 @@ class LocalNode:
                 host=self.sandbox_host,
                 limits=self._limits.get(agreement.provider_id),
                 join_network=self.vpn.joiner(),
+                stop_grace=grace,
             )
         package = agreement.demand.properties.get(TASK_PACKAGE)
         if package is None:
@@ -319,6 +327,10 @@ class LocalNode:
         if self._started:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
+        directories = (*self.config.runtime_dirs, *runtime_dirs_from_env())
+        self.runtimes = RuntimeRegistry(
+            self.config.runtimes, builtin=BUILTIN_RUNTIMES, programs=program_runtimes(directories)
+        )
         self._descriptors = self._find_runtimes()
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"{NODE_DIR_PREFIX}{os.getpid()}-"))
         self._lock_fd = _lock_work_dir(self.work_dir)
@@ -414,14 +426,14 @@ class LocalNode:
         for name, descriptor in self._descriptors.items():
             if descriptor is VM:
                 continue
-            context = RuntimeContext(activity_id="self-test", work_dir=work_dir / f"self-test-{name}")
+            context = RuntimeContext(activity_id="self-test", work_dir=work_dir / f"self-test-{name}", stop_grace=0.0)
             try:
                 probe = descriptor.factory(context)
                 try:
                     await probe.self_test()
                     offers[name] = probe.offer()
                 finally:
-                    await probe.stop()
+                    await bounded_stop(probe, f"the self-test of runtime {descriptor.name!r}")
             except Exception as exc:
                 raise LocalNodeError(f"runtime {name!r} failed its self-test, so the node cannot start: {exc}") from exc
         return offers

@@ -17,6 +17,8 @@ Requests (runtime → agent, on stdin)::
     {"op": "run", "id": 7, "argv": ["sh", "-c", "…"], "env": {"PATH": "…"}, "cwd": "/golem/work"}
     {"op": "kill", "id": 7}        SIGKILL the command's process group (it was started in a session of its own)
     {"op": "exit"}                 kill the running commands and end; the sandbox ends with the agent
+    {"op": "exit", "grace": 5.0}   SIGTERM every process of the sandbox, end once they are all gone or the
+                                   grace has passed (what is left is then killed with the agent)
 
 Events (agent → runtime, on stdout)::
 
@@ -102,6 +104,8 @@ class Agent:
         self.orphans: set[int] = set()  # pipes of reported commands, held open by daemons; read and discarded
         self.pending = b""
         self.running = True
+        self.childless = False  # set by _reap when the agent has no child left: the sandbox is empty
+        self.ending_at: float | None = None  # the end of the stop grace, once an exit with a grace came
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(wake_write, False)
@@ -124,11 +128,15 @@ class Agent:
                 else:
                     self._read_pipe(key.fd)
             self._check_exits()
+            if self.ending_at is not None and (self.childless or time.monotonic() >= self.ending_at):
+                self.running = False
         for command in self.commands.values():
             self._kill(command)
 
     def _timeout(self) -> float | None:
         deadlines = [c.drain_until for c in self.commands.values() if c.code is not None]
+        if self.ending_at is not None:
+            deadlines.append(self.ending_at)
         return max(min(deadlines) - time.monotonic(), 0.0) if deadlines else None
 
     def _drain_wakeups(self) -> None:
@@ -160,11 +168,28 @@ class Agent:
                 if command is not None and command.code is None:
                     self._kill(command)
             elif op == "exit":
-                self.running = False
+                self._exit(float(request.get("grace", 0)))
             else:
                 raise ValueError(f"unknown op {op!r}")
         except (ValueError, KeyError, TypeError) as exc:
             _emit({"ev": "error", "message": f"cannot handle request {line[:200]!r}: {exc}"})
+
+    def _exit(self, grace: float) -> None:
+        """End now (no grace), or SIGTERM every process of the sandbox and end when they are gone or in
+        ``grace`` seconds. As PID 1 of the sandbox, ``kill(-1)`` reaches every process in it but the agent;
+        anywhere else (never, as started by the runtime) only the commands' process groups are signalled."""
+        if grace <= 0 or self.ending_at is not None:
+            self.running = False
+            return
+        self.ending_at = time.monotonic() + grace
+        if os.getpid() == 1:
+            with contextlib.suppress(OSError):  # ESRCH: nothing else runs
+                os.kill(-1, signal.SIGTERM)
+        else:
+            for command in self.commands.values():
+                with contextlib.suppress(OSError):
+                    os.killpg(command.process.pid, signal.SIGTERM)
+        self._reap()  # nothing may have been running at all
 
     def _run(self, command_id: int, argv: list[str], env: dict[str, str], cwd: str) -> None:
         out_read, out_write = os.pipe()
@@ -193,6 +218,7 @@ class Agent:
         finally:
             os.close(out_write)
             os.close(err_write)
+        self.childless = False
         _prefer_as_oom_victim(process.pid)
         pipes = {out_read: 1, err_read: 2}
         for fd in pipes:
@@ -233,8 +259,10 @@ class Agent:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
+                self.childless = True
                 return
             if pid == 0:
+                self.childless = False
                 return
             command = self._by_pid(pid)
             if command is None:

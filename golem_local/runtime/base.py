@@ -8,8 +8,10 @@ The exe-unit (:mod:`golem_local.activity`) owns one runtime per activity and cal
     run_command(process, sink) -> int   any number of times, concurrently allowed; returns the exit code
     exit_note() -> str | None           right after run_command: a limit that ended the command, if one did
     counters() -> {name: value}         any time: the usage counters of its own (beyond duration and CPU)
-    kill_command(...)                   by cancelling the ``run_command`` call
-    stop()                              once, when the activity is destroyed (idempotent; also before deploy)
+    kill_command(...)                   by cancelling the ``run_command`` call (kill at once)
+    stop()                              once, when the activity ends, before the exe-unit cancels its tasks: a
+                                        command may still run; SIGTERM everything, SIGKILL after
+                                        ``RuntimeContext.stop_grace`` (idempotent; also before deploy)
 
 ``offer()`` and ``self_test()`` may be called at any time, without an activity: the provider publishes
 ``offer()`` in its offers, and the node calls ``self_test()`` before it serves, so that a missing sandbox
@@ -18,6 +20,8 @@ is reported at start-up with what to install, not at the first command.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from golem_local.safefs import VolumeFiles
 
 __all__ = [
+    "DEFAULT_STOP_GRACE",
     "DeployNetwork",
     "DeploySettings",
     "Deployment",
@@ -40,7 +45,13 @@ __all__ = [
     "Runtime",
     "RuntimeFailure",
     "Volume",
+    "bounded_stop",
 ]
+
+
+DEFAULT_STOP_GRACE = 5.0
+"""Seconds an activity's processes get between SIGTERM and SIGKILL when it ends, unless its provider's
+``ProviderSpec.stop_grace`` says otherwise (the daemon's exe-unit's ``PROCESS_KILL_TIMEOUT_SECONDS`` default)."""
 
 
 class RuntimeFailure(Exception):
@@ -116,6 +127,10 @@ class Deployment:
     server and runs for its whole life; the exe-unit runs it in a task of its own, the ``start`` command succeeds
     at once, ``run_command`` calls may come before the server is up (the runtime makes them wait), and the call
     returning or raising makes the activity ``Unresponsive``.
+
+    Validity: the runtime SDK's ``valid`` (``{"Ok": msg}`` or ``{"Err": msg}``) has no field here. Returning a
+    deployment is ``Ok`` (whose message the daemon's exe-unit does not use either); raising
+    :class:`RuntimeFailure` with the message is ``Err``: the ``deploy`` command fails with it.
     """
 
     start_mode: Literal["blocking", "empty"]
@@ -184,7 +199,9 @@ class Runtime(Protocol):
         ...
 
     async def stop(self) -> None:
-        """End the environment and everything running in it; free its files. Idempotent."""
+        """End the environment and everything running in it, commands still running included: SIGTERM, then
+        SIGKILL once the stop grace has passed; free its files. Idempotent. The exe-unit abandons a stop that
+        overruns the grace by :data:`~golem_local.activity.STOP_OVERRUN` seconds."""
         ...
 
     def cpu_seconds(self) -> float:
@@ -237,3 +254,16 @@ class Runtime(Protocol):
         """Check that the runtime can work on this machine; raise ``SandboxUnavailableError`` (or another
         ``LocalNodeError``) saying what is missing and how to install it."""
         ...
+
+
+_log = logging.getLogger(__name__)
+_PROBE_STOP_TIMEOUT = 2.0  # a probe made for a self-test runs nothing: its stop has little to do
+
+
+async def bounded_stop(runtime: Runtime, what: str, timeout: float = _PROBE_STOP_TIMEOUT) -> None:
+    """``runtime.stop()`` for a runtime made outside an activity (a self-test's): given up on, with an error
+    logged, when it takes more than ``timeout`` seconds, so that a runtime whose stop hangs cannot hang the node."""
+    try:
+        await asyncio.wait_for(runtime.stop(), timeout)
+    except asyncio.TimeoutError:
+        _log.error("%s: the runtime's stop did not end within %g s; abandoned it", what, timeout)

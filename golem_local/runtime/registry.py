@@ -11,7 +11,10 @@ Runtimes are found, first match wins:
 1. in ``LocalNetworkConfig.runtimes`` (descriptors a program passes);
 2. among the built-in ones: ``vm`` (a bubblewrap sandbox running the demand's image), ``idle`` (runs nothing)
    and ``test-counters`` (:mod:`golem_local.runtime.counters`);
-3. in the entry-point group :data:`ENTRY_POINT_GROUP` of the installed distributions: each entry point names
+3. among the runtime programs of the descriptor files in ``LocalNetworkConfig.runtime_dirs`` and
+   ``$GOLEM_LOCAL_RUNTIMES_DIR`` (:mod:`golem_local.runtime.program`: the runtime SDK's Command mode), whose
+   names may not be those of the runtimes above;
+4. in the entry-point group :data:`ENTRY_POINT_GROUP` of the installed distributions: each entry point names
    a :class:`RuntimeDescriptor` (``my_runtime = "my_package.runtime:DESCRIPTOR"``), as the runtime SDK's
    plugin directory names a runtime by its descriptor file. The entry point's name must be the runtime's.
 """
@@ -26,7 +29,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from golem_local.runtime.base import Runtime
+from golem_local.runtime.base import DEFAULT_STOP_GRACE, Runtime
 from golem_shared.errors import ConfigurationError, LocalNodeError
 
 __all__ = [
@@ -47,8 +50,11 @@ class RuntimeContext:
 
     ``work_dir`` is a directory of the activity's own (not yet created; the node removes it when it stops),
     ``env`` the provider's ``ProviderSpec.env``, ``demand`` the properties of the requestor's demand (its
-    ``golem.srv.comp.task_package``, …), ``provider`` the provider's name. For the self-test at node start and
-    for ``golem-api runtime test`` the ``activity_id`` is ``"self-test"`` and ``demand`` is empty.
+    ``golem.srv.comp.task_package``, …), ``provider`` the provider's name, ``stop_grace`` the seconds the
+    runtime's ``stop`` gives the activity's processes between SIGTERM and SIGKILL (the provider's
+    ``ProviderSpec.stop_grace``; the exe-unit abandons a ``stop`` that overruns it by much). For the self-test
+    at node start and for ``golem-api runtime test`` the ``activity_id`` is ``"self-test"`` and ``demand`` is
+    empty.
     """
 
     activity_id: str
@@ -56,6 +62,7 @@ class RuntimeContext:
     provider: str = ""
     env: Mapping[str, str] = field(factory=dict)
     demand: Mapping[str, Any] = field(factory=dict)
+    stop_grace: float = DEFAULT_STOP_GRACE
 
 
 RuntimeFactory = Callable[[RuntimeContext], Runtime]
@@ -102,19 +109,28 @@ class RuntimeDescriptor:
 
 
 class RuntimeRegistry:
-    """The runtimes known by name: ``given`` first, then ``builtin``, then the entry points (when
-    ``entry_points``); see the module docstring."""
+    """The runtimes known by name: ``given`` first, then ``builtin``, then ``programs`` (runtime programs of
+    descriptor files, whose names must be new), then the entry points (when ``entry_points``); see the module
+    docstring."""
 
     def __init__(
         self,
         given: Iterable[RuntimeDescriptor] = (),
         *,
         builtin: Iterable[RuntimeDescriptor] = (),
+        programs: Iterable[RuntimeDescriptor] = (),
         entry_points: bool = True,
     ) -> None:
         self._known: dict[str, RuntimeDescriptor] = {}
         for descriptor in (*given, *builtin):
             self._known.setdefault(descriptor.name, descriptor)
+        for descriptor in programs:
+            if descriptor.name in self._known:
+                raise LocalNodeError(
+                    f"a runtime descriptor file names runtime {descriptor.name!r} ({descriptor.description}), but "
+                    "that name is taken by a built-in runtime or one of LocalNetworkConfig.runtimes; rename it"
+                )
+            self._known[descriptor.name] = descriptor
         self._entry_points: dict[str, importlib.metadata.EntryPoint] = {}
         if entry_points:
             for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -134,8 +150,9 @@ class RuntimeRegistry:
         if point is None:
             raise LocalNodeError(
                 f"no runtime is called {name!r}; known runtimes: {', '.join(self.names())}. Pass a "
-                f"RuntimeDescriptor in LocalNetworkConfig(runtimes=...) or install a package announcing it in the "
-                f"entry-point group {ENTRY_POINT_GROUP!r}"
+                f"RuntimeDescriptor in LocalNetworkConfig(runtimes=...), describe a runtime program in a JSON file "
+                f"of LocalNetworkConfig(runtime_dirs=...), or install a package announcing it in the entry-point "
+                f"group {ENTRY_POINT_GROUP!r}"
             )
         try:
             loaded = point.load()

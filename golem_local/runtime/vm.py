@@ -28,6 +28,8 @@ Choices the exe-unit can rely on:
   root file system) defaults, the host Python's
   settings for a ``python`` image (:mod:`~.python_base`), the provider's ``env``, the image's ``env``, the
   ``deploy`` command's ``env``, the ``run`` command's ``env``.
+- :meth:`~VmRuntime.stop` gives every process of the sandbox (commands and what they left in the background)
+  SIGTERM, ends as soon as they are all gone, and kills what is left after ``stop_grace`` seconds.
 - an image with files (``Image.root``) is copied into the activity's directory at :meth:`~VmRuntime.deploy`
   and that copy is shown read-write: commands may change the image's files (a service's database next to
   its scripts) and the next activity still starts from the image as built. The copy costs what copying the
@@ -48,6 +50,7 @@ import enum
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -60,6 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from attrs import frozen
 
 from golem_local.runtime.base import (
+    DEFAULT_STOP_GRACE,
     Deployment,
     DeploySettings,
     FlowControl,
@@ -125,7 +129,8 @@ USAGE_TIMEOUT = 5.0
 KILL_TIMEOUT = 2.0
 """Seconds a cancelled command may take to be reported dead before ``run_command`` gives up waiting."""
 STOP_GRACE = 0.5
-"""Seconds the sandbox has to end by itself at ``stop()`` before it is killed."""
+"""Seconds bubblewrap has to end at ``stop()`` once the agent has (beyond the processes' ``stop_grace``), and
+that the last CPU reading may take, before the sandbox is killed."""
 _REAP_TIMEOUT = 5.0
 _SEND_TIMEOUT = 5.0
 _LINE_LIMIT = 1 << 20  # an agent event line: at most a 64 KiB chunk, base64-encoded, plus a few fields
@@ -232,7 +237,11 @@ class VmRuntime:
         join_network: NetworkJoiner | None = None,
         host: SandboxHost | None = None,
         limits: SandboxLimits | None = None,
+        stop_grace: float = DEFAULT_STOP_GRACE,
     ) -> None:
+        if not 0 <= stop_grace < math.inf:
+            raise ValueError(f"stop_grace must be seconds of 0 or more, not {stop_grace!r}")
+        self.stop_grace = stop_grace
         self.image = image
         self.copy_seconds: float | None = None  # how long deploy took to copy the image's files, for measurements
         self._load_image = load_image
@@ -562,9 +571,9 @@ class VmRuntime:
                 if self._state is _State.STARTED:
                     with contextlib.suppress(RuntimeFailure):
                         await self.refresh_cpu_seconds(timeout=STOP_GRACE)  # before the sandbox's processes end
-                    with contextlib.suppress(RuntimeFailure):
-                        await self._send({"op": "exit"})
-                await self._shut_down()
+                    with contextlib.suppress(RuntimeFailure):  # SIGTERM everything, SIGKILL after the grace
+                        await self._send({"op": "exit", "grace": self.stop_grace})
+                await self._shut_down(self.stop_grace)
             finally:
                 self._state = _State.STOPPED
                 self._fail_all(RuntimeFailure("the activity was stopped before the command finished"))
@@ -902,13 +911,14 @@ class VmRuntime:
             updated, self._cpu_updated = self._cpu_updated, asyncio.Event()
             updated.set()
 
-    async def _shut_down(self) -> None:
-        """End the bubblewrap process (grace, then SIGKILL), then cancel and await the runtime's tasks."""
+    async def _shut_down(self, grace: float = 0.0) -> None:
+        """End the bubblewrap process (``grace`` + :data:`STOP_GRACE`, then SIGKILL), then cancel and await the
+        runtime's tasks."""
         process = self._process
         if process is not None:
             if process.returncode is None:
                 try:
-                    await asyncio.wait_for(process.wait(), STOP_GRACE)
+                    await asyncio.wait_for(process.wait(), grace + STOP_GRACE)
                 except asyncio.TimeoutError:
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
