@@ -68,6 +68,7 @@ STOP_GRACE = 5.0
 """Seconds the container's main process has after ``SIGTERM`` before ``SIGKILL``, at :meth:`ContainerRuntime.stop`."""
 _MARK = "GOLEM_LOCAL_EXEC"
 _log = logging.getLogger(__name__)
+_said: set[str] = set()
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -241,7 +242,9 @@ class ContainerRuntime(IdleRuntime):
             moved = await WritableLayer.move(engine, self.name, self.work_dir / "layer")
             if isinstance(moved, str):
                 self.layer_note = f"{moved}: the storage limit bounds the volumes only"
-                _log.warning("container runtime: %s", self.layer_note)
+                if self.layer_note not in _said:  # once per process: it is the same for every activity
+                    _said.add(self.layer_note)
+                    _log.warning("container runtime: %s", self.layer_note)
             else:
                 self._layer = moved
         code, said = await engine.call("start", self.name)

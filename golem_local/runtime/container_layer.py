@@ -8,8 +8,13 @@ mounted from it yet, so :meth:`WritableLayer.move` copies that directory (``cp -
 activity's file system and bind-mounts the copy over it: the engine then mounts the container's root with its
 upper layer on the activity's file system, and the kernel refuses writes past its size (``ENOSPC``), as for the
 volumes. :meth:`WritableLayer.release` unmounts it once the container has stopped (the engine has unmounted
-the root by then), before the engine removes the container. Other storage drivers (``vfs``, ``btrfs``…) are
-left as they are: :meth:`~WritableLayer.move` says why it did not move the layer.
+the root by then), before the engine removes the container.
+
+Docker only. Podman's storage library, when it mounts a layer, bind-mounts its ``overlay`` directory over
+itself (not recursively) if it is not a mount point yet, and unmounts that again when idle: a mount made under
+it is then hidden under podman's (the container's root would still be written to podman's storage) and, worse,
+can no longer be unmounted by its path while it keeps podman from deleting the layer. Other storage drivers
+(``vfs``, ``btrfs``…) are left as they are too: :meth:`~WritableLayer.move` says why it did not move the layer.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ class WritableLayer:
         Returns the moved layer, or why the layer stays where the engine keeps it (a storage driver other than
         overlay); raises :class:`RuntimeFailure` when a step fails.
         """
+        if engine.name == "podman":
+            return (
+                "podman binds its overlay directory over itself when it mounts a layer (containers/storage), which "
+                "hides a mount made under it, so its writable layer stays in podman's storage"
+            )
         code, said = await engine.call("inspect", "--format", "{{json .GraphDriver}}", container)
         if code != 0:
             raise RuntimeFailure(f"`{engine.name} inspect {container}` failed: {said[-300:]}")

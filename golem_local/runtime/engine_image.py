@@ -31,7 +31,6 @@ IMPORT_TIMEOUT = 600.0
 REMOVE_TIMEOUT = 60.0
 """Seconds :meth:`EngineImages.aclose` may take to remove every image it imported."""
 _log = logging.getLogger(__name__)
-_locks: dict[str, asyncio.Lock] = {}
 
 
 def image_tag(image: Image) -> str:
@@ -69,63 +68,58 @@ async def engine_image(engine: ContainerEngine, image: Image) -> tuple[str, bool
             "name a GVMI in the demand (golem_api.vm.repo / a task package), or use the vm runtime"
         )
     tag = image_tag(image)
-    async with _locks.setdefault(tag, asyncio.Lock()):
-        code, _ = await engine.call("image", "inspect", tag)
-        if code == 0:
-            return tag, False
-        changes = [f"ENV {key}={value}" for key, value in image.env.items()]
-        changes.append(f"WORKDIR {image.working_dir or '/'}")
-        arguments = [item for change in changes for item in ("--change", change)]
-        read_fd, write_fd = os.pipe()
-        try:
-            process = await asyncio.create_subprocess_exec(
-                engine.program,
-                "import",
-                *arguments,
-                "-",
-                tag,
-                stdin=read_fd,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=engine.env(),
-            )
-        except BaseException:
-            os.close(write_fd)
-            raise
-        finally:
-            os.close(read_fd)
-        failure: list[BaseException] = []
-        root = image.root
+    code, _ = await engine.call("image", "inspect", tag)
+    if code == 0:
+        return tag, False
+    changes = [f"ENV {key}={value}" for key, value in image.env.items()]
+    changes.append(f"WORKDIR {image.working_dir or '/'}")
+    arguments = [item for change in changes for item in ("--change", change)]
+    read_fd, write_fd = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            engine.program,
+            "import",
+            *arguments,
+            "-",
+            tag,
+            stdin=read_fd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=engine.env(),
+        )
+    except BaseException:
+        os.close(write_fd)
+        raise
+    finally:
+        os.close(read_fd)
+    failure: list[BaseException] = []
+    root = image.root
 
-        def produce() -> None:
-            with os.fdopen(write_fd, "wb") as sink:
-                try:
-                    _write_tar(root, sink)
-                except BrokenPipeError:
-                    pass  # the engine gave up: its answer says why
-                except Exception as exc:
-                    failure.append(exc)
+    def produce() -> None:
+        with os.fdopen(write_fd, "wb") as sink:
+            try:
+                _write_tar(root, sink)
+            except BrokenPipeError:
+                pass  # the engine gave up: its answer says why
+            except Exception as exc:
+                failure.append(exc)
 
-        producing = asyncio.create_task(asyncio.to_thread(produce))
-        try:
-            said, _ = await asyncio.wait_for(process.communicate(), IMPORT_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise RuntimeFailure(
-                f"`{engine.name} import` did not import the image within {IMPORT_TIMEOUT:.0f} s"
-            ) from None
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-            await producing
-        if failure:
-            raise RuntimeFailure(f"the image at {root} could not be read for the engine: {failure[0]}")
-        if process.returncode != 0:
-            raise RuntimeFailure(
-                f"`{engine.name} import` refused the image {tag}: {said.decode(errors='replace')[-500:]}"
-            )
-        return tag, True
+    producing = asyncio.create_task(asyncio.to_thread(produce))
+    try:
+        said, _ = await asyncio.wait_for(process.communicate(), IMPORT_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise RuntimeFailure(f"`{engine.name} import` did not import the image within {IMPORT_TIMEOUT:.0f} s") from None
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        await producing
+    if failure:
+        raise RuntimeFailure(f"the image at {root} could not be read for the engine: {failure[0]}")
+    if process.returncode != 0:
+        raise RuntimeFailure(f"`{engine.name} import` refused the image {tag}: {said.decode(errors='replace')[-500:]}")
+    return tag, True
 
 
 class EngineImages:
@@ -142,6 +136,7 @@ class EngineImages:
 
     def __init__(self) -> None:
         self._imported: dict[tuple[ContainerEngine, str], None] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # one import of an image at a time
         self._closed = False
 
     @property
@@ -153,7 +148,8 @@ class EngineImages:
         """The tag of ``image`` in ``engine`` (imported when missing, and then remembered for removal)."""
         if self._closed:
             raise RuntimeFailure("the local node is stopping: no image can be imported now")
-        tag, imported = await engine_image(engine, image)
+        async with self._locks.setdefault(image_tag(image), asyncio.Lock()):
+            tag, imported = await engine_image(engine, image)
         if imported:
             self._imported[(engine, tag)] = None
         return tag
