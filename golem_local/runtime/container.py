@@ -62,7 +62,7 @@ from golem_local.runtime.sandbox import DEFAULT_HOSTNAME
 from golem_local.runtime.storage import make_storage, remove_storage, storage_full
 from golem_local.safefs import VolumeFiles
 
-__all__ = ["STOP_GRACE", "ContainerRuntime", "engine_program"]
+__all__ = ["STOP_GRACE", "ContainerRuntime"]
 
 STOP_GRACE = 5.0
 """Seconds the container's main process has after ``SIGTERM`` before ``SIGKILL``, at :meth:`ContainerRuntime.stop`."""
@@ -70,13 +70,6 @@ _MARK = "GOLEM_LOCAL_EXEC"
 _log = logging.getLogger(__name__)
 _said: set[str] = set()
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-async def engine_program(engine: str | None = None) -> tuple[str, str]:
-    """``(engine, program)`` of the engine to use (:func:`~.container_engine.find_engine`);
-    :class:`SandboxUnavailableError` saying what is missing."""
-    found = await find_engine(engine)
-    return found.name, found.program
 
 
 def _groups(pid: int) -> dict[str, Path]:
