@@ -13,10 +13,11 @@ podman; :mod:`~.container_engine` says how to name one), one container per activ
   main process starts a moment before its links exist: a server binding ``0.0.0.0`` does not notice). The
   ``hosts`` of the deploy and the hostname at the first VPN address are the container's ``/etc/hosts``.
 - :meth:`~ContainerRuntime.start` creates the container: no network but its VPNs, the provider's limits
-  (``--memory`` = ``--memory-swap``, ``--cpus``, ``--pids-limit``), the volumes; with a storage limit and an
-  ``overlay`` storage driver, the container's writable layer (the engine's ``UpperDir``/``WorkDir``) is moved
-  onto the activity's file system (a bind mount over the layer's directory before ``start``), so what a
-  command writes outside the volumes counts against the same limit. Its main process is the ``start``
+  (``--memory`` = ``--memory-swap``, ``--cpus``, ``--pids-limit``), the volumes; with a storage limit, docker's
+  ``overlay2`` writable layer (its ``UpperDir``/``WorkDir``) is moved onto the activity's file system
+  (:mod:`~.container_layer`: a bind mount over the layer's directory before ``start``), so what a command writes
+  outside the volumes counts against the same limit; podman's stays in podman's storage (why:
+  :mod:`~.container_layer`, :attr:`~ContainerRuntime.layer_note`). Its main process is the ``start``
   command's arguments when given (a server), else ``sleep infinity`` (the image needs a ``sleep``).
 - each ``run`` is an ``exec`` in it, output streamed as it comes; a killed command (the call cancelled) is killed
   inside the container from the host: its processes are found in the container's control group by a mark in
