@@ -18,7 +18,8 @@ podman; :mod:`~.container_engine` says how to name one), one container per activ
   (:mod:`~.container_layer`: a bind mount over the layer's directory before ``start``), so what a command writes
   outside the volumes counts against the same limit; podman's stays in podman's storage (why:
   :mod:`~.container_layer`, :attr:`~ContainerRuntime.layer_note`). Its main process is the ``start``
-  command's arguments when given (a server), else ``sleep infinity`` (the image needs a ``sleep``).
+  command's arguments when given (a server), else ``sleep infinity`` (the image needs a ``sleep``), under a
+  ``/bin/sh`` that ends on ``SIGTERM`` when the image has one, so that a stop does not sit out the grace.
 - each ``run`` is an ``exec`` in it, output streamed as it comes; a killed command (the call cancelled) is killed
   inside the container from the host: its processes are found in the container's control group by a mark in
   their environment.
@@ -167,7 +168,7 @@ class ContainerRuntime(IdleRuntime):
         """Get and import the image, make the storage and the volumes' directories, join the VPNs."""
         if self._stopped:
             raise RuntimeFailure("the activity's runtime was stopped: create a new activity")
-        self._engine = engine = await find_engine(self._wanted)
+        self._engine = engine = await self._images.engine(self._wanted)
         if self._load_image is not None:
             self.image = await self._load_image()
         self._tag = await self._images.acquire(engine, self.image)
@@ -227,7 +228,7 @@ class ContainerRuntime(IdleRuntime):
         engine = self._engine
         if engine is None or self._tag is None or self._stopped:
             raise RuntimeFailure("the container runtime was not deployed: deploy before start")
-        main = list(args) or ["sleep", "infinity"]
+        main = list(args) or self._idle_main()
         code, said = await engine.call("create", *self._run_options(), "--entrypoint", main[0], self._tag, *main[1:])
         if code != 0:
             raise RuntimeFailure(f"the container could not be created ({' '.join(main)}): {said[-500:]}")
@@ -257,6 +258,15 @@ class ContainerRuntime(IdleRuntime):
         if self._network is not None:
             await self._network.join_holder(int(pid))
         self._ended = asyncio.create_task(self._wait(), name=f"wait for container {self.name}")
+
+    def _idle_main(self) -> list[str]:
+        """The main process without a server: ``sleep infinity``, under a shell that ends on ``SIGTERM`` when the
+        image has ``/bin/sh`` (a process 1 gets no default action for ``SIGTERM``: ``sleep`` alone would sit out
+        the whole grace at every stop)."""
+        root = self.image.root
+        if root is not None and os.path.lexists(root / "bin" / "sh"):
+            return ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+        return ["sleep", "infinity"]
 
     async def _wait(self) -> str:
         assert self._engine is not None

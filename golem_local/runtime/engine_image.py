@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from golem_local.runtime.base import RuntimeFailure
-from golem_local.runtime.container_engine import ContainerEngine
+from golem_local.runtime.container_engine import ENGINE_ENV, ContainerEngine, find_engine
 from golem_local.runtime.image import Image
 from golem_local.runtime.rootfs import image_uid_range
 
@@ -131,10 +131,12 @@ class EngineImages:
     line says so. The whole removal is bounded by :data:`REMOVE_TIMEOUT`.
 
     Images are removed when the owner closes, not when its last activity ends: a node runs one image for many
-    activities in turn, and importing costs a tar of the whole root each time.
+    activities in turn, and importing costs a tar of the whole root each time. The owner also keeps the engine
+    it found (:meth:`engine`), so that each activity does not look for it again.
     """
 
     def __init__(self) -> None:
+        self._engines: dict[tuple[str, str], ContainerEngine] = {}
         self._imported: dict[tuple[ContainerEngine, str], None] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one import of an image at a time
         self._closed = False
@@ -143,6 +145,16 @@ class EngineImages:
     def imported(self) -> list[str]:
         """The tags imported so far and not yet removed, in order."""
         return [tag for _engine, tag in self._imported]
+
+    async def engine(self, wanted: str | None = None) -> ContainerEngine:
+        """:func:`~.container_engine.find_engine`'s answer, asked once per engine name and ``DOCKER_HOST`` (asking
+        costs a few hundred milliseconds: ``podman info``); an engine that stops answering later fails the
+        calls made to it, with its words."""
+        key = (wanted or os.environ.get(ENGINE_ENV) or "", os.environ.get("DOCKER_HOST") or "")
+        found = self._engines.get(key)
+        if found is None:
+            found = self._engines[key] = await find_engine(wanted)
+        return found
 
     async def acquire(self, engine: ContainerEngine, image: Image) -> str:
         """The tag of ``image`` in ``engine`` (imported when missing, and then remembered for removal)."""
