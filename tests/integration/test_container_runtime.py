@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from bench import bench_container
 from golem_api import Golem, LocalNetworkConfig, ProviderSpec, Script, Service, VmPayload, vm
 from golem_api._rest.client import RestClient
 from golem_api._rest.config import ApiConfig
@@ -335,3 +336,14 @@ async def test_two_container_instances_in_a_vpn_talk_and_the_requestor_reaches_o
             answer = await conn.read()
         assert answer == f"{first.name} got from the requestor\n".encode(), "the requestor reaches it over the VPN"
         cluster.stop()
+
+
+async def test_the_container_benchmark_runs_and_prints_each_figure_next_to_the_vm_floor(
+    tmp_path: Path, engine: str
+) -> None:
+    await asyncio.to_thread(tmp_path.chmod, 0o711)  # the vm floor's sandbox passes through it, as a node's
+    found = await bench_container.measure(1, tmp_path, engines=(engine,))
+    lines = bench_container.report(found)
+    assert [line.split(":")[0].strip() for line in lines] == ["vm", engine]
+    assert lines[0].endswith("over 1; 1.0x the vm floor")
+    assert "x the vm floor" in lines[1], lines[1]
