@@ -10,11 +10,12 @@ upper layer on the activity's file system, and the kernel refuses writes past it
 volumes. :meth:`WritableLayer.release` unmounts it once the container has stopped (the engine has unmounted
 the root by then), before the engine removes the container.
 
-Docker only. Podman's storage library, when it mounts a layer, bind-mounts its ``overlay`` directory over
-itself (not recursively) if it is not a mount point yet, and unmounts that again when idle: a mount made under
-it is then hidden under podman's (the container's root would still be written to podman's storage) and, worse,
-can no longer be unmounted by its path while it keeps podman from deleting the layer. Other storage drivers
-(``vfs``, ``btrfs``…) are left as they are too: :meth:`~WritableLayer.move` says why it did not move the layer.
+Docker only. Podman's storage library (seen with podman 4.3 in ``/proc/self/mountinfo``), when it mounts a
+layer, bind-mounts its ``overlay`` directory over itself (not recursively) if it is not a mount point yet, and
+that mount comes and goes with podman's use: a mount made under it is then hidden under podman's (the
+container's root would still be written to podman's storage) and, worse, can no longer be unmounted by its path
+while it keeps podman from deleting the layer. Other storage drivers (``vfs``, ``btrfs``…) are left as they are
+too: :meth:`~WritableLayer.move` says why it did not move the layer.
 """
 
 from __future__ import annotations
