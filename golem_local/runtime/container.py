@@ -246,6 +246,12 @@ class ContainerRuntime(IdleRuntime):
         if code != 0:
             raise RuntimeFailure(f"the container could not be started ({' '.join(main)}): {said[-500:]}")
         self._started = True
+        if self._layer is not None and not await asyncio.to_thread(self._layer.in_place):
+            self.layer_note = (
+                f"{engine.name} covered the moved writable layer with a mount of its own: the storage limit bounds "
+                "the volumes only"
+            )
+            _log.warning("container runtime: %s (container %s)", self.layer_note, self.name)
         code, pid = await engine.call("inspect", "--format", "{{.State.Pid}}", self.name)
         if code == 0 and pid.isdigit() and int(pid) > 0:
             with contextlib.suppress(OSError, ValueError):

@@ -38,9 +38,18 @@ _OVERLAY = ("overlay", "overlay2")
 class WritableLayer:
     """The bind mount of one container's layer directory (see the module docstring)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, target: Path) -> None:
         self.directory = directory
+        self.target = target
         self._mounted = True
+
+    def in_place(self) -> bool:
+        """Whether the engine's layer directory still shows the activity's copy (a mount over the engine's
+        storage made after ours would hide it: the layer would be written to the engine's storage again)."""
+        try:
+            return self.directory.stat().st_dev == self.target.stat().st_dev
+        except OSError:
+            return False
 
     @classmethod
     async def move(cls, engine: ContainerEngine, container: str, target: Path) -> WritableLayer | str:
@@ -74,7 +83,7 @@ class WritableLayer:
         await asyncio.to_thread(target.mkdir, mode=0o700)
         await run_checked("cp", "-a", "--", f"{layer}/.", str(target))
         await run_checked("mount", "--bind", str(target), str(layer))
-        return cls(layer)
+        return cls(layer, target)
 
     async def release(self) -> None:
         """Unmount the layer (lazily when something still holds it). Idempotent."""
