@@ -210,6 +210,8 @@ class ContainerRuntime(IdleRuntime):
             options += ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
         if network is not None and network.hosts_file is not None:
             options += ["--volume", f"{network.hosts_file}:/etc/hosts:ro"]
+        if network is not None and network.shares_net:  # no raw sockets in a VPN (no forged source addresses)
+            options += ["--cap-drop", "NET_RAW"]
         limits = self.limits
         if limits.memory_bytes is not None:
             options += ["--memory", str(limits.memory_bytes), "--memory-swap", str(limits.memory_bytes)]

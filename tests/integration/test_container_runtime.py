@@ -327,9 +327,11 @@ async def test_two_container_instances_in_a_vpn_talk_and_the_requestor_reaches_o
         script = second.ctx.new_script(timeout=BOUND)
         talk = script.run("/bin/perl", "-e", CLIENT, "192.168.7.10")
         hosts = script.run("/bin/cat", "/etc/hosts")
+        raw = script.run("/bin/perl", "-e", 'print socket(S, 2, 3, 1) ? "raw" : "refused: $!"')  # SOCK_RAW, ICMP
         await second.ctx.run_script(script)
         assert (await talk).stdout == f"{first.name} got hello\n", "an instance reaches another by its VPN address"
         assert "192.168.7.11\tgolem-vm" in ((await hosts).stdout or "")
+        assert (await raw).stdout == "refused: Operation not permitted", "no raw sockets: no forged addresses"
         assert first.network_node is not None
         async with await first.network_node.connect(80) as conn:
             await conn.write(b"from the requestor\n")
