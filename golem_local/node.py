@@ -49,6 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+import attrs
 from aiohttp import web
 
 from golem_local.activity import ActivityHub, Runtime
@@ -74,6 +75,7 @@ from golem_local.provider_port import InProcessMarket
 from golem_local.runtime.base import DEFAULT_STOP_GRACE, OfferTemplate, RuntimeFailure, bounded_stop
 from golem_local.runtime.builtin import BUILTIN_RUNTIMES, CONTAINER, VM
 from golem_local.runtime.container import ContainerRuntime
+from golem_local.runtime.engine_image import EngineImages
 from golem_local.runtime.idle import IdleRuntime, UnavailableRuntime
 from golem_local.runtime.image import DEFAULT_IMAGE, Image
 from golem_local.runtime.launch import SandboxHost, SandboxLimits
@@ -190,6 +192,8 @@ class LocalNode:
         self.work_dir: Path | None = None
         self.registry = ImageRegistry(self.config.image_registry)
         self.image_cache: ImageCache | None = None
+        self.engine_images = EngineImages()
+        """The images the ``container`` runtime imported into an engine for this node, removed when it stops."""
         self.gsb = GsbRouter()
         self.vpn = LocalVpn(enabled=self.config.activity_runtime == "vm" and self.config.vpn)
         self.transfers = FileTransfer(self.gsb, self.requestor_id)
@@ -279,6 +283,9 @@ class LocalNode:
                 env=env,
                 limits=self._limits.get(agreement.provider_id),
                 stop_grace=grace,
+                images=self.engine_images,
+                join_network=self.vpn.joiner(),
+                host=self.sandbox_host,
             )
         else:
             sandbox = functools.partial(
@@ -364,6 +371,8 @@ class LocalNode:
             descriptor = self._descriptors[provider.spec.runtime]
             provider.runtime_counters = dict(descriptor.counters)
             own = own_offers.get(descriptor.name)
+            if own is not None and descriptor is CONTAINER and self.vpn.available:
+                own = attrs.evolve(own, properties={**own.properties, "golem.runtime.capabilities": ["vpn"]})
             if own is not None:
                 provider.runtime_offer = own
                 continue
@@ -454,6 +463,7 @@ class LocalNode:
             await provider.aclose()
         await self.activities.aclose()
         await self.vpn.aclose()  # after the activities: their sandboxes no longer hold the namespaces
+        await self.engine_images.aclose()  # after the activities: no container of this node uses them
         host, self.sandbox_host = self.sandbox_host, None
         if host is not None:
             host.close()

@@ -3,6 +3,8 @@
 # - bubblewrap, squashfs-tools, mmdebstrap and uidmap: the local network's sandbox and images (apt-get; asks for root)
 # - with GOLEM_API_WITH_REALSTACK=1 (scripts/test): Node.js/npm (apt-get where missing) and, in .npm-tools/, the npm
 #   packages of the real-stack test: anvil (a local chain) and solc (compiles the test token)
+# - with GOLEM_API_WITH_ENGINES=1 (scripts/test): podman, runc and docker.io (apt-get where missing), so that the
+#   container runtime's tests run on both engines (a private dockerd of the test session; podman with runc)
 # - with GOLEM_API_WITH_CLIENTS=1 (scripts/test): the other SDKs the local node is tested with, pinned: golem-js and
 #   its TaskExecutor in .npm-clients/, golem-core in .venv-golem-core (its pins conflict with ours)
 set -euo pipefail
@@ -116,5 +118,26 @@ if [ "${#missing[@]}" -gt 0 ]; then
         $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
         echo "warning: ${missing[*]} missing and apt-get is not available; install them with your package manager" >&2
+    fi
+fi
+
+# The container engines of the container runtime's tests (tests/integration/test_container_runtime.py), test-only:
+# - podman and runc: podman runs its containers with runc (crun fails on hybrid cgroup hierarchies)
+# - docker.io: dockerd and its client; the tests start a private daemon of their own (root), none is enabled here
+# Measured (2 shared cores): a minimal Debian plus these three takes 18-50 s more than without, +356 MiB on disk.
+if [ "${GOLEM_API_WITH_ENGINES:-0}" = "1" ]; then
+    engines=()
+    command -v podman >/dev/null 2>&1 || engines+=(podman)
+    command -v runc >/dev/null 2>&1 || engines+=(runc)
+    command -v dockerd >/dev/null 2>&1 || engines+=(docker.io)
+    if [ "${#engines[@]}" -gt 0 ]; then
+        if command -v apt-get >/dev/null 2>&1; then
+            SUDO=""
+            [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+            echo "==> installing ${engines[*]} (test-only: the container runtime's engines)"
+            $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq --no-install-recommends "${engines[@]}" >/dev/null
+        else
+            echo "warning: ${engines[*]} missing and apt-get is not available; the container runtime's tests will skip" >&2
+        fi
     fi
 fi

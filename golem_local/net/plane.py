@@ -7,7 +7,9 @@
     <prefix>v<k>        hub of one VPN: lo, br0 holding the requestor's addresses (192.168.0.1/24), one port
         │ veth           per member (p<n>), created inside the hub so that no end ever shows in the host netns
     <prefix>i<k>        one activity: lo, eth0 = its nodeIp/prefix (eth1… for further VPNs), no default route;
-                        its bubblewrap sandbox is started inside it (nsenter --net=… bwrap --share-net …)
+                        its bubblewrap sandbox is started inside it (nsenter --net=… bwrap --share-net …), or
+                        a podman container (--network ns:…); a docker container's own namespace is named
+                        so instead, and given the links (``attach(holder_pid=…)``)
 
 The namespaces are owned by the initial user namespace; a sandbox's user namespace is a child of it with no
 capabilities, so nothing in a sandbox can change addresses or routes or open raw sockets. There is no route
@@ -129,8 +131,12 @@ class DataPlane:
 
     # -- activities ----------------------------------------------------------------------------------------
 
-    async def attach(self, joins: Sequence[Join]) -> InstanceNetns:
+    async def attach(self, joins: Sequence[Join], *, holder_pid: int | None = None) -> InstanceNetns:
         """A namespace for one activity, in every VPN of ``joins`` (``eth0``, ``eth1``, … in that order).
+
+        A new namespace, or with ``holder_pid`` the one that process runs in, named (``ip netns attach``) and
+        given the VPN links: a docker container's, which docker makes itself and cannot be told to join. Its
+        links end with it; :meth:`detach` then removes the name only.
 
         The addresses are reserved before anything is built, so two activities never get the same one;
         ``NetnsError`` (naming the address, or the failing command) when one is taken or a step fails.
@@ -149,7 +155,10 @@ class DataPlane:
             self._taken[(join.network_id, join.node_ip)] = name
         instance = InstanceNetns(name=name, joins=tuple(joins))
         try:
-            await add_netns(name)
+            if holder_pid is None:
+                await add_netns(name)
+            else:
+                await run_ip("netns", "attach", name, str(holder_pid))
             await write_sysctls(name, _INSTANCE_SYSCTLS)
             commands = ["link set lo up"]
             for index, join in enumerate(joins):

@@ -124,7 +124,7 @@ class LocalVpn:
             return None
         return self._join
 
-    async def _join(self, networks: Sequence[DeployNetwork]) -> NetworkLease:
+    async def _join(self, networks: Sequence[DeployNetwork], *, holder_pid: int | None = None) -> NetworkLease:
         if self._plane is None or self._closed:
             raise RuntimeFailure(f"this provider cannot join VPNs: {self.unavailable or 'the node is stopping'}")
         joins = [self._check(position, entry) for position, entry in enumerate(networks)]
@@ -133,7 +133,7 @@ class LocalVpn:
             if seen.count(network_id) > 1:
                 raise RuntimeFailure(f"deploy: net names network {network_id} twice; join each network once")
         try:
-            instance = await self._plane.attach(joins)
+            instance = await self._plane.attach(joins, holder_pid=holder_pid)
         except netns.NetnsError as exc:
             raise RuntimeFailure(f"deploy: cannot join the VPN: {exc}") from exc
         self._instances.add(instance)

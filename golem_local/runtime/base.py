@@ -113,8 +113,11 @@ class NetworkLease(Protocol):
 class NetworkJoiner(Protocol):
     """How a runtime joins the VPNs of its ``deploy`` (the node's VPN, bound to one activity)."""
 
-    async def __call__(self, networks: Sequence[DeployNetwork]) -> NetworkLease:
-        """Join ``networks``; raise :class:`RuntimeFailure` saying what is wrong with them."""
+    async def __call__(self, networks: Sequence[DeployNetwork], *, holder_pid: int | None = None) -> NetworkLease:
+        """Join ``networks``; raise :class:`RuntimeFailure` saying what is wrong with them.
+
+        The lease's namespace is a new one, or with ``holder_pid`` the network namespace that process already
+        runs in (a container's, made by its engine): the VPN links are then added to it."""
         ...
 
 

@@ -12,20 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import tarfile
+import time
 from pathlib import Path
 from typing import IO
 
 from golem_local.runtime.base import RuntimeFailure
+from golem_local.runtime.container_engine import ENGINE_ENV, ContainerEngine, find_engine
 from golem_local.runtime.image import Image
 from golem_local.runtime.rootfs import image_uid_range
 
-__all__ = ["IMPORT_TIMEOUT", "engine_image", "image_tag"]
+__all__ = ["IMPORT_TIMEOUT", "REMOVE_TIMEOUT", "EngineImages", "engine_image", "image_tag"]
 
 IMPORT_TIMEOUT = 600.0
 """Seconds an ``import`` may take."""
-_locks: dict[str, asyncio.Lock] = {}
+REMOVE_TIMEOUT = 60.0
+"""Seconds :meth:`EngineImages.aclose` may take to remove every image it imported."""
+_log = logging.getLogger(__name__)
 
 
 def image_tag(image: Image) -> str:
@@ -50,20 +55,9 @@ def _write_tar(root: Path, sink: IO[bytes]) -> None:
             tar.add(entry, arcname=entry.name, filter=owned)
 
 
-async def _exec(program: str, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        program,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await process.communicate()
-    return process.returncode or 0, out.decode(errors="replace")
-
-
-async def engine_image(program: str, image: Image) -> str:
-    """The tag of ``image`` in the engine run by ``program``, imported first if it is not there yet.
+async def engine_image(engine: ContainerEngine, image: Image) -> tuple[str, bool]:
+    """The tag of ``image`` in ``engine``, imported first if it is not there yet; and whether it was imported
+    now (``False``: the engine had it already, from this node, another or the user).
 
     Raises :class:`RuntimeFailure` for an image without a whole root file system (nothing to import) or when
     the engine refuses it (its words).
@@ -74,55 +68,115 @@ async def engine_image(program: str, image: Image) -> str:
             "name a GVMI in the demand (golem_api.vm.repo / a task package), or use the vm runtime"
         )
     tag = image_tag(image)
-    async with _locks.setdefault(tag, asyncio.Lock()):
-        code, _ = await _exec(program, "image", "inspect", tag)
-        if code == 0:
-            return tag
-        changes = [f"ENV {key}={value}" for key, value in image.env.items()]
-        changes.append(f"WORKDIR {image.working_dir or '/'}")
-        arguments = [item for change in changes for item in ("--change", change)]
-        read_fd, write_fd = os.pipe()
-        try:
-            process = await asyncio.create_subprocess_exec(
-                program,
-                "import",
-                *arguments,
-                "-",
-                tag,
-                stdin=read_fd,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        except BaseException:
-            os.close(write_fd)
-            raise
-        finally:
-            os.close(read_fd)
-        failure: list[BaseException] = []
-        root = image.root
+    code, _ = await engine.call("image", "inspect", tag)
+    if code == 0:
+        return tag, False
+    changes = [f"ENV {key}={value}" for key, value in image.env.items()]
+    changes.append(f"WORKDIR {image.working_dir or '/'}")
+    arguments = [item for change in changes for item in ("--change", change)]
+    read_fd, write_fd = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            engine.program,
+            "import",
+            *arguments,
+            "-",
+            tag,
+            stdin=read_fd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=engine.env(),
+        )
+    except BaseException:
+        os.close(write_fd)
+        raise
+    finally:
+        os.close(read_fd)
+    failure: list[BaseException] = []
+    root = image.root
 
-        def produce() -> None:
-            with os.fdopen(write_fd, "wb") as sink:
-                try:
-                    _write_tar(root, sink)
-                except BrokenPipeError:
-                    pass  # the engine gave up: its answer says why
-                except Exception as exc:
-                    failure.append(exc)
+    def produce() -> None:
+        with os.fdopen(write_fd, "wb") as sink:
+            try:
+                _write_tar(root, sink)
+            except BrokenPipeError:
+                pass  # the engine gave up: its answer says why
+            except Exception as exc:
+                failure.append(exc)
 
-        producing = asyncio.create_task(asyncio.to_thread(produce))
-        try:
-            said, _ = await asyncio.wait_for(process.communicate(), IMPORT_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise RuntimeFailure(f"`{program} import` did not import the image within {IMPORT_TIMEOUT:.0f} s") from None
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-            await producing
-        if failure:
-            raise RuntimeFailure(f"the image at {root} could not be read for the engine: {failure[0]}")
-        if process.returncode != 0:
-            raise RuntimeFailure(f"`{program} import` refused the image {tag}: {said.decode(errors='replace')[-500:]}")
+    producing = asyncio.create_task(asyncio.to_thread(produce))
+    try:
+        said, _ = await asyncio.wait_for(process.communicate(), IMPORT_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise RuntimeFailure(f"`{engine.name} import` did not import the image within {IMPORT_TIMEOUT:.0f} s") from None
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        await producing
+    if failure:
+        raise RuntimeFailure(f"the image at {root} could not be read for the engine: {failure[0]}")
+    if process.returncode != 0:
+        raise RuntimeFailure(f"`{engine.name} import` refused the image {tag}: {said.decode(errors='replace')[-500:]}")
+    return tag, True
+
+
+class EngineImages:
+    """The images one owner (a node, or a lone runtime) imported into container engines, removed at :meth:`aclose`.
+
+    Only what :func:`engine_image` imported for this owner is removed: an image the engine had before (the
+    user's, another node's, an earlier run's) is used as it is and left there. Removal is a plain ``rmi``
+    (never ``--force``): an image a container still uses (another node's, on the same engine) stays, and a
+    line says so. The whole removal is bounded by :data:`REMOVE_TIMEOUT`.
+
+    Images are removed when the owner closes, not when its last activity ends: a node runs one image for many
+    activities in turn, and importing costs a tar of the whole root each time. The owner also keeps the engine
+    it found (:meth:`engine`), so that each activity does not look for it again.
+    """
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[str, str], ContainerEngine] = {}
+        self._imported: dict[tuple[ContainerEngine, str], None] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # one import of an image at a time
+        self._closed = False
+
+    @property
+    def imported(self) -> list[str]:
+        """The tags imported so far and not yet removed, in order."""
+        return [tag for _engine, tag in self._imported]
+
+    async def engine(self, wanted: str | None = None) -> ContainerEngine:
+        """:func:`~.container_engine.find_engine`'s answer, asked once per engine name and ``DOCKER_HOST`` (asking
+        costs a few hundred milliseconds: ``podman info``); an engine that stops answering later fails the
+        calls made to it, with its words."""
+        key = (wanted or os.environ.get(ENGINE_ENV) or "", os.environ.get("DOCKER_HOST") or "")
+        found = self._engines.get(key)
+        if found is None:
+            found = self._engines[key] = await find_engine(wanted)
+        return found
+
+    async def acquire(self, engine: ContainerEngine, image: Image) -> str:
+        """The tag of ``image`` in ``engine`` (imported when missing, and then remembered for removal)."""
+        if self._closed:
+            raise RuntimeFailure("the local node is stopping: no image can be imported now")
+        async with self._locks.setdefault(image_tag(image), asyncio.Lock()):
+            tag, imported = await engine_image(engine, image)
+        if imported:
+            self._imported[(engine, tag)] = None
         return tag
+
+    async def aclose(self) -> None:
+        """Remove the images imported here (``rmi``, not forced), within :data:`REMOVE_TIMEOUT` in all."""
+        self._closed = True
+        deadline = time.monotonic() + REMOVE_TIMEOUT
+        while self._imported:
+            engine, tag = next(iter(self._imported))
+            del self._imported[(engine, tag)]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _log.warning("container runtime: no time left to remove the image %s from %s", tag, engine.name)
+                continue
+            code, said = await engine.call("rmi", tag, timeout=left)
+            if code != 0:
+                _log.info("container runtime: %s kept the image %s: %s", engine.name, tag, said[-300:])

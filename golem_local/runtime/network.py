@@ -1,11 +1,14 @@
-"""What the ``vm`` runtime does for an activity whose ``deploy`` joins VPNs: one :class:`SandboxNetwork` each.
+"""What the ``vm`` and ``container`` runtimes do for an activity whose ``deploy`` joins VPNs: one
+:class:`SandboxNetwork` each.
 
 At ``deploy`` it checks the ``hosts`` map and joins the VPNs of ``net`` through the node's
 :class:`~golem_local.runtime.base.NetworkJoiner` (which makes the activity's network namespace); at ``start``
 it says how to start bubblewrap inside that namespace (:attr:`SandboxNetwork.argv_prefix`, with
 ``SandboxLayout(share_net=True)``) and gives the activity's own ``/etc/hosts`` (:attr:`SandboxNetwork.hosts_file`:
 ``localhost``, the hostname at the activity's first VPN address, then the ``hosts`` entries, as the Golem VM's
-agent writes them); at ``stop``, after the sandbox's processes have ended, it leaves the VPNs.
+agent writes them); at ``stop``, after the sandbox's processes have ended, it leaves the VPNs. The ``container``
+runtime runs a podman container in that namespace (``--network ns:``); a docker container, which can only get a
+namespace of docker's making, joins after it started (``join_later``, :meth:`SandboxNetwork.join_holder`).
 """
 
 from __future__ import annotations
@@ -26,9 +29,18 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
 class SandboxNetwork:
     """The VPN side of one activity's sandbox (see the module docstring)."""
 
-    def __init__(self, lease: NetworkLease | None, hosts_file: Path | None) -> None:
+    def __init__(
+        self,
+        lease: NetworkLease | None,
+        hosts_file: Path | None,
+        *,
+        joiner: NetworkJoiner | None = None,
+        networks: Sequence[DeployNetwork] = (),
+    ) -> None:
         self._lease = lease
         self.hosts_file = hosts_file
+        self._joiner = joiner  # set while the join waits for its holder (see deploy's join_later)
+        self._networks = tuple(networks)
 
     @classmethod
     async def deploy(
@@ -39,9 +51,13 @@ class SandboxNetwork:
         *,
         hostname: str,
         work_dir: Path,
+        join_later: bool = False,
     ) -> SandboxNetwork | None:
         """Join ``networks`` and write the activity's ``/etc/hosts``; ``None`` when the deploy has neither
-        ``net`` nor ``hosts`` (the sandbox then gets its own empty network, as always)."""
+        ``net`` nor ``hosts`` (the sandbox then gets its own empty network, as always).
+
+        ``join_later``: check everything now but join at :meth:`join_holder`, in the network namespace of a
+        process that is not running yet (a docker container's)."""
         if not networks and not hosts:
             return None
         entries = _check_hosts(hosts)
@@ -50,7 +66,8 @@ class SandboxNetwork:
                 "deploy: this provider does not offer VPNs (no 'vpn' in golem.runtime.capabilities), but the deploy "
                 "command joins one; ask for the capability in the demand (run_service(network=…) does)"
             )
-        lease = await joiner(networks) if networks and joiner is not None else None
+        later = joiner if join_later and networks else None
+        lease = await joiner(networks) if networks and joiner is not None and later is None else None
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         if networks:
             lines.append(f"{networks[0].node_ip}\t{hostname}")
@@ -62,7 +79,18 @@ class SandboxNetwork:
             if lease is not None:
                 await lease.release()
             raise RuntimeFailure(f"cannot write the activity's /etc/hosts in {str(work_dir)!r}: {exc}") from exc
-        return cls(lease, hosts_file)
+        return cls(lease, hosts_file, joiner=later, networks=networks)
+
+    async def join_holder(self, pid: int) -> None:
+        """Join the VPNs deferred by ``join_later`` in the network namespace ``pid`` runs in (no-op otherwise)."""
+        joiner, self._joiner = self._joiner, None
+        if joiner is not None:
+            self._lease = await joiner(self._networks, holder_pid=pid)
+
+    @property
+    def netns_path(self) -> Path | None:
+        """The activity's network namespace when it is in a VPN (``None`` before a deferred join)."""
+        return self._lease.netns_path if self._lease is not None else None
 
     @property
     def argv_prefix(self) -> list[str]:
@@ -74,7 +102,7 @@ class SandboxNetwork:
     @property
     def shares_net(self) -> bool:
         """Whether the sandbox must keep the namespace it is started in (``SandboxLayout.share_net``)."""
-        return self._lease is not None
+        return self._lease is not None or self._joiner is not None
 
     async def release(self) -> None:
         """Leave the VPNs (after every process of the sandbox has ended). Idempotent."""

@@ -31,6 +31,7 @@ __all__ = [
     "NODE_DIR_PREFIX",
     "make_storage",
     "remove_storage",
+    "run_checked",
     "storage_full",
     "sweep_stale",
 ]
@@ -46,7 +47,8 @@ _TIMEOUT = 30.0
 _NODE_DIR = re.compile(rf"/{NODE_DIR_PREFIX}(\d+)-[^/]+/")
 
 
-async def _run(*argv: str) -> None:
+async def run_checked(*argv: str) -> None:
+    """Run ``argv`` (bounded); :class:`RuntimeFailure` with its output when it fails."""
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -80,8 +82,8 @@ async def make_storage(directory: Path, size: int, gid: int) -> None:
     mkfs = shutil.which("mkfs.ext4") or "mkfs.ext4"
     options = f"lazy_itable_init=1,lazy_journal_init=1,root_owner=0:{gid}"
     try:
-        await _run(mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", options, str(backing))
-        await _run("mount", "-o", "loop,nosuid,nodev", str(backing), str(directory))
+        await run_checked(mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", options, str(backing))
+        await run_checked("mount", "-o", "loop,nosuid,nodev", str(backing), str(directory))
     except BaseException:
         backing.unlink(missing_ok=True)
         raise
@@ -93,10 +95,10 @@ async def make_storage(directory: Path, size: int, gid: int) -> None:
 async def remove_storage(directory: Path) -> None:
     """Unmount the file system over ``directory`` (lazily when it is busy); the loop device is freed with it."""
     try:
-        await _run("umount", str(directory))
+        await run_checked("umount", str(directory))
     except RuntimeFailure as exc:
         _log.warning("activity storage %s: %s; unmounting it lazily", directory, exc)
-        await _run("umount", "-l", str(directory))
+        await run_checked("umount", "-l", str(directory))
 
 
 def storage_full(directory: Path) -> bool:
