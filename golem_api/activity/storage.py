@@ -4,7 +4,12 @@ To send data, the requestor *publishes* it: binds a gftp service (``GetMetadata`
 ``/public/gftp/<id>`` and answers the provider's requests for chunks over the service's WebSocket; the provider
 fetches ``gftp://<requestor-node-id>/<id>``. To get data, it *receives*: binds ``UploadChunk`` and
 ``UploadFinished`` and writes each chunk at its offset as it comes (chunks may come in any order), then checks
-the SHA3-256 hash the provider sends at the end and that no byte is missing.
+the SHA3-256 hash the provider sends at the end and that no byte is missing. Chunks that come in order (as
+providers send them) are hashed as they come, in a thread of the receiver's own, while the next ones arrive:
+each is answered once it is written and queued for hashing (at most :data:`HASH_BACKLOG` wait), so the
+provider keeps several on the wire and the hash needs no second pass. Received bytes go to a file (the
+caller's, or an unnamed temporary one for :meth:`GsbStorage.receive_bytes`), never into a growing buffer: the
+memory a download holds is bounded, and ``result()`` reads the bytes back in one piece.
 
 Each published or received item owns its binding, its WebSocket and the task that answers on it;
 ``close()`` ends all three (unbinding is what the daemon needs to forget the address). :class:`GsbStorage` is
@@ -24,6 +29,9 @@ import hashlib
 import logging
 import os
 import secrets
+import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -57,13 +65,17 @@ if TYPE_CHECKING:
     from golem_api._rest.client import RestClient
     from golem_api._rest.gsb import GsbServices
 
-__all__ = ["GsbStorage", "Published", "Receiving"]
+__all__ = ["HASH_BACKLOG", "GsbStorage", "Published", "Receiving"]
 
 _log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound="_Service")
 
 _HASH_BLOCK = 1024 * 1024  # bytes read at a time when hashing a received file
+_READ_MAX = 0x7FFFF000  # the most one read(2) returns on Linux
+
+HASH_BACKLOG = 8
+"""Received chunks queued for hashing at most; beyond it, the next chunk is answered only once one is hashed."""
 
 
 class _Service:
@@ -214,15 +226,20 @@ class Receiving(_Service):
         super().__init__(storage, file_id, node_id)
         self.path = path
         self.limit = limit
-        self._buffer = bytearray()
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if path else None
+        if path is not None:
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        else:  # unnamed (O_TMPFILE where the system has it): gone with its descriptor
+            self._fd = os.dup((spool := tempfile.TemporaryFile(prefix="golem-download-")).fileno())
+            spool.close()
         self._ranges: list[tuple[int, int]] = []
+        self._size = 0
         self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        # The SHA3-256 of the bytes 0.._hashed, fed as chunks come in order (as a provider sends them), in a
-        # thread; None once a chunk came out of order: the whole data is then hashed at the end.
+        # The SHA3-256 of the bytes 0.._hashed, fed in order in the receiver's own thread as chunks come;
+        # None once a chunk came out of order: the whole data is then hashed from the file at the end.
         self._digest: Any = hashlib.sha3_256()
         self._hashed = 0
-        self._hashing = asyncio.Lock()  # chunks are hashed one after the other, in the order they came
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gftp-hash-{file_id[:8]}")
+        self._hash_jobs: deque[asyncio.Future[None]] = deque()
 
     @property
     def done(self) -> bool:
@@ -244,14 +261,16 @@ class Receiving(_Service):
             ) from None
 
     async def result(self, timeout: float) -> bytes:
-        """The bytes received, once the provider finished (see :meth:`wait`).
+        """The bytes received, once the provider finished (see :meth:`wait`), read back in one piece.
 
         Only for :meth:`GsbStorage.receive_bytes`; a file receiver writes into its file instead.
         """
         if self.path is not None:
             raise ConfigurationError(f"{self!r} writes to {self.path}; use `await receiving.wait(timeout)` instead")
-        await self.wait(timeout)
-        return bytes(self._buffer)
+        size = await self.wait(timeout)
+        if self._fd is None:
+            raise TransferError(f"{self.url} was closed before its data was read; read the result before closing")
+        return await asyncio.to_thread(_read_all, self._fd, size)
 
     def _received(self) -> int:
         return sum(end - start for start, end in self._ranges)
@@ -282,13 +301,12 @@ class Receiving(_Service):
         return await super()._handle(component, payload)
 
     def _write(self, offset: int, content: bytes) -> None:
-        if self._fd is not None:
-            os.pwrite(self._fd, content, offset)
-            return
-        end = offset + len(content)
-        if end > len(self._buffer):
-            self._buffer.extend(bytes(end - len(self._buffer)))
-        self._buffer[offset:end] = content
+        if self._fd is None:
+            raise _GftpFailure("WriteError", f"{self.url} is closed")
+        view = memoryview(content)
+        while view:  # pwrite may write less than asked (a full disk answers ENOSPC instead)
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
 
     async def _finish(self, expected_hash: str | None) -> int:
         size = 0
@@ -296,8 +314,9 @@ class Receiving(_Service):
             if start > size:
                 raise self._fail(f"the data sent to {self.url} misses bytes {size}..{start - 1}")
             size = max(size, end)
+        self._size = size
         if expected_hash is not None:
-            actual = await self._hash()
+            actual = await self._hash(size)
             if actual.lower() != expected_hash.strip().lower():
                 message = f"the data sent to {self.url} has SHA3-256 {actual}, but the provider sent {expected_hash}"
                 if not self._done.done():
@@ -306,29 +325,38 @@ class Receiving(_Service):
         return size
 
     async def _hash_chunk(self, offset: int, content: bytes) -> None:
-        async with self._hashing:
-            if self._digest is None:
-                return
-            if offset != self._hashed:
-                self._digest = None  # out of order: hash it all at the end instead
-                return
-            await asyncio.to_thread(self._digest.update, content)
+        """Queue ``content`` for hashing when it continues what was hashed; wait while too many are queued."""
+        if self._digest is not None and offset != self._hashed:
+            self._digest = None  # out of order: the whole data is hashed from the file at the end instead
+        if self._digest is not None:
             self._hashed += len(content)
+            loop = asyncio.get_running_loop()
+            self._hash_jobs.append(loop.run_in_executor(self._hasher, self._digest.update, content))
+        while self._hash_jobs and (len(self._hash_jobs) > HASH_BACKLOG or self._hash_jobs[0].done()):
+            await self._hash_jobs.popleft()
 
-    async def _hash(self) -> str:
-        async with self._hashing:
-            if self._digest is not None and self._hashed == max((end for _start, end in self._ranges), default=0):
-                digest: str = self._digest.hexdigest()
-                return digest
-        if self._fd is None or self.path is None:
-            return hashlib.sha3_256(self._buffer).hexdigest()
-        return await asyncio.to_thread(_hash_file, self.path)
+    async def _hash(self, size: int) -> str:
+        while self._hash_jobs:
+            await self._hash_jobs.popleft()
+        if self._digest is not None and self._hashed == size:
+            digest: str = self._digest.hexdigest()
+            return digest
+        if self._fd is None:
+            raise _GftpFailure("WriteError", f"{self.url} is closed")
+        return await asyncio.to_thread(_hash_fd, self._fd, size)
 
     def _disconnected(self) -> None:
         if not self._done.done():
             self._done.set_exception(
                 TransferError(f"the connection for {self.url} ended before the provider finished the upload")
             )
+
+    async def aclose(self) -> None:
+        """Stop answering, close the WebSocket, unbind, let the hashing thread finish and free the file."""
+        await super().aclose()
+        jobs, self._hash_jobs = list(self._hash_jobs), deque()
+        await asyncio.gather(*jobs, return_exceptions=True)  # at most HASH_BACKLOG chunks: soon over
+        self._hasher.shutdown(wait=False)
 
     def _release(self) -> None:
         if not self._done.done():
@@ -339,11 +367,28 @@ class Receiving(_Service):
             os.close(fd)
 
 
-def _hash_file(path: Path) -> str:
+def _read_all(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of ``fd``: one read, into one object, when the system allows it."""
+    data = os.pread(fd, size, 0)
+    if len(data) == size:
+        return data
+    pieces = [data]  # more than one read(2) gives (2 GiB on Linux): joined, at twice the size for a moment
+    offset = len(data)
+    while offset < size:
+        piece = os.pread(fd, min(size - offset, _READ_MAX), offset)
+        if not piece:
+            raise TransferError(f"the received data ends at {offset} bytes of {size}; its file was cut short")
+        pieces.append(piece)
+        offset += len(piece)
+    return b"".join(pieces)
+
+
+def _hash_fd(fd: int, size: int) -> str:
     digest = hashlib.sha3_256()
-    with path.open("rb") as file:
-        while block := file.read(_HASH_BLOCK):
-            digest.update(block)
+    offset = 0
+    while offset < size and (block := os.pread(fd, min(_HASH_BLOCK, size - offset), offset)):
+        digest.update(block)
+        offset += len(block)
     return digest.hexdigest()
 
 
