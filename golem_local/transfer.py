@@ -206,8 +206,9 @@ class FileTransfer:
         return address, size
 
     async def _pieces(self, address: str, size: int, url: str, write: Callable[[bytes], object]) -> None:
-        """Give ``write`` the file's content in order, :data:`IN_FLIGHT` ``GetChunk`` calls outstanding at once
-        (a new one asked as soon as the oldest is answered)."""
+        """Give ``write`` the file's content in order, in a thread (one piece at a time, while the next ones
+        come), :data:`IN_FLIGHT` ``GetChunk`` calls outstanding at once (a new one asked as soon as the oldest
+        is answered)."""
 
         async def chunk(offset: int) -> bytes:
             expected = min(CHUNK_SIZE, size - offset)
@@ -215,18 +216,29 @@ class FileTransfer:
             return _content(answer, offset, expected, url)
 
         calls: deque[asyncio.Future[bytes]] = deque()
+        writing: asyncio.Future[object] | None = None
+
+        async def put(piece: bytes) -> None:
+            nonlocal writing
+            if writing is not None:
+                await asyncio.shield(writing)  # cancelled or not, a write ends before the file closes
+            writing = asyncio.ensure_future(asyncio.to_thread(write, piece))
+
         try:
             for offset in range(0, size, CHUNK_SIZE):
                 calls.append(asyncio.ensure_future(chunk(offset)))
                 if len(calls) >= IN_FLIGHT:
-                    write(await calls.popleft())
+                    await put(await calls.popleft())
             while calls:
-                write(await calls.popleft())
+                await put(await calls.popleft())
+            if writing is not None:
+                await asyncio.shield(writing)
         finally:
             for call in calls:
                 call.cancel()
-            # every call ends (each within its timeout, cancelled ones at once) before the transfer fails
-            await asyncio.gather(*calls, return_exceptions=True)
+            # every call ends (each within its timeout, cancelled ones at once), and the last write, before the
+            # transfer fails or the file closes
+            await asyncio.gather(*calls, *([writing] if writing is not None else []), return_exceptions=True)
 
     async def _download(self, url: str, files: VolumeFiles, target: str) -> None:
         address, size = await self._metadata(url)

@@ -43,12 +43,12 @@ class _Reader:
             raise ValueError(f"a FlexBuffers offset {at} (+{width}) is outside the {len(self.buf)}-byte buffer")
         return int.from_bytes(self.buf[at : at + width], "little")
 
-    def int(self, at: int, width: int) -> int:
+    def sint(self, at: int, width: int) -> int:
         if at < 0 or at + width > len(self.buf):
             raise ValueError(f"a FlexBuffers offset {at} (+{width}) is outside the {len(self.buf)}-byte buffer")
         return int.from_bytes(self.buf[at : at + width], "little", signed=True)
 
-    def float(self, at: int, width: int) -> float:
+    def real(self, at: int, width: int) -> float:
         if width not in _FLOATS or at < 0 or at + width > len(self.buf):
             raise ValueError(f"a FlexBuffers float of {width} bytes at {at} does not fit the buffer")
         value: float = _FLOATS[width].unpack_from(self.buf, at)[0]
@@ -77,23 +77,23 @@ class _Reader:
         if kind == _NULL:
             return None
         if kind == _INT:
-            return self.int(at, parent_width)
+            return self.sint(at, parent_width)
         if kind == _UINT:
             return self.uint(at, parent_width)
         if kind == _FLOAT:
-            return self.float(at, parent_width)
+            return self.real(at, parent_width)
         if kind == _BOOL:
             return bool(self.uint(at, parent_width))
         return self.indirect(self.target(at, parent_width), width, kind)
 
     def indirect(self, at: int, width: int, kind: int) -> Any:
         """The value of ``kind`` at ``at`` (not a slot: where a slot points), its own width ``width``."""
-        if kind == _INDIRECT_INT or kind == _INT:
-            return self.int(at, width)
-        if kind == _INDIRECT_UINT or kind == _UINT:
+        if kind in (_INDIRECT_INT, _INT):
+            return self.sint(at, width)
+        if kind in (_INDIRECT_UINT, _UINT):
             return self.uint(at, width)
-        if kind == _INDIRECT_FLOAT or kind == _FLOAT:
-            return self.float(at, width)
+        if kind in (_INDIRECT_FLOAT, _FLOAT):
+            return self.real(at, width)
         if kind == _BOOL:
             return bool(self.uint(at, width))
         if kind == _KEY:

@@ -4,10 +4,11 @@ To send data, the requestor *publishes* it: binds a gftp service (``GetMetadata`
 ``/public/gftp/<id>`` and answers the provider's requests for chunks over the service's WebSocket; the provider
 fetches ``gftp://<requestor-node-id>/<id>``. To get data, it *receives*: binds ``UploadChunk`` and
 ``UploadFinished`` and writes each chunk at its offset as it comes (chunks may come in any order), then checks
-the SHA3-256 hash the provider sends at the end and that no byte is missing. Chunks that come in order (as
-providers send them) are hashed as they come, in a thread of the receiver's own, while the next ones arrive:
-each is answered once it is written and queued for hashing (at most :data:`HASH_BACKLOG` wait), so the
-provider keeps several on the wire and the hash needs no second pass. Received bytes go to a file (the
+the SHA3-256 hash the provider sends at the end and that no byte is missing. Each chunk is written in a
+thread of the receiver's own and, when it continues what came before (as providers send them), hashed in
+another while the next ones arrive: a chunk is answered once it is queued (at most :data:`HASH_BACKLOG` wait
+for either thread), so the provider keeps several on the wire, the event loop neither writes nor hashes, and
+the hash needs no second pass. Received bytes go to a file (the
 caller's, or an unnamed temporary one for :meth:`GsbStorage.receive_bytes`), never into a growing buffer: the
 memory a download holds is bounded, and ``result()`` reads the bytes back in one piece.
 
@@ -75,7 +76,8 @@ _HASH_BLOCK = 1024 * 1024  # bytes read at a time when hashing a received file
 _READ_MAX = 0x7FFFF000  # the most one read(2) returns on Linux
 
 HASH_BACKLOG = 8
-"""Received chunks queued for hashing at most; beyond it, the next chunk is answered only once one is hashed."""
+"""Received chunks queued for writing or hashing at most; beyond it, the next one is answered only once the
+oldest is written and hashed."""
 
 
 class _Service:
@@ -154,6 +156,7 @@ class _Service:
         self._closed = True
         self._storage._forget(self)
         await self._tasks.aclose()
+        await self._quiesce()
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()
@@ -164,6 +167,9 @@ class _Service:
             except (ApiError, NodeUnreachableError) as exc:
                 _log.debug("%r: unbinding %s failed: %s", self, binding.services_id, exc)
         self._release()
+
+    async def _quiesce(self) -> None:
+        """Let the work the service started end, once it no longer answers (before :meth:`_release`)."""
 
     def _release(self) -> None:
         """Free what the service holds (files) once it no longer answers."""
@@ -229,8 +235,8 @@ class Receiving(_Service):
         if path is not None:
             self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         else:  # unnamed (O_TMPFILE where the system has it): gone with its descriptor
-            self._fd = os.dup((spool := tempfile.TemporaryFile(prefix="golem-download-")).fileno())
-            spool.close()
+            with tempfile.TemporaryFile(prefix="golem-download-") as spool:
+                self._fd = os.dup(spool.fileno())
         self._ranges: list[tuple[int, int]] = []
         self._size = 0
         self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -239,7 +245,9 @@ class Receiving(_Service):
         self._digest: Any = hashlib.sha3_256()
         self._hashed = 0
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gftp-hash-{file_id[:8]}")
-        self._hash_jobs: deque[asyncio.Future[None]] = deque()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gftp-write-{file_id[:8]}")
+        self._jobs: deque[asyncio.Future[None]] = deque()  # writes and hashes not yet awaited, oldest first
+        self._write_error: OSError | None = None
 
     @property
     def done(self) -> bool:
@@ -289,9 +297,11 @@ class Receiving(_Service):
             end = offset + len(content)
             if self.limit is not None and end > self.limit:
                 raise self._fail(f"the data sent to {self.url} is larger than the limit of {self.limit} bytes")
-            self._write(offset, content)
+            if self._write_error is not None:
+                raise self._fail(self._write_failure())
+            self._queue(offset, content)
             self._ranges.append((offset, end))
-            await self._hash_chunk(offset, content)
+            await self._settle(HASH_BACKLOG)
             return None
         if component == UPLOAD_FINISHED:
             expected = payload.get("hash") if isinstance(payload, dict) else None
@@ -300,13 +310,39 @@ class Receiving(_Service):
             return None
         return await super()._handle(component, payload)
 
-    def _write(self, offset: int, content: bytes) -> None:
+    def _write(self, fd: int, offset: int, content: bytes) -> None:
+        """In the writing thread: all of ``content`` at ``offset``; the first failure is kept (later chunks fail)."""
+        if self._write_error is not None:
+            return
+        view = memoryview(content)
+        try:
+            while view:  # pwrite may write less than asked (a full disk answers ENOSPC instead)
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            self._write_error = exc
+
+    def _write_failure(self) -> str:
+        error = self._write_error
+        where = str(self.path) if self.path is not None else "its temporary file"
+        return f"the data sent to {self.url} could not be written to {where}: {error.strerror if error else '?'}"
+
+    def _queue(self, offset: int, content: bytes) -> None:
+        """Queue the chunk's write and, when it continues what came before, its hashing."""
         if self._fd is None:
             raise _GftpFailure("WriteError", f"{self.url} is closed")
-        view = memoryview(content)
-        while view:  # pwrite may write less than asked (a full disk answers ENOSPC instead)
-            written = os.pwrite(self._fd, view, offset)
-            view, offset = view[written:], offset + written
+        loop = asyncio.get_running_loop()
+        self._jobs.append(loop.run_in_executor(self._writer, self._write, self._fd, offset, content))
+        if self._digest is not None and offset != self._hashed:
+            self._digest = None  # out of order: the whole data is hashed from the file at the end instead
+        if self._digest is not None:
+            self._hashed += len(content)
+            self._jobs.append(loop.run_in_executor(self._hasher, self._digest.update, content))
+
+    async def _settle(self, backlog: int) -> None:
+        """Await the oldest jobs while more than ``backlog`` chunks wait (and any that are done)."""
+        while self._jobs and (len(self._jobs) > 2 * backlog or self._jobs[0].done()):
+            await self._jobs.popleft()
 
     async def _finish(self, expected_hash: str | None) -> int:
         size = 0
@@ -315,6 +351,9 @@ class Receiving(_Service):
                 raise self._fail(f"the data sent to {self.url} misses bytes {size}..{start - 1}")
             size = max(size, end)
         self._size = size
+        await self._settle(0)
+        if self._write_error is not None:
+            raise self._fail(self._write_failure())
         if expected_hash is not None:
             actual = await self._hash(size)
             if actual.lower() != expected_hash.strip().lower():
@@ -324,20 +363,7 @@ class Receiving(_Service):
                 raise _GftpFailure("IntegrityError", message)
         return size
 
-    async def _hash_chunk(self, offset: int, content: bytes) -> None:
-        """Queue ``content`` for hashing when it continues what was hashed; wait while too many are queued."""
-        if self._digest is not None and offset != self._hashed:
-            self._digest = None  # out of order: the whole data is hashed from the file at the end instead
-        if self._digest is not None:
-            self._hashed += len(content)
-            loop = asyncio.get_running_loop()
-            self._hash_jobs.append(loop.run_in_executor(self._hasher, self._digest.update, content))
-        while self._hash_jobs and (len(self._hash_jobs) > HASH_BACKLOG or self._hash_jobs[0].done()):
-            await self._hash_jobs.popleft()
-
     async def _hash(self, size: int) -> str:
-        while self._hash_jobs:
-            await self._hash_jobs.popleft()
         if self._digest is not None and self._hashed == size:
             digest: str = self._digest.hexdigest()
             return digest
@@ -351,12 +377,13 @@ class Receiving(_Service):
                 TransferError(f"the connection for {self.url} ended before the provider finished the upload")
             )
 
-    async def aclose(self) -> None:
-        """Stop answering, close the WebSocket, unbind, let the hashing thread finish and free the file."""
-        await super().aclose()
-        jobs, self._hash_jobs = list(self._hash_jobs), deque()
-        await asyncio.gather(*jobs, return_exceptions=True)  # at most HASH_BACKLOG chunks: soon over
+    async def _quiesce(self) -> None:
+        """The writes and hashes still queued end (at most HASH_BACKLOG chunks each: soon over) before the file
+        is closed; then the threads go."""
+        jobs, self._jobs = list(self._jobs), deque()
+        await asyncio.gather(*jobs, return_exceptions=True)
         self._hasher.shutdown(wait=False)
+        self._writer.shutdown(wait=False)
 
     def _release(self) -> None:
         if not self._done.done():
@@ -464,7 +491,8 @@ class GsbStorage:
         return await self._start(published)
 
     async def receive_bytes(self, *, limit: int | None = None) -> Receiving:
-        """A place for a provider to upload to, kept in memory; ``limit`` refuses uploads of more bytes."""
+        """A place for a provider to upload to, for ``result()`` to give as bytes; ``limit`` refuses uploads of more
+        bytes. What comes goes to an unnamed temporary file meanwhile, so only the result is held in memory."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise ConfigurationError(f"limit must be a number of bytes (0 or more) or None, got {limit!r}")
         return await self._start(Receiving(self, self._new_id(), await self.node_id(), limit=limit))
