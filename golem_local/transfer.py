@@ -251,11 +251,11 @@ class FileTransfer:
 
     async def _upload(self, fd: int, url: str) -> None:
         """Send the file in chunks, :data:`IN_FLIGHT` unanswered at once; the next chunk is read and hashed in a
-        thread (hashlib releases the GIL) while the earlier ones are sent: the event loop neither reads nor
-        hashes, and the hash overlaps the sending."""
-        address = self._address(url)
-        digest = hashlib.sha3_256()
+        thread (hashlib releases the GIL) while the earlier ones are sent and a slot frees: the event loop
+        neither reads nor hashes, and the hash overlaps the sending."""
         with os.fdopen(fd, "rb", buffering=0) as file:
+            address = self._address(url)
+            digest = hashlib.sha3_256()
 
             def read_next() -> bytes:
                 piece = file.read(CHUNK_SIZE)
@@ -266,17 +266,14 @@ class FileTransfer:
                 return piece
 
             sends: deque[asyncio.Future[Any]] = deque()
-            reading: asyncio.Future[bytes] | None = None
+            reading = asyncio.ensure_future(asyncio.to_thread(read_next))
             try:
                 offset = 0
-                while True:
-                    reading = asyncio.ensure_future(asyncio.to_thread(read_next))
-                    piece = await asyncio.shield(reading)  # cancelled or not, the read ends before the close
-                    if not piece:
-                        break
+                while piece := await asyncio.shield(reading):  # cancelled or not, a read ends before the close
                     chunk = {"chunk": {"offset": offset, "content": piece}}
                     sends.append(asyncio.ensure_future(self._call(address, UPLOAD_CHUNK, chunk)))
                     offset += len(piece)
+                    reading = asyncio.ensure_future(asyncio.to_thread(read_next))  # while a slot frees
                     while len(sends) >= IN_FLIGHT or (sends and sends[0].done()):
                         await sends.popleft()
                 while sends:
@@ -285,7 +282,7 @@ class FileTransfer:
                 for send in sends:
                     send.cancel()
                 # the read ends before the file closes; every call ends before the transfer fails
-                await asyncio.gather(*sends, *([reading] if reading is not None else []), return_exceptions=True)
+                await asyncio.gather(*sends, reading, return_exceptions=True)
         await self._call(address, UPLOAD_FINISHED, {"hash": digest.hexdigest()})
 
     async def _fetch(self, url: str, files: VolumeFiles, target: str) -> None:
