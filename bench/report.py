@@ -65,6 +65,10 @@ def plot(result: Result, path: Path) -> bool:
     """
     if not result.figures:
         return False
+    if result.key == "transfers":  # throughput against size reads better than a box per figure
+        from bench.transfers import plot_against_size
+
+        return plot_against_size(result, path)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,7 +19,7 @@ from bench.bench_transfer import measure as measure_transfers
 from bench.bench_transfer import session, size_label
 from bench.stats import Figure, Result, Target
 
-__all__ = ["transfers"]
+__all__ = ["plot_against_size", "transfers"]
 
 _TITLE = "Transfers and output"
 
@@ -80,6 +80,71 @@ async def transfers(runs: int, *, sizes: Sequence[int] = (64, 256, 1000), output
         "its own, so a download cannot be faster than SHA3-256 alone; uploads carry no hash."
     )
     return Result(key="transfers", title=_TITLE, figures=result_figures, targets=targets, notes=notes)
+
+
+def plot_against_size(result: Result, path: Path) -> bool:
+    """The page's plot: upload and download throughput against size next to SHA3-256 alone and the target,
+    and the output's throughput next to the host pipe's (medians, min–max bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {figure.name: figure for figure in result.figures}
+    sizes = sorted(_sizes(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+    for kind, colour in (("upload", "tab:blue"), ("download", "tab:orange")):
+        figures = [names[f"{kind} {size_label(size)}"] for size in sizes]
+        medians = [figure.median for figure in figures]
+        bars = [[f.median - f.low for f in figures], [f.high - f.median for f in figures]]
+        left.errorbar(sizes, medians, yerr=bars, marker="o", capsize=4, color=colour, label=kind)
+    sha3 = names["host SHA3-256 alone"]
+    left.axhline(sha3.median, color="grey", linestyle=":", label=f"SHA3-256 alone ({sha3.median:.0f} MB/s)")
+    left.axhline(500, color="red", linestyle="--", label="target 500 MB/s")
+    left.set_xscale("log")
+    left.set_xticks(sizes, [size_label(size) for size in sizes])
+    left.set_xlabel("file size")
+    left.set_ylabel("MB/s")
+    left.set_ylim(bottom=0)
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3)
+    left.set_title("files (requestor ↔ provider)", fontsize=10)
+    output = [name for name, figure in names.items() if "to stdout, streamed" in name and figure.unit == "MB/s"]
+    output.append("host pipe")
+    right.bar(range(len(output)), [names[name].median for name in output], color="tab:green")
+    right.errorbar(
+        range(len(output)),
+        [names[name].median for name in output],
+        yerr=[
+            [names[name].median - names[name].low for name in output],
+            [names[name].high - names[name].median for name in output],
+        ],
+        fmt="none",
+        capsize=4,
+        color="black",
+    )
+    right.axhline(300, color="red", linestyle="--", label="target 300 MB/s")
+    labels = [name.split(", ", 1)[-1].replace("streamed into ", "into ") for name in output]
+    right.set_xticks(range(len(output)), labels, fontsize=8)
+    right.set_ylabel("MB/s")
+    right.legend(fontsize=8)
+    right.grid(axis="y", alpha=0.3)
+    right.set_title(output[0].split(",")[0], fontsize=10)
+    fig.suptitle(result.title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _sizes(names: dict[str, Figure]) -> set[int]:
+    sizes = set()
+    for name in names:
+        parts = name.split()
+        if len(parts) == 3 and parts[0] == "upload" and parts[2] in ("MB", "GB"):
+            sizes.add(round(float(parts[1]) * (1000 if parts[2] == "GB" else 1)))
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> None:
