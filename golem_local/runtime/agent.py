@@ -51,6 +51,7 @@ Output pipes (and the agent's own stdout) are grown to ``PIPE_SIZE`` where the k
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import selectors
@@ -96,8 +97,6 @@ def _emit(event: dict[str, Any], payload: bytes = b"") -> None:
 def _grow_pipe(fd: int) -> None:
     """Ask for a ``PIPE_SIZE`` pipe buffer; a kernel that refuses (a user over its pipe quota) keeps the default."""
     with contextlib.suppress(OSError):
-        import fcntl
-
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
