@@ -44,8 +44,8 @@ a command rather than the agent (and with it the sandbox). ``--rlimits nproc=N,a
 control groups to limit the sandbox) sets those limits on the agent, so on every command; without
 ``CAP_SYS_RESOURCE``, which nothing in the sandbox has, no command can raise them again.
 
-Output pipes (and the agent's own stdout) are grown to ``PIPE_SIZE`` where the kernel allows it, and read
-``CHUNK`` bytes at a time: a command that prints a lot then costs one event per mebibyte, not per 64 KiB.
+A command's stdout pipe (and the agent's own stdout) is grown to ``PIPE_SIZE`` where the kernel allows it, and
+read ``CHUNK`` bytes at a time: a command that prints a lot then costs one event per mebibyte, not per 64 KiB.
 """
 
 from __future__ import annotations
@@ -213,8 +213,8 @@ class Agent:
             os.close(err_write)
         _prefer_as_oom_victim(process.pid)
         pipes = {out_read: 1, err_read: 2}
+        _grow_pipe(out_read)  # stdout only: a user's pipe buffers count against a quota (pipe-user-pages-soft)
         for fd in pipes:
-            _grow_pipe(fd)
             os.set_blocking(fd, False)
             self.selector.register(fd, selectors.EVENT_READ)
         self.commands[command_id] = _Command(command_id, process, pipes)
