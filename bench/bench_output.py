@@ -1,25 +1,52 @@
-"""What a command's large output costs the requestor and the node (in one process): memory and loop stalls.
+"""What a command's large output costs: time, and the memory of the requestor and of the node, against a host pipe.
 
-Runs ``head -c N /dev/zero | tr '\\0' x`` (``N`` MB, 200 by default) in an activity of a one-provider local
-network through ``WorkContext.run_script`` and prints the wall time, the growth of the process's peak
-resident memory (``ru_maxrss``: the node and the requestor together) and the longest stall of the event
-loop (a 10 ms ticker's worst lateness), plus the size of the ``CommandResult``'s stdout.
-``--file`` writes the output to a file with ``run(stdout_file=…)`` (golem-api with issue 14).
+Runs ``head -c N /dev/zero | tr '\\0' x`` (``N`` MB, 100 by default) in an activity of a one-provider node in
+a process of its own (:mod:`bench.node_server`), through ``WorkContext.run_script``, twice: with ``run``'s
+default capture (the provider streams the output; the result keeps its start and end) and with
+``run(stdout_file=…)`` (the requestor reads the batch's event stream and writes all of it to the file). Each
+comes with the growth of the requestor's and the node's peak resident memory over it and the longest stall
+of the requestor's event loop (a 10 ms ticker's worst lateness). The floor, in the same run: the same
+command on the host, its output read by this process through a pipe.
 
-Run: ``.venv/bin/python bench/bench_output.py [MB] [--file]`` (needs bubblewrap).
+Run: ``.venv/bin/python -m bench.bench_output [MB]`` (needs bubblewrap).
 """
 
 from __future__ import annotations
 
 import asyncio
-import resource
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from golem_api import Golem, LocalNetworkConfig, VmPayload
+from bench.bench_transfer import MB, Memory, session
+from bench.processes import NodeInfo
+from golem_api import WorkContext
+
+__all__ = ["host_pipe", "main", "measure", "shell_command"]
+
+
+def shell_command(megabytes: int) -> str:
+    """The command that prints ``megabytes`` MB of ``x``."""
+    return f"head -c {megabytes * MB} /dev/zero | tr '\\0' x"
+
+
+async def host_pipe(megabytes: int) -> float:
+    """MB/s of the command on the host, its output read here through a pipe (1 MiB reads)."""
+    began = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", shell_command(megabytes), stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    got = 0
+    while piece := await process.stdout.read(1 << 20):
+        got += len(piece)
+    await process.wait()
+    if got != megabytes * MB:
+        raise RuntimeError(f"the host pipe gave {got} bytes of {megabytes * MB}")
+    return megabytes / (time.perf_counter() - began)
 
 
 async def _ticker(worst: list[float]) -> None:
@@ -30,40 +57,59 @@ async def _ticker(worst: list[float]) -> None:
         worst[0] = max(worst[0], loop.time() - due)
 
 
-async def main(megabytes: int, to_file: bool) -> None:
-    """Measure and print (see the module docstring)."""
-    network = LocalNetworkConfig.with_providers(1, debit_note_interval_sec=3600)
-    async with Golem(budget=1.0, local_network=network) as golem:
-        agreement = await (await golem.create_demand(VmPayload())).agreement(timeout=30)
-        activity = await agreement.create_activity()
-        ctx = golem.work_context(activity)
-        script = ctx.new_script(timeout=60)
-        script.deploy()
-        script.start()
+async def _one(ctx: WorkContext, node: NodeInfo, megabytes: int, options: dict[str, Any]) -> dict[str, float]:
+    script = ctx.new_script(timeout=600)
+    run = script.run("/bin/sh", "-c", shell_command(megabytes), **options)
+    worst = [0.0]
+    mine, theirs = Memory(os.getpid()), Memory(int(node["pid"]))
+    mine.start()
+    theirs.start()
+    ticker = asyncio.create_task(_ticker(worst))
+    try:
+        began = time.perf_counter()
         await ctx.run_script(script)
-        with tempfile.TemporaryDirectory() as scratch:
-            options: dict[str, Any] = {"stdout_file": Path(scratch) / "out"} if to_file else {}
-            script = ctx.new_script(timeout=600)
-            run = script.run("/bin/sh", "-c", f"head -c {megabytes * 1_000_000} /dev/zero | tr '\\0' x", **options)
-            worst = [0.0]
-            ticker = asyncio.create_task(_ticker(worst))
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            began = time.perf_counter()
-            await ctx.run_script(script)
-            took = time.perf_counter() - began
-            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            ticker.cancel()
-            written = (Path(scratch) / "out").stat().st_size if to_file else 0
-        result = await run
-        await agreement.terminate()
-    where = " to a file" if to_file else ""
-    print(
-        f"{megabytes} MB of stdout{where}: {took:.2f} s, peak RSS +{(after - before) / 1024:.0f} MiB, "
-        f"longest loop stall {worst[0] * 1000:.0f} ms, CommandResult.stdout {len(result.stdout or '')} characters"
-        + (f", file {written} bytes" if to_file else "")
-    )
+        took = time.perf_counter() - began
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+    result = await run
+    if not result.stdout:
+        raise RuntimeError("the command's result has no stdout")
+    return {"MB/s": megabytes / took, "requestor +": mine.growth_mb(), "node +": theirs.growth_mb()} | {
+        "stall ms": worst[0] * 1000
+    }
+
+
+async def measure(megabytes: int, ctx: WorkContext, node: NodeInfo, scratch: Path) -> dict[str, float]:
+    """The output figures by name (MB/s, MB, ms) and the host pipe's MB/s."""
+    figures: dict[str, float] = {}
+    label = f"{megabytes} MB to stdout"
+    for name, options in (
+        ("streamed", {}),
+        ("streamed into stdout_file", {"stdout_file": scratch / "out"}),
+    ):
+        for figure, value in (await _one(ctx, node, megabytes, options)).items():
+            figures[f"{label}, {name}: {figure}"] = value
+    written = (scratch / "out").stat().st_size
+    if written != megabytes * MB:
+        raise RuntimeError(f"stdout_file holds {written} bytes of {megabytes * MB}")
+    figures["host pipe MB/s"] = await host_pipe(megabytes)
+    return figures
+
+
+async def run(megabytes: int) -> dict[str, float]:
+    """One run: a node, an activity, the output both ways, the floor."""
+    with tempfile.TemporaryDirectory(prefix="bench-output-") as scratch:
+        async with session() as (ctx, node):
+            return await measure(megabytes, ctx, node, Path(scratch))
+
+
+def main() -> None:
+    """Measure and print one line per figure."""
+    megabytes = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    for name, value in asyncio.run(run(megabytes)).items():
+        print(f"{name}: {value:.2f}")
 
 
 if __name__ == "__main__":
-    arguments = [argument for argument in sys.argv[1:] if argument != "--file"]
-    asyncio.run(main(int(arguments[0]) if arguments else 200, "--file" in sys.argv))
+    main()

@@ -19,6 +19,8 @@ _SANDBOX_FIGURES = Path(__file__).with_name("sandbox_figures.md")
 """The sandbox's figures, measured by hand (``bench/bench_sandbox.py``, ``bench/bench_output.py``): kept as written."""
 _SCALE_FIGURES = Path(__file__).with_name("scale_figures.md")
 """Before and after of issue 17 (scale, payments, batches, transfers), measured by hand: kept as written."""
+_TRANSFER_FIGURES = Path(__file__).with_name("transfer_figures.md")
+"""Before and after of issue 17 for transfers and output, measured by hand: kept as written."""
 
 
 class Machine(dict[str, str]):
@@ -65,6 +67,10 @@ def plot(result: Result, path: Path) -> bool:
     """
     if not result.figures:
         return False
+    if result.key == "transfers":  # throughput against size reads better than a box per figure
+        from bench.transfers import plot_against_size
+
+        return plot_against_size(result, path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,7 +159,8 @@ def render(results: Sequence[Result], machine: Machine, *, took: float, images: 
         ]
         if result.key in images:
             lines += [f"![{result.title}]({images[result.key]})", ""]
-    lines += [*_SANDBOX_FIGURES.read_text().splitlines(), *_SCALE_FIGURES.read_text().splitlines(), "## Re-running"]
+    lines += [*_SANDBOX_FIGURES.read_text().splitlines(), *_SCALE_FIGURES.read_text().splitlines()]
+    lines += [*_TRANSFER_FIGURES.read_text().splitlines(), "", "## Re-running"]
     lines += [
         "",
         "```bash",
@@ -169,6 +176,8 @@ def render(results: Sequence[Result], machine: Machine, *, took: float, images: 
         "the 2-core machine: unpack once 3.9 s; per activity `deploy` 0.8 ms, `start` 32.7 ms (27.9 ms for a",
         "sandbox without an image: the overlay costs about 5 ms), `stop` 8.2 ms (the activity's layer removed).",
         "`python -m bench.bench_vpn` prints the VPN figures alone (it needs root, as the local VPN does).",
+        "`python -m bench.bench_transfer [MB …]` and `python -m bench.bench_output [MB]` print the transfer and",
+        "output figures alone (the `transfers` benchmark runs both).",
         "`python -m bench.soak [--minutes M] --write-docs` runs the soak and rewrites its section (kept by",
         "`bench/run`).",
         "",

@@ -1,6 +1,6 @@
 """The benchmark command: run each benchmark several times and write ``docs/performance.md`` with its plots.
 
-    python -m bench.run [--runs 5] [--only overhead,running,…,scale1000,batch,yapapi,vpn] [--output PAGE]
+    python -m bench.run [--runs 5] [--only overhead,running,…,scale1000,batch,yapapi,vpn,transfers] [--output PAGE]
 
 (``./bench/run`` does the same after setting up the environments.) Progress goes to stderr; the page and the
 PNGs are rewritten at the end.
@@ -28,6 +28,7 @@ def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
     from bench.requestor import big_batch, command_overhead, shutdown, throughput, time_to_running
     from bench.scale import requestor_scale, scale_1000
     from bench.side_by_side import side_by_side
+    from bench.transfers import transfers
 
     return {
         "overhead": command_overhead,
@@ -39,10 +40,22 @@ def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
         "batch": big_batch,
         "yapapi": side_by_side,
         "vpn": vpn,
+        "transfers": transfers,
     }
 
 
-BENCHMARKS = ("overhead", "running", "throughput", "shutdown", "scale", "scale1000", "batch", "yapapi", "vpn")
+BENCHMARKS = (
+    "overhead",
+    "running",
+    "throughput",
+    "shutdown",
+    "scale",
+    "scale1000",
+    "batch",
+    "yapapi",
+    "vpn",
+    "transfers",
+)
 """The benchmarks' names, in the order they run and appear on the page."""
 
 

@@ -10,8 +10,9 @@ A :class:`Batch` records, as the commands run, two views of the same progress:
 
 Memory is bounded however much a command prints. Every event goes to the streams reading the batch
 (:meth:`Batch.listen`), each of which holds at most :data:`LISTENER_BUFFER` bytes of output it has not sent
-yet. When one is full, the exe-unit stops reading the command's output (:meth:`Batch.wait_room`) until it has
-room again, so a command cannot print faster than its readers read; a reader that has not made room within
+yet (and one more piece, of at most a mebibyte: the sandbox's agent reads that much at a time). When one
+is full, the exe-unit stops reading the command's output (:meth:`Batch.wait_room`) until it has room
+again, so a command cannot print faster than its readers read; a reader that has not made room within
 :data:`CONGESTION_TIMEOUT` seconds misses output events, and sees a gap in the ids. The batch keeps,
 for a client that connects late, every ``started`` / ``finished`` event but only the first ``output_limit``
 bytes of each command's output events, and lets even those go (:meth:`Batch.release`) once the requestor
@@ -99,8 +100,12 @@ class Listener:
         self._changed = asyncio.Event()
 
     def offer(self, event: Event, size: int) -> None:
-        """A new event of the batch; an output event (``size`` > 0) is dropped when the buffer is full."""
-        if size and self._bytes + size > LISTENER_BUFFER:
+        """A new event of the batch; an output event (``size`` > 0) is dropped when the buffer is full.
+
+        A piece that comes while there is room is taken whole, even past :data:`LISTENER_BUFFER` (by at most one
+        piece: the exe-unit reads no more output while the buffer is full). Dropping a piece that merely does not
+        fit would lose output of a reader that keeps up, the more often the larger the pieces."""
+        if size and self._bytes >= LISTENER_BUFFER:
             self.dropped += 1
             return
         self._pending.append(event)

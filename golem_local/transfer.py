@@ -6,10 +6,13 @@ other is the requestor's (``gftp://<requestor node id>/<id>``, served over the G
 ``container:`` copies within the activity.
 
 * download ``gftp → container``: ``GetMetadata`` gives ``fileSize``; then ``GetChunk {offset, size}`` in
-  chunks of :data:`CHUNK_SIZE`, a few in flight at once, each checked for its offset and length, written
-  into a new file beneath the volume (parent directories created) that replaces ``path`` only once complete;
-* upload ``container → gftp``: ``UploadChunk {"chunk": {offset, content}}`` per chunk, then
-  ``UploadFinished {"hash"}`` with the SHA3-256 hex digest of the whole file, as the daemon's gftp sends it.
+  chunks of :data:`CHUNK_SIZE`, :data:`IN_FLIGHT` outstanding at once (a new one asked as the oldest is
+  answered), each checked for its offset and length, written into a new file beneath the volume (parent
+  directories created) that replaces ``path`` only once complete;
+* upload ``container → gftp``: ``UploadChunk {"chunk": {offset, content}}`` per chunk, :data:`IN_FLIGHT`
+  unanswered at once, then ``UploadFinished {"hash"}`` with the SHA3-256 hex digest of the whole file, as the
+  daemon's gftp sends it. The file is read and hashed in a thread while earlier chunks are on the wire, so
+  the hash costs no second pass and no time of the event loop.
 
 Every file is reached through the activity's :class:`~golem_local.safefs.VolumeFiles` (``runtime.volume_files()``):
 beneath a descriptor of its volume, following no symbolic link, so neither a link a command left in a
@@ -27,7 +30,8 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +51,7 @@ from golem_shared.gftp import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "IN_FLIGHT",
     "ContainerPaths",
     "FileTransfer",
     "GsbCaller",
@@ -56,7 +61,8 @@ __all__ = [
 CHUNK_SIZE = 1024 * 1024
 """Bytes asked for or sent per gftp chunk."""
 
-_IN_FLIGHT = 4  # GetChunk calls outstanding at once
+IN_FLIGHT = 8
+"""Chunk calls (``GetChunk`` or ``UploadChunk``) outstanding at once in one transfer."""
 _CONTAINER = "container:"
 
 
@@ -115,7 +121,7 @@ def _content(chunk: Any, offset: int, expected: int, url: str) -> bytes:
             f"GetChunk of {url} asked for {expected} bytes at offset {offset} and got {len(content)} bytes "
             f"at offset {got_offset}; the file may have changed while it was served"
         )
-    return bytes(content)
+    return bytes(content) if isinstance(content, bytearray) else content
 
 
 class FileTransfer:
@@ -186,8 +192,7 @@ class FileTransfer:
         address, size = await self._metadata(url)
         try:
             with open(target, "wb") as file:  # noqa: ASYNC230 - chunks of 1 MiB to a file of the node
-                async for piece in self._pieces(address, size, url):
-                    file.write(piece)
+                await self._pieces(address, size, url, file.write)
         except BaseException:
             target.unlink(missing_ok=True)  # noqa: ASYNC240 - also when cancelled, no await
             raise
@@ -200,23 +205,40 @@ class FileTransfer:
             raise ProviderTransferError(f"GetMetadata of {url} answered fileSize {size!r}, not a byte count")
         return address, size
 
-    async def _pieces(self, address: str, size: int, url: str) -> AsyncIterator[bytes]:
-        """The file's content in order, fetched a few ``GetChunk`` calls at a time."""
+    async def _pieces(self, address: str, size: int, url: str, write: Callable[[bytes], object]) -> None:
+        """Give ``write`` the file's content in order, in a thread (one piece at a time, while the next ones
+        come), :data:`IN_FLIGHT` ``GetChunk`` calls outstanding at once (a new one asked as soon as the oldest
+        is answered)."""
 
         async def chunk(offset: int) -> bytes:
             expected = min(CHUNK_SIZE, size - offset)
             answer = await self._call(address, GET_CHUNK, {"offset": offset, "size": expected})
             return _content(answer, offset, expected, url)
 
-        offsets = list(range(0, size, CHUNK_SIZE))
-        for start in range(0, len(offsets), _IN_FLIGHT):
-            window = offsets[start : start + _IN_FLIGHT]
-            # return_exceptions: every call of the window ends (each within its timeout) before one fails
-            pieces = await asyncio.gather(*(chunk(offset) for offset in window), return_exceptions=True)
-            for piece in pieces:
-                if isinstance(piece, BaseException):
-                    raise piece
-                yield piece
+        calls: deque[asyncio.Future[bytes]] = deque()
+        writing: asyncio.Future[object] | None = None
+
+        async def put(piece: bytes) -> None:
+            nonlocal writing
+            if writing is not None:
+                await asyncio.shield(writing)  # cancelled or not, a write ends before the file closes
+            writing = asyncio.ensure_future(asyncio.to_thread(write, piece))
+
+        try:
+            for offset in range(0, size, CHUNK_SIZE):
+                calls.append(asyncio.ensure_future(chunk(offset)))
+                if len(calls) >= IN_FLIGHT:
+                    await put(await calls.popleft())
+            while calls:
+                await put(await calls.popleft())
+            if writing is not None:
+                await asyncio.shield(writing)
+        finally:
+            for call in calls:
+                call.cancel()
+            # every call ends (each within its timeout, cancelled ones at once), and the last write, before the
+            # transfer fails or the file closes
+            await asyncio.gather(*calls, *([writing] if writing is not None else []), return_exceptions=True)
 
     async def _download(self, url: str, files: VolumeFiles, target: str) -> None:
         address, size = await self._metadata(url)
@@ -225,34 +247,42 @@ class FileTransfer:
         with _refusals(f"container:{target}"):
             new = files.create(target)
         with _writing(new, target) as file:
-            async for piece in self._pieces(address, size, url):
-                file.write(piece)
+            await self._pieces(address, size, url, file.write)
 
     async def _upload(self, fd: int, url: str) -> None:
-        """Send the file in chunks, reading and hashing the next one in a thread while the current one is sent
-        (hashlib releases the GIL): the event loop neither reads nor hashes, and the two overlap."""
-        with os.fdopen(fd, "rb") as file:
+        """Send the file in chunks, :data:`IN_FLIGHT` unanswered at once; the next chunk is read and hashed in a
+        thread (hashlib releases the GIL) while the earlier ones are sent and a slot frees: the event loop
+        neither reads nor hashes, and the hash overlaps the sending."""
+        with os.fdopen(fd, "rb", buffering=0) as file:
             address = self._address(url)
             digest = hashlib.sha3_256()
 
             def read_next() -> bytes:
                 piece = file.read(CHUNK_SIZE)
+                # a short read ends the file only at its end: read on until the chunk is full or nothing comes
+                while piece and len(piece) < CHUNK_SIZE and (more := file.read(CHUNK_SIZE - len(piece))):
+                    piece += more
                 digest.update(piece)
                 return piece
 
-            offset = 0
-            piece = await asyncio.to_thread(read_next)
-            while piece:
-                send = self._call(address, UPLOAD_CHUNK, {"chunk": {"offset": offset, "content": piece}})
-                # return_exceptions: the read ends before the file closes, even when the send fails
-                outcomes: tuple[Any, ...] = await asyncio.gather(
-                    asyncio.to_thread(read_next), send, return_exceptions=True
-                )
-                for outcome in reversed(outcomes):  # the send's failure first
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                offset += len(piece)
-                piece = outcomes[0]
+            sends: deque[asyncio.Future[Any]] = deque()
+            reading = asyncio.ensure_future(asyncio.to_thread(read_next))
+            try:
+                offset = 0
+                while piece := await asyncio.shield(reading):  # cancelled or not, a read ends before the close
+                    chunk = {"chunk": {"offset": offset, "content": piece}}
+                    sends.append(asyncio.ensure_future(self._call(address, UPLOAD_CHUNK, chunk)))
+                    offset += len(piece)
+                    reading = asyncio.ensure_future(asyncio.to_thread(read_next))  # while a slot frees
+                    while len(sends) >= IN_FLIGHT or (sends and sends[0].done()):
+                        await sends.popleft()
+                while sends:
+                    await sends.popleft()
+            finally:
+                for send in sends:
+                    send.cancel()
+                # the read ends before the file closes; every call ends before the transfer fails
+                await asyncio.gather(*sends, reading, return_exceptions=True)
         await self._call(address, UPLOAD_FINISHED, {"hash": digest.hexdigest()})
 
     async def _fetch(self, url: str, files: VolumeFiles, target: str) -> None:

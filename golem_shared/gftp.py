@@ -14,11 +14,13 @@ The provider side names such a file ``gftp://<requestor-node-id>/<id>``.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from attrs import frozen
 from flatbuffers import flexbuffers
 
+from golem_shared import flexread
 from golem_shared.errors import GolemError
 
 __all__ = [
@@ -70,8 +72,8 @@ class GsbResponse:
 
 def _decode_map(frame: bytes | bytearray | memoryview, what: str) -> dict[str, Any]:
     try:
-        value = flexbuffers.Loads(bytes(frame))
-    except Exception as exc:
+        value = flexread.loads(frame)
+    except (ValueError, RecursionError, UnicodeDecodeError, struct.error) as exc:
         raise GftpMessageError(f"a GSB {what} frame of {len(frame)} bytes is not FlexBuffers: {exc}") from None
     if not isinstance(value, dict) or not isinstance(value.get("id"), str):
         raise GftpMessageError(f"a GSB {what} must be a map with a string 'id', got {value!r:.200}")
@@ -89,10 +91,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _Builder(flexbuffers.Builder):  # type: ignore[misc]  # the package has no type hints
+    """The package's builder, but reading a map's key (to sort the keys) without copying the rest of the
+    buffer: its own way copied everything after the key, a whole chunk for a map that holds one."""
+
+    def _ReadKey(self, offset: int) -> bytearray:
+        buf: bytearray = self._buf
+        return buf[offset : buf.find(0, offset)]
+
+
+def _dumps(value: Any) -> bytes:
+    builder = _Builder()
+    builder.Add(value)
+    # the builder's own buffer, not a copy of it: a WebSocket sends a bytearray as well as bytes
+    frame: bytes = builder.Finish()
+    return frame
+
+
 def encode_request(request: GsbRequest) -> bytes:
     """One FlexBuffers frame for ``request`` (a missing payload is sent as an empty map)."""
     payload = {} if request.payload is None else request.payload
-    return bytes(flexbuffers.Dumps({"id": request.id, "component": request.component, "payload": payload}))
+    return _dumps({"id": request.id, "component": request.component, "payload": payload})
 
 
 def decode_request(frame: bytes | bytearray | memoryview) -> GsbRequest:
@@ -107,8 +126,8 @@ def decode_request(frame: bytes | bytearray | memoryview) -> GsbRequest:
 def encode_response(response: GsbResponse) -> bytes:
     """One FlexBuffers frame for ``response``: ``{id, payload}`` or ``{id, error}``."""
     if response.error is not None:
-        return bytes(flexbuffers.Dumps({"id": response.id, "error": response.error}))
-    return bytes(flexbuffers.Dumps({"id": response.id, "payload": response.payload}))
+        return _dumps({"id": response.id, "error": response.error})
+    return _dumps({"id": response.id, "payload": response.payload})
 
 
 def decode_response(frame: bytes | bytearray | memoryview) -> GsbResponse:

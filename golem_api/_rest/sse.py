@@ -6,7 +6,9 @@ characters anywhere, so the parser keeps what it has not understood yet and hand
 It follows the W3C EventSource rules that matter to a client: lines end with LF, CRLF or CR; ``field: value``
 loses one space after the colon; a line without a colon is a field with an empty value; a line starting with
 ``:`` is a comment; several ``data`` lines are joined with LF; a frame without data is not dispatched;
-unknown fields (``retry`` included) are ignored.
+unknown fields (``retry`` included) are ignored. A long line (a mebibyte of output in one event) comes in many
+chunks: the chunks without a line end are only set aside, and joined once the one that ends the line comes,
+so that a line costs its length, not its length times its number of chunks.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SseParser:
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
+        self._parts: list[str] = []  # text after _buffer in which no line ends (joined when one does)
         self._after_cr = False
         self._started = False
         self._event = ""
@@ -45,6 +48,13 @@ class SseParser:
         if not self._started and text:
             self._started = True
             text = text.removeprefix("\ufeff")
+        if "\n" not in text and "\r" not in text:
+            if text:
+                self._parts.append(text)
+            return []
+        if self._parts:
+            text = "".join([self._buffer, *self._parts, text])
+            self._buffer, self._parts = "", []
         self._buffer += text
         frames: list[SseFrame] = []
         while True:
@@ -82,9 +92,12 @@ class SseParser:
             return self._dispatch()
         if line.startswith(":"):
             return None
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
+        colon = line.find(":")
+        if colon < 0:
+            name, value = line, ""
+        else:  # one slice of a long value, not two (it may be a mebibyte of output)
+            name = line[:colon]
+            value = line[colon + 2 :] if line.startswith(" ", colon + 1) else line[colon + 1 :]
         if name == "event":
             self._event = value
         elif name == "data":
@@ -98,4 +111,5 @@ class SseParser:
         self._event, self._data = "", []
         if not data:
             return None
-        return SseFrame(event=event or "message", data="\n".join(data), id=self._last_id)
+        joined = data[0] if len(data) == 1 else "\n".join(data)
+        return SseFrame(event=event or "message", data=joined, id=self._last_id)

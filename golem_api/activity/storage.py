@@ -4,7 +4,13 @@ To send data, the requestor *publishes* it: binds a gftp service (``GetMetadata`
 ``/public/gftp/<id>`` and answers the provider's requests for chunks over the service's WebSocket; the provider
 fetches ``gftp://<requestor-node-id>/<id>``. To get data, it *receives*: binds ``UploadChunk`` and
 ``UploadFinished`` and writes each chunk at its offset as it comes (chunks may come in any order), then checks
-the SHA3-256 hash the provider sends at the end and that no byte is missing.
+the SHA3-256 hash the provider sends at the end and that no byte is missing. Each chunk is written in a
+thread of the receiver's own and, when it continues what came before (as providers send them), hashed in
+another while the next ones arrive: a chunk is answered once it is queued (at most :data:`HASH_BACKLOG` wait
+for either thread), so the provider keeps several on the wire, the event loop neither writes nor hashes, and
+the hash needs no second pass. Received bytes go to a file (the
+caller's, or an unnamed temporary one for :meth:`GsbStorage.receive_bytes`), never into a growing buffer: the
+memory a download holds is bounded, and ``result()`` reads the bytes back in one piece.
 
 Each published or received item owns its binding, its WebSocket and the task that answers on it;
 ``close()`` ends all three (unbinding is what the daemon needs to forget the address). :class:`GsbStorage` is
@@ -24,6 +30,9 @@ import hashlib
 import logging
 import os
 import secrets
+import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -57,13 +66,18 @@ if TYPE_CHECKING:
     from golem_api._rest.client import RestClient
     from golem_api._rest.gsb import GsbServices
 
-__all__ = ["GsbStorage", "Published", "Receiving"]
+__all__ = ["HASH_BACKLOG", "GsbStorage", "Published", "Receiving"]
 
 _log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound="_Service")
 
 _HASH_BLOCK = 1024 * 1024  # bytes read at a time when hashing a received file
+_READ_MAX = 0x7FFFF000  # the most one read(2) returns on Linux
+
+HASH_BACKLOG = 8
+"""Received chunks queued for writing or hashing at most; beyond it, the next one is answered only once the
+oldest is written and hashed."""
 
 
 class _Service:
@@ -142,6 +156,7 @@ class _Service:
         self._closed = True
         self._storage._forget(self)
         await self._tasks.aclose()
+        await self._quiesce()
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()
@@ -152,6 +167,9 @@ class _Service:
             except (ApiError, NodeUnreachableError) as exc:
                 _log.debug("%r: unbinding %s failed: %s", self, binding.services_id, exc)
         self._release()
+
+    async def _quiesce(self) -> None:
+        """Let the work the service started end, once it no longer answers (before :meth:`_release`)."""
 
     def _release(self) -> None:
         """Free what the service holds (files) once it no longer answers."""
@@ -214,15 +232,22 @@ class Receiving(_Service):
         super().__init__(storage, file_id, node_id)
         self.path = path
         self.limit = limit
-        self._buffer = bytearray()
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if path else None
+        if path is not None:
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        else:  # unnamed (O_TMPFILE where the system has it): gone with its descriptor
+            with tempfile.TemporaryFile(prefix="golem-download-") as spool:
+                self._fd = os.dup(spool.fileno())
         self._ranges: list[tuple[int, int]] = []
+        self._size = 0
         self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        # The SHA3-256 of the bytes 0.._hashed, fed as chunks come in order (as a provider sends them), in a
-        # thread; None once a chunk came out of order: the whole data is then hashed at the end.
+        # The SHA3-256 of the bytes 0.._hashed, fed in order in the receiver's own thread as chunks come;
+        # None once a chunk came out of order: the whole data is then hashed from the file at the end.
         self._digest: Any = hashlib.sha3_256()
         self._hashed = 0
-        self._hashing = asyncio.Lock()  # chunks are hashed one after the other, in the order they came
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gftp-hash-{file_id[:8]}")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gftp-write-{file_id[:8]}")
+        self._jobs: deque[asyncio.Future[None]] = deque()  # writes and hashes not yet awaited, oldest first
+        self._write_error: OSError | None = None
 
     @property
     def done(self) -> bool:
@@ -244,14 +269,16 @@ class Receiving(_Service):
             ) from None
 
     async def result(self, timeout: float) -> bytes:
-        """The bytes received, once the provider finished (see :meth:`wait`).
+        """The bytes received, once the provider finished (see :meth:`wait`), read back in one piece.
 
         Only for :meth:`GsbStorage.receive_bytes`; a file receiver writes into its file instead.
         """
         if self.path is not None:
             raise ConfigurationError(f"{self!r} writes to {self.path}; use `await receiving.wait(timeout)` instead")
-        await self.wait(timeout)
-        return bytes(self._buffer)
+        size = await self.wait(timeout)
+        if self._fd is None:
+            raise TransferError(f"{self.url} was closed before its data was read; read the result before closing")
+        return await asyncio.to_thread(_read_all, self._fd, size)
 
     def _received(self) -> int:
         return sum(end - start for start, end in self._ranges)
@@ -270,9 +297,11 @@ class Receiving(_Service):
             end = offset + len(content)
             if self.limit is not None and end > self.limit:
                 raise self._fail(f"the data sent to {self.url} is larger than the limit of {self.limit} bytes")
-            self._write(offset, content)
+            if self._write_error is not None:
+                raise self._fail(self._write_failure())
+            self._queue(offset, content)
             self._ranges.append((offset, end))
-            await self._hash_chunk(offset, content)
+            await self._settle(HASH_BACKLOG)
             return None
         if component == UPLOAD_FINISHED:
             expected = payload.get("hash") if isinstance(payload, dict) else None
@@ -281,14 +310,39 @@ class Receiving(_Service):
             return None
         return await super()._handle(component, payload)
 
-    def _write(self, offset: int, content: bytes) -> None:
-        if self._fd is not None:
-            os.pwrite(self._fd, content, offset)
+    def _write(self, fd: int, offset: int, content: bytes) -> None:
+        """In the writing thread: all of ``content`` at ``offset``; the first failure is kept (later chunks fail)."""
+        if self._write_error is not None:
             return
-        end = offset + len(content)
-        if end > len(self._buffer):
-            self._buffer.extend(bytes(end - len(self._buffer)))
-        self._buffer[offset:end] = content
+        view = memoryview(content)
+        try:
+            while view:  # pwrite may write less than asked (a full disk answers ENOSPC instead)
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            self._write_error = exc
+
+    def _write_failure(self) -> str:
+        error = self._write_error
+        where = str(self.path) if self.path is not None else "its temporary file"
+        return f"the data sent to {self.url} could not be written to {where}: {error.strerror if error else '?'}"
+
+    def _queue(self, offset: int, content: bytes) -> None:
+        """Queue the chunk's write and, when it continues what came before, its hashing."""
+        if self._fd is None:
+            raise _GftpFailure("WriteError", f"{self.url} is closed")
+        loop = asyncio.get_running_loop()
+        self._jobs.append(loop.run_in_executor(self._writer, self._write, self._fd, offset, content))
+        if self._digest is not None and offset != self._hashed:
+            self._digest = None  # out of order: the whole data is hashed from the file at the end instead
+        if self._digest is not None:
+            self._hashed += len(content)
+            self._jobs.append(loop.run_in_executor(self._hasher, self._digest.update, content))
+
+    async def _settle(self, backlog: int) -> None:
+        """Await the oldest jobs while more than ``backlog`` chunks wait (and any that are done)."""
+        while self._jobs and (len(self._jobs) > 2 * backlog or self._jobs[0].done()):
+            await self._jobs.popleft()
 
     async def _finish(self, expected_hash: str | None) -> int:
         size = 0
@@ -296,8 +350,12 @@ class Receiving(_Service):
             if start > size:
                 raise self._fail(f"the data sent to {self.url} misses bytes {size}..{start - 1}")
             size = max(size, end)
+        self._size = size
+        await self._settle(0)
+        if self._write_error is not None:
+            raise self._fail(self._write_failure())
         if expected_hash is not None:
-            actual = await self._hash()
+            actual = await self._hash(size)
             if actual.lower() != expected_hash.strip().lower():
                 message = f"the data sent to {self.url} has SHA3-256 {actual}, but the provider sent {expected_hash}"
                 if not self._done.done():
@@ -305,30 +363,27 @@ class Receiving(_Service):
                 raise _GftpFailure("IntegrityError", message)
         return size
 
-    async def _hash_chunk(self, offset: int, content: bytes) -> None:
-        async with self._hashing:
-            if self._digest is None:
-                return
-            if offset != self._hashed:
-                self._digest = None  # out of order: hash it all at the end instead
-                return
-            await asyncio.to_thread(self._digest.update, content)
-            self._hashed += len(content)
-
-    async def _hash(self) -> str:
-        async with self._hashing:
-            if self._digest is not None and self._hashed == max((end for _start, end in self._ranges), default=0):
-                digest: str = self._digest.hexdigest()
-                return digest
-        if self._fd is None or self.path is None:
-            return hashlib.sha3_256(self._buffer).hexdigest()
-        return await asyncio.to_thread(_hash_file, self.path)
+    async def _hash(self, size: int) -> str:
+        if self._digest is not None and self._hashed == size:
+            digest: str = self._digest.hexdigest()
+            return digest
+        if self._fd is None:
+            raise _GftpFailure("WriteError", f"{self.url} is closed")
+        return await asyncio.to_thread(_hash_fd, self._fd, size)
 
     def _disconnected(self) -> None:
         if not self._done.done():
             self._done.set_exception(
                 TransferError(f"the connection for {self.url} ended before the provider finished the upload")
             )
+
+    async def _quiesce(self) -> None:
+        """The writes and hashes still queued end (at most HASH_BACKLOG chunks each: soon over) before the file
+        is closed; then the threads go."""
+        jobs, self._jobs = list(self._jobs), deque()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        self._hasher.shutdown(wait=False)
+        self._writer.shutdown(wait=False)
 
     def _release(self) -> None:
         if not self._done.done():
@@ -339,11 +394,28 @@ class Receiving(_Service):
             os.close(fd)
 
 
-def _hash_file(path: Path) -> str:
+def _read_all(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of ``fd``: one read, into one object, when the system allows it."""
+    data = os.pread(fd, size, 0)
+    if len(data) == size:
+        return data
+    pieces = [data]  # more than one read(2) gives (2 GiB on Linux): joined, at twice the size for a moment
+    offset = len(data)
+    while offset < size:
+        piece = os.pread(fd, min(size - offset, _READ_MAX), offset)
+        if not piece:
+            raise TransferError(f"the received data ends at {offset} bytes of {size}; its file was cut short")
+        pieces.append(piece)
+        offset += len(piece)
+    return b"".join(pieces)
+
+
+def _hash_fd(fd: int, size: int) -> str:
     digest = hashlib.sha3_256()
-    with path.open("rb") as file:
-        while block := file.read(_HASH_BLOCK):
-            digest.update(block)
+    offset = 0
+    while offset < size and (block := os.pread(fd, min(_HASH_BLOCK, size - offset), offset)):
+        digest.update(block)
+        offset += len(block)
     return digest.hexdigest()
 
 
@@ -419,7 +491,8 @@ class GsbStorage:
         return await self._start(published)
 
     async def receive_bytes(self, *, limit: int | None = None) -> Receiving:
-        """A place for a provider to upload to, kept in memory; ``limit`` refuses uploads of more bytes."""
+        """A place for a provider to upload to, for ``result()`` to give as bytes; ``limit`` refuses uploads of more
+        bytes. What comes goes to an unnamed temporary file meanwhile, so only the result is held in memory."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise ConfigurationError(f"limit must be a number of bytes (0 or more) or None, got {limit!r}")
         return await self._start(Receiving(self, self._new_id(), await self.node_id(), limit=limit))

@@ -10,7 +10,8 @@ without one, the interpreter running golem-api; see :func:`~golem_local.runtime.
 so it uses the standard library only, runs on Python 3.7 or newer, and imports nothing of golem_api (the
 package is not visible in the sandbox).
 
-Protocol: one JSON object per line, UTF-8, in both directions.
+Protocol: one JSON object per line, UTF-8, in both directions; an output event's line is followed by the
+output's raw bytes (``size`` of them), so that output crosses the channel without being re-encoded.
 
 Requests (runtime → agent, on stdin)::
 
@@ -23,7 +24,7 @@ Requests (runtime → agent, on stdin)::
 Events (agent → runtime, on stdout)::
 
     {"ev": "ready", "pid": 1, "python": "3.11.2"}
-    {"ev": "out", "id": 7, "fd": 1, "data": "<base64>"}      fd 1 is stdout, 2 stderr; sent as read, not by line
+    {"ev": "out", "id": 7, "fd": 1, "size": N} + N bytes    fd 1 is stdout, 2 stderr; sent as read, not by line
     {"ev": "exit", "id": 7, "code": 0}                        a negative code -N: killed by signal N
     {"ev": "failed", "id": 7, "message": "No such file…"}     the command could not be started
     {"ev": "error", "message": "…"}                           a request the agent could not read
@@ -44,12 +45,15 @@ Each command gets ``oom_score_adj`` 500, so that when the sandbox's memory limit
 a command rather than the agent (and with it the sandbox). ``--rlimits nproc=N,as=B`` (where the host has no
 control groups to limit the sandbox) sets those limits on the agent, so on every command; without
 ``CAP_SYS_RESOURCE``, which nothing in the sandbox has, no command can raise them again.
+
+A command's stdout pipe (and the agent's own stdout) is grown to ``PIPE_SIZE`` where the kernel allows it, and
+read ``CHUNK`` bytes at a time: a command that prints a lot then costs one event per mebibyte, not per 64 KiB.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import fcntl
 import json
 import os
 import selectors
@@ -68,7 +72,11 @@ __all__ = [
     "set_rlimits",
 ]
 
-CHUNK = 65536
+CHUNK = 1 << 20
+"""Bytes read from a command's pipe at once: at most this many in one output event."""
+PIPE_SIZE = 1 << 20
+"""The size asked for the output pipes and the agent's stdout (Linux caps it at ``/proc/sys/fs/pipe-max-size``)."""
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ names it)
 DRAIN_SECONDS = 0.05
 COMMAND_OOM_SCORE_ADJ = b"500"
 PR_SET_DUMPABLE = 4
@@ -77,11 +85,21 @@ _STDIN = 0
 _STDOUT = 1
 
 
-def _emit(event: dict[str, Any]) -> None:
-    """Write one event line to stdout, all of it (stdout stays blocking: the runtime always reads)."""
-    view = memoryview((json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8"))
-    while view:
-        view = view[os.write(_STDOUT, view) :]
+def _emit(event: dict[str, Any], payload: bytes = b"") -> None:
+    """Write one event line to stdout, and ``payload`` after it, all of it (stdout stays blocking: the runtime
+    always reads)."""
+    line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
+    written = os.writev(_STDOUT, [line, payload])
+    if written < len(line) + len(payload):  # a signal came mid-write: the rest, from where it stopped
+        view = memoryview(line + payload)[written:]
+        while view:
+            view = view[os.write(_STDOUT, view) :]
+
+
+def _grow_pipe(fd: int) -> None:
+    """Ask for a ``PIPE_SIZE`` pipe buffer; a kernel that refuses (a user over its pipe quota) keeps the default."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
 class _Command:
@@ -221,6 +239,7 @@ class Agent:
         self.childless = False
         _prefer_as_oom_victim(process.pid)
         pipes = {out_read: 1, err_read: 2}
+        _grow_pipe(out_read)  # stdout only: a user's pipe buffers count against a quota (pipe-user-pages-soft)
         for fd in pipes:
             os.set_blocking(fd, False)
             self.selector.register(fd, selectors.EVENT_READ)
@@ -249,8 +268,7 @@ class Agent:
                 del owner.pipes[fd]
             return False
         if owner is not None:
-            encoded = base64.b64encode(data).decode("ascii")
-            _emit({"ev": "out", "id": owner.command_id, "fd": owner.pipes[fd], "data": encoded})
+            _emit({"ev": "out", "id": owner.command_id, "fd": owner.pipes[fd], "size": len(data)}, data)
         return True
 
     def _reap(self) -> None:
@@ -341,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError, KeyError, IndexError) as exc:
         _emit({"ev": "error", "message": f"the agent cannot protect itself or apply the limits: {exc}"})
         sys.exit(70)
+    _grow_pipe(_STDOUT)
     Agent().serve()
 
 

@@ -385,7 +385,7 @@ import importlib.util, json, os, sys
 spec = importlib.util.spec_from_file_location("golem_agent_probe", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-import _json, ctypes, resource  # and what the agent imports when it starts (harden, set_rlimits)
+import _json, ctypes, fcntl, resource  # and what the agent imports when it starts (harden, set_rlimits, pipes)
 with open("/proc/self/maps") as maps:
     mapped = sorted({line.split()[-1] for line in maps if line.rstrip().split()[-1].startswith("/")})
 print(json.dumps({

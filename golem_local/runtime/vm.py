@@ -44,7 +44,6 @@ Choices the exe-unit can rely on:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import enum
 import itertools
@@ -133,7 +132,8 @@ STOP_GRACE = 0.5
 that the last CPU reading may take, before the sandbox is killed."""
 _REAP_TIMEOUT = 5.0
 _SEND_TIMEOUT = 5.0
-_LINE_LIMIT = 1 << 20  # an agent event line: at most a 64 KiB chunk, base64-encoded, plus a few fields
+_LINE_LIMIT = 1 << 20  # an agent event line (output comes after its line, not in it)
+_OUTPUT_LIMIT = 1 << 20  # bytes of one output event: the agent's CHUNK
 _STDERR_TAIL = 4000
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
 _AGENT_SCRIPT = Path(__file__).with_name("agent.py")
@@ -810,7 +810,15 @@ class VmRuntime:
                 return
             try:
                 event = json.loads(line)
-                self._dispatch(event)
+                payload = b""
+                if isinstance(event, dict) and event.get("ev") == "out":
+                    size = _whole(event["size"], "size")
+                    if not 0 < size <= _OUTPUT_LIMIT:
+                        raise ValueError(f"an output event of {size} bytes (at most {_OUTPUT_LIMIT})")
+                    payload = await stdout.readexactly(size)
+                self._dispatch(event, payload)
+            except asyncio.IncompleteReadError:
+                return  # the agent ended mid-event: the channel is over
             except (ValueError, KeyError, TypeError) as exc:
                 _log.error("vm sandbox %s: unreadable agent event %r: %s", self.sandbox_pid, line[:200], exc)
                 continue
@@ -833,17 +841,18 @@ class VmRuntime:
             waiting.cancel()
             killing.cancel()
 
-    def _dispatch(self, event: dict[str, Any]) -> None:
-        """Act on one agent event; every field is checked (``ValueError`` for a malformed one)."""
+    def _dispatch(self, event: dict[str, Any], payload: bytes = b"") -> None:
+        """Act on one agent event (an output event's bytes in ``payload``); every field is checked
+        (``ValueError`` for a malformed one)."""
         kind = event["ev"]
         if kind == "out":
             running = self._commands.get(_whole(event["id"], "id"))
             stream = _STREAMS.get(_whole(event["fd"], "fd"))
-            if stream is None or not isinstance(event["data"], str):
-                raise ValueError("an output event names neither stdout nor stderr, or has no data")
+            if stream is None:
+                raise ValueError("an output event names neither stdout nor stderr")
             if running is not None and not running.result.done():
                 try:
-                    running.sink(stream, base64.b64decode(event["data"], validate=True))
+                    running.sink(stream, payload)
                 except Exception:
                     _log.exception("vm sandbox %s: the output sink of %r failed", self.sandbox_pid, running.program)
         elif kind == "exit":

@@ -220,3 +220,21 @@ async def test_the_sandbox_holds_over_the_wire(ctx: WorkContext) -> None:
         assert "No such file or directory" in seen
     finally:
         secret.unlink()
+
+
+async def test_megabytes_of_output_reach_the_file_and_the_callback_whole_and_in_order(
+    ctx: WorkContext, tmp_path: Path
+) -> None:
+    """Output crosses the sandbox's channel a mebibyte at a time, as raw bytes after each event's line: ~2 MB of
+    numbered lines (with a multi-byte character cut anywhere) must come out exactly as printed."""
+    await deployed(ctx)
+    lines: list[str] = []
+    script = ctx.new_script(timeout=BOUND)
+    run = script.run(
+        "/bin/sh", "-c", "seq 1 300000 | sed 's/$/ ż/'", stdout_file=tmp_path / "out.txt", on_stdout=lines.append
+    )
+    await ctx.run_script(script)
+    expected = [f"{number} ż" for number in range(1, 300001)]
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8") == "\n".join(expected) + "\n"
+    assert lines == expected
+    assert (await run).stdout is not None

@@ -118,3 +118,30 @@ async def test_the_big_batch_benchmark_runs_small_next_to_its_floors() -> None:
 
     assert [len(figure.samples) for figure in result.figures] == [1] * 5
     assert result.figures[1].name == "5 one-command batches"
+
+
+async def test_the_transfers_benchmark_runs_small_next_to_its_floors_and_ratios() -> None:
+    from bench.transfers import transfers
+
+    result = await transfers(1, sizes=(1, 2), output_mb=2)
+
+    names = {figure.name for figure in result.figures}
+    assert {
+        "upload 2 MB",
+        "download 2 MB",
+        "download_bytes 2 MB",
+        "upload 2 MB: requestor +",
+        "download 2 MB: node +",
+        "2 MB to stdout, streamed",
+        "2 MB to stdout, streamed into stdout_file",
+        "2 MB to stdout, streamed: node +",
+        "host loopback TCP",
+        "host copy",
+        "host SHA3-256 alone",
+        "host pipe",
+        "upload 2 MB ÷ loopback TCP",
+        "download 2 MB ÷ SHA3-256 alone",
+        "2 MB to stdout, streamed ÷ host pipe",
+    } <= names
+    assert all(result.figure(target.figure).runs == 1 for target in result.targets)
+    assert result.figure("download_bytes 2 MB: requestor + ÷ size").unit == "×"
