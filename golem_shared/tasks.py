@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "reap", "wait_event"]
+__all__ = ["TaskSet", "reap", "wait_event", "within"]
 
 T = TypeVar("T")
 
@@ -134,3 +134,27 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
         fired = waiter.done() and not waiter.cancelled()
         waiter.cancel()
     return fired
+
+
+async def within(awaitable: Awaitable[T], timeout: float) -> T:
+    """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``timeout`` seconds (it is then cancelled).
+
+    ``asyncio.wait_for`` without its flaw before Python 3.12 (see :func:`wait_event`): a cancellation that arrives
+    as the awaitable finishes is never swallowed, so that a loop polling with it ends when its task is cancelled.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancelled caller will not look at it
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            return task.result()  # it finished while being cancelled: its result stands
+        raise asyncio.TimeoutError
+    return task.result()

@@ -62,7 +62,7 @@ from golem_api.events import (
     PaymentFailed,
 )
 from golem_shared.pricing import DURATION_SEC
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, within
 
 if TYPE_CHECKING:
     from golem_api._rest.client import RestClient
@@ -371,7 +371,7 @@ class PaymentManager:
     async def _usage_cost(self, agreement: Agreement, activity_id: str) -> Decimal | None:
         """The agreed price of the activity's usage as the activity API reports it now; ``None`` if unknown."""
         try:
-            usage = await asyncio.wait_for(self._rest.activity.get_usage(activity_id), _USAGE_TIMEOUT)
+            usage = await within(self._rest.activity.get_usage(activity_id), _USAGE_TIMEOUT)
         except (GolemError, asyncio.TimeoutError) as exc:
             _log.warning("could not read the usage of activity %s: %r", activity_id, exc)
             return None

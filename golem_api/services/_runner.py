@@ -47,6 +47,7 @@ from golem_api.activity.work_context import UNFINISHED_GRACE
 from golem_api.errors import ActivityError, GolemError
 from golem_api.events import EventBus, ServiceRespawned
 from golem_api.services.service import Service
+from golem_shared.tasks import within
 
 if TYPE_CHECKING:
     from golem_api.activity.activity import Activity
@@ -373,7 +374,7 @@ class InstanceRunner:
         while True:
             # A period, cut short when the agreement ends (the payment checks may end it at any moment).
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(agreement.wait_ending(), interval)
+                await within(agreement.wait_ending(), interval)
             reason: str | None = None
             if agreement.failure is not None:
                 self._cause = agreement.failure
@@ -385,7 +386,7 @@ class InstanceRunner:
                 self._cause = ActivityError(reason)
             else:
                 try:
-                    state = await asyncio.wait_for(activity.state(), timeout)
+                    state = await within(activity.state(), timeout)
                 except asyncio.TimeoutError:
                     reason = f"the provider did not report the activity's state within {timeout:g} s"
                 except GolemError as exc:

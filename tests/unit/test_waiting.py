@@ -1,4 +1,4 @@
-"""``wait_event``: a bounded wait for an event that never loses a cancellation (``asyncio.wait_for`` does before
+"""``wait_event`` and ``within``: bounded waits that never lose a cancellation (``asyncio.wait_for`` does before
 Python 3.12 when the event is set as the cancellation arrives: a cancelled job then went on waiting)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from golem_shared.tasks import wait_event
+from golem_shared.tasks import wait_event, within
 
 
 async def _until_waiting(event: asyncio.Event) -> None:
@@ -37,3 +37,29 @@ async def test_it_says_whether_the_event_came_or_the_time_ran_out() -> None:
     event.set()
     assert await waiting is True
     assert await wait_event(event, 0) is True  # already set: no wait at all
+
+
+async def test_within_gives_the_result_times_out_and_never_loses_a_cancellation() -> None:
+    event = asyncio.Event()
+
+    async def answer() -> str:
+        await event.wait()
+        return "answer"
+
+    with pytest.raises(asyncio.TimeoutError):
+        await within(answer(), 0.01)
+    event.set()
+    assert await within(answer(), 30) == "answer"
+
+    gate = asyncio.Event()
+
+    async def gated() -> str:
+        await gate.wait()
+        return "late"
+
+    waiting = asyncio.ensure_future(within(gated(), 30))
+    await _until_waiting(gate)
+    gate.set()  # the inner call finishes in this very step …
+    waiting.cancel()  # … as the cancellation arrives
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
