@@ -5,17 +5,35 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from decimal import ROUND_CEILING, Decimal
 
 import psutil  # type: ignore[import-untyped]
 
 from bench.processes import NodeInfo, run_json, served_node
 from bench.stats import Figure, Result, Target
+from golem_local.config import LocalNetworkConfig
 from golem_shared.tasks import TaskSet
 
-__all__ = ["requestor_scale", "scale_1000"]
+__all__ = ["requestor_scale", "run_budget", "scale_1000"]
+
+_START_BOUND = 300.0  # s the instances may take to start (the child's wait_running bound)
+_STOP_BOUND = 120.0  # s allowed for stopping them and paying the invoices
 
 
-def _child_argv(node: NodeInfo, instances: int, runs: int, window: float) -> list[str]:
+def run_budget(instances: int, seconds: float) -> Decimal:
+    """GLM enough for ``instances`` instances on the default network's first ``instances`` providers (each a
+    tenth dearer than the one before) for ``seconds`` s, each using a whole core all along, twice over.
+
+    A budget too small ends every instance once it is spent: with 1000 providers the network's old default of
+    1000 GLM lasted some 200 s, after which the requestor (rightly) terminated every agreement and idled.
+    """
+    providers = LocalNetworkConfig.with_providers(instances).providers
+    per_second = sum((p.price_duration_sec + p.price_cpu_sec for p in providers), start=Decimal(0))
+    starts = sum((p.start_price for p in providers), start=Decimal(0))
+    return (2 * (starts + per_second * Decimal(int(seconds) + 1))).quantize(Decimal("0.001"), ROUND_CEILING)
+
+
+def _child_argv(node: NodeInfo, instances: int, runs: int, window: float, budget: Decimal) -> list[str]:
     """``bench.scale_child`` against the served ``node``: ``instances``, ``runs`` windows of ``window`` s."""
     return [
         sys.executable,
@@ -23,13 +41,15 @@ def _child_argv(node: NodeInfo, instances: int, runs: int, window: float) -> lis
         "bench.scale_child",
         *("--url", node["url"], "--app-key", node["app_key"]),
         *("--instances", str(instances), "--windows", str(runs), "--window", str(window)),
+        *("--budget", str(budget)),
     ]
 
 
 async def requestor_scale(runs: int, instances: int = 200, window: float = 5.0) -> Result:
     """Run ``instances`` trivial instances from a child requestor against an idle-runtime node; sample it idling."""
-    async with served_node(instances, "idle") as node:
-        figures = await run_json(_child_argv(node, instances, runs, window))
+    budget = run_budget(instances, _START_BOUND + runs * window + _STOP_BOUND)
+    async with served_node(instances, "idle", balance=budget) as node:
+        figures = await run_json(_child_argv(node, instances, runs, window, budget))
     return Result(
         key="requestor_scale",
         title="Scale of the requestor",
@@ -62,37 +82,70 @@ async def _sample(process: psutil.Process, window: float, cpu: list[float], rss:
         before, start = after, now
 
 
-async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0) -> Result:
+def _drift(samples: list[float]) -> float:
+    """The mean of the last third of ``samples`` over that of the middle third (1.0: flat after warm-up)."""
+    third = len(samples) // 3
+    if third == 0:
+        return 1.0
+    middle = samples[third : 2 * third]
+    last = samples[2 * third :]
+    base = sum(middle) / len(middle)
+    return (sum(last) / len(last)) / base if base > 0 else 1.0
+
+
+async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0, idle: float = 600.0) -> Result:
     """Time to running of ``instances`` idle-runtime instances, instances lost, and idle CPU / RSS of the
-    requestor and of the node while they idle (``runs`` windows of ``window`` s)."""
+    requestor and of the node while they idle (``idle`` s in windows of ``window`` s, at least ``runs``)."""
+    windows = max(runs, round(idle / window))
     node_cpu: list[float] = []
     node_rss: list[float] = []
-    async with served_node(instances, "idle", timeout=300) as node:
+    budget = run_budget(instances, _START_BOUND + windows * window + _STOP_BOUND)
+    async with served_node(instances, "idle", timeout=300, balance=budget) as node:
         tasks = TaskSet("scale_1000 benchmark")
         tasks.spawn(_sample(psutil.Process(int(node["pid"])), window, node_cpu, node_rss), name="node sampler")
         try:
-            figures = await run_json(_child_argv(node, instances, runs, window))
+            figures = await run_json(
+                _child_argv(node, instances, windows, window, budget), timeout=_START_BOUND + windows * window + 300
+            )
         finally:
             await tasks.aclose()
     cpu = figures["cpu_percent"]
     rss = figures["rss_mb"]
     per_instance_kb = [1000 * (mb - figures["rss_before_mb"]) / instances for mb in rss]
+    # The node's windows start with its own start-up and the instances' start: only those after count as idle.
+    node_idle_cpu = node_cpu[-len(cpu) :] or [0.0]
     return Result(
         key="scale_1000",
         title=f"{instances} idle instances",
         figures=[
             Figure("time to running", "s", [figures["running_after_s"]]),
             Figure("instances lost", "", [float(figures["lost"])]),
+            Figure("instances lost while idle", "", [float(figures["lost_idle"])]),
+            Figure("agreements ended while idle", "", [float(figures["ended_idle"])]),
             Figure("requestor idle CPU", "% of a core", cpu),
+            Figure("requestor idle CPU, last third ÷ middle third", "×", [_drift(cpu)]),
             Figure("requestor RSS per instance", "KB", per_instance_kb),
-            Figure("node idle CPU", "% of a core", node_cpu or [0.0]),
+            Figure("requestor RSS, last third ÷ middle third", "×", [_drift(rss)]),
+            Figure("node idle CPU", "% of a core", node_idle_cpu),
+            Figure("node idle CPU, last third ÷ middle third", "×", [_drift(node_idle_cpu)]),
             Figure("node RSS", "MB", node_rss or [0.0]),
+            Figure("node RSS, last third ÷ middle third", "×", [_drift(node_rss[-len(cpu) :])]),
         ],
-        targets=[Target("instances lost", "at most", 0.0), Target("requestor RSS per instance", "at most", 40.0)],
+        targets=[
+            Target("instances lost", "at most", 0.0),
+            Target("instances lost while idle", "at most", 0.0),
+            Target("agreements ended while idle", "at most", 0.0),
+            Target("requestor RSS per instance", "at most", 40.0),
+        ],
         notes=(
             f"As the scale benchmark, with {instances} instances on {instances} idle-runtime providers: from "
             "`run_service` to `wait_running`, the instances that failed to start (`ServiceRespawned`), then "
-            f"{runs} idle windows of {window:g} s of the requestor (CPU, RSS above its start, per instance) and "
-            "of the node process (sampled every window from its start, so the first windows include the start-up)."
+            f"{windows} idle windows of {window:g} s ({windows * window / 60:.0f} min) of the requestor (CPU, RSS "
+            "above its start, per instance) and of the node process (its last as many windows of its own "
+            "sampling), the instances not running at the end of a window and the agreements that ended meanwhile. "
+            "Flat means the mean of the last third of the windows over that of the middle third near 1. The "
+            f"budget and the node's funds ({budget} GLM) cover every provider's price for the whole run twice "
+            "over: the old 1000 GLM ran out some 200 s after 1000 instances were running, and the requestor "
+            "ended every agreement (the quiet seen before)."
         ),
     )

@@ -19,6 +19,12 @@ policy of :mod:`golem_api._retry` (accepting twice answers as the first time, so
 is harmless; a refused repeat is checked against the document's status, and an accepted document counts as
 done). A document still not confirmed after that is kept and tried again on every later poll, until it is.
 
+Documents are handled side by side, up to ``concurrency`` at once (a thousand providers billing every five
+seconds send two hundred debit notes a second, more than one round trip after another keeps up with), but
+one agreement's documents one at a time, in turn: its checks, acceptance and booking. While a document is
+being accepted its charge is held out of the budget, so that documents accepted at the same time never pay
+more than the budget between them.
+
 A document the budget cannot pay is refused with :class:`~golem_api.events.BudgetExhausted` (and a line
 saying so), its agreement is terminated with a :class:`~golem_api.errors.BudgetExceededError` as the cause,
 and its invoice is not waited for on exit.
@@ -30,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -80,7 +86,8 @@ class PaymentManager:
     """Holds the allocation and accepts the documents of this run's agreements.
 
     ``price_tolerance`` (relative, default 1 %) and ``amount_epsilon`` (absolute) are how much more than
-    price × reported usage a document may ask, for rounding and clocks that differ a little.
+    price × reported usage a document may ask, for rounding and clocks that differ a little. ``concurrency``
+    is how many documents are checked and accepted at once (of different agreements).
     """
 
     def __init__(
@@ -92,7 +99,10 @@ class PaymentManager:
         platform: str,
         price_tolerance: Decimal = Decimal("0.01"),
         amount_epsilon: Decimal = Decimal("1e-9"),
+        concurrency: int = 64,
     ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise PaymentError(f"concurrency must be a positive number of documents, got {concurrency!r}")
         if not price_tolerance >= 0 or not amount_epsilon >= 0:
             raise PaymentError(
                 f"price_tolerance and amount_epsilon must not be negative, got {price_tolerance}, {amount_epsilon}"
@@ -119,6 +129,9 @@ class PaymentManager:
         self._tasks = TaskSet("payment manager", logger=_log)
         self._activity_seen: dict[str, float] = {}  # activity id -> time.monotonic() when its creation was answered
         self._subscription = bus.subscribe(self._on_activity_created, ActivityCreated)
+        self.concurrency = concurrency
+        self._reserved = Decimal(0)  # charges of documents being accepted right now, not booked yet
+        self._turns: dict[str, asyncio.Lock] = {}  # agreement id -> held while one of its documents is handled
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -271,13 +284,29 @@ class PaymentManager:
     ) -> None:
         """Read the node's events from ``since`` and handle each received document until it is done.
 
-        A document whose handling failed on a transient fault (after the retries of :func:`retry`) stays in
-        ``pending`` and is handled again on the next round; the next read of events is then short, so that it
-        comes round soon.
+        Each document is handled by a task of its own, up to ``concurrency`` at once (reading more events
+        waits for a free place), so that one slow document holds up no other. A document whose handling
+        failed on a transient fault (after the retries of :func:`retry`) goes back to ``pending`` and is
+        handled again on the next round; the next read of events is then short, so that it comes round soon.
         """
         after = since
-        pending: dict[str, None] = {}  # document ids in the order they arrived
+        pending: dict[str, None] = {}  # document ids to handle, in the order they arrived
+        in_flight: set[str] = set()
+        gate = asyncio.Semaphore(self.concurrency)
         delays = None
+
+        async def work(document_id: str) -> None:
+            done = False
+            try:
+                done = await self._process(kind, document_id, handle)
+            finally:
+                in_flight.discard(document_id)
+                gate.release()
+                if done:
+                    self._handled.add(document_id)
+                else:
+                    pending[document_id] = None
+
         while True:
             try:
                 events = await collect(after=after, timeout=1.0 if pending else 5.0, max_events=100)
@@ -290,12 +319,16 @@ class PaymentManager:
             delays = None
             for event in events:
                 after = max(after, event.event_date)
-                if event.event_type.endswith("ReceivedEvent") and event.document_id not in self._handled:
-                    pending[event.document_id] = None
-            for document_id in list(pending):
-                if await self._process(kind, document_id, handle):
-                    del pending[document_id]
-                    self._handled.add(document_id)
+                document_id = event.document_id
+                received = event.event_type.endswith("ReceivedEvent")
+                if received and document_id not in self._handled and document_id not in in_flight:
+                    pending[document_id] = None
+            while pending:
+                document_id = next(iter(pending))
+                del pending[document_id]
+                await gate.acquire()
+                in_flight.add(document_id)
+                self._tasks.spawn(work(document_id), name=f"{kind} {document_id}")
 
     async def _process(self, kind: str, document_id: str, handle: Callable[[str], Awaitable[None]]) -> bool:
         """Handle one document; True when it is done with (paid, refused, not ours), False to try again later."""
@@ -334,7 +367,27 @@ class PaymentManager:
         return status in ("ACCEPTED", "SETTLED")
 
     def _remaining(self) -> Decimal:
-        return self.budget - self.spent
+        """What the budget can still pay: neither spent nor held for an acceptance under way."""
+        return self.budget - self.spent - self._reserved
+
+    @contextlib.asynccontextmanager
+    async def _reserve(self, charge: Decimal) -> AsyncIterator[None]:
+        """Hold ``charge`` of the budget while a document is accepted, so that documents accepted at the same
+        time never pay more than the budget between them; released once it is booked (or failed)."""
+        self._reserved += charge
+        try:
+            yield
+        finally:
+            self._reserved -= charge
+
+    @contextlib.asynccontextmanager
+    async def _agreement_turn(self, agreement_id: str) -> AsyncIterator[None]:
+        """One document of an agreement at a time: its checks, acceptance and booking."""
+        lock = self._turns.get(agreement_id)
+        if lock is None:
+            lock = self._turns[agreement_id] = asyncio.Lock()
+        async with lock:
+            yield
 
     async def _on_debit_note(self, debit_note_id: str) -> None:
         note = await retry(
@@ -344,6 +397,11 @@ class PaymentManager:
         if agreement is None:
             _log.debug("debit note %s is for agreement %s of another run", debit_note_id, note.agreement_id)
             return
+        async with self._agreement_turn(note.agreement_id):
+            await self._check_and_accept_debit_note(agreement, note)
+
+    async def _check_and_accept_debit_note(self, agreement: Agreement, note: DebitNote) -> None:
+        debit_note_id = note.debit_note_id
         if await self._overcharged_debit_note(agreement, note):
             return
         already = self._accepted_debit.get(note.activity_id, Decimal(0))
@@ -351,8 +409,10 @@ class PaymentManager:
         if charge > self._remaining():
             await self._refuse_for_budget(agreement, "debit note", debit_note_id, note.total_amount_due, charge)
             return
-        await self._accept("debit note", debit_note_id, note.total_amount_due)
-        self._book_debit_note(note.activity_id, note.agreement_id, max(already, note.total_amount_due))
+        async with self._reserve(charge):
+            await self._accept("debit note", debit_note_id, note.total_amount_due)
+            total = max(self._accepted_debit.get(note.activity_id, Decimal(0)), note.total_amount_due)
+            self._book_debit_note(note.activity_id, note.agreement_id, total)
         self._bus.emit(
             DebitNoteAccepted(
                 debit_note_id=debit_note_id,
@@ -577,6 +637,11 @@ class PaymentManager:
                     amount=invoice.amount,
                 )
             )
+        async with self._agreement_turn(invoice.agreement_id):
+            await self._check_and_accept_invoice(agreement, invoice)
+
+    async def _check_and_accept_invoice(self, agreement: Agreement, invoice: Invoice) -> None:
+        invoice_id = invoice.invoice_id
         if await self._overcharged_invoice(agreement, invoice):
             return
         covered = sum((self._accepted_debit.get(a, Decimal(0)) for a in invoice.activity_ids), start=Decimal(0))
@@ -584,8 +649,9 @@ class PaymentManager:
         if charge > self._remaining():
             await self._refuse_for_budget(agreement, "invoice", invoice_id, invoice.amount, charge)
             return
-        await self._accept("invoice", invoice_id, invoice.amount)
-        self._book_invoice(invoice.agreement_id, invoice.amount, invoice.activity_ids)
+        async with self._reserve(charge):
+            await self._accept("invoice", invoice_id, invoice.amount)
+            self._book_invoice(invoice.agreement_id, invoice.amount, invoice.activity_ids)
         future = self._invoice_paid.get(invoice.agreement_id)
         if future is not None and not future.done():
             future.set_result(invoice.amount)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -98,17 +99,33 @@ def test_a_short_soak_runs_and_finds_every_document_paid_once() -> None:
 async def test_the_idle_scale_benchmark_runs_small_and_reports_lost_instances_and_the_nodes_cpu() -> None:
     from bench.scale import scale_1000
 
-    result = await scale_1000(1, instances=3, window=0.2)
+    result = await scale_1000(1, instances=3, window=0.2, idle=0.6)
 
-    names = [figure.name for figure in result.figures]
-    assert names == [
+    figures = {figure.name: figure for figure in result.figures}
+    assert list(figures) == [
         "time to running",
         "instances lost",
+        "instances lost while idle",
+        "agreements ended while idle",
         "requestor idle CPU",
+        "requestor idle CPU, last third ÷ middle third",
         "requestor RSS per instance",
+        "requestor RSS, last third ÷ middle third",
         "node idle CPU",
+        "node idle CPU, last third ÷ middle third",
         "node RSS",
+        "node RSS, last third ÷ middle third",
     ]
+    assert len(figures["requestor idle CPU"].samples) == 3  # 0.6 s of idling in windows of 0.2 s
+    assert figures["instances lost while idle"].median == figures["agreements ended while idle"].median == 0
+
+
+def test_the_scale_budget_covers_the_dearest_providers_for_the_whole_run() -> None:
+    from bench.scale import run_budget
+
+    # 1000 default providers cost about 5.1 GLM/s for duration alone: 1000 GLM lasted some 200 s.
+    assert run_budget(1000, 600) > Decimal("5.1") * 600 * 2
+    assert run_budget(3, 1) < run_budget(3, 10)
 
 
 async def test_the_big_batch_benchmark_runs_small_next_to_its_floors() -> None:
