@@ -14,7 +14,7 @@ from bench.stats import Figure, Result, Target
 from golem_local.config import LocalNetworkConfig
 from golem_shared.tasks import TaskSet
 
-__all__ = ["requestor_scale", "run_budget", "scale_1000"]
+__all__ = ["requestor_scale", "run_budget", "running_against_bare", "scale_1000"]
 
 _START_BOUND = 300.0  # s the instances may take to start (the child's wait_running bound)
 _STOP_BOUND = 120.0  # s allowed for stopping them and paying the invoices
@@ -147,5 +147,66 @@ async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0, idl
             f"budget and the node's funds ({budget} GLM) cover every provider's price for the whole run twice "
             "over: the old 1000 GLM ran out some 200 s after 1000 instances were running, and the requestor "
             "ended every agreement (the quiet seen before)."
+        ),
+    )
+
+
+def _bare_argv(node: NodeInfo, instances: int, budget: Decimal) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bench.bare_running",
+        *("--url", node["url"], "--app-key", node["app_key"]),
+        *("--instances", str(instances), "--subnet", node["subnet"], "--budget", str(budget)),
+    ]
+
+
+async def running_against_bare(runs: int, sizes: tuple[int, ...] = (200, 500, 1000)) -> Result:
+    """Time to running of N idle-runtime instances with golem-api, against the same requests in bare aiohttp.
+
+    Each run and N: a fresh node of N providers for each side (the bare requests first, then ``Golem`` in
+    ``bench.scale_child``), so both find the same market.
+    """
+    golem_s: dict[int, list[float]] = {n: [] for n in sizes}
+    bare_s: dict[int, list[float]] = {n: [] for n in sizes}
+    lost: list[float] = []
+    sent: dict[str, int] = {}
+    for _ in range(runs):
+        for n in sizes:
+            budget = run_budget(n, _START_BOUND + _STOP_BOUND)
+            async with served_node(n, "idle", timeout=300, balance=budget) as node:
+                bare = await run_json(_bare_argv(node, n, budget), timeout=_START_BOUND)
+            bare_s[n].append(bare["running_after_s"])
+            sent = bare["sent"]
+            async with served_node(n, "idle", timeout=300, balance=budget) as node:
+                golem = await run_json(_child_argv(node, n, 0, 1.0, budget), timeout=_START_BOUND + _STOP_BOUND)
+            golem_s[n].append(golem["running_after_s"])
+            lost.append(float(golem["lost"]))
+    ratios = [
+        Figure(f"N={n} golem-api ÷ bare", "×", [g / b for g, b in zip(golem_s[n], bare_s[n], strict=True)])
+        for n in sizes
+    ]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sent.items())
+    return Result(
+        key="running_against_bare",
+        title="Time to running against bare aiohttp",
+        figures=[
+            *(Figure(f"N={n} golem-api", "s", golem_s[n]) for n in sizes),
+            *(Figure(f"N={n} bare aiohttp", "s", bare_s[n]) for n in sizes),
+            *ratios,
+            Figure("instances lost", "", lost),
+        ],
+        targets=[
+            *(Target(f"N={n} golem-api ÷ bare", "at most", 1.5) for n in sizes),
+            Target("instances lost", "at most", 0.0),
+        ],
+        notes=(
+            "For each N, on a fresh node of N idle-runtime providers each: `bench.bare_running` makes the requests "
+            "of starting N instances with bare aiohttp (allocation, demand decorations and subscription, offers "
+            "read by long-poll, a counter-proposal per offer, on each Draft an agreement created, confirmed, "
+            "waited for, an activity, one `deploy` + `start` batch and its results polled; no retries, checks, "
+            "events or scoring), then `Golem.run_service` to `wait_running` in `bench.scale_child` on another "
+            f"fresh node. The bare side's requests at the largest N: {kinds}. The bare time includes the "
+            "allocation and the demand (golem-api makes them in `Golem`'s start, outside its time)."
         ),
     )

@@ -135,3 +135,21 @@ async def test_the_big_batch_benchmark_runs_small_next_to_its_floors() -> None:
 
     assert [len(figure.samples) for figure in result.figures] == [1] * 5
     assert result.figures[1].name == "5 one-command batches"
+
+
+async def test_the_bare_aiohttp_floor_of_time_to_running_runs_small_with_the_same_requests() -> None:
+    from bench.scale import running_against_bare
+
+    result = await running_against_bare(1, sizes=(3,))
+
+    figures = {figure.name: figure for figure in result.figures}
+    assert list(figures) == [
+        "N=3 golem-api",
+        "N=3 bare aiohttp",
+        "N=3 golem-api ÷ bare",
+        "instances lost",
+    ]
+    assert figures["instances lost"].median == 0
+    # Per instance: one counter-proposal, agreement, confirmation, wait, activity and deploy + start batch.
+    for kind in ("counter proposal", "create agreement", "confirm agreement", "create activity", "exec"):
+        assert f"{kind} 3" in result.notes
