@@ -59,6 +59,24 @@ async def _median_ms(runs: int, once: Callable[[], Awaitable[object]]) -> float:
     return statistics.median(times) * 1000
 
 
+async def agent_round_trips(count: int) -> float:
+    """Seconds of ``count`` ``true`` commands sent one after the other through the agent of one sandbox."""
+    await check_bubblewrap()
+    with tempfile.TemporaryDirectory() as scratch:
+        runtime = VmRuntime(Image(), Path(scratch) / "activity")
+        await runtime.deploy(DeploySettings())
+        await runtime.start([])
+        try:
+            true = RunProcess("true")
+            await runtime.run_command(true, _ignore)  # warm-up
+            began = time.perf_counter()
+            for _ in range(count):
+                await runtime.run_command(true, _ignore)
+            return time.perf_counter() - began
+        finally:
+            await runtime.stop()
+
+
 async def main() -> None:
     """Measure and print the three medians."""
     await check_bubblewrap()

@@ -153,3 +153,18 @@ async def test_the_bare_aiohttp_floor_of_time_to_running_runs_small_with_the_sam
     # Per instance: one counter-proposal, agreement, confirmation, wait, activity and deploy + start batch.
     for kind in ("counter proposal", "create agreement", "confirm agreement", "create activity", "exec"):
         assert f"{kind} 3" in result.notes
+
+
+@pytest.mark.slow  # yapapi's own interpreter and sandboxes: a minute
+async def test_the_side_by_side_benchmark_times_one_big_batch_on_both_sides_and_the_agent_floor() -> None:
+    from bench.side_by_side import side_by_side
+
+    result = await side_by_side(1, instances=1, batches=2, big=5)
+
+    if result.skipped:
+        pytest.skip(result.skipped)
+    figures = {figure.name: figure for figure in result.figures}
+    for name in ("golem-api one batch of 5 commands", "yapapi one batch of 5 commands", "agent floor: 5 round trips"):
+        assert figures[name].median > 0
+    assert "ratio one batch of 5 commands" in figures
+    assert "one batch of 5 commands ÷ agent floor" in figures
