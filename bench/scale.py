@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from decimal import ROUND_CEILING, Decimal
-
-import psutil  # type: ignore[import-untyped]
 
 from bench.processes import NodeInfo, run_json, served_node
 from bench.stats import Figure, Result, Target
 from golem_local.config import LocalNetworkConfig
-from golem_shared.tasks import TaskSet
 
 __all__ = ["requestor_scale", "run_budget", "running_against_bare", "scale_1000"]
 
@@ -33,7 +28,7 @@ def run_budget(instances: int, seconds: float) -> Decimal:
     return (2 * (starts + per_second * Decimal(int(seconds) + 1))).quantize(Decimal("0.001"), ROUND_CEILING)
 
 
-def _child_argv(node: NodeInfo, instances: int, runs: int, window: float, budget: Decimal) -> list[str]:
+def _child_argv(node: NodeInfo, instances: int, runs: int, window: float, budget: Decimal, *extra: str) -> list[str]:
     """``bench.scale_child`` against the served ``node``: ``instances``, ``runs`` windows of ``window`` s."""
     return [
         sys.executable,
@@ -42,7 +37,12 @@ def _child_argv(node: NodeInfo, instances: int, runs: int, window: float, budget
         *("--url", node["url"], "--app-key", node["app_key"]),
         *("--instances", str(instances), "--windows", str(runs), "--window", str(window)),
         *("--budget", str(budget)),
+        *extra,
     ]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 async def requestor_scale(runs: int, instances: int = 200, window: float = 5.0) -> Result:
@@ -71,17 +71,6 @@ async def requestor_scale(runs: int, instances: int = 200, window: float = 5.0) 
     )
 
 
-async def _sample(process: psutil.Process, window: float, cpu: list[float], rss: list[float]) -> None:
-    """Sample ``process`` every ``window`` s until cancelled: CPU (% of a core) and RSS (MB) of each window."""
-    before, start = process.cpu_times(), time.perf_counter()
-    while True:
-        await asyncio.sleep(window)  # the sampling period, not a wait for an event
-        after, now = process.cpu_times(), time.perf_counter()
-        cpu.append(100 * (after.user + after.system - before.user - before.system) / (now - start))
-        rss.append(process.memory_info().rss / 1e6)
-        before, start = after, now
-
-
 def _drift(samples: list[float]) -> float:
     """The mean of the last third of ``samples`` over that of the middle third (1.0: flat after warm-up)."""
     third = len(samples) // 3
@@ -97,23 +86,25 @@ async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0, idl
     """Time to running of ``instances`` idle-runtime instances, instances lost, and idle CPU / RSS of the
     requestor and of the node while they idle (``idle`` s in windows of ``window`` s, at least ``runs``)."""
     windows = max(runs, round(idle / window))
-    node_cpu: list[float] = []
-    node_rss: list[float] = []
-    budget = run_budget(instances, _START_BOUND + windows * window + _STOP_BOUND)
+    floor_windows = max(1, windows // 6)
+    budget = run_budget(instances, _START_BOUND + (windows + floor_windows + 1) * window + _STOP_BOUND)
     async with served_node(instances, "idle", timeout=300, balance=budget) as node:
-        tasks = TaskSet("scale_1000 benchmark")
-        tasks.spawn(_sample(psutil.Process(int(node["pid"])), window, node_cpu, node_rss), name="node sampler")
-        try:
-            figures = await run_json(
-                _child_argv(node, instances, windows, window, budget), timeout=_START_BOUND + windows * window + 300
-            )
-        finally:
-            await tasks.aclose()
+        extra = ("--node-pid", str(node["pid"]), "--floor-windows", str(floor_windows))
+        figures = await run_json(
+            _child_argv(node, instances, windows, window, budget, *extra),
+            timeout=_START_BOUND + (windows + floor_windows + 1) * window + 300,
+        )
     cpu = figures["cpu_percent"]
     rss = figures["rss_mb"]
     per_instance_kb = [1000 * (mb - figures["rss_before_mb"]) / instances for mb in rss]
-    # The node's windows start with its own start-up and the instances' start: only those after count as idle.
-    node_idle_cpu = node_cpu[-len(cpu) :] or [0.0]
+    node_idle_cpu = figures["node_cpu_percent"] or [0.0]
+    node_rss = figures["node_rss_mb"] or [0.0]
+    # The floor: the same polling in bare aiohttp, beside the requestor in the windows after its idle ones.
+    # The requestor's own: its idle CPU over the floor process's. The node's: its idle CPU over what serving
+    # the floor's requests added to it (its CPU beside the floor minus its idle CPU of the last windows).
+    floor_cpu = figures["floor_cpu_percent"] or [0.0]
+    baseline = _mean(node_idle_cpu[-floor_windows:])
+    node_floor = [max(c - baseline, 1e-9) for c in figures["node_cpu_beside_floor_percent"]] or [1e-9]
     return Result(
         key="scale_1000",
         title=f"{instances} idle instances",
@@ -128,22 +119,33 @@ async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0, idl
             Figure("requestor RSS, last third ÷ middle third", "×", [_drift(rss)]),
             Figure("node idle CPU", "% of a core", node_idle_cpu),
             Figure("node idle CPU, last third ÷ middle third", "×", [_drift(node_idle_cpu)]),
-            Figure("node RSS", "MB", node_rss or [0.0]),
-            Figure("node RSS, last third ÷ middle third", "×", [_drift(node_rss[-len(cpu) :])]),
+            Figure("node RSS", "MB", node_rss),
+            Figure("node RSS, last third ÷ middle third", "×", [_drift(node_rss)]),
+            Figure("polling floor: bare aiohttp CPU", "% of a core", floor_cpu),
+            Figure("requestor idle CPU ÷ polling floor", "×", [_mean(cpu) / max(_mean(floor_cpu), 1e-9)]),
+            Figure("node: serving the floor's polling", "% of a core", node_floor),
+            Figure("node idle CPU ÷ its polling floor", "×", [_mean(node_idle_cpu) / _mean(node_floor)]),
         ],
         targets=[
             Target("instances lost", "at most", 0.0),
             Target("instances lost while idle", "at most", 0.0),
             Target("agreements ended while idle", "at most", 0.0),
             Target("requestor RSS per instance", "at most", 40.0),
+            Target("requestor idle CPU ÷ polling floor", "at most", 1.5),
+            Target("node idle CPU ÷ its polling floor", "at most", 1.5),
         ],
         notes=(
             f"As the scale benchmark, with {instances} instances on {instances} idle-runtime providers: from "
             "`run_service` to `wait_running`, the instances that failed to start (`ServiceRespawned`), then "
             f"{windows} idle windows of {window:g} s ({windows * window / 60:.0f} min) of the requestor (CPU, RSS "
             "above its start, per instance) and of the node process (its last as many windows of its own "
-            "sampling), the instances not running at the end of a window and the agreements that ended meanwhile. "
-            "Flat means the mean of the last third of the windows over that of the middle third near 1. The "
+            "sampling in the same windows), the instances not running at the end of a window and the agreements "
+            "that ended meanwhile. Flat means the mean of the last third of the windows over that of the middle "
+            f"third near 1. Then, for {floor_windows} more windows (after one of warm-up), `bench.idle_floor` makes "
+            "the same polling in bare aiohttp beside the requestor on the same activities (each one's state every "
+            "5 s, the debit-note and invoice events by long-poll, each debit note read and accepted): its CPU is "
+            "the requestor's polling floor; what it adds to the node's CPU (over the node's mean of the idle "
+            "windows just before) is the node's. The "
             f"budget and the node's funds ({budget} GLM) cover every provider's price for the whole run twice "
             "over: the old 1000 GLM ran out some 200 s after 1000 instances were running, and the requestor "
             "ended every agreement (the quiet seen before)."

@@ -115,6 +115,10 @@ async def test_the_idle_scale_benchmark_runs_small_and_reports_lost_instances_an
         "node idle CPU, last third ÷ middle third",
         "node RSS",
         "node RSS, last third ÷ middle third",
+        "polling floor: bare aiohttp CPU",
+        "requestor idle CPU ÷ polling floor",
+        "node: serving the floor's polling",
+        "node idle CPU ÷ its polling floor",
     ]
     assert len(figures["requestor idle CPU"].samples) == 3  # 0.6 s of idling in windows of 0.2 s
     assert figures["instances lost while idle"].median == figures["agreements ended while idle"].median == 0
