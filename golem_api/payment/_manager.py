@@ -82,6 +82,31 @@ _log = logging.getLogger(__name__)
 _USAGE_TIMEOUT = 10.0  # seconds allowed for reading an activity's usage
 
 
+_HANDLED_FOR = 300.0  # seconds a handled document is remembered at least (at most twice that)
+
+
+class _Remembered:
+    """A set of strings that forgets what was added more than ``keep`` to ``2 × keep`` seconds ago."""
+
+    def __init__(self, keep: float) -> None:
+        self._keep = keep
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        self._turned = time.monotonic()
+
+    def add(self, item: str) -> None:
+        now = time.monotonic()
+        if now - self._turned >= self._keep:
+            self._previous, self._current, self._turned = self._current, set(), now
+        self._current.add(item)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._current or item in self._previous
+
+    def __len__(self) -> int:
+        return len(self._current | self._previous)
+
+
 class PaymentManager:
     """Holds the allocation and accepts the documents of this run's agreements.
 
@@ -122,7 +147,11 @@ class PaymentManager:
         # Running totals, so that `spent` (asked for every document) costs the same at any number of agreements:
         self._debit_of_agreement: dict[str, Decimal] = {}  # agreement id -> debit notes accepted for its activities
         self._spent = Decimal(0)  # invoices accepted + debit notes accepted under agreements not invoiced yet
-        self._handled: set[str] = set()  # documents accepted, refused, or of another run: never looked at again
+        # Documents accepted, refused, or of another run: not looked at again. Kept for two generations of
+        # _HANDLED_FOR s: the events are read after a timestamp, so a document comes round again only if the
+        # node announces it twice, and not minutes apart (200 debit notes a second would otherwise fill 14 MB
+        # in ten minutes). Handling one again would do no harm either: acceptances are idempotent.
+        self._handled = _Remembered(_HANDLED_FOR)
         self._received_announced: set[str] = set()  # invoices whose InvoiceReceived was emitted
         self._invoice_paid: dict[str, asyncio.Future[Decimal]] = {}
         self._unpaid: dict[str, str] = {}  # agreement id -> why its invoice is not (or not fully) paid
