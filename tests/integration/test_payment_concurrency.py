@@ -23,7 +23,7 @@ from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
-_PROVIDERS = 4
+_PROVIDERS = 3
 _NETWORK = LocalNetworkConfig(
     providers=[ProviderSpec(name=f"p{i}", debit_note_interval_sec=1) for i in range(_PROVIDERS)],
     activity_runtime="idle",
