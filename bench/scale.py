@@ -9,7 +9,7 @@ from bench.processes import NodeInfo, run_json, served_node
 from bench.stats import Figure, Result, Target
 from golem_local.config import LocalNetworkConfig
 
-__all__ = ["requestor_scale", "run_budget", "running_against_bare", "scale_1000"]
+__all__ = ["real_sandboxes", "requestor_scale", "run_budget", "running_against_bare", "scale_1000"]
 
 _START_BOUND = 300.0  # s the instances may take to start (the child's wait_running bound)
 _STOP_BOUND = 120.0  # s allowed for stopping them and paying the invoices
@@ -210,5 +210,40 @@ async def running_against_bare(runs: int, sizes: tuple[int, ...] = (200, 500, 10
             "events or scoring), then `Golem.run_service` to `wait_running` in `bench.scale_child` on another "
             f"fresh node. The bare side's requests at the largest N: {kinds}. The bare time includes the "
             "allocation and the demand (golem-api makes them in `Golem`'s start, outside its time)."
+        ),
+    )
+
+
+async def real_sandboxes(runs: int, instances: int = 600) -> Result:
+    """Time to running of ``instances`` instances in real sandboxes (the ``vm`` runtime), against as many
+    sandboxes started at once without a network (the floor), in the same run; instances lost."""
+    from bench.bench_sandbox import sandbox_starts
+
+    golem_s: list[float] = []
+    floor_s: list[float] = []
+    lost: list[float] = []
+    budget = run_budget(instances, _START_BOUND + _STOP_BOUND)
+    for _ in range(runs):
+        floor_s.append(await sandbox_starts(instances))
+        async with served_node(instances, "vm", timeout=300, balance=budget) as node:
+            golem = await run_json(_child_argv(node, instances, 0, 1.0, budget), timeout=_START_BOUND + _STOP_BOUND)
+        golem_s.append(golem["running_after_s"])
+        lost.append(float(golem["lost"]))
+    return Result(
+        key="real_sandboxes",
+        title=f"{instances} instances in real sandboxes",
+        figures=[
+            Figure("golem-api time to running", "s", golem_s),
+            Figure(f"floor: {instances} sandboxes started alone", "s", floor_s),
+            Figure("ratio", "×", [g / f for g, f in zip(golem_s, floor_s, strict=True)]),
+            Figure("instances lost", "", lost),
+        ],
+        targets=[Target("ratio", "at most", 1.2), Target("instances lost", "at most", 0.0)],
+        notes=(
+            f"`Golem.run_service` of {instances} trivial instances to `wait_running` (`bench.scale_child`) on a "
+            f"node of {instances} `vm` providers (a bubblewrap sandbox with its agent per activity, each within "
+            "its offer's limits), against the floor measured just before: as many sandboxes deployed and started "
+            "with `VmRuntime` alone, twice as many at a time as there are cores (`bench_sandbox.sandbox_starts`), "
+            "no network, no requestor."
         ),
     )

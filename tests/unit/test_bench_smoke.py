@@ -172,3 +172,14 @@ async def test_the_side_by_side_benchmark_times_one_big_batch_on_both_sides_and_
         assert figures[name].median > 0
     assert "ratio one batch of 5 commands" in figures
     assert "one batch of 5 commands ÷ agent floor" in figures
+
+
+async def test_the_real_sandboxes_benchmark_runs_small_next_to_its_floor() -> None:
+    from bench.scale import real_sandboxes
+
+    result = await real_sandboxes(1, instances=2)
+
+    figures = {figure.name: figure for figure in result.figures}
+    assert list(figures) == ["golem-api time to running", "floor: 2 sandboxes started alone", "ratio", "instances lost"]
+    assert figures["instances lost"].median == 0
+    assert figures["floor: 2 sandboxes started alone"].median > 0
