@@ -62,6 +62,54 @@ async def _median_ms(runs: int, once: Callable[[], Awaitable[object]]) -> float:
     return statistics.median(times) * 1000
 
 
+async def agent_round_trips(count: int) -> float:
+    """Seconds of ``count`` ``true`` commands sent one after the other through the agent of one sandbox."""
+    await check_bubblewrap()
+    with tempfile.TemporaryDirectory() as scratch:
+        runtime = VmRuntime(Image(), Path(scratch) / "activity")
+        await runtime.deploy(DeploySettings())
+        await runtime.start([])
+        try:
+            true = RunProcess("true")
+            await runtime.run_command(true, _ignore)  # warm-up
+            began = time.perf_counter()
+            for _ in range(count):
+                await runtime.run_command(true, _ignore)
+            return time.perf_counter() - began
+        finally:
+            await runtime.stop()
+
+
+async def sandbox_starts(count: int, at_once: int = 2 * (os.cpu_count() or 1)) -> float:
+    """Seconds to deploy and start ``count`` sandboxes, ``at_once`` at a time (a default provider's offer as
+    their limits, as the local node's providers have), until every agent is ready; they are stopped afterwards.
+
+    Not all at once: 600 Python agents starting together on two cores leave some unready after the runtime's
+    10 s bound."""
+    await check_bubblewrap()
+    spec = ProviderSpec(name="bench")
+    limits = SandboxLimits.from_offer(
+        mem_gib=spec.mem_gib, cpu_threads=spec.cpu_threads, storage_gib=spec.storage_gib, processes=spec.max_processes
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chmod(scratch, 0o711)
+        runtimes = [VmRuntime(Image(), Path(scratch) / f"activity-{i}", limits=limits) for i in range(count)]
+
+        gate = asyncio.Semaphore(at_once)
+
+        async def up(runtime: VmRuntime) -> None:
+            async with gate:
+                await runtime.deploy(DeploySettings())
+                await runtime.start([])
+
+        began = time.perf_counter()
+        try:
+            await asyncio.gather(*(up(r) for r in runtimes))
+            return time.perf_counter() - began
+        finally:
+            await asyncio.gather(*(r.stop() for r in runtimes), return_exceptions=True)
+
+
 async def main() -> None:
     """Measure and print the three medians."""
     await check_bubblewrap()

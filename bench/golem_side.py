@@ -29,8 +29,11 @@ __all__ = ["Progress", "Trivial", "main", "measure"]
 class Progress:
     """Instances that entered ``run``, batch times, and an event when enough of either is reached."""
 
-    def __init__(self, instances: int, batches: int) -> None:
+    def __init__(self, instances: int, batches: int, big: int = 0) -> None:
         self.instances, self.batches = instances, batches
+        self.big = big  # commands of one batch sent after the one-command batches (0: none)
+        self.big_s = 0.0
+        self.big_done = asyncio.Event()
         self.running = 0
         self.times: list[float] = []
         self.all_running = asyncio.Event()
@@ -69,19 +72,30 @@ class Trivial(Service):
             began = time.perf_counter()
             yield script
             self.progress.batch(time.perf_counter() - began)
+        if self.progress.big:
+            script = self.ctx.new_script(timeout=60 + self.progress.big)
+            for _ in range(self.progress.big):
+                script.run(COMMAND)
+            began = time.perf_counter()
+            yield script
+            self.progress.big_s = time.perf_counter() - began
+            self.progress.big_done.set()
         await asyncio.get_running_loop().create_future()  # runs until the cluster stops it
 
 
-async def measure(instances: int, batches: int, timeout: float) -> dict[str, float]:
+async def measure(instances: int, batches: int, timeout: float, big: int = 0) -> dict[str, float]:
     """The two sessions of the module docstring of :mod:`bench.yapapi_side`; the figures."""
     subnet = os.environ.get("YAGNA_SUBNET", "public")
-    progress = Progress(1, batches)
+    progress = Progress(1, batches, big)
     async with Golem(budget=Decimal(100), subnet_tag=subnet, event_consumer=None) as golem:
         began = time.perf_counter()
         await golem.run_service(Trivial, instance_params=[{"progress": progress}])
         await asyncio.wait_for(progress.all_running.wait(), timeout)
         ttr_1 = time.perf_counter() - began
         await asyncio.wait_for(progress.batches_done.wait(), timeout)
+        if big:
+            await asyncio.wait_for(progress.big_done.wait(), timeout + big)
+    big_s = progress.big_s
     batch_ms = 1000 * statistics.median(progress.times)
 
     accepted: set[str] = set()
@@ -107,6 +121,7 @@ async def measure(instances: int, batches: int, timeout: float) -> dict[str, flo
         "ttr_1": ttr_1,
         "ttr_n": ttr_n,
         "batch_ms": batch_ms,
+        "big_s": big_s,
         "shutdown": shutdown,
         "agreements": len(confirmed),
         "invoices": len(accepted & confirmed),
@@ -119,9 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=60.0, help="bound of each wait, in seconds")
+    parser.add_argument("--big", type=int, default=0, help="commands of one more batch after the others")
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.ERROR)
-    print(json.dumps(asyncio.run(measure(args.instances, args.batches, args.timeout))), flush=True)
+    print(json.dumps(asyncio.run(measure(args.instances, args.batches, args.timeout, args.big))), flush=True)
 
 
 if __name__ == "__main__":

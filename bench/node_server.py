@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from decimal import Decimal
 from typing import Any
 
 from golem_local.config import LocalNetworkConfig
@@ -36,9 +37,12 @@ def ledger_summary(ledger: Ledger) -> dict[str, Any]:
     }
 
 
-async def serve(providers: int, runtime: str, port: int, *, ledger: bool = False) -> None:
-    """Serve the node until standard input reaches its end."""
-    config = LocalNetworkConfig.with_providers(providers, activity_runtime=runtime)
+async def serve(
+    providers: int, runtime: str, port: int, *, ledger: bool = False, balance: Decimal | None = None
+) -> None:
+    """Serve the node until standard input reaches its end (the requestor holding ``balance``, if given)."""
+    funds = {} if balance is None else {"requestor_balance": balance}
+    config = LocalNetworkConfig.with_providers(providers, activity_runtime=runtime, **funds)
     async with LocalNode(config, port=port) as node:
         info = {"url": node.url, "app_key": node.app_key, "subnet": config.subnet, "pid": os.getpid()}
         print(json.dumps(info), flush=True)
@@ -54,9 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", choices=("vm", "idle"), default="vm", help="what runs activities")
     parser.add_argument("--port", type=int, default=0, help="port to serve on (default: any free one)")
     parser.add_argument("--ledger", action="store_true", help="print what the ledger holds when stopped")
+    parser.add_argument("--balance", type=Decimal, default=None, help="the requestor's funds (default 1000 GLM)")
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.ERROR)
-    asyncio.run(serve(args.providers, args.runtime, args.port, ledger=args.ledger))
+    asyncio.run(serve(args.providers, args.runtime, args.port, ledger=args.ledger, balance=args.balance))
 
 
 if __name__ == "__main__":

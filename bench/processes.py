@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ class NodeInfo(dict[str, str]):
 
 
 @asynccontextmanager
-async def served_node(providers: int, runtime: str, *, timeout: float = 60.0) -> AsyncIterator[NodeInfo]:
-    """A local network with ``providers`` providers in a child process, stopped (bounded) on exit."""
+async def served_node(
+    providers: int, runtime: str, *, timeout: float = 60.0, balance: Decimal | None = None
+) -> AsyncIterator[NodeInfo]:
+    """A local network with ``providers`` providers in a child process, stopped (bounded) on exit; the
+    requestor holds ``balance`` GLM (by default the node's 1000)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -32,6 +36,7 @@ async def served_node(providers: int, runtime: str, *, timeout: float = 60.0) ->
         str(providers),
         "--runtime",
         runtime,
+        *(() if balance is None else ("--balance", str(balance))),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,

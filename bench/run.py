@@ -1,6 +1,7 @@
 """The benchmark command: run each benchmark several times and write ``docs/performance.md`` with its plots.
 
-    python -m bench.run [--runs 5] [--only overhead,running,…,scale1000,batch,yapapi,vpn,transfers] [--output PAGE]
+    python -m bench.run [--runs 5] [--only overhead,running,…,scale1000,bare,sandboxes,batch,yapapi,vpn,transfers]
+                        [--output PAGE]
 
 (``./bench/run`` does the same after setting up the environments.) Progress goes to stderr; the page and the
 PNGs are rewritten at the end.
@@ -26,7 +27,7 @@ __all__ = ["BENCHMARKS", "main", "parse_args"]
 def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
     from bench.bench_vpn import vpn
     from bench.requestor import big_batch, command_overhead, shutdown, throughput, time_to_running
-    from bench.scale import requestor_scale, scale_1000
+    from bench.scale import real_sandboxes, requestor_scale, running_against_bare, scale_1000
     from bench.side_by_side import side_by_side
     from bench.transfers import transfers
 
@@ -37,6 +38,8 @@ def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
         "shutdown": shutdown,
         "scale": requestor_scale,
         "scale1000": scale_1000,
+        "bare": running_against_bare,
+        "sandboxes": real_sandboxes,
         "batch": big_batch,
         "yapapi": side_by_side,
         "vpn": vpn,
@@ -51,6 +54,8 @@ BENCHMARKS = (
     "shutdown",
     "scale",
     "scale1000",
+    "bare",
+    "sandboxes",
     "batch",
     "yapapi",
     "vpn",

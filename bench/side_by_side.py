@@ -8,8 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.bench_sandbox import agent_round_trips
 from bench.processes import ROOT, run_json, served_node
-from bench.stats import Figure, Result
+from bench.stats import Figure, Result, Target
 
 __all__ = ["YAPAPI_PYTHON", "side_by_side"]
 
@@ -26,8 +27,12 @@ def _gftp_shim(bin_dir: Path) -> None:
     shim.chmod(0o755)
 
 
-async def side_by_side(runs: int, instances: int = 10, batches: int = 100) -> Result:
-    """Run both programs ``runs`` times each, alternately; the ratios golem-api / yapapi of their medians."""
+async def side_by_side(runs: int, instances: int = 10, batches: int = 100, big: int = 1000) -> Result:
+    """Run both programs ``runs`` times each, alternately; the ratios golem-api / yapapi of their medians.
+
+    Each run also times one batch of ``big`` commands on both sides, and ``big`` round trips through the
+    sandbox's agent alone (the floor of such a batch: what the agent does for it, without HTTP or a requestor).
+    """
     title = "Side by side with yapapi 0.13.1"
     if not YAPAPI_PYTHON.exists():
         return Result(
@@ -37,6 +42,7 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100) -> Re
             skipped=f"{YAPAPI_PYTHON} is missing: run ./bench/run (it sources scripts/bootstrap.sh with "
             "GOLEM_API_WITH_YAPAPI=1, which creates it)",
         )
+    floors: list[float] = []  # seconds of `big` round trips through the agent alone, one per run
     ours: list[dict[str, float]] = []
     theirs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="golem-api-bench-") as scratch:
@@ -48,10 +54,11 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100) -> Re
                 "YAGNA_SUBNET": node["subnet"],
                 "PATH": f"{scratch}{os.pathsep}{os.environ.get('PATH', '')}",
             }
-            args = ["--instances", str(instances), "--batches", str(batches)]
+            args = ["--instances", str(instances), "--batches", str(batches), "--big", str(big)]
             for _ in range(runs):
                 ours.append(await run_json([sys.executable, "-m", "bench.golem_side", *args], env=env))
                 theirs.append(await run_json([str(YAPAPI_PYTHON), "bench/yapapi_side.py", *args], env=env))
+                floors.append(await agent_round_trips(big))
     for side, outcomes in (("golem-api", ours), ("yapapi", theirs)):
         unpaid = [f for f in outcomes if f["invoices"] != f["agreements"] or not f["agreements"]]
         if unpaid:
@@ -62,6 +69,17 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100) -> Re
         figures.append(Figure(f"golem-api {name}", unit, [f[key] for f in ours]))
         figures.append(Figure(f"yapapi {name}", unit, [f[key] for f in theirs]))
         figures.append(Figure(f"ratio {name}", "×", [a[key] / b[key] for a, b in zip(ours, theirs, strict=True)]))
+    if big:
+        name = f"one batch of {big} commands"
+        figures.append(Figure(f"golem-api {name}", "s", [f["big_s"] for f in ours]))
+        figures.append(Figure(f"yapapi {name}", "s", [f["big_s"] for f in theirs]))
+        figures.append(Figure(f"agent floor: {big} round trips", "s", floors))
+        figures.append(
+            Figure(f"ratio {name}", "×", [a["big_s"] / b["big_s"] for a, b in zip(ours, theirs, strict=True)])
+        )
+        figures.append(
+            Figure(f"{name} ÷ agent floor", "×", [a["big_s"] / f for a, f in zip(ours, floors, strict=True)])
+        )
     return Result(
         key="yapapi",
         title=title,
@@ -73,6 +91,15 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100) -> Re
             f"handler is entered. Per-command batch: the median of {batches} one-command batches (`run /bin/true`) "
             f"from `yield` to resumption. Shutdown: from `cluster.stop()` with {instances} running instances to "
             "the end of `async with Golem(...)`, every invoice accepted (checked from each library's events). "
-            "Ratio = golem-api / yapapi per run (below 1: golem-api is faster)."
+            f"One batch of {big} commands: `run /bin/true` {big} times in one script, from `yield` to resumption "
+            f"with every result, after the one-command batches; its floor is {big} `true` round trips through the "
+            "agent of one sandbox alone (`bench.bench_sandbox.agent_round_trips`, no HTTP, no requestor), measured "
+            "after each pair. Ratio = golem-api / yapapi per run (below 1: golem-api is faster)."
         ),
+        targets=[
+            Target(f"ratio one batch of {big} commands", "at most", 0.5),
+            Target(f"one batch of {big} commands ÷ agent floor", "at most", 1.2),
+        ]
+        if big
+        else [],
     )

@@ -6,7 +6,7 @@ when no file moves). :mod:`bench.golem_side` is the same program written with go
 
 1. one ``Golem``: ``run_service`` of 1 instance, until its ``run`` handler is entered (time to running, N=1);
    then ``--batches`` one-command batches (``run /bin/true``) from ``run``, each timed from ``yield`` to the
-   handler resuming; leave ``Golem``.
+   handler resuming; with ``--big N``, then one batch of N such commands, timed the same way; leave ``Golem``.
 2. another ``Golem``: ``run_service`` of ``--instances`` instances until every ``run`` is entered (time to
    running, N=10); then ``cluster.stop()`` until ``Golem`` is exited with its invoices accepted (shutdown).
 
@@ -21,6 +21,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from yapapi import Golem, events
 from yapapi.payload import Payload
@@ -43,8 +44,11 @@ class TrivialPayload(Payload):
 class Progress:
     """Instances that entered ``run``, batch times, and an event when enough of either is reached."""
 
-    def __init__(self, instances: int, batches: int) -> None:
+    def __init__(self, instances: int, batches: int, big: int = 0) -> None:
         self.instances, self.batches = instances, batches
+        self.big = big  # commands of one batch sent after the one-command batches (0: none)
+        self.big_s = 0.0
+        self.big_done = asyncio.Event()
         self.running = 0
         self.times = []
         self.all_running = asyncio.Event()
@@ -80,18 +84,29 @@ class Trivial(Service):
             began = time.perf_counter()
             yield script
             self.progress.batch(time.perf_counter() - began)
+        if self.progress.big:
+            script = self._ctx.new_script(timeout=timedelta(seconds=60 + self.progress.big))
+            for _ in range(self.progress.big):
+                script.run(COMMAND)
+            began = time.perf_counter()
+            yield script
+            self.progress.big_s = time.perf_counter() - began
+            self.progress.big_done.set()
         await asyncio.Event().wait()  # runs until the cluster stops it
 
 
 async def main(args: argparse.Namespace) -> dict:
     subnet = os.environ.get("YAGNA_SUBNET", "public")
-    progress = Progress(1, args.batches)
+    progress = Progress(1, args.batches, args.big)
     async with Golem(budget=100.0, subnet_tag=subnet, event_consumer=lambda event: None) as golem:
         began = time.perf_counter()
         await golem.run_service(Trivial, instance_params=[{"progress": progress}])
         await asyncio.wait_for(progress.all_running.wait(), args.timeout)
         ttr_1 = time.perf_counter() - began
         await asyncio.wait_for(progress.batches_done.wait(), args.timeout)
+        if args.big:
+            await asyncio.wait_for(progress.big_done.wait(), args.timeout + args.big)
+    big_s = progress.big_s
     batch_ms = 1000 * statistics.median(progress.times)
 
     accepted, confirmed = set(), set()
@@ -116,6 +131,7 @@ async def main(args: argparse.Namespace) -> dict:
         "ttr_1": ttr_1,
         "ttr_n": ttr_n,
         "batch_ms": batch_ms,
+        "big_s": big_s,
         "shutdown": shutdown,
         "agreements": len(confirmed),
         "invoices": len(accepted & confirmed),
@@ -127,4 +143,5 @@ if __name__ == "__main__":
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=60.0, help="bound of each wait, in seconds")
+    parser.add_argument("--big", type=int, default=0, help="commands of one more batch after the others")
     print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)

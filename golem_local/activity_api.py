@@ -28,7 +28,7 @@ from aiohttp import web
 from golem_local.activity import ActivityHub, ExeUnitActivity
 from golem_local.batch import Batch
 from golem_local.exescript import ExeScriptError, parse_exescript
-from golem_local.http import HttpError, json_response, query_seconds, read_json
+from golem_local.http import HttpError, json_bytes_response, json_response, query_seconds, read_json
 
 __all__ = [
     "ACTIVITY_PREFIX",
@@ -139,7 +139,8 @@ class _ActivityRoutes:
             return await self._stream(request, batch)
         command_index = _command_index(request)
         timeout = query_seconds(request, "timeout", None)
-        return json_response(await batch.wait_results(command_index=command_index, timeout=timeout))
+        results = await batch.wait_results(command_index=command_index, timeout=timeout)
+        return json_bytes_response(batch.results_json(len(results)))
 
     async def _stream(self, request: web.Request, batch: Batch) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": _EVENT_STREAM, "Cache-Control": "no-cache"})

@@ -30,6 +30,7 @@ and :meth:`Listener.take` (for the event stream).
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -151,6 +152,7 @@ class Batch:
         self.output_limit = output_limit
         self.congestion_timeout = CONGESTION_TIMEOUT
         self.results: list[dict[str, Any]] = []
+        self._encoded: list[bytes] = []  # the JSON of each result, made once (a poll answers them all again)
         self.events: list[Event] = []  # what a reader that connects now gets first (see the module docstring)
         self.running: Command | None = None
         self.finished = False
@@ -272,6 +274,16 @@ class Batch:
         if remaining <= 0:
             return False
         return await wait_event(self._changed, remaining)
+
+    def results_json(self, count: int) -> bytes:
+        """The JSON array of the first ``count`` results; each result is encoded once, when first answered.
+
+        Every long-poll answers all the results so far (as the daemon does), so a batch of a thousand commands
+        polled after each one would otherwise encode half a million results.
+        """
+        for result in self.results[len(self._encoded) : count]:
+            self._encoded.append(json.dumps(result, separators=(",", ":"), allow_nan=False).encode())
+        return b"[" + b",".join(self._encoded[:count]) + b"]"
 
     async def wait_results(self, *, command_index: int | None, timeout: float | None) -> list[dict[str, Any]]:
         """The results so far, after waiting as the daemon's long-poll does.

@@ -27,6 +27,7 @@ __all__ = [
     "HttpError",
     "auth_middleware",
     "error_middleware",
+    "json_bytes_response",
     "json_response",
     "query_seconds",
     "read_json",
@@ -59,7 +60,11 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     Strict JSON only: a number that is not finite (``NaN``, ``Infinity``) raises ``ValueError`` instead of
     reaching a client as something that is not JSON (the error middleware answers 500 and logs it).
     """
-    data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    return json_bytes_response(json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), status)
+
+
+def json_bytes_response(data: bytes, status: int = 200) -> web.Response:
+    """A JSON answer already encoded (``data``)."""
     if len(data) > _LARGE_BODY:  # a command's results: streamed from a buffer, as aiohttp asks for large bodies
         return web.Response(status=status, body=io.BytesIO(data), content_type="application/json")
     return web.Response(status=status, body=data, content_type="application/json")

@@ -7,7 +7,9 @@ and, the next ``times`` times one matches, does one of:
 * ``"drop"``: close the connection without forwarding the request (the node never sees it);
 * ``"lose_answer"``: forward the request, then close the connection when the node's answer starts, without
   passing it on (the node acted; the client never learns it);
-* ``"status"``: answer ``status`` itself (e.g. 503) and close, without forwarding.
+* ``"status"``: answer ``status`` itself (e.g. 503) and close, without forwarding;
+* ``"hold"``: keep the request until :meth:`FaultProxy.release`, then forward it (how many requests a client
+  has in flight at once shows in the hits).
 
 :meth:`FaultProxy.cut` closes every open connection at once (a network blip); :attr:`refusing` makes it close
 new connections as they come (the node looks down). Every injected fault is recorded in :attr:`hits` and
@@ -32,13 +34,13 @@ class Fault:
     """Inject ``action`` on the next ``times`` requests whose ``METHOD path`` matches ``pattern``."""
 
     pattern: str
-    action: str  # "drop", "lose_answer" or "status"
+    action: str  # "drop", "lose_answer", "status" or "hold"
     times: int = 1
     status: int = 503
     _regex: re.Pattern[str] = field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.action not in ("drop", "lose_answer", "status"):
+        if self.action not in ("drop", "lose_answer", "status", "hold"):
             raise ValueError(f"unknown fault action {self.action!r}")
         self._regex = re.compile(self.pattern)
 
@@ -59,6 +61,7 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._hit = asyncio.Event()
+        self._released = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -90,6 +93,10 @@ class FaultProxy:
         """Close every open connection now."""
         for writer in list(self._writers):
             writer.close()
+
+    def release(self) -> None:
+        """Forward the held requests, and from now on every request a ``"hold"`` fault matches at once."""
+        self._released.set()
 
     def hits_of(self, action: str) -> list[str]:
         return [request for kind, request in self.hits if kind == action]
@@ -159,7 +166,10 @@ class FaultProxy:
                         await writer.drain()
                         self._record("status", request)
                         return
-                    if fault is not None:
+                    if fault is not None and fault.action == "hold":
+                        self._record("hold", request)
+                        await self._released.wait()
+                    elif fault is not None:
                         lose_answer_of.append(request)
                 up_writer.write(chunk)
                 await up_writer.drain()

@@ -110,6 +110,7 @@ class ActivityApi:
             params=params,
             timeout=None if timeout is None else timeout + POLL_MARGIN,
             parse=parse_list(ExeScriptCommandResult.from_json, skip=_before(since)),
+            decode=_results_from(since),
         )
 
     def stream_exec_batch_results(
@@ -180,6 +181,29 @@ class _RuntimeEvents:
                         method=method, path=path, status=200, message=f"unexpected event in the stream: {exc}"
                     ) from exc
         return self._ready.pop(0)
+
+
+def _results_from(since: int) -> Callable[[str], Any]:
+    """A decoder of a results answer that decodes only the results from command ``since`` on, when it can.
+
+    Each answer holds every result so far, so decoding it all on each poll of a long batch costs the square of
+    its length (a batch of 1000 one-command polls: 0.8 s of JSON decoding). A compact answer (the daemon's and
+    the local node's) starts each result with ``{"index":N,``; inside a JSON string every ``"`` is escaped,
+    so that text marks the start of result ``N`` and the rest is the array's tail. Any other shape is decoded
+    whole (and the results before ``since`` are then skipped unparsed).
+    """
+    marker = f'{{"index":{since},'
+
+    def decode(text: str) -> Any:
+        start = text.find(marker) if since > 0 else -1
+        if start > 0:
+            try:
+                return json.loads("[" + text[start:])
+            except ValueError:
+                pass  # not the shape expected: decode it all
+        return json.loads(text)
+
+    return decode
 
 
 def _before(since: int) -> Callable[[Any], bool] | None:

@@ -153,12 +153,14 @@ class RestClient:
         json: Any = ABSENT,
         timeout: float | None = None,
         parse: Callable[[Any], T],
+        decode: Callable[[str], Any] = jsonlib.loads,
     ) -> T:
         """Send ``route``, return ``parse(answer)``; every failure becomes a :class:`GolemError`.
 
         ``json`` is sent as a JSON body (``None`` sends ``null``); leave it out to send no body.
         ``timeout`` replaces the client's request timeout (long-polls pass their own plus a margin;
-        ``math.inf`` means no limit).
+        ``math.inf`` means no limit). ``decode`` turns the answer's text into JSON values (a caller that
+        needs only part of a long answer may decode only that part).
         """
         url, full_path, query = self._prepare(route, path_args, params)
         headers: dict[str, str] = {}
@@ -183,7 +185,7 @@ class RestClient:
         if not 200 <= status < 300:
             raise error_for_status(route.method, full_path, status, text)
         try:
-            answer = jsonlib.loads(text) if text.strip() else None
+            answer = decode(text) if text.strip() else None
         except ValueError as exc:
             raise ServerError(
                 method=route.method,

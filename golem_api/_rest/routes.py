@@ -84,8 +84,10 @@ class Requester(Protocol):
         json: Any = ABSENT,
         timeout: float | None = None,
         parse: Callable[[Any], T],
+        decode: Callable[[str], Any] = ...,
     ) -> T:
-        """Send ``route`` filled with ``path_args``; ``None`` query values are left out."""
+        """Send ``route`` filled with ``path_args``; ``None`` query values are left out; ``decode`` (by default
+        ``json.loads``) turns the answer's text into JSON values."""
 
 
 class StreamOpener(Protocol):

@@ -74,10 +74,13 @@ _ECHOED = (
 
 @define
 class _Draft:
-    """A provider's Draft answering our counter: ready to become an agreement."""
+    """A provider's Draft answering our counter: ready to become an agreement (``score``: the strategy's, once
+    asked; ``None`` when it turned the offer down)."""
 
     proposal_id: str
     offer: Offer
+    score: float | None = None
+    scored: bool = False
 
 
 @define
@@ -317,6 +320,17 @@ class Demand:
 
     # --- agreements -------------------------------------------------------------------------------
 
+    def _score(self, draft: _Draft) -> float | None:
+        """The strategy's score of the draft's offer, asked once per draft until a provider fails.
+
+        Every agreement picks the best of the drafts at hand: judging them all each time cost a thousand
+        instances some 44,000 calls. A strategy's scores change only when told a provider failed
+        (:meth:`~golem_api.market.strategy.MarketStrategy.provider_failed`), which forgets them all.
+        """
+        if not draft.scored:
+            draft.score, draft.scored = self._strategy.judge(draft.offer).score, True
+        return draft.score
+
     async def _best_draft(self, deadline: float, avoid: Collection[str]) -> _Draft:
         loop = asyncio.get_running_loop()
         while True:
@@ -325,7 +339,7 @@ class Demand:
             candidates = [d for d in self._drafts if d.offer.provider_id not in self._engaged]
             # Providers to avoid are used only when nobody else has a Draft at hand.
             preferred = [d for d in candidates if d.offer.provider_id not in avoid]
-            scored = [(self._strategy.judge(d.offer).score, d) for d in preferred or candidates]
+            scored = [(self._score(d), d) for d in preferred or candidates]
             best = max(((s, d) for s, d in scored if s is not None), key=lambda pair: pair[0], default=None)
             if best is not None:
                 self._drafts.remove(best[1])
@@ -391,6 +405,8 @@ class Demand:
         except (AgreementError, RequestTimeoutError, GoneError, ConflictError, GolemError) as exc:
             self._engaged.discard(offer.provider_id)
             self._strategy.provider_failed(offer.provider_id)
+            for waiting in self._drafts:  # the strategy's scores may change now
+                waiting.scored = False
             self._bus.emit(AgreementRejected(agreement_id=aid, provider_id=pid, provider_name=name, reason=str(exc)))
             await self._withdraw_agreement(agreement_id)
             return None

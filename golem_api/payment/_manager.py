@@ -19,6 +19,12 @@ policy of :mod:`golem_api._retry` (accepting twice answers as the first time, so
 is harmless; a refused repeat is checked against the document's status, and an accepted document counts as
 done). A document still not confirmed after that is kept and tried again on every later poll, until it is.
 
+Documents are handled side by side, up to ``concurrency`` at once (a thousand providers billing every five
+seconds send two hundred debit notes a second, more than one round trip after another keeps up with), but
+one agreement's documents one at a time, in turn: its checks, acceptance and booking. While a document is
+being accepted its charge is held out of the budget, so that documents accepted at the same time never pay
+more than the budget between them.
+
 A document the budget cannot pay is refused with :class:`~golem_api.events.BudgetExhausted` (and a line
 saying so), its agreement is terminated with a :class:`~golem_api.errors.BudgetExceededError` as the cause,
 and its invoice is not waited for on exit.
@@ -30,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -76,11 +82,37 @@ _log = logging.getLogger(__name__)
 _USAGE_TIMEOUT = 10.0  # seconds allowed for reading an activity's usage
 
 
+_HANDLED_FOR = 300.0  # seconds a handled document is remembered at least (at most twice that)
+
+
+class _Remembered:
+    """A set of strings that forgets what was added more than ``keep`` to ``2 × keep`` seconds ago."""
+
+    def __init__(self, keep: float) -> None:
+        self._keep = keep
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        self._turned = time.monotonic()
+
+    def add(self, item: str) -> None:
+        now = time.monotonic()
+        if now - self._turned >= self._keep:
+            self._previous, self._current, self._turned = self._current, set(), now
+        self._current.add(item)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._current or item in self._previous
+
+    def __len__(self) -> int:
+        return len(self._current | self._previous)
+
+
 class PaymentManager:
     """Holds the allocation and accepts the documents of this run's agreements.
 
     ``price_tolerance`` (relative, default 1 %) and ``amount_epsilon`` (absolute) are how much more than
-    price × reported usage a document may ask, for rounding and clocks that differ a little.
+    price × reported usage a document may ask, for rounding and clocks that differ a little. ``concurrency``
+    is how many documents are checked and accepted at once (of different agreements).
     """
 
     def __init__(
@@ -92,7 +124,10 @@ class PaymentManager:
         platform: str,
         price_tolerance: Decimal = Decimal("0.01"),
         amount_epsilon: Decimal = Decimal("1e-9"),
+        concurrency: int = 64,
     ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise PaymentError(f"concurrency must be a positive number of documents, got {concurrency!r}")
         if not price_tolerance >= 0 or not amount_epsilon >= 0:
             raise PaymentError(
                 f"price_tolerance and amount_epsilon must not be negative, got {price_tolerance}, {amount_epsilon}"
@@ -112,13 +147,20 @@ class PaymentManager:
         # Running totals, so that `spent` (asked for every document) costs the same at any number of agreements:
         self._debit_of_agreement: dict[str, Decimal] = {}  # agreement id -> debit notes accepted for its activities
         self._spent = Decimal(0)  # invoices accepted + debit notes accepted under agreements not invoiced yet
-        self._handled: set[str] = set()  # documents accepted, refused, or of another run: never looked at again
+        # Documents accepted, refused, or of another run: not looked at again. Kept for two generations of
+        # _HANDLED_FOR s: the events are read after a timestamp, so a document comes round again only if the
+        # node announces it twice, and not minutes apart (200 debit notes a second would otherwise fill 14 MB
+        # in ten minutes). Handling one again would do no harm either: acceptances are idempotent.
+        self._handled = _Remembered(_HANDLED_FOR)
         self._received_announced: set[str] = set()  # invoices whose InvoiceReceived was emitted
         self._invoice_paid: dict[str, asyncio.Future[Decimal]] = {}
         self._unpaid: dict[str, str] = {}  # agreement id -> why its invoice is not (or not fully) paid
         self._tasks = TaskSet("payment manager", logger=_log)
         self._activity_seen: dict[str, float] = {}  # activity id -> time.monotonic() when its creation was answered
         self._subscription = bus.subscribe(self._on_activity_created, ActivityCreated)
+        self.concurrency = concurrency
+        self._reserved = Decimal(0)  # charges of documents being accepted right now, not booked yet
+        self._turns: dict[str, asyncio.Lock] = {}  # agreement id -> held while one of its documents is handled
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -271,13 +313,29 @@ class PaymentManager:
     ) -> None:
         """Read the node's events from ``since`` and handle each received document until it is done.
 
-        A document whose handling failed on a transient fault (after the retries of :func:`retry`) stays in
-        ``pending`` and is handled again on the next round; the next read of events is then short, so that it
-        comes round soon.
+        Each document is handled by a task of its own, up to ``concurrency`` at once (reading more events
+        waits for a free place), so that one slow document holds up no other. A document whose handling
+        failed on a transient fault (after the retries of :func:`retry`) goes back to ``pending`` and is
+        handled again on the next round; the next read of events is then short, so that it comes round soon.
         """
         after = since
-        pending: dict[str, None] = {}  # document ids in the order they arrived
+        pending: dict[str, None] = {}  # document ids to handle, in the order they arrived
+        in_flight: set[str] = set()
+        gate = asyncio.Semaphore(self.concurrency)
         delays = None
+
+        async def work(document_id: str) -> None:
+            done = False
+            try:
+                done = await self._process(kind, document_id, handle)
+            finally:
+                in_flight.discard(document_id)
+                gate.release()
+                if done:
+                    self._handled.add(document_id)
+                else:
+                    pending[document_id] = None
+
         while True:
             try:
                 events = await collect(after=after, timeout=1.0 if pending else 5.0, max_events=100)
@@ -290,12 +348,16 @@ class PaymentManager:
             delays = None
             for event in events:
                 after = max(after, event.event_date)
-                if event.event_type.endswith("ReceivedEvent") and event.document_id not in self._handled:
-                    pending[event.document_id] = None
-            for document_id in list(pending):
-                if await self._process(kind, document_id, handle):
-                    del pending[document_id]
-                    self._handled.add(document_id)
+                document_id = event.document_id
+                received = event.event_type.endswith("ReceivedEvent")
+                if received and document_id not in self._handled and document_id not in in_flight:
+                    pending[document_id] = None
+            while pending:
+                document_id = next(iter(pending))
+                del pending[document_id]
+                await gate.acquire()
+                in_flight.add(document_id)
+                self._tasks.spawn(work(document_id), name=f"{kind} {document_id}")
 
     async def _process(self, kind: str, document_id: str, handle: Callable[[str], Awaitable[None]]) -> bool:
         """Handle one document; True when it is done with (paid, refused, not ours), False to try again later."""
@@ -334,7 +396,27 @@ class PaymentManager:
         return status in ("ACCEPTED", "SETTLED")
 
     def _remaining(self) -> Decimal:
-        return self.budget - self.spent
+        """What the budget can still pay: neither spent nor held for an acceptance under way."""
+        return self.budget - self.spent - self._reserved
+
+    @contextlib.asynccontextmanager
+    async def _reserve(self, charge: Decimal) -> AsyncIterator[None]:
+        """Hold ``charge`` of the budget while a document is accepted, so that documents accepted at the same
+        time never pay more than the budget between them; released once it is booked (or failed)."""
+        self._reserved += charge
+        try:
+            yield
+        finally:
+            self._reserved -= charge
+
+    @contextlib.asynccontextmanager
+    async def _agreement_turn(self, agreement_id: str) -> AsyncIterator[None]:
+        """One document of an agreement at a time: its checks, acceptance and booking."""
+        lock = self._turns.get(agreement_id)
+        if lock is None:
+            lock = self._turns[agreement_id] = asyncio.Lock()
+        async with lock:
+            yield
 
     async def _on_debit_note(self, debit_note_id: str) -> None:
         note = await retry(
@@ -344,6 +426,11 @@ class PaymentManager:
         if agreement is None:
             _log.debug("debit note %s is for agreement %s of another run", debit_note_id, note.agreement_id)
             return
+        async with self._agreement_turn(note.agreement_id):
+            await self._check_and_accept_debit_note(agreement, note)
+
+    async def _check_and_accept_debit_note(self, agreement: Agreement, note: DebitNote) -> None:
+        debit_note_id = note.debit_note_id
         if await self._overcharged_debit_note(agreement, note):
             return
         already = self._accepted_debit.get(note.activity_id, Decimal(0))
@@ -351,8 +438,10 @@ class PaymentManager:
         if charge > self._remaining():
             await self._refuse_for_budget(agreement, "debit note", debit_note_id, note.total_amount_due, charge)
             return
-        await self._accept("debit note", debit_note_id, note.total_amount_due)
-        self._book_debit_note(note.activity_id, note.agreement_id, max(already, note.total_amount_due))
+        async with self._reserve(charge):
+            await self._accept("debit note", debit_note_id, note.total_amount_due)
+            total = max(self._accepted_debit.get(note.activity_id, Decimal(0)), note.total_amount_due)
+            self._book_debit_note(note.activity_id, note.agreement_id, total)
         self._bus.emit(
             DebitNoteAccepted(
                 debit_note_id=debit_note_id,
@@ -577,6 +666,11 @@ class PaymentManager:
                     amount=invoice.amount,
                 )
             )
+        async with self._agreement_turn(invoice.agreement_id):
+            await self._check_and_accept_invoice(agreement, invoice)
+
+    async def _check_and_accept_invoice(self, agreement: Agreement, invoice: Invoice) -> None:
+        invoice_id = invoice.invoice_id
         if await self._overcharged_invoice(agreement, invoice):
             return
         covered = sum((self._accepted_debit.get(a, Decimal(0)) for a in invoice.activity_ids), start=Decimal(0))
@@ -584,8 +678,9 @@ class PaymentManager:
         if charge > self._remaining():
             await self._refuse_for_budget(agreement, "invoice", invoice_id, invoice.amount, charge)
             return
-        await self._accept("invoice", invoice_id, invoice.amount)
-        self._book_invoice(invoice.agreement_id, invoice.amount, invoice.activity_ids)
+        async with self._reserve(charge):
+            await self._accept("invoice", invoice_id, invoice.amount)
+            self._book_invoice(invoice.agreement_id, invoice.amount, invoice.activity_ids)
         future = self._invoice_paid.get(invoice.agreement_id)
         if future is not None and not future.done():
             future.set_result(invoice.amount)

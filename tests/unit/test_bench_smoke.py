@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -98,17 +99,37 @@ def test_a_short_soak_runs_and_finds_every_document_paid_once() -> None:
 async def test_the_idle_scale_benchmark_runs_small_and_reports_lost_instances_and_the_nodes_cpu() -> None:
     from bench.scale import scale_1000
 
-    result = await scale_1000(1, instances=3, window=0.2)
+    result = await scale_1000(1, instances=3, window=0.2, idle=0.6)
 
-    names = [figure.name for figure in result.figures]
-    assert names == [
+    figures = {figure.name: figure for figure in result.figures}
+    assert list(figures) == [
         "time to running",
         "instances lost",
+        "instances lost while idle",
+        "agreements ended while idle",
         "requestor idle CPU",
+        "requestor idle CPU, last third ÷ middle third",
         "requestor RSS per instance",
+        "requestor RSS, last third ÷ middle third",
         "node idle CPU",
+        "node idle CPU, last third ÷ middle third",
         "node RSS",
+        "node RSS, last third ÷ middle third",
+        "polling floor: bare aiohttp CPU",
+        "requestor idle CPU ÷ polling floor",
+        "node: serving the floor's polling",
+        "node idle CPU ÷ its polling floor",
     ]
+    assert len(figures["requestor idle CPU"].samples) == 3  # 0.6 s of idling in windows of 0.2 s
+    assert figures["instances lost while idle"].median == figures["agreements ended while idle"].median == 0
+
+
+def test_the_scale_budget_covers_the_dearest_providers_for_the_whole_run() -> None:
+    from bench.scale import run_budget
+
+    # 1000 default providers cost about 5.1 GLM/s for duration alone: 1000 GLM lasted some 200 s.
+    assert run_budget(1000, 600) > Decimal("5.1") * 600 * 2
+    assert run_budget(3, 1) < run_budget(3, 10)
 
 
 async def test_the_big_batch_benchmark_runs_small_next_to_its_floors() -> None:
@@ -145,3 +166,47 @@ async def test_the_transfers_benchmark_runs_small_next_to_its_floors_and_ratios(
     } <= names
     assert all(result.figure(target.figure).runs == 1 for target in result.targets)
     assert result.figure("download_bytes 2 MB: requestor + ÷ size").unit == "×"
+
+
+async def test_the_bare_aiohttp_floor_of_time_to_running_runs_small_with_the_same_requests() -> None:
+    from bench.scale import running_against_bare
+
+    result = await running_against_bare(1, sizes=(3,))
+
+    figures = {figure.name: figure for figure in result.figures}
+    assert list(figures) == [
+        "N=3 golem-api",
+        "N=3 bare aiohttp",
+        "N=3 golem-api ÷ bare",
+        "instances lost",
+    ]
+    assert figures["instances lost"].median == 0
+    # Per instance: one counter-proposal, agreement, confirmation, wait, activity and deploy + start batch.
+    for kind in ("counter proposal", "create agreement", "confirm agreement", "create activity", "exec"):
+        assert f"{kind} 3" in result.notes
+
+
+@pytest.mark.slow  # yapapi's own interpreter and sandboxes: a minute
+async def test_the_side_by_side_benchmark_times_one_big_batch_on_both_sides_and_the_agent_floor() -> None:
+    from bench.side_by_side import side_by_side
+
+    result = await side_by_side(1, instances=1, batches=2, big=5)
+
+    if result.skipped:
+        pytest.skip(result.skipped)
+    figures = {figure.name: figure for figure in result.figures}
+    for name in ("golem-api one batch of 5 commands", "yapapi one batch of 5 commands", "agent floor: 5 round trips"):
+        assert figures[name].median > 0
+    assert "ratio one batch of 5 commands" in figures
+    assert "one batch of 5 commands ÷ agent floor" in figures
+
+
+async def test_the_real_sandboxes_benchmark_runs_small_next_to_its_floor() -> None:
+    from bench.scale import real_sandboxes
+
+    result = await real_sandboxes(1, instances=2)
+
+    figures = {figure.name: figure for figure in result.figures}
+    assert list(figures) == ["golem-api time to running", "floor: 2 sandboxes started alone", "ratio", "instances lost"]
+    assert figures["instances lost"].median == 0
+    assert figures["floor: 2 sandboxes started alone"].median > 0

@@ -7,6 +7,8 @@ import random
 from decimal import Decimal
 from typing import Any, cast
 
+import pytest
+
 from golem_api.events import EventBus
 from golem_api.payment._manager import PaymentManager
 
@@ -50,3 +52,26 @@ async def test_an_invoice_replaces_its_agreements_debit_notes_in_spent() -> None
     assert manager.spent == Decimal("1.05")
     manager._book_debit_note("a1", "agr-1", Decimal("0.9"))  # a late note under an invoiced agreement: no change
     assert manager.spent == Decimal("1.05")
+
+
+def test_handled_documents_are_forgotten_after_two_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    from golem_api.payment import _manager
+
+    clock = [1000.0]
+    monkeypatch.setattr(_manager.time, "monotonic", lambda: clock[0])
+    remembered = _manager._Remembered(300.0)
+    remembered.add("note-1")
+    clock[0] += 299.0
+    remembered.add("note-2")
+    assert "note-1" in remembered
+    assert "note-2" in remembered
+    clock[0] += 2.0  # the first generation ends: note-1 and note-2 move to the previous one
+    remembered.add("note-3")
+    assert all(n in remembered for n in ("note-1", "note-2", "note-3"))
+    clock[0] += 301.0  # the second: what was added before the first turn is gone
+    remembered.add("note-4")
+    assert "note-1" not in remembered
+    assert "note-2" not in remembered
+    assert "note-3" in remembered
+    assert "note-4" in remembered
+    assert len(remembered) == 2

@@ -86,3 +86,34 @@ def test_bad_strategy_settings_are_refused() -> None:
         LeastExpensiveLinearPayu(max_start_price=-1)
     with pytest.raises(ConfigurationError, match="collection"):
         LeastExpensiveLinearPayu(deny="bad")  # type: ignore[arg-type]
+
+
+async def test_each_draft_is_judged_once_however_many_agreements_pick_among_them() -> None:
+    from datetime import datetime, timezone
+    from typing import cast
+
+    from golem_api.events import EventBus
+    from golem_api.market.negotiation import Demand, _Draft
+
+    judged: list[str] = []
+
+    class Counting(LeastExpensiveLinearPayu):
+        def judge(self, candidate: Offer) -> Any:
+            judged.append(candidate.provider_id)
+            return super().judge(candidate)
+
+    demand = Demand(
+        rest=cast(Any, None),
+        bus=EventBus(),
+        strategy=Counting(),
+        properties={},
+        constraints="",
+        payment_platform="erc20-holesky-tglm",
+        expiration=datetime.now(timezone.utc),
+    )
+    drafts = [offer(name, price, 0.0001, 0.0) for name, price in (("b", 0.0002), ("a", 0.0001), ("c", 0.0003))]
+    demand._drafts.extend(_Draft(f"draft-{o.provider_id}", o) for o in drafts)
+    picked = [(await demand._best_draft(deadline=1e12, avoid=())).offer.provider_id for _ in drafts]
+
+    assert picked == ["0xa", "0xb", "0xc"]  # the cheapest first, as before
+    assert sorted(judged) == ["0xa", "0xb", "0xc"]  # not 3 + 2 + 1 judgements
