@@ -57,7 +57,7 @@ from golem_local.runtime.container_engine import QUERY_TIMEOUT, ContainerEngine,
 from golem_local.runtime.container_layer import WritableLayer
 from golem_local.runtime.engine_image import EngineImages
 from golem_local.runtime.idle import IdleRuntime
-from golem_local.runtime.image import Image, check_sandbox_path
+from golem_local.runtime.image import Image, check_sandbox_path, volume_of
 from golem_local.runtime.launch import MIB, SandboxHost, SandboxLimits, default_sandbox_host
 from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.sandbox import DEFAULT_HOSTNAME
@@ -450,16 +450,7 @@ class ContainerRuntime(IdleRuntime):
 
     def container_path(self, path: str) -> Path:
         """The host path of ``path`` inside a volume."""
-        names = ", ".join(volume.path for volume in self._volumes) or "none yet: deploy first"
-        try:
-            normal = check_sandbox_path(path, "path")
-        except ValueError as exc:
-            raise RuntimeFailure(f"{exc}; files can go to and from the volumes only ({names})") from None
-        inside = [v for v in self._volumes if normal == v.path or normal.startswith(v.path + "/")]
-        if not inside:
-            raise RuntimeFailure(f"{path!r} is not inside a volume; files can go to and from these only: {names}")
-        volume = max(inside, key=lambda candidate: len(candidate.path))
-        return volume.host_path / normal[len(volume.path) :].lstrip("/")
+        return volume_of(self._volumes, path)[1]
 
     def offer(self) -> OfferTemplate:
         """``golem.runtime.name`` ``container``, the GVMI package format, and ``vpn`` in

@@ -20,10 +20,12 @@ for images given as an :class:`Image` of a few files (``LocalNetworkConfig(image
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from attrs import field, frozen
+
+from golem_local.runtime.base import RuntimeFailure, Volume
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -31,6 +33,7 @@ __all__ = [
     "Image",
     "check_sandbox_path",
     "is_python_base",
+    "volume_of",
 ]
 
 DEFAULT_VOLUMES: tuple[str, ...] = ("/golem/in", "/golem/out", "/golem/input", "/golem/output", "/golem/work")
@@ -53,6 +56,21 @@ def check_sandbox_path(path: str, what: str) -> str:
     if normal == "/":
         raise ValueError(f"the {what} {path!r} is the root directory; name a directory below it")
     return normal
+
+
+def volume_of(volumes: Sequence[Volume], path: str) -> tuple[Volume, Path]:
+    """The volume holding the sandbox path ``path`` (the deepest, when volumes nest) and ``path``'s host path in
+    it, not resolved; :class:`RuntimeFailure` naming the volumes when ``path`` is not an absolute path in one."""
+    names = ", ".join(volume.path for volume in volumes) or "none yet: deploy first"
+    try:
+        normal = check_sandbox_path(path, "path")
+    except ValueError as exc:
+        raise RuntimeFailure(f"{exc}; files can go to and from the volumes only ({names})") from None
+    inside = [v for v in volumes if normal == v.path or normal.startswith(v.path.rstrip("/") + "/")]
+    if not inside:
+        raise RuntimeFailure(f"{path!r} is not inside a volume; files can go to and from these only: {names}")
+    volume = max(inside, key=lambda candidate: len(candidate.path))
+    return volume, volume.host_path / normal[len(volume.path) :].lstrip("/")
 
 
 def is_python_base(reference: str) -> bool:

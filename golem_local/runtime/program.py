@@ -61,7 +61,7 @@ from golem_local.runtime.base import (
     RuntimeFailure,
     Volume,
 )
-from golem_local.runtime.image import check_sandbox_path
+from golem_local.runtime.image import check_sandbox_path, volume_of
 from golem_local.runtime.registry import RuntimeContext, RuntimeDescriptor
 from golem_local.safefs import VolumeFiles
 from golem_shared.errors import LocalNodeError
@@ -538,15 +538,7 @@ class ProgramRuntime:
 
     def container_path(self, path: str) -> Path:
         """The host path of ``path`` inside a volume the deploy answered."""
-        names = ", ".join(volume.path for volume in self._volumes) or "none"
-        try:
-            normal = check_sandbox_path(path, "path")
-        except ValueError as exc:
-            raise RuntimeFailure(f"{exc}; files can go to and from the volumes only ({names})") from None
-        for volume in self._volumes:
-            if normal == volume.path or normal.startswith(volume.path.rstrip("/") + "/"):
-                return volume.host_path / normal[len(volume.path) :].lstrip("/")
-        raise RuntimeFailure(f"{path} is not in a volume of runtime {self.spec.name!r} (its volumes: {names})")
+        return volume_of(self._volumes, path)[1]
 
     def volume_files(self) -> VolumeFiles:
         """The volumes the deploy answered, for file transfer."""

@@ -75,7 +75,7 @@ from golem_local.runtime.base import (
     Volume,
 )
 from golem_local.runtime.cgroups import CgroupUsage, SandboxCgroup
-from golem_local.runtime.image import Image, check_sandbox_path
+from golem_local.runtime.image import Image, check_sandbox_path, volume_of
 from golem_local.runtime.launch import (
     MIB,
     Launch,
@@ -727,17 +727,9 @@ class VmRuntime:
         For tests and diagnostics: the path may change under a running sandbox; file operations on the
         activity's behalf go through :meth:`volume_files`.
         """
-        names = ", ".join(volume.path for volume in self._volumes) or "none yet: deploy first"
-        try:
-            normal = check_sandbox_path(path, "path")
-        except ValueError as exc:
-            raise RuntimeFailure(f"{exc}; files can go to and from the volumes only ({names})") from None
-        inside = [volume for volume in self._volumes if normal == volume.path or normal.startswith(volume.path + "/")]
-        if not inside:
-            raise RuntimeFailure(f"{path!r} is not inside a volume; files can go to and from these only: {names}")
-        volume = max(inside, key=lambda candidate: len(candidate.path))
+        volume, unresolved = volume_of(self._volumes, path)
         root = volume.host_path.resolve()
-        host = (volume.host_path / normal[len(volume.path) :].lstrip("/")).resolve()
+        host = unresolved.resolve()
         if host != root and root not in host.parents:
             raise RuntimeFailure(f"{path!r} leads out of the volume {volume.path} through a symbolic link; refused")
         return host
