@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +33,18 @@ _KEY = "dead-node-test-key"
 _EXIT_BOUND = 15.0  # seconds: the retry deadline (10 s) bounds every clean-up call to a node that is gone
 
 
-async def _node_process() -> NodeProcess:
+async def _node_process(tmp: Path) -> NodeProcess:
+    # A temporary folder of the test's own: any node started on this machine meanwhile (another test run, a
+    # benchmark) sweeps the stale work directories it finds in the shared one, which would race the checks below.
+    env = {**os.environ, "TMPDIR": str(tmp)}
     return await NodeProcess.start(
-        providers=1, app_key=_KEY, env=os.environ, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL, line_bound=30
+        providers=1, app_key=_KEY, env=env, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL, line_bound=30
     )
 
 
-def _work_dirs_of(pid: int) -> list[Path]:
+def _work_dirs_of(tmp: Path, pid: int) -> list[Path]:
     found = []
-    for work_dir in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"{WORK_DIR_PREFIX}*"):
+    for work_dir in tmp.glob(f"{WORK_DIR_PREFIX}*"):
         try:
             if (work_dir / LOCK_FILE).read_text().strip() == str(pid):
                 found.append(work_dir)
@@ -47,10 +53,20 @@ def _work_dirs_of(pid: int) -> list[Path]:
     return found
 
 
+@pytest.fixture
+def tmp_folder() -> Iterator[Path]:
+    """A temporary folder of the test's own that the sandboxes' users can pass through (pytest's ``tmp_path``
+    lies under a folder only root may enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="golem-api-dead-node-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 async def test_leaving_after_the_node_died_logs_and_carries_on_and_its_work_dir_goes_at_the_next_start(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    node = await _node_process()
+    node = await _node_process(tmp_folder)
     process, url = node.process, node.url
     seen: list[Any] = []
     try:
@@ -59,10 +75,11 @@ async def test_leaving_after_the_node_died_logs_and_carries_on_and_its_work_dir_
             golem.bus.subscribe(seen.append, UnpaidAgreementsWarning)
             cluster = await golem.run_service(Service, payload=VmPayload(min_mem_gib=0.5, min_storage_gib=1.0))
             await cluster.wait_running(timeout=60)
-            stale = _work_dirs_of(process.pid)
+            stale = _work_dirs_of(tmp_folder, process.pid)
             assert len(stale) == 1, "the running node holds the lock of its work directory"
             process.send_signal(signal.SIGKILL)
             await asyncio.wait_for(process.wait(), 10)
+            assert stale[0].exists(), "the killed node could not remove its work directory"
             leaving = time.monotonic()
         exit_took = time.monotonic() - leaving  # reaching here means the exit raised nothing
     finally:
@@ -76,7 +93,8 @@ async def test_leaving_after_the_node_died_logs_and_carries_on_and_its_work_dir_
     assert any("carrying on" in message for message in errors) or any(
         "could not" in r.getMessage() for r in caplog.records
     )
-    # The dead node could not remove its work directory; the next node to start does.
-    assert stale[0].exists()
+    # The next node to start removes the dead node's work directory (another node started on this machine
+    # meanwhile may have done so already: it sweeps what killed nodes left mounted, and their folders).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_folder))  # the next node starts in the same temporary folder
     async with LocalNode(LocalNetworkConfig.with_providers(0, activity_runtime="idle")):
         assert not stale[0].exists()
