@@ -3,9 +3,9 @@
 ``examples/simple_service/simple_service.py`` is started as a subprocess (no terminal, so the live table turns
 into plain lines) and read line by line, each read bounded; nothing here sleeps. One test lets it run to the
 end and checks what a user sees: statistics from every instance, valid PNG plots, the summary, exit code 0.
-The other presses Ctrl-C (SIGINT to the process group, as a terminal does) once the service answers, and
-checks that the instances were shut down, the providers paid, and the process gone within 5 s with code 130
-(the example's documented code for an interrupted run).
+The other presses Ctrl-C (SIGINT to the process group, as a terminal does) once every instance has answered
+twice (its observations grew between), and checks that the instances were shut down, the providers paid, and
+the process gone within 5 s with code 130 (the example's documented code for an interrupted run).
 """
 
 from __future__ import annotations
@@ -127,9 +127,9 @@ class Example:
 async def test_the_example_runs_two_instances_prints_stats_saves_plots_and_pays(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    example = await Example.start(tmp_path, "--running-time", "8", "--interval", "2", "--show-usage")
+    example = await Example.start(tmp_path, "--running-time", "20", "--interval", "2", "--show-usage")
     try:
-        code, stderr = await example.finish(timeout=55)
+        code, stderr = await example.finish(timeout=90)
     finally:
         await example.kill()
     elapsed = loop.time() - started
@@ -140,12 +140,10 @@ async def test_the_example_runs_two_instances_prints_stats_saves_plots_and_pays(
     assert "Traceback" not in stderr
     stats = example.stats()
     assert sorted(stats) == ["simple-service-1", "simple-service-2"]
-    for instance, reports in stats.items():
-        assert len(reports) >= 2, f"{instance} printed its stats {len(reports)} time(s)"
+    for reports in stats.values():  # one report or more: how many fit in 20 s depends on the load
         assert all(set(report) == STATS_KEYS for report in reports)
         sizes = [report["size"] for report in reports]
         assert sizes == sorted(sizes)
-        assert sizes[-1] > sizes[0], f"{instance}'s observations did not grow: {sizes}"
         last = reports[-1]
         assert last["min"] <= last["median"] <= last["max"]
         assert last["std dev"] == pytest.approx(last["variance"] ** 0.5)
@@ -181,13 +179,13 @@ async def test_the_example_runs_two_instances_prints_stats_saves_plots_and_pays(
 async def test_ctrl_c_stops_the_instances_pays_and_exits_within_5_seconds(tmp_path: Path) -> None:
     example = await Example.start(tmp_path, "--running-time", "120", "--interval", "1")
     try:
-        answered: set[str] = set()
-        while len(answered) < 2:  # every instance is running and has answered once
+        sizes: dict[str, list[int]] = defaultdict(list)
+        while len(sizes) < 2 or min(len(seen) for seen in sizes.values()) < 2:  # every instance answered twice
             line = await example.next_line()
             assert line is not None, "the example ended before it was interrupted:\n" + "\n".join(example.lines)
             match = STATS_LINE.match(line)
             if match:
-                answered.add(match.group(1))
+                sizes[match.group(1)].append(json.loads(match.group(2))["size"])
         loop = asyncio.get_running_loop()
         interrupted_at = loop.time()
         os.killpg(example.process.pid, signal.SIGINT)
@@ -198,6 +196,8 @@ async def test_ctrl_c_stops_the_instances_pays_and_exits_within_5_seconds(tmp_pa
     output = "\n".join(example.lines)
     print(f"\nCtrl-C to exit: {elapsed:.2f} s; output:\n{output}\n{stderr}")
 
+    for instance, seen in sizes.items():
+        assert seen[-1] > seen[0], f"{instance}'s observations did not grow between its reports: {seen}"
     assert elapsed < SIGINT_EXIT_BOUND
     assert code == 130, f"exit code {code}; stderr:\n{stderr}"
     assert "Traceback" not in stderr
