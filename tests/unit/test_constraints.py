@@ -161,6 +161,7 @@ def _spaced(c: Constraint, gap: Callable[[], str]) -> str:
     return f"({gap()}{c.attribute}{gap()}{c.operator}{gap()}{c.value}{gap()})"
 
 
+@pytest.mark.slow  # hundreds of generated examples: 1–4 s each (the quick run stays under a minute)
 @MODEST
 @given(pool_tree, st.data())
 def test_whitespace_between_tokens_does_not_change_the_tree(c: Constraint, data: st.DataObject) -> None:
@@ -171,6 +172,7 @@ def test_whitespace_between_tokens_does_not_change_the_tree(c: Constraint, data:
     assert parse_constraints(text) == c
 
 
+@pytest.mark.slow  # hundreds of generated examples: 1–4 s each (the quick run stays under a minute)
 @MODEST
 @given(pool_tree, properties)
 def test_evaluation_agrees_with_the_reference(c: Constraint, props: dict[str, Any]) -> None:
@@ -191,6 +193,7 @@ def _texts_near(prop: Any) -> list[str]:
     return [text for text in texts if text]
 
 
+@pytest.mark.slow  # hundreds of generated examples: 1–4 s each (the quick run stays under a minute)
 @settings(max_examples=400, deadline=None)
 @given(property_value, st.sampled_from(("=", *OPERATORS)), st.data())
 def test_a_single_comparison_agrees_with_the_reference(prop: Any, op: str, data: st.DataObject) -> None:
@@ -201,6 +204,7 @@ def test_a_single_comparison_agrees_with_the_reference(prop: Any, op: str, data:
     assert c.matches({"x": prop}) == reference(c, {"x": prop})
 
 
+@pytest.mark.slow  # hundreds of generated examples: 1–4 s each (the quick run stays under a minute)
 @MODEST
 @given(pool_tree, properties)
 def test_negation_is_the_complement(c: Constraint, props: dict[str, Any]) -> None:
