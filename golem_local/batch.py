@@ -82,7 +82,7 @@ class Outcome:
 
 def _event_timestamp() -> str:
     # The daemon writes a naive UTC date-time (no zone designator) in runtime events.
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 Event = tuple[int, dict[str, Any]]  # (sequence number, the event as on the wire)

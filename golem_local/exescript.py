@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-from golem_local.limits import find_nul, load_json
+from golem_local.limits import find_nul, load_json, may_hold_nul
 from golem_local.runtime.base import DeployNetwork
 from golem_shared.errors import GolemError
 from golem_shared.output import left_out_note
@@ -393,7 +393,7 @@ def parse_exescript(text: Any) -> list[Command]:
         raise ExeScriptError(f"the text must be a JSON array of commands, got {items!r:.200}")
     if not items:
         raise ExeScriptError("the script has no commands; send at least one (e.g. deploy)")
-    for index, item in enumerate(items):
+    for index, item in enumerate(items if may_hold_nul(text) else ()):
         nul = find_nul(item)
         if nul is not None:
             raise ExeScriptError(
