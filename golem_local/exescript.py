@@ -471,7 +471,7 @@ class OutputCapture:
         self._head = bytearray()
         self._tail = _Ring(tail)
         self._streamed = 0
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder: codecs.IncrementalDecoder | None = None  # made for the first piece streamed (most print none)
 
     @property
     def streams(self) -> bool:
@@ -500,6 +500,8 @@ class OutputCapture:
             return None
         if mode.format == "bin":
             return list(piece)
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = self._decoder.decode(piece)
         return text or None
 

@@ -25,8 +25,10 @@ def format_timestamp(moment: datetime) -> str:
     """``2024-05-01T10:00:00.123456Z``: always microseconds, always ``Z``."""
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {moment!r} has no timezone; use a timezone-aware datetime")
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
     # isoformat, not strftime: the same text (four-digit year, six fraction digits) in a fraction of the time
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
