@@ -121,10 +121,11 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: 
     ``/dev/null``; its pid. ``OSError`` (naming the program, or ``cwd``) when it cannot be started.
 
     ``os.posix_spawn`` where there is one (Python 3.8+): a vfork-style spawn without ``subprocess``'s work
-    around it, about a tenth of a millisecond less per command. The program is looked up in ``env``'s
+    around it (some 25 µs less of the agent's CPU per command, measured). The program is looked up in ``env``'s
     ``PATH`` as ``subprocess`` does; every descriptor of the agent but the three given is close-on-exec
     (:func:`_close_on_exec`), so the command inherits none of them.
     """
+    global _POSIX_SPAWN
     if not _POSIX_SPAWN:
         process = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True
@@ -132,7 +133,7 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: 
         process.returncode = 0  # not its code: the agent reaps it (_reap), and Popen must never wait for it
         return process.pid
     os.chdir("/")
-    os.chdir(cwd)  # as the command's own first step would (a relative cwd is taken from /, the agent's own)
+    os.chdir(cwd)  # as subprocess's child does first (a relative cwd is taken from /)
     program = _find_program(argv[0], env)
     try:
         return os.posix_spawn(
@@ -149,6 +150,9 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: 
         )
     except OSError as exc:
         raise type(exc)(exc.errno, exc.strerror, argv[0]) from None  # the program as asked for, as subprocess
+    except NotImplementedError:  # a C library without POSIX_SPAWN_SETSID: subprocess from now on
+        _POSIX_SPAWN = False
+        return _spawn(argv, env, cwd, stdout, stderr)
 
 
 def _find_program(name: str, env: dict[str, str]) -> str:
