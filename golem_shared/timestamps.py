@@ -33,6 +33,14 @@ def format_timestamp(moment: datetime) -> str:
 
 def parse_timestamp(text: str) -> datetime:
     """Parse an RFC 3339 timestamp (any number of fraction digits, ``Z`` or an offset) into UTC."""
+    if len(text) == 27 and text[-1] == "Z" and text[10] == "T" and text[19] == "." and text[20:26].isdigit():
+        # What format_timestamp writes (the local node's every timestamp), read without the general pattern.
+        try:
+            parsed = datetime.fromisoformat(text[:-1])
+        except ValueError:
+            parsed = None  # not quite that shape after all: the general way says what is wrong
+        if parsed is not None and parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
     match = _RFC3339.match(text.strip())
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
