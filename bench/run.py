@@ -1,6 +1,6 @@
 """The benchmark command: run each benchmark several times and write ``docs/performance.md`` with its plots.
 
-    python -m bench.run [--runs 5] [--only overhead,running,…,scale1000,bare,sandboxes,batch,yapapi,vpn,transfers]
+    python -m bench.run [--runs 5] [--only overhead,parts,running,…,scale1000,bare,sandboxes,batch,yapapi,vpn,transfers]
                         [--output PAGE]
 
 (``./bench/run`` does the same after setting up the environments.) Progress goes to stderr; the page and the
@@ -26,6 +26,7 @@ __all__ = ["BENCHMARKS", "main", "parse_args"]
 
 def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
     from bench.bench_vpn import vpn
+    from bench.overhead_parts import overhead_parts
     from bench.requestor import big_batch, command_overhead, shutdown, throughput, time_to_running
     from bench.scale import real_sandboxes, requestor_scale, running_against_bare, scale_1000
     from bench.side_by_side import side_by_side
@@ -33,6 +34,7 @@ def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
 
     return {
         "overhead": command_overhead,
+        "parts": overhead_parts,
         "running": time_to_running,
         "throughput": throughput,
         "shutdown": shutdown,
@@ -49,6 +51,7 @@ def _benchmarks() -> dict[str, Callable[[int], Awaitable[Result]]]:
 
 BENCHMARKS = (
     "overhead",
+    "parts",
     "running",
     "throughput",
     "shutdown",

@@ -18,6 +18,7 @@ behind misses output events, never ``started`` or ``finished`` ones: the ids the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -131,7 +132,11 @@ class _ActivityRoutes:
             commands = parse_exescript(body["text"])
         except ExeScriptError as exc:
             raise HttpError(400, str(exc)) from None
-        return json_response(activity.exec(commands).batch_id)
+        batch = activity.exec(commands)
+        # One step for the exe-unit's worker, when idle, to take the batch and hand its first command to the
+        # runtime before the answer goes out: the command starts while the answer and the first poll travel.
+        await asyncio.sleep(0)
+        return json_response(batch.batch_id)
 
     async def results(self, request: web.Request) -> web.StreamResponse:
         batch = self.hub.get(request.match_info["id"]).batch(request.match_info["batch"])
@@ -176,13 +181,14 @@ def add_activity_routes(app: web.Application, hub: ActivityHub, *, ping_interval
     p = ACTIVITY_PREFIX
     app.router.add_routes(
         [
+            # The routes of every command first: aiohttp tries the routes under one prefix in this order.
+            web.post(f"{p}/activity/{{id}}/exec", routes.exec),
+            web.get(f"{p}/activity/{{id}}/exec/{{batch}}", routes.results),
             web.post(f"{p}/activity", routes.create),
             web.delete(f"{p}/activity/{{id}}", routes.destroy),
             web.get(f"{p}/activity/{{id}}/state", routes.state),
             web.get(f"{p}/activity/{{id}}/usage", routes.usage),
             web.get(f"{p}/activity/{{id}}/agreement", routes.agreement),
             web.get(f"{p}/activity/{{id}}/command", routes.command),
-            web.post(f"{p}/activity/{{id}}/exec", routes.exec),
-            web.get(f"{p}/activity/{{id}}/exec/{{batch}}", routes.results),
         ]
     )

@@ -80,9 +80,10 @@ class Outcome:
         return cls(return_code=return_code, message=message)
 
 
-def _event_timestamp() -> str:
+def _event_timestamp(moment: datetime | None = None) -> str:
     # The daemon writes a naive UTC date-time (no zone designator) in runtime events.
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    moment = datetime.now(timezone.utc) if moment is None else moment
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 Event = tuple[int, dict[str, Any]]  # (sequence number, the event as on the wire)
@@ -172,10 +173,10 @@ class Batch:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _event(self, index: int, kind: dict[str, Any], size: int = 0) -> None:
+    def _event(self, index: int, kind: dict[str, Any], size: int = 0, moment: datetime | None = None) -> None:
         event = (
             self._sequence,
-            {"batch_id": self.batch_id, "index": index, "timestamp": _event_timestamp(), "kind": kind},
+            {"batch_id": self.batch_id, "index": index, "timestamp": _event_timestamp(moment), "kind": kind},
         )
         self._sequence += 1
         if not size:
@@ -242,10 +243,11 @@ class Batch:
         """``command`` ended: a ``finished`` event and its result; a failure or the last command ends the batch."""
         last = not outcome.ok or command.index == len(self.commands) - 1
         self.running = None
+        now = utc_now()  # one moment for the result and its event
         self.results.append(
             {
                 "index": command.index,
-                "eventDate": format_timestamp(utc_now()),
+                "eventDate": format_timestamp(now),
                 "result": "Ok" if outcome.ok else "Error",
                 "stdout": outcome.stdout,
                 "stderr": outcome.stderr,
@@ -254,7 +256,9 @@ class Batch:
             }
         )
         self.finished = last
-        self._event(command.index, {"finished": {"return_code": outcome.return_code, "message": outcome.message}})
+        self._event(
+            command.index, {"finished": {"return_code": outcome.return_code, "message": outcome.message}}, moment=now
+        )
 
     def abort(self, reason: str) -> None:
         """End the batch now: the running command (or, if none ran yet, the next one) fails with ``reason``."""

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-from golem_local.limits import find_nul, load_json
+from golem_local.limits import find_nul, load_json, may_hold_nul
 from golem_local.runtime.base import DeployNetwork
 from golem_shared.errors import GolemError
 from golem_shared.output import left_out_note
@@ -393,7 +393,7 @@ def parse_exescript(text: Any) -> list[Command]:
         raise ExeScriptError(f"the text must be a JSON array of commands, got {items!r:.200}")
     if not items:
         raise ExeScriptError("the script has no commands; send at least one (e.g. deploy)")
-    for index, item in enumerate(items):
+    for index, item in enumerate(items if may_hold_nul(text) else ()):
         nul = find_nul(item)
         if nul is not None:
             raise ExeScriptError(
@@ -471,7 +471,7 @@ class OutputCapture:
         self._head = bytearray()
         self._tail = _Ring(tail)
         self._streamed = 0
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder: codecs.IncrementalDecoder | None = None  # made for the first piece streamed (most print none)
 
     @property
     def streams(self) -> bool:
@@ -500,6 +500,8 @@ class OutputCapture:
             return None
         if mode.format == "bin":
             return list(piece)
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = self._decoder.decode(piece)
         return text or None
 

@@ -31,6 +31,7 @@ __all__ = [
     "json_response",
     "query_seconds",
     "read_json",
+    "unauthorized",
 ]
 
 _log = logging.getLogger(__name__)
@@ -119,6 +120,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Require the node's app key as ``Authorization: Bearer <key>`` (or ``?authToken=`` where the specs allow it)."""
+    refusal = unauthorized(request)
+    if refusal is not None:
+        return refusal
+    return await handler(request)
+
+
+def unauthorized(request: web.Request) -> web.Response | None:
+    """The 401 answer for a request without the node's app key (see :func:`auth_middleware`); ``None`` when it
+    has it. A plain function, so that a middleware can check without a coroutine of its own per request."""
     expected = request.app[APP_KEY]
     header = request.headers.get("Authorization", "")
     given: str | None = header[7:].strip() if header.lower().startswith("bearer ") else None
@@ -135,4 +145,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         else:
             what = "no app key was given"
         return _error_response(401, f"Unauthorized: {what}")
-    return await handler(request)
+    return None

@@ -28,6 +28,7 @@ __all__ = [
     "find_nul",
     "json_depth",
     "load_json",
+    "may_hold_nul",
     "timeout_problem",
 ]
 
@@ -71,9 +72,23 @@ def load_json(text: str | bytes, what: str) -> Any:
         raise ValueError(f"{what} nests arrays or objects more than {MAX_JSON_DEPTH} levels deep") from None
     except ValueError as exc:
         raise ValueError(f"{what} is not valid JSON: {exc}") from None
-    if json_depth(value) > MAX_JSON_DEPTH:
+    if _openings(text) > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"{what} nests arrays or objects more than {MAX_JSON_DEPTH} levels deep")
     return value
+
+
+def _openings(text: str | bytes) -> int:
+    """How many ``[`` and ``{`` ``text`` holds: a bound of its nesting that costs no walk of the parsed value
+    (most bodies hold a handful; a request's cost is mostly in such walks otherwise)."""
+    if isinstance(text, str):
+        return text.count("[") + text.count("{")
+    return text.count(b"[") + text.count(b"{")
+
+
+def may_hold_nul(text: str) -> bool:
+    """False when the JSON ``text`` cannot parse to anything holding a NUL character: it has neither a raw one
+    nor the escape ``\\u0000``. (True says only that :func:`find_nul` must look.)"""
+    return "\x00" in text or "\\u0000" in text
 
 
 def find_nul(value: Any) -> str | None:

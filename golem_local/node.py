@@ -57,7 +57,7 @@ from golem_local.activity_api import add_activity_routes
 from golem_local.config import LocalNetworkConfig
 from golem_local.eventlog import StrictClock
 from golem_local.gsb import GsbRouter, add_gsb_routes
-from golem_local.http import APP_KEY, Handler, auth_middleware, error_middleware, json_response
+from golem_local.http import APP_KEY, Handler, error_middleware, json_response, unauthorized
 from golem_local.identity import NodeIdentities, new_app_key
 from golem_local.images.cache import ImageCache, parse_task_package
 from golem_local.images.errors import ImageError
@@ -140,9 +140,12 @@ def remove_stale_work_dirs(parent: Path | None = None) -> list[Path]:
 async def _auth_unless_registry(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The app-key check, except for the registry routes, which are public (as the Golem registry is), and the
     version route (public on yagna too)."""
-    if is_public_path(request.path) or request.path == VERSION_PATH:
-        return await handler(request)
-    return await auth_middleware(request, handler)
+    path = request.path
+    if not (is_public_path(path) or path == VERSION_PATH):
+        refusal = unauthorized(request)
+        if refusal is not None:
+            return refusal
+    return await handler(request)
 
 
 class LocalNode:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -124,8 +125,18 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     cancellation that arrives while the event is being set (the inner wait finished, so it returns), and the
     cancelled task carries on as if nothing happened. A job cancelled right as one of its tasks started, for
     one, kept waiting for results that would never come. Here the cancellation always goes on.
+
+    On Python 3.11 and later the wait runs in the caller's task under ``asyncio.timeout`` (no task of its own:
+    a long-poll waits once per request, and a task more per wait was a good part of a short command's cost).
     """
     if event.is_set():
+        return True
+    if sys.version_info >= (3, 11):
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            return event.is_set()
         return True
     waiter = asyncio.ensure_future(event.wait())
     try:
@@ -141,7 +152,11 @@ async def within(awaitable: Awaitable[T], timeout: float) -> T:
 
     ``asyncio.wait_for`` without its flaw before Python 3.12 (see :func:`wait_event`): a cancellation that arrives
     as the awaitable finishes is never swallowed, so that a loop polling with it ends when its task is cancelled.
+    On Python 3.11 and later a coroutine runs in the caller's task, under ``asyncio.timeout``.
     """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await awaitable
     task = asyncio.ensure_future(awaitable)
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)

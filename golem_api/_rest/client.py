@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json as jsonlib
 import logging
 import math
@@ -33,6 +34,15 @@ T = TypeVar("T")
 
 _log = logging.getLogger("golem_api._rest")
 _KNOWN_ROUTES = frozenset(ROUTES)
+_KNOWN_ROUTE_IDS = frozenset(id(route) for route in ROUTES)  # the table's own objects: known without hashing
+
+
+@functools.lru_cache(maxsize=64)
+def _path_of(base_url: str) -> str:
+    """The path of an API's base URL (``/activity-api/v1``), for the messages that name a request's path."""
+    return urlsplit(base_url).path
+
+
 # aiohttp >= 3.10 raises ConnectionTimeoutError when connecting takes too long; 3.9 has no such class.
 _CONNECT_TIMEOUT: type[Exception] = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError)
 
@@ -71,6 +81,7 @@ class RestClient:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._failing_since: float | None = None  # time.monotonic() of the first failure since the last answer
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
         self._market = MarketApi(self._request)
         self._payment = PaymentApi(self._request)
         self._activity = ActivityApi(self._request, self._stream)
@@ -142,8 +153,14 @@ class RestClient:
         return self._session
 
     def _timeout(self, total: float) -> aiohttp.ClientTimeout:
-        limit = None if math.isinf(total) else total
-        return aiohttp.ClientTimeout(total=limit, sock_connect=self.connect_timeout)
+        key = (total, self.connect_timeout)
+        timeout = self._timeouts.get(key)
+        if timeout is None:  # one per distinct wait (a handful): made once, not per request
+            limit = None if math.isinf(total) else total
+            timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.connect_timeout)
+            if len(self._timeouts) < 64:
+                self._timeouts[key] = timeout
+        return timeout
 
     async def _request(
         self,
@@ -204,14 +221,17 @@ class RestClient:
         self, route: Route, path_args: tuple[str, ...], params: Mapping[str, str | None] | None
     ) -> tuple[str, str, dict[str, str]]:
         """The URL, its path (for messages) and the query of a request; refuses routes outside the table."""
-        if route not in _KNOWN_ROUTES:
+        if id(route) not in _KNOWN_ROUTE_IDS and route not in _KNOWN_ROUTES:
             raise ValueError(f"{route} is not in golem_api._rest.routes.ROUTES")
-        unknown = set(params or ()) - set(route.query)
-        if unknown:
-            raise ValueError(f"{route} has no query parameters {sorted(unknown)}")
-        url = self.config.url_for(route.api) + route.expand(*path_args)
-        query = {key: value for key, value in (params or {}).items() if value is not None}
-        return url, urlsplit(url).path, query
+        query: dict[str, str] = {}
+        if params:
+            unknown = set(params) - set(route.query)
+            if unknown:
+                raise ValueError(f"{route} has no query parameters {sorted(unknown)}")
+            query = {key: value for key, value in params.items() if value is not None}
+        base = self.config.url_for(route.api)
+        path = route.expand(*path_args)
+        return base + path, _path_of(base) + path, query
 
     def _unreachable(self, route: Route, url: str, exc: BaseException, timed_out: str) -> NodeUnreachableError:
         """The :class:`NodeUnreachableError` for a transport failure ``exc`` (``timed_out`` says how long)."""

@@ -64,6 +64,17 @@ def _check_url(url: str, source: str) -> str:
     return url.strip().rstrip("/")
 
 
+_URL_FIELDS = {
+    Api.MARKET: "market_url",
+    Api.PAYMENT: "payment_url",
+    Api.ACTIVITY: "activity_url",
+    Api.NET: "net_url",
+    Api.GSB: "gsb_url",
+    Api.ROOT: "root_url",
+}
+"""The field of :class:`ApiConfig` holding each API's base URL."""
+
+
 @frozen
 class ApiConfig:
     """The app key and the base URL of each of the daemon's APIs."""
@@ -78,15 +89,8 @@ class ApiConfig:
 
     def url_for(self, api: Api) -> str:
         """The base URL of ``api``, without a trailing slash."""
-        urls = {
-            Api.MARKET: self.market_url,
-            Api.PAYMENT: self.payment_url,
-            Api.ACTIVITY: self.activity_url,
-            Api.NET: self.net_url,
-            Api.GSB: self.gsb_url,
-            Api.ROOT: self.root_url,
-        }
-        return urls[api]
+        url: str = getattr(self, _URL_FIELDS[api])
+        return url
 
     @classmethod
     def for_node(cls, url: str, app_key: str) -> ApiConfig:

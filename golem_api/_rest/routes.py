@@ -8,6 +8,7 @@ client's wire surface; a unit test checks each entry against the official specs.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -32,6 +33,13 @@ POLL_MARGIN = 10.0
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+@functools.cache
+def _template_parts(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A template's literal pieces and, between them, its placeholders' names (each template is split once)."""
+    pieces = _PLACEHOLDER.split(template)  # literal, name, literal, …, name, literal
+    return tuple(pieces[0::2]), tuple(pieces[1::2])
+
+
 class _Absent(enum.Enum):
     ABSENT = enum.auto()
 
@@ -52,22 +60,19 @@ class Route:
     @property
     def placeholders(self) -> tuple[str, ...]:
         """The names in braces in the template, in order."""
-        return tuple(_PLACEHOLDER.findall(self.template))
+        return _template_parts(self.template)[1]
 
     def expand(self, *args: str) -> str:
         """The template with each placeholder replaced by the matching argument, percent-encoded."""
-        names = self.placeholders
+        literals, names = _template_parts(self.template)
         if len(args) != len(names):
             raise TypeError(f"{self} takes {len(names)} path arguments, got {len(args)}")
-        values = iter(args)
-
-        def fill(match: re.Match[str]) -> str:
-            value = next(values)
+        pieces = [literals[0]]
+        for name, value, literal in zip(names, args, literals[1:], strict=True):
             if not isinstance(value, str) or not value:
-                raise ConfigurationError(f"{match[1]} for {self} must be a non-empty string, got {value!r}")
-            return quote(value, safe="")
-
-        return _PLACEHOLDER.sub(fill, self.template)
+                raise ConfigurationError(f"{name} for {self} must be a non-empty string, got {value!r}")
+            pieces += (quote(value, safe=""), literal)
+        return "".join(pieces)
 
     def __str__(self) -> str:
         return f"{self.method} {self.template}"

@@ -48,6 +48,7 @@ from golem_api.errors import (
     GolemError,
 )
 from golem_api.events import CommandExecuted, CommandOutput, EventBus, ScriptFinished, ScriptSent
+from golem_shared.tasks import within
 
 if TYPE_CHECKING:
     from golem_api._rest.models import ActivityState, ExeScriptCommandResult
@@ -287,7 +288,7 @@ class _ScriptRun:
             if timeout is None:
                 await self._run()
             else:
-                await asyncio.wait_for(self._run(), timeout)
+                await within(self._run(), timeout)  # in this task: no task of its own per script
             success = True
         except _Stop as stop:
             self._settle_rest(f"not run: command #{stop.error.index} {stop.error.command} failed before it")

@@ -59,7 +59,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from golem_local.runtime.base import (
     DEFAULT_STOP_GRACE,
@@ -545,13 +545,15 @@ class VmRuntime:
         self._exit_note = None
         try:
             await self._send(request)
-            # Shielded: cancelling this call must not cancel the future the agent's answer resolves.
-            code = await asyncio.shield(result)
+            code = await result  # not shielded (a step less per command): a cancellation is handled below
             self._exit_note = self._limit_note(before, self._cgroup_usage(), code) if code != 0 else None
             if self._exit_note is None and code != 0 and self._storage and storage_full(self.work_dir):
                 self._exit_note = self._storage_note()
             return code
         except asyncio.CancelledError:
+            if result.cancelled():  # cancelled with this call: the agent's answer comes to a fresh future
+                result = asyncio.get_running_loop().create_future()
+                self._commands[command_id] = evolve(self._commands[command_id], result=result)
             await self._kill(command_id, result)
             raise
         finally:
@@ -774,6 +776,8 @@ class VmRuntime:
             # the agent is gone: writing would only pile up "pipe closed" warnings in asyncio's log
             raise RuntimeFailure(self._not_running("cannot reach the sandbox (its agent has exited)"))
         process.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        if not process.stdin.transport.get_write_buffer_size():
+            return  # the pipe took it all (as it nearly always does): nothing to wait for, no task for a drain
         try:
             await asyncio.wait_for(process.stdin.drain(), _SEND_TIMEOUT)
         except (ConnectionError, asyncio.TimeoutError) as exc:
@@ -888,10 +892,12 @@ class VmRuntime:
             reason = f"{reason}: {note}"
         self._state = _State.ENDED
         self._end_reason = reason
+        # The watcher of the end first (it marks the activity as ending in its first step), then the commands:
+        # a command that fails here then says that the activity ended, and why.
+        self._ended.set()
         self._fail_all(RuntimeFailure(f"{reason}; the command did not finish"))
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeFailure(f"the sandbox did not start: {reason}"))
-        self._ended.set()
 
     def _fail_all(self, failure: RuntimeFailure) -> None:
         for running in self._commands.values():

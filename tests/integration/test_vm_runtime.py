@@ -130,6 +130,22 @@ async def test_missing_program_raises_and_shell_reports_127(runtime: VmRuntime) 
 
 
 @needs_bwrap
+async def test_a_command_gets_only_its_three_streams_and_says_why_it_cannot_start(runtime: VmRuntime) -> None:
+    # Nothing of the agent leaks into a command: its channel to the runtime, its wake-up pipe, its epoll.
+    code, out, _ = await run(runtime, "sh", "-c", "ls /proc/$$/fd")
+    assert (code, out.split()) == (0, ["0", "1", "2"])
+    code, out, _ = await run(runtime, "sh", "-c", "readlink /proc/$$/fd/0; pwd")
+    assert (code, out) == (0, "/dev/null\n/golem/work\n")
+    with pytest.raises(RuntimeFailure, match=r"cannot start 'pwd'.*No such file.*'/golem/nowhere'"):
+        await run(runtime, "pwd", cwd="/golem/nowhere")
+    assert (await run(runtime, "sh", "-c", "echo x > /golem/work/plain; chmod 644 /golem/work/plain"))[0] == 0
+    with pytest.raises(RuntimeFailure, match=r"cannot start 'plain'.*Permission denied"):
+        await run(runtime, "plain", env={"PATH": "/golem/work"})  # there, but not executable
+    code, out, _ = await run(runtime, "pwd", cwd="/tmp")  # a failed start leaves the next one unaffected
+    assert (code, out) == (0, "/tmp\n")
+
+
+@needs_bwrap
 async def test_output_streams_while_the_command_runs(runtime: VmRuntime) -> None:
     output = Output()
     process = RunProcess("sh", ("-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done"))

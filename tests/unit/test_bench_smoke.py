@@ -141,6 +141,24 @@ async def test_the_big_batch_benchmark_runs_small_next_to_its_floors() -> None:
     assert result.figures[1].name == "5 one-command batches"
 
 
+@pytest.mark.slow
+async def test_the_parts_of_a_one_command_batch_are_measured_alone_next_to_the_host_spawn() -> None:
+    from bench.overhead_parts import overhead_parts
+
+    result = await overhead_parts(1, batches=3)
+
+    names = [figure.name for figure in result.figures]
+    assert names[:5] == [
+        "batch",
+        "batch, runtime answering at once",
+        "bare aiohttp POST + GET",
+        "agent round trip",
+        "host spawn",
+    ]
+    assert "batch ÷ host spawn" in names
+    assert all(len(figure.samples) == 1 and figure.samples[0] > 0 for figure in result.figures)
+
+
 async def test_the_transfers_benchmark_runs_small_next_to_its_floors_and_ratios() -> None:
     from bench.transfers import transfers
 

@@ -134,6 +134,23 @@ def test_malformed_scripts_say_which_command_and_what_is_wrong(text: str, index:
     assert str(failure.value).startswith(where)
 
 
+def test_nul_and_depth_are_found_wherever_they_hide_and_only_there() -> None:
+    # The text is walked only when it could hold them; these must still be refused…
+    with pytest.raises(ExeScriptError, match="NUL"):
+        parse({"run": {"entry_point": "/bin/echo", "args": ["a", "b\x00c"]}})
+    with pytest.raises(ExeScriptError, match="NUL"):
+        parse({"run": {"entry_point": "/bin/echo", "env": {"K\x00": "v"}}})
+    deep: Any = []
+    for _ in range(70):
+        deep = [deep]
+    with pytest.raises(ExeScriptError, match="levels deep"):
+        parse({"run": {"entry_point": "/bin/echo", "args": [], "x": deep}})
+    # … and what merely looks like them is not: an escaped backslash before "u0000", brackets inside strings.
+    [command] = parse({"run": {"entry_point": "/bin/echo", "args": ["\\u0000", "[" * 100, "{" * 100]}})
+    assert isinstance(command, RunCommand)
+    assert command.args == ("\\u0000", "[" * 100, "{" * 100)
+
+
 def test_text_must_be_a_string() -> None:
     with pytest.raises(ExeScriptError, match="'text' must be a string"):
         parse_exescript([{"deploy": {}}])
