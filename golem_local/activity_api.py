@@ -87,6 +87,9 @@ def _command_index(request: web.Request) -> int | None:
     return int(value)
 
 
+_WRITE_GROUP = 256 * 1024  # bytes of event frames written at once (a piece of output is one frame: up to 1 MiB)
+
+
 def _sse_frame(event: dict[str, Any], event_id: int) -> bytes:
     kind = event.get("kind")
     pieces = list(kind.items()) if isinstance(kind, dict) else []
@@ -164,7 +167,19 @@ class _ActivityRoutes:
                         break
                     await response.write(b":ping\n\n")
                     continue
-                await response.write(b"".join(_sse_frame(event, sequence) for sequence, event in events))
+                # framed and written a few at a time: a reader that fell behind may have 16 MiB pending, and
+                # framing it all at once held it three times over (the texts, their frames, the joined write)
+                group: list[bytes] = []
+                size = 0
+                for sequence, event in events:
+                    frame = _sse_frame(event, sequence)
+                    group.append(frame)
+                    size += len(frame)
+                    if size >= _WRITE_GROUP:
+                        await response.write(b"".join(group) if len(group) > 1 else frame)
+                        group, size = [], 0
+                if group:
+                    await response.write(b"".join(group))
             await response.write_eof()
         except ConnectionError:  # the reader went away: nothing more to send
             pass
