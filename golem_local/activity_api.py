@@ -30,6 +30,7 @@ from golem_local.activity import ActivityHub, ExeUnitActivity
 from golem_local.batch import Batch
 from golem_local.exescript import ExeScriptError, parse_exescript
 from golem_local.http import HttpError, json_bytes_response, json_response, query_seconds, read_json
+from golem_shared.jsontext import dumps_str
 
 __all__ = [
     "ACTIVITY_PREFIX",
@@ -87,8 +88,20 @@ def _command_index(request: web.Request) -> int | None:
     return int(value)
 
 
+_WRITE_GROUP = 256 * 1024  # bytes of event frames written at once (a piece of output is one frame: up to 1 MiB)
+
+
 def _sse_frame(event: dict[str, Any], event_id: int) -> bytes:
-    data = json.dumps(event, separators=(",", ":"), allow_nan=False)
+    kind = event.get("kind")
+    pieces = list(kind.items()) if isinstance(kind, dict) else []
+    if len(pieces) == 1 and isinstance(pieces[0][1], str) and list(event)[-1] == "kind":
+        # a piece of output (the bulk of a stream): its text escaped by str.replace, not by json's encoder
+        # character by character; the same bytes as json.dumps writes
+        rest = json.dumps({key: value for key, value in event.items() if key != "kind"}, separators=(",", ":"))
+        stream, text = json.dumps(pieces[0][0]), pieces[0][1]
+        data = f'{rest[:-1]}{"," if len(rest) > 2 else ""}"kind":{{{stream}:{dumps_str(text)}}}}}'
+    else:
+        data = json.dumps(event, separators=(",", ":"), allow_nan=False)
     return f"event: runtime\ndata: {data}\nid: {event_id}\n\n".encode()
 
 
@@ -159,7 +172,19 @@ class _ActivityRoutes:
                         break
                     await response.write(b":ping\n\n")
                     continue
-                await response.write(b"".join(_sse_frame(event, sequence) for sequence, event in events))
+                # framed and written a few at a time: a reader that fell behind may have 16 MiB pending, and
+                # framing it all at once held it three times over (the texts, their frames, the joined write)
+                group: list[bytes] = []
+                size = 0
+                for sequence, event in events:
+                    frame = _sse_frame(event, sequence)
+                    group.append(frame)
+                    size += len(frame)
+                    if size >= _WRITE_GROUP:
+                        await response.write(b"".join(group) if len(group) > 1 else frame)
+                        group, size = [], 0
+                if group:
+                    await response.write(b"".join(group))
             await response.write_eof()
         except ConnectionError:  # the reader went away: nothing more to send
             pass

@@ -432,13 +432,14 @@ class _Ring:
             return
         if not self._buffer:
             self._buffer = bytearray(self.size)
-        if len(data) >= self.size:
-            data = data[-self.size :]
-        first = min(len(data), self.size - self._end)
-        self._buffer[self._end : self._end + first] = data[:first]
-        self._buffer[: len(data) - first] = data[first:]
-        self._end = (self._end + len(data)) % self.size
-        self._length = min(self._length + len(data), self.size)
+        view = memoryview(data)  # slices of it copy nothing: each byte kept is copied once, into the buffer
+        if len(view) >= self.size:
+            view = view[-self.size :]
+        first = min(len(view), self.size - self._end)
+        self._buffer[self._end : self._end + first] = view[:first]
+        self._buffer[: len(view) - first] = view[first:]
+        self._end = (self._end + len(view)) % self.size
+        self._length = min(self._length + len(view), self.size)
 
     def __len__(self) -> int:
         return self._length

@@ -146,11 +146,23 @@ class GsbRouter:
             )
         return services
 
+    def new_call_id(self) -> str:
+        """An id for a call of :meth:`call_frame` (unique among this router's calls)."""
+        return str(next(self._ids))
+
     async def call(self, address: str, component: str, payload: Any, *, timeout: float) -> Any:
         """Send ``component`` with ``payload`` to the service bound on ``address``; its answer's payload.
 
-        Raises :class:`GsbCallError` (see the module docstring); never waits longer than ``timeout``.
+        Raises :class:`GsbCallError` (see the module docstring); never waits longer than ``timeout``. Blobs
+        in the answer (a chunk's content) are read-only views of its frame.
         """
+        call_id = self.new_call_id()
+        frame = encode_request(GsbRequest(id=call_id, component=component, payload=payload))
+        return await self.call_frame(address, component, call_id, frame, timeout=timeout)
+
+    async def call_frame(self, address: str, component: str, call_id: str, frame: bytes, *, timeout: float) -> Any:
+        """:meth:`call` with the request already encoded (``frame``, for ``component``, with the id ``call_id``
+        from :meth:`new_call_id`): a chunk built in place, see :func:`golem_shared.gftp.chunk_request`."""
         services = self._find(address, component)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -164,11 +176,10 @@ class GsbRouter:
             raise GsbCallError(f"the GSB service on {address} was unbound before {component} could be sent")
         if socket is None:
             raise GsbCallError(f"the WebSocket of the GSB service on {address} closed before {component} could be sent")
-        call_id = str(next(self._ids))
         future: asyncio.Future[Any] = loop.create_future()
         services.pending[call_id] = (socket, future)
         try:
-            await socket.send_bytes(encode_request(GsbRequest(id=call_id, component=component, payload=payload)))
+            await socket.send_bytes(frame)
             return await asyncio.wait_for(future, max(deadline - loop.time(), 0.0))
         except asyncio.TimeoutError:
             raise GsbCallError(
@@ -203,7 +214,7 @@ class GsbRouter:
                         )
                     break
                 try:
-                    response = decode_response(message.data)
+                    response = decode_response(message.data, views=True)
                 except GftpMessageError as exc:
                     reason = str(exc).encode("ascii", "replace")[:120]
                     await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)

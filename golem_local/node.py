@@ -85,6 +85,7 @@ from golem_local.runtime.storage import NODE_DIR_PREFIX, sweep_stale
 from golem_local.runtime.vm import VmRuntime
 from golem_local.transfer import FileTransfer
 from golem_local.version_api import VERSION_PATH, add_version_routes
+from golem_shared.allocator import keep_freed_memory
 from golem_shared.errors import LocalNodeError
 
 __all__ = [
@@ -337,6 +338,7 @@ class LocalNode:
         if self._started:
             raise LocalNodeError("this LocalNode was already started: create a new LocalNode to start again")
         self._started = True
+        keep_freed_memory()  # transfers and output pass through buffers of a mebibyte: no page faults for each
         directories = (*self.config.runtime_dirs, *runtime_dirs_from_env())
         self.runtimes = RuntimeRegistry(
             self.config.runtimes, builtin=BUILTIN_RUNTIMES, programs=program_runtimes(directories)

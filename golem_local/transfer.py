@@ -6,13 +6,14 @@ other is the requestor's (``gftp://<requestor node id>/<id>``, served over the G
 ``container:`` copies within the activity.
 
 * download ``gftp → container``: ``GetMetadata`` gives ``fileSize``; then ``GetChunk {offset, size}`` in
-  chunks of :data:`CHUNK_SIZE`, :data:`IN_FLIGHT` outstanding at once (a new one asked as the oldest is
+  chunks of :data:`FETCH_CHUNK_SIZE`, :data:`FETCH_IN_FLIGHT` outstanding at once (a new one asked as the oldest is
   answered), each checked for its offset and length, written into a new file beneath the volume (parent
   directories created) that replaces ``path`` only once complete;
 * upload ``container → gftp``: ``UploadChunk {"chunk": {offset, content}}`` per chunk, :data:`IN_FLIGHT`
   unanswered at once, then ``UploadFinished {"hash"}`` with the SHA3-256 hex digest of the whole file, as the
-  daemon's gftp sends it. The file is read and hashed in a thread while earlier chunks are on the wire, so
-  the hash costs no second pass and no time of the event loop.
+  daemon's gftp sends it. Each chunk's frame is built in a thread while earlier chunks are on the wire: the
+  file is read straight into the frame and hashed there, so the hash costs no second pass, the content is
+  copied once (file to frame), and the event loop only sends it.
 
 Every file is reached through the activity's :class:`~golem_local.safefs.VolumeFiles` (``runtime.volume_files()``):
 beneath a descriptor of its volume, following no symbolic link, so neither a link a command left in a
@@ -45,12 +46,17 @@ from golem_shared.gftp import (
     UPLOAD_CHUNK,
     UPLOAD_FINISHED,
     GftpMessageError,
+    GsbRequest,
+    chunk_request,
+    encode_request,
     gftp_address,
     parse_gftp_url,
 )
 
 __all__ = [
     "CHUNK_SIZE",
+    "FETCH_CHUNK_SIZE",
+    "FETCH_IN_FLIGHT",
     "IN_FLIGHT",
     "ContainerPaths",
     "FileTransfer",
@@ -59,10 +65,18 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1024 * 1024
-"""Bytes asked for or sent per gftp chunk."""
+"""Bytes sent per ``UploadChunk`` (the requestor's WebSocket must take a frame of that size: aiohttp's default
+limit is 4 MiB, which golem-core keeps)."""
 
 IN_FLIGHT = 8
-"""Chunk calls (``GetChunk`` or ``UploadChunk``) outstanding at once in one transfer."""
+"""``UploadChunk`` calls outstanding at once in one transfer."""
+
+FETCH_CHUNK_SIZE = 4 * 1024 * 1024
+"""Bytes asked for per ``GetChunk`` (what answers a call is the requestor's to send, any size: the larger the
+chunk, the fewer calls; 1 MiB chunks cost the node about a fifth more CPU per MB than 4 MiB ones)."""
+
+FETCH_IN_FLIGHT = 4
+"""``GetChunk`` calls outstanding at once in one transfer (16 MiB)."""
 _CONTAINER = "container:"
 
 
@@ -75,6 +89,14 @@ class GsbCaller(Protocol):
 
     async def call(self, address: str, component: str, payload: Any, *, timeout: float) -> Any:
         """The answer's payload; raises ``GsbCallError`` (a ``LocalNodeError``) when there is none."""
+        ...
+
+    def new_call_id(self) -> str:
+        """An id for :meth:`call_frame`."""
+        ...
+
+    async def call_frame(self, address: str, component: str, call_id: str, frame: bytes, *, timeout: float) -> Any:
+        """:meth:`call` with the request encoded already, under ``call_id``."""
         ...
 
 
@@ -107,11 +129,11 @@ def _field(payload: Any, key: str, what: str) -> Any:
     return payload[key]
 
 
-def _content(chunk: Any, offset: int, expected: int, url: str) -> bytes:
+def _content(chunk: Any, offset: int, expected: int, url: str) -> bytes | memoryview:
     content = _field(chunk, "content", GET_CHUNK)
     if isinstance(content, list) and all(isinstance(b, int) for b in content):
         content = bytes(content)
-    if not isinstance(content, (bytes, bytearray)):
+    if not isinstance(content, (bytes, bytearray, memoryview)):
         raise ProviderTransferError(
             f"GetChunk of {url} at offset {offset} answered content of type {type(content).__name__}"
         )
@@ -121,7 +143,7 @@ def _content(chunk: Any, offset: int, expected: int, url: str) -> bytes:
             f"GetChunk of {url} asked for {expected} bytes at offset {offset} and got {len(content)} bytes "
             f"at offset {got_offset}; the file may have changed while it was served"
         )
-    return bytes(content) if isinstance(content, bytearray) else content
+    return bytes(content) if isinstance(content, bytearray) else content  # a view is of the answer's frame
 
 
 class FileTransfer:
@@ -205,29 +227,29 @@ class FileTransfer:
             raise ProviderTransferError(f"GetMetadata of {url} answered fileSize {size!r}, not a byte count")
         return address, size
 
-    async def _pieces(self, address: str, size: int, url: str, write: Callable[[bytes], object]) -> None:
+    async def _pieces(self, address: str, size: int, url: str, write: Callable[[bytes | memoryview], object]) -> None:
         """Give ``write`` the file's content in order, in a thread (one piece at a time, while the next ones
-        come), :data:`IN_FLIGHT` ``GetChunk`` calls outstanding at once (a new one asked as soon as the oldest
+        come), :data:`FETCH_IN_FLIGHT` ``GetChunk`` calls outstanding at once (a new one asked as soon as the oldest
         is answered)."""
 
-        async def chunk(offset: int) -> bytes:
-            expected = min(CHUNK_SIZE, size - offset)
+        async def chunk(offset: int) -> bytes | memoryview:
+            expected = min(FETCH_CHUNK_SIZE, size - offset)
             answer = await self._call(address, GET_CHUNK, {"offset": offset, "size": expected})
             return _content(answer, offset, expected, url)
 
-        calls: deque[asyncio.Future[bytes]] = deque()
+        calls: deque[asyncio.Future[bytes | memoryview]] = deque()
         writing: asyncio.Future[object] | None = None
 
-        async def put(piece: bytes) -> None:
+        async def put(piece: bytes | memoryview) -> None:
             nonlocal writing
             if writing is not None:
                 await asyncio.shield(writing)  # cancelled or not, a write ends before the file closes
             writing = asyncio.ensure_future(asyncio.to_thread(write, piece))
 
         try:
-            for offset in range(0, size, CHUNK_SIZE):
+            for offset in range(0, size, FETCH_CHUNK_SIZE):
                 calls.append(asyncio.ensure_future(chunk(offset)))
-                if len(calls) >= IN_FLIGHT:
+                if len(calls) >= FETCH_IN_FLIGHT:
                     await put(await calls.popleft())
             while calls:
                 await put(await calls.popleft())
@@ -250,30 +272,55 @@ class FileTransfer:
             await self._pieces(address, size, url, file.write)
 
     async def _upload(self, fd: int, url: str) -> None:
-        """Send the file in chunks, :data:`IN_FLIGHT` unanswered at once; the next chunk is read and hashed in a
-        thread (hashlib releases the GIL) while the earlier ones are sent and a slot frees: the event loop
-        neither reads nor hashes, and the hash overlaps the sending."""
-        with os.fdopen(fd, "rb", buffering=0) as file:
+        """Send the file in chunks, :data:`IN_FLIGHT` unanswered at once; the next chunk's frame is built, read
+        into and hashed in a thread (hashlib releases the GIL) while the earlier ones are sent and a slot frees:
+        the event loop neither reads nor hashes, and the hash overlaps the sending."""
+        try:
             address = self._address(url)
-            digest = hashlib.sha3_256()
+            size = os.fstat(fd).st_size  # what the frames make room for; a file that changes meanwhile still works
+        except BaseException:
+            os.close(fd)
+            raise
+        digest = hashlib.sha3_256()
 
-            def read_next() -> bytes:
-                piece = file.read(CHUNK_SIZE)
-                # a short read ends the file only at its end: read on until the chunk is full or nothing comes
-                while piece and len(piece) < CHUNK_SIZE and (more := file.read(CHUNK_SIZE - len(piece))):
-                    piece += more
+        def read_next(call_id: str, offset: int) -> tuple[bytes, int]:
+            """The frame of the chunk at ``offset`` and its length (0 at the end of the file)."""
+            room = min(CHUNK_SIZE, size - offset) if offset < size else CHUNK_SIZE
+            if offset >= size and not os.pread(fd, 1, offset):
+                return b"", 0  # the end (the common case: the size known at the start)
+            frame = chunk_request(call_id, offset, room)
+            content = frame.content
+            got = 0
+            while got < room and (n := os.preadv(fd, [content[got:]], offset + got)):
+                got += n
+            if got < room:  # the file shrank (or grew past its size): a frame for what there is, copied
+                piece = bytes(content[:got])
                 digest.update(piece)
-                return piece
+                if not piece:
+                    return b"", 0
+                chunk = {"chunk": {"offset": offset, "content": piece}}
+                return encode_request(GsbRequest(id=call_id, component=UPLOAD_CHUNK, payload=chunk)), got
+            digest.update(content)
+            return frame.frame, room
 
+        def read(offset: int) -> asyncio.Future[tuple[str, tuple[bytes, int]]]:
+            call_id = self.gsb.new_call_id()
+            return asyncio.ensure_future(asyncio.to_thread(lambda: (call_id, read_next(call_id, offset))))
+
+        try:
             sends: deque[asyncio.Future[Any]] = deque()
-            reading = asyncio.ensure_future(asyncio.to_thread(read_next))
+            reading = read(0)
             try:
                 offset = 0
-                while piece := await asyncio.shield(reading):  # cancelled or not, a read ends before the close
-                    chunk = {"chunk": {"offset": offset, "content": piece}}
-                    sends.append(asyncio.ensure_future(self._call(address, UPLOAD_CHUNK, chunk)))
-                    offset += len(piece)
-                    reading = asyncio.ensure_future(asyncio.to_thread(read_next))  # while a slot frees
+                while True:
+                    # cancelled or not, a read ends before the file closes
+                    call_id, (frame, length) = await asyncio.shield(reading)
+                    if not length:
+                        break
+                    call = self.gsb.call_frame(address, UPLOAD_CHUNK, call_id, frame, timeout=self.call_timeout)
+                    sends.append(asyncio.ensure_future(call))
+                    offset += length
+                    reading = read(offset)  # while a slot frees
                     while len(sends) >= IN_FLIGHT or (sends and sends[0].done()):
                         await sends.popleft()
                 while sends:
@@ -283,6 +330,8 @@ class FileTransfer:
                     send.cancel()
                 # the read ends before the file closes; every call ends before the transfer fails
                 await asyncio.gather(*sends, reading, return_exceptions=True)
+        finally:
+            os.close(fd)
         await self._call(address, UPLOAD_FINISHED, {"hash": digest.hexdigest()})
 
     async def _fetch(self, url: str, files: VolumeFiles, target: str) -> None:

@@ -4,7 +4,8 @@ The ``flatbuffers`` package's reader looks every map key up by slicing the buffe
 each key read copies whatever follows it: a frame carrying a 1 MiB chunk was copied a dozen times to read its
 five keys. This reader walks the buffer by offsets and copies each string and blob once, into the value it
 returns. It gives what ``flexbuffers.Loads`` gives (maps as dicts, vectors as lists, blobs as ``bytes``,
-strings and keys as ``str``), and raises ``ValueError`` on a buffer that is not FlexBuffers.
+strings and keys as ``str``), and raises ``ValueError`` on a buffer that is not FlexBuffers. With ``views``,
+the blobs of a ``bytes`` buffer (immutable) are read-only views of it instead of copies.
 
 The layout (the FlexBuffers specification): the last byte is the root's byte width, the one before it the root's
 packed type (``type << 2 | log2 width``), the root before them. Scalars are stored in their parent's slot;
@@ -34,9 +35,10 @@ _FLOATS = {4: struct.Struct("<f"), 8: struct.Struct("<d")}
 
 
 class _Reader:
-    def __init__(self, buf: bytes | bytearray | memoryview) -> None:
+    def __init__(self, buf: bytes | bytearray | memoryview, views: bool = False) -> None:
         self.raw = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)  # for find()
         self.buf = memoryview(self.raw)
+        self.views = views and isinstance(self.raw, bytes)  # a view of a buffer that may change would change
 
     def uint(self, at: int, width: int) -> int:
         if at < 0 or at + width > len(self.buf):
@@ -101,7 +103,8 @@ class _Reader:
         if kind == _STRING:
             return bytes(self.sized(at, width)).decode()
         if kind == _BLOB:
-            return bytes(self.sized(at, width))
+            blob = self.sized(at, width)
+            return blob if self.views else bytes(blob)
         if kind == _VECTOR:
             size = self.uint(at - width, width)
             types = at + size * width
@@ -134,11 +137,12 @@ class _Reader:
         return [self.indirect(at + i * width, width, kind) for i in range(size)]
 
 
-def loads(buf: bytes | bytearray | memoryview) -> Any:
-    """The value in the FlexBuffers buffer ``buf``; ``ValueError`` when it is not one."""
+def loads(buf: bytes | bytearray | memoryview, *, views: bool = False) -> Any:
+    """The value in the FlexBuffers buffer ``buf``; ``ValueError`` when it is not one. ``views``: blobs of a
+    ``bytes`` buffer as read-only ``memoryview`` slices of it (no copy)."""
     if len(buf) < 3:
         raise ValueError(f"a FlexBuffers buffer has at least 3 bytes, this one {len(buf)}")
-    reader = _Reader(buf)
+    reader = _Reader(buf, views)
     width = reader.buf[-1]
     if width not in (1, 2, 4, 8) or width + 2 > len(buf):
         raise ValueError(f"a FlexBuffers root of byte width {width} does not fit a {len(buf)}-byte buffer")

@@ -10,6 +10,12 @@ A requestor that serves or receives a file binds a GSB service on ``/public/gftp
 - response (requestor → node): ``{"id", "payload"}`` or ``{"id", "error": {"ReadError": "…"}}``.
 
 The provider side names such a file ``gftp://<requestor-node-id>/<id>``.
+
+Chunks are the bulk of the traffic, so both ends handle their content without copies of their own:
+:func:`chunk_request` and :func:`chunk_response` build a frame with room for the content and hand out a view of
+that room, to be filled in place (read from the file straight into the frame); ``decode_*(frame, views=True)``
+give a chunk's content as a read-only view of the frame instead of a copy. The frames are the same bytes the
+package's builder makes for the same values.
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ __all__ = [
     "GSB_SUBPROTOCOL",
     "UPLOAD_CHUNK",
     "UPLOAD_FINISHED",
+    "ChunkFrame",
     "GftpMessageError",
     "GsbRequest",
     "GsbResponse",
+    "chunk_request",
+    "chunk_response",
     "decode_request",
     "decode_response",
     "encode_request",
@@ -70,9 +79,9 @@ class GsbResponse:
     error: dict[str, str] | None = None
 
 
-def _decode_map(frame: bytes | bytearray | memoryview, what: str) -> dict[str, Any]:
+def _decode_map(frame: bytes | bytearray | memoryview, what: str, views: bool = False) -> dict[str, Any]:
     try:
-        value = flexread.loads(frame)
+        value = flexread.loads(frame, views=views)
     except (ValueError, RecursionError, UnicodeDecodeError, struct.error) as exc:
         raise GftpMessageError(f"a GSB {what} frame of {len(frame)} bytes is not FlexBuffers: {exc}") from None
     if not isinstance(value, dict) or not isinstance(value.get("id"), str):
@@ -91,13 +100,68 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _Room:
+    """Stands for a blob of ``size`` bytes in a value given to :class:`_Builder`: the builder leaves that many
+    bytes for it (zeros) and notes where, to be filled in place once the frame is built."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+_SLACK = 256  # bytes beyond a room kept allocated, so that the small writes after it do not move the buffer
+
+
 class _Builder(flexbuffers.Builder):  # type: ignore[misc]  # the package has no type hints
     """The package's builder, but reading a map's key (to sort the keys) without copying the rest of the
-    buffer: its own way copied everything after the key, a whole chunk for a map that holds one."""
+    buffer (its own way copied everything after the key, a whole chunk for a map that holds one), and taking
+    a :class:`_Room` as a blob whose bytes come later (``room`` is where)."""
+
+    room = -1
 
     def _ReadKey(self, offset: int) -> bytearray:
         buf: bytearray = self._buf
         return buf[offset : buf.find(0, offset)]
+
+    def Add(self, *args: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], _Room):
+            self.Blob(args[0])
+        else:
+            super().Add(*args)
+
+    def _WriteBlob(self, data: Any, append_zero: bool, type_: Any) -> int:
+        if not isinstance(data, _Room):
+            loc: int = super()._WriteBlob(data, append_zero, type_)
+            return loc
+        # the package's own steps for a blob (its length, aligned, then its bytes), the bytes left as zeros
+        bit_width = flexbuffers.BitWidth.U(data.size)
+        byte_width = self._Align(bit_width)
+        self._Write(flexbuffers.U, data.size, byte_width)
+        buf: bytearray = self._buf
+        self.room = len(buf)
+        buf.extend(bytes(data.size + _SLACK))
+        del buf[-_SLACK:]  # the allocation stays: what follows (a few small vectors) fits in it
+        self._stack.append(flexbuffers.Value(self.room, type_, bit_width))
+        return self.room
+
+
+class ChunkFrame:
+    """A frame built with room for a chunk's content: send :attr:`frame` once :attr:`content` (a writable view
+    of the room, as long as the chunk) is filled."""
+
+    def __init__(self, frame: bytearray, room: int, size: int) -> None:
+        self.content = memoryview(frame)[room : room + size]
+        # a bytearray: a WebSocket sends it as well as bytes (and aiohttp's types say bytes)
+        self.frame: bytes = frame  # type: ignore[assignment]
+
+
+def _room_frame(value: Any, size: int) -> ChunkFrame:
+    builder = _Builder()
+    builder.Add(value)
+    frame: bytearray = builder.Finish()
+    return ChunkFrame(frame, builder.room, size)
 
 
 def _dumps(value: Any) -> bytes:
@@ -114,9 +178,23 @@ def encode_request(request: GsbRequest) -> bytes:
     return _dumps({"id": request.id, "component": request.component, "payload": payload})
 
 
-def decode_request(frame: bytes | bytearray | memoryview) -> GsbRequest:
-    """Parse a request frame; raises :class:`GftpMessageError` when it is not one."""
-    value = _decode_map(frame, "request")
+def chunk_request(call_id: str, offset: int, size: int) -> ChunkFrame:
+    """An ``UploadChunk`` request frame for ``size`` bytes at ``offset``; fill its ``content`` before sending.
+    The same bytes as ``encode_request`` makes for the same chunk."""
+    value = {"id": call_id, "component": UPLOAD_CHUNK, "payload": {"chunk": {"offset": offset, "content": _Room(size)}}}
+    return _room_frame(value, size)
+
+
+def chunk_response(call_id: str, offset: int, size: int) -> ChunkFrame:
+    """A ``GetChunk`` answer frame for ``size`` bytes at ``offset``; fill its ``content`` before sending.
+    The same bytes as ``encode_response`` makes for the same chunk."""
+    return _room_frame({"id": call_id, "payload": {"offset": offset, "content": _Room(size)}}, size)
+
+
+def decode_request(frame: bytes | bytearray | memoryview, *, views: bool = False) -> GsbRequest:
+    """Parse a request frame; raises :class:`GftpMessageError` when it is not one. With ``views`` a blob of a
+    ``bytes`` frame (a chunk's content) is a read-only view of the frame, not a copy."""
+    value = _decode_map(frame, "request", views)
     component = value.get("component")
     if not isinstance(component, str):
         raise GftpMessageError(f"a GSB request needs a string 'component', got {component!r}")
@@ -130,9 +208,10 @@ def encode_response(response: GsbResponse) -> bytes:
     return _dumps({"id": response.id, "payload": response.payload})
 
 
-def decode_response(frame: bytes | bytearray | memoryview) -> GsbResponse:
-    """Parse a response frame; raises :class:`GftpMessageError` when it is not one."""
-    value = _decode_map(frame, "response")
+def decode_response(frame: bytes | bytearray | memoryview, *, views: bool = False) -> GsbResponse:
+    """Parse a response frame; raises :class:`GftpMessageError` when it is not one (``views``: as for
+    :func:`decode_request`)."""
+    value = _decode_map(frame, "response", views)
     error = value.get("error")
     if error is not None and not isinstance(error, dict):
         error = {"Error": str(error)}

@@ -24,6 +24,7 @@ from golem_api._rest.models._fields import Fields, parse_id, parse_list, parse_n
 from golem_api._rest.routes import POLL_MARGIN, Requester, StreamOpener
 from golem_api._rest.sse import SseParser
 from golem_api.errors import ConfigurationError, NotFoundError, ServerError
+from golem_shared.jsontext import loads_str
 
 __all__ = ["EVENT_STREAM", "ActivityApi"]
 
@@ -171,7 +172,7 @@ class _RuntimeEvents:
                 if frame.event != "runtime":
                     continue
                 try:
-                    event = RuntimeEvent.from_json(json.loads(frame.data))
+                    event = RuntimeEvent.from_json(_event_json(frame.data))
                     if frame.id is not None and frame.id.isdigit():
                         event = attrs.evolve(event, sequence=int(frame.id))
                     self._ready.append(event)
@@ -181,6 +182,31 @@ class _RuntimeEvents:
                         method=method, path=path, status=200, message=f"unexpected event in the stream: {exc}"
                     ) from exc
         return self._ready.pop(0)
+
+
+_OUTPUT_MARKERS = tuple(f'"kind":{{"{stream}":"' for stream in ("stdout", "stderr"))
+
+
+def _event_json(data: str) -> Any:
+    """A runtime event's JSON, decoded; a piece of output (``{…,"kind":{"stdout":"TEXT"}}``, the bulk of a
+    stream) with its text unescaped by :func:`~golem_shared.jsontext.loads_str` instead of json's decoder.
+
+    Inside a JSON string every ``"`` is escaped, so the first ``"kind":{"stdout":"`` of the data is the event's
+    own; the text runs from there to the ``"}}`` that ends the data. Any other shape is decoded whole."""
+    if data.endswith('"}}'):
+        for marker in _OUTPUT_MARKERS:
+            start = data.find(marker)
+            if start > 0 and data[start - 1] == ",":
+                try:
+                    head = json.loads(data[: start - 1] + "}")
+                    text = loads_str(data[start + len(marker) : -3])
+                except ValueError:
+                    break  # not that shape after all: decode it all
+                if isinstance(head, dict) and "kind" not in head:
+                    head["kind"] = {marker[9:-3]: text}
+                    return head
+                break
+    return json.loads(data)
 
 
 def _results_from(since: int) -> Callable[[str], Any]:

@@ -35,6 +35,7 @@ class SseParser:
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
+        self._pos = 0  # where the unread part of _buffer starts (0 whenever feed returns)
         self._parts: list[str] = []  # text after _buffer in which no line ends (joined when one does)
         self._after_cr = False
         self._started = False
@@ -66,17 +67,21 @@ class SseParser:
                 frames.append(frame)
 
     def _next_line(self) -> str | None:
-        buffer = self._buffer
-        if not buffer:
+        """The next whole line of the buffer, read from :attr:`_pos` on (the buffer is cut down to what is left
+        only when no whole line is: slicing it after every line copied a long line's rest several times)."""
+        buffer, pos = self._buffer, self._pos
+        if pos >= len(buffer):
+            self._buffer, self._pos = "", 0
             return None
-        if self._after_cr and buffer.startswith("\n"):  # the LF of a CRLF cut between two chunks
-            buffer = buffer[1:]
+        if self._after_cr and buffer.startswith("\n", pos):  # the LF of a CRLF cut between two chunks
+            pos += 1
         self._after_cr = False
-        lf, cr = buffer.find("\n"), buffer.find("\r")
+        lf = buffer.find("\n", pos)
+        cr = buffer.find("\r", pos, lf if lf >= 0 else len(buffer))  # only a CR before the LF matters
         if lf < 0 and cr < 0:
-            self._buffer = buffer
+            self._buffer, self._pos = buffer[pos:] if pos else buffer, 0
             return None
-        if cr >= 0 and (lf < 0 or cr < lf):
+        if cr >= 0:
             end = cr
             if buffer.startswith("\n", cr + 1):
                 skip = 2
@@ -84,8 +89,8 @@ class SseParser:
                 skip, self._after_cr = 1, cr == len(buffer) - 1
         else:
             end, skip = lf, 1
-        self._buffer = buffer[end + skip :]
-        return buffer[:end]
+        self._pos = end + skip
+        return buffer[pos:end]
 
     def _line(self, line: str) -> SseFrame | None:
         if not line:

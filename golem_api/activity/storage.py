@@ -32,6 +32,7 @@ import os
 import secrets
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +48,7 @@ from golem_api.errors import (
     TransferError,
     TransferTimeoutError,
 )
+from golem_shared.allocator import keep_freed_memory
 from golem_shared.gftp import (
     GET_CHUNK,
     GET_METADATA,
@@ -55,6 +57,7 @@ from golem_shared.gftp import (
     GftpMessageError,
     GsbRequest,
     GsbResponse,
+    chunk_response,
     decode_request,
     encode_response,
     gftp_address,
@@ -121,27 +124,32 @@ class _Service:
                     _log.debug("%r: ignoring a %s frame", self, message.type.name)
                     continue
                 try:
-                    request = decode_request(message.data)
+                    request = decode_request(message.data, views=True)  # a chunk's content: a view, no copy
                 except GftpMessageError as exc:
                     _log.warning("%r: %s", self, exc)
                     continue
                 self.requests += 1
-                response = await self._answer(request)
-                await ws.send_bytes(encode_response(response))
+                await ws.send_bytes(await self._answer(request))
         except (aiohttp.ClientError, ConnectionError) as exc:
             _log.debug("%r: the WebSocket broke: %s", self, exc)
         finally:
             self._disconnected()
 
-    async def _answer(self, request: GsbRequest) -> GsbResponse:
+    async def _answer(self, request: GsbRequest) -> bytes:
+        """The frame that answers ``request``."""
         try:
             payload = await self._handle(request.component, request.payload)
+            if isinstance(payload, _Chunk):  # the content read straight into the answer's frame
+                frame = chunk_response(request.id, payload.offset, payload.size)
+                payload.fill(frame.content)
+                return frame.frame
         except _GftpFailure as failure:
-            return GsbResponse(id=request.id, error={failure.variant: str(failure)})
+            return encode_response(GsbResponse(id=request.id, error={failure.variant: str(failure)}))
         except Exception as exc:  # a bug here must not kill the service silently: tell the provider
             _log.exception("%r: failed to answer %s", self, request.component)
-            return GsbResponse(id=request.id, error={"InternalError": f"{type(exc).__name__}: {exc}"})
-        return GsbResponse(id=request.id, payload=payload)
+            error = {"InternalError": f"{type(exc).__name__}: {exc}"}
+            return encode_response(GsbResponse(id=request.id, error=error))
+        return encode_response(GsbResponse(id=request.id, payload=payload))
 
     async def _handle(self, component: str, payload: Any) -> Any:
         raise _GftpFailure("InternalError", f"{component} is not served here")
@@ -173,6 +181,15 @@ class _Service:
 
     def _release(self) -> None:
         """Free what the service holds (files) once it no longer answers."""
+
+
+class _Chunk:
+    """A ``GetChunk`` answer of ``size`` bytes at ``offset`` that ``fill`` writes into its frame."""
+
+    def __init__(self, offset: int, size: int, fill: Callable[[memoryview], None]) -> None:
+        self.offset = offset
+        self.size = size
+        self.fill = fill
 
 
 class _GftpFailure(Exception):
@@ -210,9 +227,19 @@ class Published(_Service):
             raise _GftpFailure("ReadError", f"offset {offset} is beyond the end of the data ({self.size} bytes)")
         size = min(size, self.size - offset)
         if self._fd is not None:
-            content = os.pread(self._fd, size, offset)
-        else:
-            content = (self._data or b"")[offset : offset + size]
+            fd = self._fd
+
+            def fill(room: memoryview) -> None:
+                got = 0
+                while got < size and (n := os.preadv(fd, [room[got:]], offset + got)):
+                    got += n
+                if got < size:
+                    raise _GftpFailure(
+                        "ReadError", f"the file served ends at {offset + got} bytes, not {self.size}: it was cut short"
+                    )
+
+            return _Chunk(offset, size, fill)
+        content = (self._data or b"")[offset : offset + size]
         return {"offset": offset, "content": content}
 
     def _release(self) -> None:
@@ -310,7 +337,7 @@ class Receiving(_Service):
             return None
         return await super()._handle(component, payload)
 
-    def _write(self, fd: int, offset: int, content: bytes) -> None:
+    def _write(self, fd: int, offset: int, content: bytes | memoryview) -> None:
         """In the writing thread: all of ``content`` at ``offset``; the first failure is kept (later chunks fail)."""
         if self._write_error is not None:
             return
@@ -327,7 +354,7 @@ class Receiving(_Service):
         where = str(self.path) if self.path is not None else "its temporary file"
         return f"the data sent to {self.url} could not be written to {where}: {error.strerror if error else '?'}"
 
-    def _queue(self, offset: int, content: bytes) -> None:
+    def _queue(self, offset: int, content: bytes | memoryview) -> None:
         """Queue the chunk's write and, when it continues what came before, its hashing."""
         if self._fd is None:
             raise _GftpFailure("WriteError", f"{self.url} is closed")
@@ -426,9 +453,11 @@ def _field(payload: Any, key: str) -> int:
     return value
 
 
-def _content(chunk: Any) -> bytes:
+def _content(chunk: Any) -> bytes | memoryview:
     value = chunk.get("content") if isinstance(chunk, dict) else None
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, memoryview)):
+        return value  # a view is of the request's frame, which nothing changes
+    if isinstance(value, bytearray):
         return bytes(value)
     if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
         return bytes(value)
@@ -441,6 +470,7 @@ class GsbStorage:
     """Publishes and receives data for providers through the node's GSB API; closes everything on exit."""
 
     def __init__(self, rest: RestClient) -> None:
+        keep_freed_memory()  # chunks of a mebibyte pass through several buffers: no page faults for each
         self.rest = rest
         self._node_id: str | None = None
         self._services: set[_Service] = set()

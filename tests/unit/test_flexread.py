@@ -14,6 +14,8 @@ from golem_shared.gftp import (
     GftpMessageError,
     GsbRequest,
     GsbResponse,
+    chunk_request,
+    chunk_response,
     decode_request,
     decode_response,
     encode_request,
@@ -78,6 +80,39 @@ def test_gsb_frames_round_trip_with_a_mebibyte_chunk() -> None:
     assert decode_request(encode_request(request)) == request
     response = GsbResponse(id="4", payload={"offset": 0, "content": content})
     assert decode_response(encode_response(response)) == response
+
+
+@pytest.mark.parametrize("size", [0, 1, 200, 255, 256, 65_535, 65_536, (1 << 20) + 3])
+@pytest.mark.parametrize(("call_id", "offset"), [("1", 0), ("12345", 1 << 31), ("x" * 300, 1 << 40)])
+def test_a_chunk_frame_filled_in_place_is_the_frame_the_package_builds_for_the_same_chunk(
+    size: int, call_id: str, offset: int
+) -> None:
+    content = os.urandom(size)
+    request = chunk_request(call_id, offset, size)
+    request.content[:] = content
+    payload = {"chunk": {"offset": offset, "content": content}}
+    assert bytes(request.frame) == bytes(
+        encode_request(GsbRequest(id=call_id, component="UploadChunk", payload=payload))
+    )
+    response = chunk_response(call_id, offset, size)
+    response.content[:] = content
+    answer = GsbResponse(id=call_id, payload={"offset": offset, "content": content})
+    assert bytes(response.frame) == bytes(encode_response(answer))
+    assert bytes(response.frame) == bytes(flexbuffers.Dumps({"id": call_id, "payload": answer.payload}))
+
+
+def test_decoding_with_views_gives_a_chunk_as_a_read_only_view_of_the_frame() -> None:
+    content = os.urandom(70_000)
+    frame = bytes(encode_response(GsbResponse(id="4", payload={"offset": 9, "content": content})))
+    got = decode_response(frame, views=True).payload["content"]
+    assert isinstance(got, memoryview)
+    assert got.readonly
+    assert got == content
+    assert got.obj is frame
+    request = GsbRequest(id="3", component="UploadChunk", payload={"chunk": {"offset": 0, "content": content}})
+    assert decode_request(bytes(encode_request(request)), views=True) == request
+    # a buffer that may change is copied from, views or not
+    assert isinstance(decode_response(bytearray(frame), views=True).payload["content"], bytes)
 
 
 def test_a_damaged_frame_is_refused_as_not_flexbuffers_never_with_another_error() -> None:

@@ -45,7 +45,6 @@ from golem_shared.gftp import (
     decode_request,
     decode_response,
     encode_request,
-    encode_response,
 )
 
 WHEN = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
@@ -533,8 +532,8 @@ def storage_without_node() -> GsbStorage:
 
 
 async def call(service: Published | Receiving, component: str, payload: Any = None) -> GsbResponse:
-    request = decode_request(encode_request(GsbRequest(id="1", component=component, payload=payload)))
-    return decode_response(encode_response(await service._answer(request)))
+    request = decode_request(encode_request(GsbRequest(id="1", component=component, payload=payload)), views=True)
+    return decode_response(bytes(await service._answer(request)))
 
 
 def chunk(offset: int, content: bytes) -> dict[str, Any]:
