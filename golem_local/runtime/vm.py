@@ -315,6 +315,18 @@ class VmRuntime:
                 f"the hostname {hostname!r} is not valid; use up to 63 letters, digits, dots and dashes"
             )
         volumes = tuple(Volume(path, self.work_dir / "volumes" / path.lstrip("/")) for path in paths)
+        async with self.host.start_gate().slot("deploy"):  # a few at a time on this machine (see .gate)
+            await self._set_up(volumes, hostname, settings)
+        self._volumes = volumes
+        self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
+        self._hostname = hostname
+        self._state = _State.DEPLOYED
+        # "empty": start returns once the sandbox and its agent are up (the sandbox, not the call, lives on)
+        return Deployment(start_mode="empty", volumes=volumes)
+
+    async def _set_up(self, volumes: tuple[Volume, ...], hostname: str, settings: DeploySettings) -> None:
+        """The deploy's work on the machine: the sandbox's uid, its storage, its directories and files, its
+        VPN links, the volumes' descriptors."""
         if self.image.rootfs:  # the image's root is the root of the images' namespace: no uid of its own
             try:
                 namespace = await asyncio.to_thread(user_namespace)
@@ -344,12 +356,6 @@ class VmRuntime:
             self._files = VolumeFiles({volume.path: volume.host_path for volume in volumes}, owner=owner)
         except OSError as exc:
             raise RuntimeFailure(f"cannot open the volume directories under {str(self.work_dir)!r}: {exc}") from exc
-        self._volumes = volumes
-        self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
-        self._hostname = hostname
-        self._state = _State.DEPLOYED
-        # "empty": start returns once the sandbox and its agent are up (the sandbox, not the call, lives on)
-        return Deployment(start_mode="empty", volumes=volumes)
 
     def _make_directories(self, volumes: Sequence[Volume]) -> None:
         """The activity's directory and its volumes; with an identity, the volumes are the sandbox's own
@@ -452,12 +458,22 @@ class VmRuntime:
         )
 
     async def start(self, args: Sequence[str]) -> None:
-        """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
+        """Create the sandbox and wait (at most :data:`START_TIMEOUT` from its launch) for its agent to be ready.
+
+        Sandboxes are set up a few at a time (:meth:`~.launch.SandboxHost.start_gate`): the call may first wait
+        for its turn, and the agent's bound counts from the launch, not from the call.
 
         ``args`` (the ``start`` command's arguments) are accepted and ignored, as by a Golem VM.
         """
         if self._state is not _State.DEPLOYED:
             raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}; deploy it first, start once")
+        async with self.host.start_gate().slot("start"):  # a few at a time on this machine (see .gate)
+            if self._state is not _State.DEPLOYED:  # stopped while it waited for its turn
+                raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}")
+            await self._launch()
+
+    async def _launch(self) -> None:
+        """Start bubblewrap with the agent, put it into its limits, wait for the agent to be ready."""
         command = self._sandbox_command()
         agent = list(command.agent)
         rlimits = self.host.rlimits(self.limits)
