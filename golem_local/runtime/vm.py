@@ -17,12 +17,13 @@ Choices the exe-unit can rely on:
   ``limits`` (:class:`~.launch.SandboxLimits`) are enforced as far as the :class:`~.launch.SandboxHost`
   can (control group, sized ``/tmp`` and ``/dev/shm``, rlimits otherwise).
 - :meth:`~VmRuntime.cpu_seconds` is measured from outside the sandbox, never reported by anything inside
-  it: the sandbox's control group (``cpuacct.usage``: every task that ever ran in it, read when asked), or,
-  without control groups, the host's ``/proc`` for the sandbox's PID namespace (sampled every
-  :data:`USAGE_INTERVAL` seconds by an owned task, once more at :meth:`~VmRuntime.stop`, and on demand with
-  :meth:`~VmRuntime.refresh_cpu_seconds`). Every figure is checked to be finite and not negative; it never
-  goes down and keeps its last value after the sandbox ends. :attr:`~VmRuntime.memory_peak_bytes` is the
-  memory high-water mark (the sampled maximum without control groups).
+  it: the sandbox's control group (``cpuacct.usage``: every task that ever ran in it, read when asked and
+  never polled, so a sandbox at rest costs the node nothing), or, without control groups, the host's
+  ``/proc`` for the sandbox's PID namespace (sampled every :data:`USAGE_INTERVAL` seconds by an owned task,
+  once more at :meth:`~VmRuntime.stop`, and on demand with :meth:`~VmRuntime.refresh_cpu_seconds`). Every
+  figure is checked to be finite and not negative; it never goes down and keeps its last value after the
+  sandbox ends. :attr:`~VmRuntime.memory_peak_bytes` is the memory high-water mark (the kernel's, as of the
+  last reading, with control groups; the sampled maximum without).
 - a command ended by a limit says so: :meth:`~VmRuntime.exit_note` (``killed: memory limit 512 MiB``).
 - environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` (``/root`` for an image with a
   root file system) defaults, the host Python's
@@ -274,6 +275,7 @@ class VmRuntime:
         self._meter: ProcMeter | None = None
         self._usage_at_start: CgroupUsage | None = None
         self._last_usage: CgroupUsage | None = None
+        self._last_usage_at = -math.inf  # time.monotonic() of _last_usage
         self._exit_note: str | None = None
         self.memory_peak_bytes: int | None = None
         self._cpu = 0.0
@@ -526,7 +528,8 @@ class VmRuntime:
             raise RuntimeFailure(f"{exc}{self._stderr_note()}") from None
         finally:
             launch.close()
-        self._tasks.spawn(self._poll_usage(), name=f"vm usage poller {process.pid}")
+        if self._cgroup is None:  # a control group keeps its counters itself: read when asked, never polled
+            self._tasks.spawn(self._poll_usage(), name=f"vm usage poller {process.pid}")
 
     async def _release(self, launch: Launch) -> None:
         """Let the blocked sandbox run once it is in its limits; set up the meter that fits the host."""
@@ -557,7 +560,7 @@ class VmRuntime:
         self._commands[command_id] = _Running(process.entry_point, cwd, sink, result)
         env = {**self._environment(), **{str(key): str(value) for key, value in process.env.items()}}
         request = {"op": "run", "id": command_id, "argv": [process.entry_point, *process.args], "env": env, "cwd": cwd}
-        before = self._last_usage  # the latest reading (the poller keeps it fresh): no read before each command
+        before = self._recent_usage()
         self._exit_note = None
         try:
             await self._send(request)
@@ -659,14 +662,20 @@ class VmRuntime:
         return self._cpu
 
     async def wait_cpu_seconds(self, at_least: float, *, timeout: float) -> float:
-        """Wait until the periodic samples reach ``at_least`` CPU seconds; return the figure.
+        """Wait until the readings (the poller's, or this wait's own of a control group, every
+        :data:`USAGE_INTERVAL` seconds) reach ``at_least`` CPU seconds; return the figure.
 
         For tests and diagnostics. Raises :class:`RuntimeFailure` if it does not happen within ``timeout``.
         """
 
         async def reached() -> None:
             while self._cpu < at_least:
-                await self._cpu_updated.wait()
+                if self._cgroup is None:
+                    await self._cpu_updated.wait()  # the poller's next sample
+                else:  # nothing polls a control group: this wait reads it
+                    self._cgroup_usage()
+                    if self._cpu < at_least:
+                        await asyncio.sleep(USAGE_INTERVAL)
 
         try:
             await asyncio.wait_for(reached(), timeout)
@@ -694,8 +703,17 @@ class VmRuntime:
         self._record_cgroup(usage)
         return usage
 
+    def _recent_usage(self) -> CgroupUsage | None:
+        """The control group's counters as of at most :data:`USAGE_INTERVAL` seconds ago (what a limit did
+        before a command): the last reading when it is that recent, so that a burst of commands reads the
+        group once; ``None`` without one."""
+        if time.monotonic() - self._last_usage_at < USAGE_INTERVAL:
+            return self._last_usage
+        return self._cgroup_usage()
+
     def _record_cgroup(self, usage: CgroupUsage) -> None:
         self._last_usage = usage
+        self._last_usage_at = time.monotonic()
         try:
             self._record_cpu(checked_seconds(usage.cpu_ns / 1e9, "the sandbox's control group"))
         except RuntimeFailure as exc:
