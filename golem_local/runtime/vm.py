@@ -263,6 +263,7 @@ class VmRuntime:
         self._tasks = TaskSet("vm runtime", logger=_log)
         self._ready: asyncio.Future[None] | None = None
         self._commands: dict[int, _Running] = {}
+        self._commanded = False  # whether a command was ever sent to the agent
         self._ids = itertools.count(1)
         self._killing = asyncio.Event()
         self.host = host if host is not None else default_sandbox_host()
@@ -555,6 +556,7 @@ class VmRuntime:
         if self._state is not _State.STARTED:
             raise RuntimeFailure(self._not_running(f"cannot run {process.entry_point!r}"))
         command_id = next(self._ids)
+        self._commanded = True
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         cwd = process.cwd or self.image.working_dir
         self._commands[command_id] = _Running(process.entry_point, cwd, sink, result)
@@ -590,8 +592,13 @@ class VmRuntime:
                 if self._state is _State.STARTED:
                     with contextlib.suppress(RuntimeFailure):
                         await self.refresh_cpu_seconds(timeout=STOP_GRACE)  # before the sandbox's processes end
-                    with contextlib.suppress(RuntimeFailure):  # SIGTERM everything, SIGKILL after the grace
-                        await self._send({"op": "exit", "grace": self.stop_grace})
+                    if self._commanded:
+                        with contextlib.suppress(RuntimeFailure):  # SIGTERM everything, SIGKILL after the grace
+                            await self._send({"op": "exit", "grace": self.stop_grace})
+                    elif self._process is not None and self._process.stdin is not None:
+                        # Nothing was ever started in the sandbox, nothing to end: the agent ends at the
+                        # channel's end without loading what serving requests takes (see the agent's main).
+                        self._process.stdin.close()
                 await self._shut_down(self.stop_grace)
             finally:
                 self._state = _State.STOPPED
