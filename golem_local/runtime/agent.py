@@ -55,8 +55,8 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: importing typing alone costs more than the rest of the start-up
 if TYPE_CHECKING:  # loaded by _load_machinery() once the first request comes (see main)
     import contextlib
     import json
@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # loaded by _load_machinery() once the first request comes (s
     import signal
     import subprocess
     import time
+    from typing import Any
 
 __all__ = [
     "COMMAND_OOM_SCORE_ADJ",
