@@ -1,16 +1,20 @@
-"""The gate sandboxes pass to be set up: a bounded number at once, starts before deploys, none lost to a cancel."""
+"""Setting sandboxes up at scale: the gate (a bounded number at once, starts before deploys, none lost to a
+cancel), the agent's light start, the uid allocation."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from golem_local.runtime import agent
+from golem_local.runtime.base import RuntimeFailure
 from golem_local.runtime.gate import StartGate, default_start_slots
-from golem_local.runtime.launch import SandboxHost
+from golem_local.runtime.launch import SandboxHost, allocate_identity
 from golem_local.runtime.sandbox import agent_interpreter
 
 
@@ -115,3 +119,32 @@ def test_the_agent_says_ready_without_loading_what_requests_need() -> None:
     imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
     assert imported, done.stderr
     assert not imported & {"json", "subprocess", "selectors", "signal", "typing", "re"}, sorted(imported)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes get uids of their own when the node is root")
+def test_sandbox_uids_are_the_lowest_free_ones_and_held_ones_are_not_looked_up_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = 2_900_000 + 64 * (os.getpid() % 1000)  # a range of this test's own: nodes beside it use theirs
+    monkeypatch.setenv("GOLEM_LOCAL_SANDBOX_UIDS", f"{base}:4")
+    held = [allocate_identity() for _ in range(3)]
+    try:
+        assert [identity.uid for identity in held] == [base, base + 1, base + 2]
+        looked_up: list[int] = []
+        real_getpwuid = pwd.getpwuid
+
+        def getpwuid(uid: int) -> object:
+            looked_up.append(uid)
+            return real_getpwuid(uid)
+
+        monkeypatch.setattr(pwd, "getpwuid", getpwuid)  # the module launch looks users up with
+        fourth = allocate_identity()
+        assert fourth.uid == base + 3
+        assert looked_up == [base + 3], "uids this process holds were looked up again"
+        with pytest.raises(RuntimeFailure, match="every sandbox uid"):
+            allocate_identity()
+        held[1].release()
+        assert allocate_identity().uid == base + 1  # the lowest free one again
+    finally:
+        for identity in held:
+            identity.release()
