@@ -503,6 +503,14 @@ class VmRuntime:
                 raise RuntimeFailure(f"{MISSING_MESSAGE} (looked for {self.bwrap!r})") from None
             raise
         process = launch.process
+        if self._stopping:  # stopped while bubblewrap was being started: its sandbox never runs
+            launch.close()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            if launch.cgroup is not None:
+                await asyncio.to_thread(launch.cgroup.remove)
+            raise RuntimeFailure("the activity was stopped before its sandbox started")
         assert process.stdout is not None
         assert process.stderr is not None
         self._process = process
