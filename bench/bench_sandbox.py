@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
+from attrs import frozen
+
 from golem_local.config import ProviderSpec
 from golem_local.images.cache import image_from_metadata, unpack_for_sandboxes
 from golem_local.images.registry import ImageRegistry
@@ -80,12 +82,46 @@ async def agent_round_trips(count: int) -> float:
             await runtime.stop()
 
 
-async def sandbox_starts(count: int, at_once: int = 2 * (os.cpu_count() or 1)) -> float:
-    """Seconds to deploy and start ``count`` sandboxes, ``at_once`` at a time (a default provider's offer as
-    their limits, as the local node's providers have), until every agent is ready; they are stopped afterwards.
+@frozen
+class SandboxStarts:
+    """What :func:`sandbox_starts` measured: the ``seconds`` until every agent was ready; with every sandbox
+    up, the memory of their processes (bubblewrap and the agent: proportional set size, each sandbox's on
+    average, MiB) and how much the machine's available memory had dropped since before the first (MiB: with
+    the kernel's part, page tables, control groups, mounts)."""
 
-    Not all at once: 600 Python agents starting together on two cores leave some unready after the runtime's
-    10 s bound."""
+    seconds: float
+    pss_mib_each: float
+    available_drop_mib: float
+
+
+def _pss_kib(pid: int) -> int:
+    """Proportional set size of ``pid`` and of every process below it, KiB (0 for what has gone)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/smaps_rollup") as rollup:
+                total += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo += [int(child) for child in children.read().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def _available_kib() -> int:
+    with open("/proc/meminfo") as info:
+        return next(int(line.split()[1]) for line in info if line.startswith("MemAvailable:"))
+
+
+async def sandbox_starts(count: int, at_once: int = 2 * (os.cpu_count() or 1)) -> SandboxStarts:
+    """Deploy and start ``count`` sandboxes, ``at_once`` at a time (a default provider's offer as their limits,
+    as the local node's providers have), until every agent is ready; measure their memory; stop them.
+
+    Not all at once: 600 Python agents starting together on two cores left some unready after the runtime's
+    10 s bound (the runtime now sets up as many at once itself: ``SandboxHost.start_gate``)."""
     await check_bubblewrap()
     spec = ProviderSpec(name="bench")
     limits = SandboxLimits.from_offer(
@@ -102,10 +138,13 @@ async def sandbox_starts(count: int, at_once: int = 2 * (os.cpu_count() or 1)) -
                 await runtime.deploy(DeploySettings())
                 await runtime.start([])
 
+        available = _available_kib()
         began = time.perf_counter()
         try:
             await asyncio.gather(*(up(r) for r in runtimes))
-            return time.perf_counter() - began
+            seconds = time.perf_counter() - began
+            pss = sum(_pss_kib(r.sandbox_pid) for r in runtimes if r.sandbox_pid is not None)
+            return SandboxStarts(seconds, pss / 1024 / max(count, 1), (available - _available_kib()) / 1024)
         finally:
             await asyncio.gather(*(r.stop() for r in runtimes), return_exceptions=True)
 
@@ -160,7 +199,8 @@ async def main() -> None:
 async def _stops(base: Path, runs: int) -> tuple[float, float]:
     """Median ms of ``stop()`` of an idle sandbox and of one running ``sleep`` in a command and in the background,
     alternately."""
-    idle, busy = [], []
+    idle: list[float] = []
+    busy: list[float] = []
     for index in range(runs):
         for running, times in ((False, idle), (True, busy)):
             vm = VmRuntime(Image(), base / f"activity-{index}-{running}")

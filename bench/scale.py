@@ -214,36 +214,54 @@ async def running_against_bare(runs: int, sizes: tuple[int, ...] = (200, 500, 10
     )
 
 
-async def real_sandboxes(runs: int, instances: int = 600) -> Result:
-    """Time to running of ``instances`` instances in real sandboxes (the ``vm`` runtime), against as many
-    sandboxes started at once without a network (the floor), in the same run; instances lost."""
+async def real_sandboxes(runs: int, sizes: tuple[int, ...] = (300, 600)) -> Result:
+    """Time to running of N instances in real sandboxes (the ``vm`` runtime) for each N of ``sizes``, against
+    as many sandboxes started without a network (the floor), measured just before in the same run; instances
+    lost; the sandboxes' memory at N (from the floor's, all up)."""
     from bench.bench_sandbox import sandbox_starts
 
-    golem_s: list[float] = []
-    floor_s: list[float] = []
-    lost: list[float] = []
-    budget = run_budget(instances, _START_BOUND + _STOP_BOUND)
+    golem_s: dict[int, list[float]] = {n: [] for n in sizes}
+    floor_s: dict[int, list[float]] = {n: [] for n in sizes}
+    lost: dict[int, list[float]] = {n: [] for n in sizes}
+    pss: dict[int, list[float]] = {n: [] for n in sizes}
+    dropped: dict[int, list[float]] = {n: [] for n in sizes}
     for _ in range(runs):
-        floor_s.append(await sandbox_starts(instances))
-        async with served_node(instances, "vm", timeout=300, balance=budget) as node:
-            golem = await run_json(_child_argv(node, instances, 0, 1.0, budget), timeout=_START_BOUND + _STOP_BOUND)
-        golem_s.append(golem["running_after_s"])
-        lost.append(float(golem["lost"]))
+        for n in sizes:
+            budget = run_budget(n, _START_BOUND + _STOP_BOUND)
+            floor = await sandbox_starts(n)
+            floor_s[n].append(floor.seconds)
+            pss[n].append(floor.pss_mib_each)
+            dropped[n].append(floor.available_drop_mib)
+            async with served_node(n, "vm", timeout=300, balance=budget) as node:
+                golem = await run_json(_child_argv(node, n, 0, 1.0, budget), timeout=_START_BOUND + _STOP_BOUND)
+            golem_s[n].append(golem["running_after_s"])
+            lost[n].append(float(golem["lost"]))
+    figures: list[Figure] = []
+    targets: list[Target] = []
+    for n in sizes:
+        ratio = [g / f for g, f in zip(golem_s[n], floor_s[n], strict=True)]
+        figures += [
+            Figure(f"N={n} golem-api time to running", "s", golem_s[n]),
+            Figure(f"N={n} floor: sandboxes started alone", "s", floor_s[n]),
+            Figure(f"N={n} ratio", "×", ratio),
+            Figure(f"N={n} instances lost", "", lost[n]),
+            Figure(f"N={n} memory of a sandbox (PSS of bubblewrap and agent)", "MiB", pss[n]),
+            Figure(f"N={n} memory available dropped by", "MiB", dropped[n]),
+        ]
+        targets += [Target(f"N={n} ratio", "at most", 1.2), Target(f"N={n} instances lost", "at most", 0.0)]
+    largest = max(sizes)
     return Result(
         key="real_sandboxes",
-        title=f"{instances} instances in real sandboxes",
-        figures=[
-            Figure("golem-api time to running", "s", golem_s),
-            Figure(f"floor: {instances} sandboxes started alone", "s", floor_s),
-            Figure("ratio", "×", [g / f for g, f in zip(golem_s, floor_s, strict=True)]),
-            Figure("instances lost", "", lost),
-        ],
-        targets=[Target("ratio", "at most", 1.2), Target("instances lost", "at most", 0.0)],
+        title=f"Up to {largest} instances in real sandboxes",
+        figures=figures,
+        targets=targets,
         notes=(
-            f"`Golem.run_service` of {instances} trivial instances to `wait_running` (`bench.scale_child`) on a "
-            f"node of {instances} `vm` providers (a bubblewrap sandbox with its agent per activity, each within "
-            "its offer's limits), against the floor measured just before: as many sandboxes deployed and started "
-            "with `VmRuntime` alone, twice as many at a time as there are cores (`bench_sandbox.sandbox_starts`), "
-            "no network, no requestor."
+            "For each N: `Golem.run_service` of N trivial instances to `wait_running` (`bench.scale_child`) on a "
+            "node of N `vm` providers (a bubblewrap sandbox with its agent per activity, each within its offer's "
+            "limits; the node sets up as many at once as its start gate lets, twice the cores), against the "
+            "floor measured just before: as many sandboxes deployed and started with `VmRuntime` alone, twice "
+            "as many at a time as there are cores (`bench_sandbox.sandbox_starts`), no network, no requestor. "
+            "The memory figures are the floor's, with all N up: the proportional set size of each sandbox's "
+            "processes, and the drop of the machine's available memory (the kernel's part included)."
         ),
     )

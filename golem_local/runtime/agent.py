@@ -52,17 +52,20 @@ read ``CHUNK`` bytes at a time: a command that prints a lot then costs one event
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
-import json
 import os
-import selectors
-import signal
-import subprocess
 import sys
-import time
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing alone costs more than the rest of the start-up
+if TYPE_CHECKING:  # loaded by _load_machinery() once the first request comes (see main)
+    import contextlib
+    import json
+    import selectors
+    import signal
+    import subprocess
+    import time
+    from typing import Any
 
 __all__ = [
     "COMMAND_OOM_SCORE_ADJ",
@@ -85,7 +88,8 @@ _RLIMITS = {"nproc": "RLIMIT_NPROC", "as": "RLIMIT_AS"}
 _STDIN = 0
 _STDOUT = 1
 _POSIX_SPAWN = hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_DUP2")
-_DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name))
+_DEFAULT_SIGNALS: tuple[int, ...] = ()  # what Python ignores and a command gets back as the default: set by
+# _load_machinery (``signal`` is not imported before the first request)
 
 
 def _emit(event: dict[str, Any], payload: bytes = b"") -> None:
@@ -101,8 +105,10 @@ def _emit(event: dict[str, Any], payload: bytes = b"") -> None:
 
 def _grow_pipe(fd: int) -> None:
     """Ask for a ``PIPE_SIZE`` pipe buffer; a kernel that refuses (a user over its pipe quota) keeps the default."""
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - no contextlib: this runs before the machinery is loaded
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
 
 
 class _Command:
@@ -204,9 +210,11 @@ class Agent:
         self.selector.register(self.wake_read, selectors.EVENT_READ)
         self.selector.register(_STDIN, selectors.EVENT_READ)
 
-    def serve(self) -> None:
-        """Run until asked to exit or until stdin closes, then kill what still runs."""
-        _emit({"ev": "ready", "pid": os.getpid(), "python": ".".join(str(part) for part in sys.version_info[:3])})
+    def serve(self, *, ready: bool = True) -> None:
+        """Say ready (unless ``ready`` is false: said already), run until asked to exit or until stdin closes,
+        then kill what still runs."""
+        if ready:
+            _say_ready()
         while self.running:
             for key, _events in self.selector.select(self._timeout()):
                 if key.fd == _STDIN:
@@ -235,7 +243,10 @@ class Agent:
             pass
 
     def _read_requests(self) -> None:
-        data = os.read(_STDIN, CHUNK)
+        self.take(os.read(_STDIN, CHUNK))
+
+    def take(self, data: bytes) -> None:
+        """Handle the requests completed by ``data`` read from stdin (``b""``: stdin closed, the end)."""
         if not data:
             self.running = False
             return
@@ -412,20 +423,55 @@ def set_rlimits(setting: str) -> None:
         resource.setrlimit(getattr(resource, _RLIMITS[name]), (limit, limit))
 
 
+def _load_machinery() -> None:
+    """Import what serving requests takes (``json`` alone brings ``re`` and ``enum``, ``subprocess`` brings
+    ``threading`` and ``locale``): together they were half the agent's start-up, 20–25 ms of CPU of 45."""
+    global contextlib, json, selectors, signal, subprocess, time, _DEFAULT_SIGNALS
+    import contextlib
+    import json
+    import selectors
+    import signal
+    import subprocess
+    import time
+
+    _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
+
+
+def _say_ready() -> None:
+    """The ready event, written without ``json`` (nothing but numbers in it)."""
+    version = ".".join(str(int(part)) for part in sys.version_info[:3])
+    os.write(_STDOUT, b'{"ev":"ready","pid":%d,"python":"%s"}\n' % (os.getpid(), version.encode()))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Harden, apply the limits of ``--rlimits``, then serve the runtime until it says exit or goes away."""
+    """Harden, apply the limits of ``--rlimits``, say ready, then serve the runtime until it says exit or goes
+    away.
+
+    Ready comes before the request machinery is imported (:func:`_load_machinery`): that happens when the
+    first request arrives, so a sandbox that is started and never asked anything (an idle instance, or one
+    ended without a command, which the runtime ends by closing the channel) never pays for it, and the
+    first command pays once. Hundreds of sandboxes starting at once on a few cores were CPU-bound on it.
+    """
     args = sys.argv[1:] if argv is None else argv
     try:
         harden()
         if args[:1] == ["--rlimits"]:
             set_rlimits(args[1])
     except (OSError, ValueError, KeyError, IndexError) as exc:
+        _load_machinery()
         _emit({"ev": "error", "message": f"the agent cannot protect itself or apply the limits: {exc}"})
         sys.exit(70)
     _grow_pipe(_STDOUT)
+    _say_ready()
+    first = os.read(_STDIN, CHUNK)  # blocks until the runtime says something (or goes away)
+    if not first:
+        return  # the channel closed before any request: nothing was ever started, nothing is left to end
+    _load_machinery()
     if _POSIX_SPAWN:
         _close_on_exec()
-    Agent().serve()
+    agent = Agent()
+    agent.take(first)
+    agent.serve(ready=False)
 
 
 if __name__ == "__main__":

@@ -369,6 +369,16 @@ class SandboxCgroup:
         for path in sorted(set(self.paths.values())):
             _write(path / "cgroup.procs", pid)
 
+    def cpu_ns(self) -> int:
+        """CPU time of every task that ever ran in the group, in ns: the one file billing needs, read alone
+        (``OSError`` once the group is gone)."""
+        if self.host.version == "v1":
+            cpu_ns = int(_read(self._path("cpuacct") / "cpuacct.usage"))
+        else:
+            cpu_ns = _keyed(self._path("memory") / "cpu.stat").get("usage_usec", 0) * 1000
+        self._last_cpu_ns = max(self._last_cpu_ns, cpu_ns)
+        return self._last_cpu_ns
+
     def usage(self) -> CgroupUsage:
         """What the kernel counted so far (``OSError`` once the group is gone)."""
         if self.host.version == "v1":

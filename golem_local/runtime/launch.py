@@ -42,6 +42,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from attrs import frozen
 
 from golem_local.runtime.base import RuntimeFailure
 from golem_local.runtime.cgroups import CgroupHost, CgroupLimits, SandboxCgroup, detect_cgroups
+from golem_local.runtime.gate import StartGate, default_start_slots
 from golem_local.runtime.rootfs import image_uid_range
 
 __all__ = [
@@ -149,7 +151,14 @@ class SandboxIdentity:
         """Give the uid back (once every process of it has ended). Idempotent."""
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
+            _held.discard(self.uid)
             os.close(fd)
+
+
+_held: set[int] = set()
+"""The uids this process holds the locks of: skipped without a look-up when the next one is allocated (each
+look-up is a passwd search, an open and a lock: done for every held uid, 600 sandboxes made the 601st
+allocation cost milliseconds of the node's event loop)."""
 
 
 def _lock_dir() -> Path:
@@ -172,6 +181,8 @@ def allocate_identity() -> SandboxIdentity:
     directory = _lock_dir()
     for offset in range(count):  # the lowest free one: the lock files are as many as sandboxes ever ran at once
         uid = base + offset
+        if uid in _held:
+            continue
         with contextlib.suppress(KeyError):
             pwd.getpwuid(uid)
             continue  # a real user of this machine: never run a sandbox as it
@@ -181,6 +192,7 @@ def allocate_identity() -> SandboxIdentity:
         except BlockingIOError:
             os.close(fd)
             continue
+        _held.add(uid)
         return SandboxIdentity(uid, uid, fd)
     raise RuntimeFailure(
         f"every sandbox uid of {base}-{base + count - 1} is in use; end some activities, or widen the range "
@@ -225,10 +237,17 @@ class SandboxHost:
     """What this machine lets the node enforce, and the node-wide state of its sandboxes (see the module doc).
 
     ``cgroups`` and ``storage_quota`` may be given (``False`` turns them off, for tests and measurements);
-    by default they are detected.
+    by default they are detected. ``start_slots`` is how many sandboxes are set up at once (deployed or started;
+    the others wait: :mod:`~golem_local.runtime.gate`), by default :func:`~.gate.default_start_slots`.
     """
 
-    def __init__(self, *, cgroups: bool | None = None, storage_quota: bool | None = None) -> None:
+    def __init__(
+        self, *, cgroups: bool | None = None, storage_quota: bool | None = None, start_slots: int | None = None
+    ) -> None:
+        self.start_slots = start_slots if start_slots is not None else default_start_slots()
+        if self.start_slots < 1:
+            raise ValueError(f"start_slots must be 1 or more, not {self.start_slots}")
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StartGate] = weakref.WeakKeyDictionary()
         self.root = os.geteuid() == 0
         found = detect_cgroups() if cgroups is not False else "control groups turned off for this node"
         self.cgroups: CgroupHost | None = found if isinstance(found, CgroupHost) else None
@@ -340,6 +359,15 @@ class SandboxHost:
     def identity(self) -> SandboxIdentity | None:
         """A host uid for a new sandbox when the node is root; ``None`` (run as the node's user) otherwise."""
         return allocate_identity() if self.root else None
+
+    def start_gate(self) -> StartGate:
+        """The gate the sandboxes of this host pass to be set up, one per event loop (a host outlives a loop in
+        tests; a gate's waiters belong to one)."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = StartGate(self.start_slots)
+        return gate
 
     def next_slot(self) -> int:
         """A number per sandbox, to spread sandboxes over the CPUs."""

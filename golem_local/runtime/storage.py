@@ -64,26 +64,32 @@ async def run_checked(*argv: str) -> None:
         raise RuntimeFailure(f"{' '.join(argv[:2])}… failed with code {process.returncode}: {said}")
 
 
-def _sparse_file(directory: Path, backing: Path, size: int) -> None:
+def _run_blocking(*argv: str) -> None:
+    """:func:`run_checked` for a worker thread."""
+    try:
+        result = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"{argv[0]} did not finish within {_TIMEOUT:g} s") from None
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot run {argv[0]}: {exc}") from None
+    if result.returncode != 0:
+        said = result.stdout.decode(errors="replace").strip()[-300:]
+        raise RuntimeFailure(f"{' '.join(argv[:2])}… failed with code {result.returncode}: {said}")
+
+
+def _make(directory: Path, size: int, gid: int) -> None:
+    """The work of :func:`make_storage`, in a worker thread."""
     directory.mkdir(parents=True, exist_ok=True)
+    backing = directory / _BACKING
     with open(backing, "wb") as file:
         file.truncate(size)
-
-
-async def make_storage(directory: Path, size: int, gid: int) -> None:
-    """Mount a ``size``-byte ext4 file system over ``directory`` (made, empty), its root ``root:<gid> 0750``.
-
-    Raises :class:`RuntimeFailure` saying which step failed.
-    """
-    if size < 8 << 20:
-        raise RuntimeFailure(f"a storage of {size} bytes is too small for a file system; offer 8 MiB or more")
-    backing = directory / _BACKING
-    await asyncio.to_thread(_sparse_file, directory, backing, size)
     mkfs = shutil.which("mkfs.ext4") or "mkfs.ext4"
     options = f"lazy_itable_init=1,lazy_journal_init=1,root_owner=0:{gid}"
     try:
-        await run_checked(mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", options, str(backing))
-        await run_checked("mount", "-o", "loop,nosuid,nodev", str(backing), str(directory))
+        _run_blocking(mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", options, str(backing))
+        _run_blocking("mount", "-o", "loop,nosuid,nodev", str(backing), str(directory))
     except BaseException:
         backing.unlink(missing_ok=True)
         raise
@@ -92,13 +98,40 @@ async def make_storage(directory: Path, size: int, gid: int) -> None:
     os.chmod(directory, 0o750)
 
 
-async def remove_storage(directory: Path) -> None:
-    """Unmount the file system over ``directory`` (lazily when it is busy); the loop device is freed with it."""
+def _unmount(directory: Path) -> None:
+    """The work of :func:`remove_storage`, in a worker thread."""
     try:
-        await run_checked("umount", str(directory))
+        _run_blocking("umount", str(directory))
     except RuntimeFailure as exc:
         _log.warning("activity storage %s: %s; unmounting it lazily", directory, exc)
-        await run_checked("umount", "-l", str(directory))
+        _run_blocking("umount", "-l", str(directory))
+
+
+async def make_storage(directory: Path, size: int, gid: int) -> None:
+    """Mount a ``size``-byte ext4 file system over ``directory`` (made, empty), its root ``root:<gid> 0750``.
+
+    The file, ``mkfs`` and ``mount`` are one job of a worker thread: the node's event loop neither forks them
+    nor waits on them step by step (with hundreds of activities deploying, each step waited for a busy loop).
+    Cancelled, it lets the job end and unmounts what it mounted. Raises :class:`RuntimeFailure` saying which
+    step failed.
+    """
+    if size < 8 << 20:
+        raise RuntimeFailure(f"a storage of {size} bytes is too small for a file system; offer 8 MiB or more")
+    job = asyncio.ensure_future(asyncio.to_thread(_make, directory, size, gid))
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        try:  # a thread cannot be stopped: wait for it, then take back what it made
+            await asyncio.shield(job)
+            await asyncio.to_thread(_unmount, directory)
+        except Exception as exc:
+            _log.warning("activity storage %s: cancelled, and not made or not removed: %s", directory, exc)
+        raise
+
+
+async def remove_storage(directory: Path) -> None:
+    """Unmount the file system over ``directory`` (lazily when it is busy); the loop device is freed with it."""
+    await asyncio.to_thread(_unmount, directory)
 
 
 def storage_full(directory: Path) -> bool:

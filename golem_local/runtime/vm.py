@@ -17,12 +17,13 @@ Choices the exe-unit can rely on:
   ``limits`` (:class:`~.launch.SandboxLimits`) are enforced as far as the :class:`~.launch.SandboxHost`
   can (control group, sized ``/tmp`` and ``/dev/shm``, rlimits otherwise).
 - :meth:`~VmRuntime.cpu_seconds` is measured from outside the sandbox, never reported by anything inside
-  it: the sandbox's control group (``cpuacct.usage``: every task that ever ran in it, read when asked), or,
-  without control groups, the host's ``/proc`` for the sandbox's PID namespace (sampled every
-  :data:`USAGE_INTERVAL` seconds by an owned task, once more at :meth:`~VmRuntime.stop`, and on demand with
-  :meth:`~VmRuntime.refresh_cpu_seconds`). Every figure is checked to be finite and not negative; it never
-  goes down and keeps its last value after the sandbox ends. :attr:`~VmRuntime.memory_peak_bytes` is the
-  memory high-water mark (the sampled maximum without control groups).
+  it: the sandbox's control group (``cpuacct.usage``: every task that ever ran in it, read when asked and
+  never polled, so a sandbox at rest costs the node nothing), or, without control groups, the host's
+  ``/proc`` for the sandbox's PID namespace (sampled every :data:`USAGE_INTERVAL` seconds by an owned task,
+  once more at :meth:`~VmRuntime.stop`, and on demand with :meth:`~VmRuntime.refresh_cpu_seconds`). Every
+  figure is checked to be finite and not negative; it never goes down and keeps its last value after the
+  sandbox ends. :attr:`~VmRuntime.memory_peak_bytes` is the memory high-water mark (the kernel's, as of the
+  last reading, with control groups; the sampled maximum without).
 - a command ended by a limit says so: :meth:`~VmRuntime.exit_note` (``killed: memory limit 512 MiB``).
 - environment of a command, later entries winning: ``PATH`` and ``HOME=/tmp`` (``/root`` for an image with a
   root file system) defaults, the host Python's
@@ -262,6 +263,7 @@ class VmRuntime:
         self._tasks = TaskSet("vm runtime", logger=_log)
         self._ready: asyncio.Future[None] | None = None
         self._commands: dict[int, _Running] = {}
+        self._commanded = False  # whether a command was ever sent to the agent
         self._ids = itertools.count(1)
         self._killing = asyncio.Event()
         self.host = host if host is not None else default_sandbox_host()
@@ -274,6 +276,7 @@ class VmRuntime:
         self._meter: ProcMeter | None = None
         self._usage_at_start: CgroupUsage | None = None
         self._last_usage: CgroupUsage | None = None
+        self._last_usage_at = -math.inf  # time.monotonic() of _last_usage
         self._exit_note: str | None = None
         self.memory_peak_bytes: int | None = None
         self._cpu = 0.0
@@ -315,6 +318,18 @@ class VmRuntime:
                 f"the hostname {hostname!r} is not valid; use up to 63 letters, digits, dots and dashes"
             )
         volumes = tuple(Volume(path, self.work_dir / "volumes" / path.lstrip("/")) for path in paths)
+        async with self.host.start_gate().slot("deploy"):  # a few at a time on this machine (see .gate)
+            await self._set_up(volumes, hostname, settings)
+        self._volumes = volumes
+        self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
+        self._hostname = hostname
+        self._state = _State.DEPLOYED
+        # "empty": start returns once the sandbox and its agent are up (the sandbox, not the call, lives on)
+        return Deployment(start_mode="empty", volumes=volumes)
+
+    async def _set_up(self, volumes: tuple[Volume, ...], hostname: str, settings: DeploySettings) -> None:
+        """The deploy's work on the machine: the sandbox's uid, its storage, its directories and files, its
+        VPN links, the volumes' descriptors."""
         if self.image.rootfs:  # the image's root is the root of the images' namespace: no uid of its own
             try:
                 namespace = await asyncio.to_thread(user_namespace)
@@ -344,12 +359,6 @@ class VmRuntime:
             self._files = VolumeFiles({volume.path: volume.host_path for volume in volumes}, owner=owner)
         except OSError as exc:
             raise RuntimeFailure(f"cannot open the volume directories under {str(self.work_dir)!r}: {exc}") from exc
-        self._volumes = volumes
-        self._deploy_env = {str(key): str(value) for key, value in settings.env.items()}
-        self._hostname = hostname
-        self._state = _State.DEPLOYED
-        # "empty": start returns once the sandbox and its agent are up (the sandbox, not the call, lives on)
-        return Deployment(start_mode="empty", volumes=volumes)
 
     def _make_directories(self, volumes: Sequence[Volume]) -> None:
         """The activity's directory and its volumes; with an identity, the volumes are the sandbox's own
@@ -452,12 +461,22 @@ class VmRuntime:
         )
 
     async def start(self, args: Sequence[str]) -> None:
-        """Create the sandbox and wait (at most :data:`START_TIMEOUT`) for its agent to be ready.
+        """Create the sandbox and wait (at most :data:`START_TIMEOUT` from its launch) for its agent to be ready.
+
+        Sandboxes are set up a few at a time (:meth:`~.launch.SandboxHost.start_gate`): the call may first wait
+        for its turn, and the agent's bound counts from the launch, not from the call.
 
         ``args`` (the ``start`` command's arguments) are accepted and ignored, as by a Golem VM.
         """
         if self._state is not _State.DEPLOYED:
             raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}; deploy it first, start once")
+        async with self.host.start_gate().slot("start"):  # a few at a time on this machine (see .gate)
+            if self._state is not _State.DEPLOYED:  # stopped while it waited for its turn
+                raise RuntimeFailure(f"cannot start: the vm runtime is {self._state.value}")
+            await self._launch()
+
+    async def _launch(self) -> None:
+        """Start bubblewrap with the agent, put it into its limits, wait for the agent to be ready."""
         command = self._sandbox_command()
         agent = list(command.agent)
         rlimits = self.host.rlimits(self.limits)
@@ -484,6 +503,14 @@ class VmRuntime:
                 raise RuntimeFailure(f"{MISSING_MESSAGE} (looked for {self.bwrap!r})") from None
             raise
         process = launch.process
+        if self._stopping:  # stopped while bubblewrap was being started: its sandbox never runs
+            launch.close()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            if launch.cgroup is not None:
+                await asyncio.to_thread(launch.cgroup.remove)
+            raise RuntimeFailure("the activity was stopped before its sandbox started")
         assert process.stdout is not None
         assert process.stderr is not None
         self._process = process
@@ -510,7 +537,8 @@ class VmRuntime:
             raise RuntimeFailure(f"{exc}{self._stderr_note()}") from None
         finally:
             launch.close()
-        self._tasks.spawn(self._poll_usage(), name=f"vm usage poller {process.pid}")
+        if self._cgroup is None:  # a control group keeps its counters itself: read when asked, never polled
+            self._tasks.spawn(self._poll_usage(), name=f"vm usage poller {process.pid}")
 
     async def _release(self, launch: Launch) -> None:
         """Let the blocked sandbox run once it is in its limits; set up the meter that fits the host."""
@@ -536,12 +564,13 @@ class VmRuntime:
         if self._state is not _State.STARTED:
             raise RuntimeFailure(self._not_running(f"cannot run {process.entry_point!r}"))
         command_id = next(self._ids)
+        self._commanded = True
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         cwd = process.cwd or self.image.working_dir
         self._commands[command_id] = _Running(process.entry_point, cwd, sink, result)
         env = {**self._environment(), **{str(key): str(value) for key, value in process.env.items()}}
         request = {"op": "run", "id": command_id, "argv": [process.entry_point, *process.args], "env": env, "cwd": cwd}
-        before = self._last_usage  # the latest reading (the poller keeps it fresh): no read before each command
+        before = self._recent_usage()
         self._exit_note = None
         try:
             await self._send(request)
@@ -573,8 +602,13 @@ class VmRuntime:
                 if self._state is _State.STARTED:
                     with contextlib.suppress(RuntimeFailure):
                         await self.refresh_cpu_seconds(timeout=STOP_GRACE)  # before the sandbox's processes end
-                    with contextlib.suppress(RuntimeFailure):  # SIGTERM everything, SIGKILL after the grace
-                        await self._send({"op": "exit", "grace": self.stop_grace})
+                    if self._commanded:
+                        with contextlib.suppress(RuntimeFailure):  # SIGTERM everything, SIGKILL after the grace
+                            await self._send({"op": "exit", "grace": self.stop_grace})
+                    elif self._process is not None and self._process.stdin is not None:
+                        # Nothing was ever started in the sandbox, nothing to end: the agent ends at the
+                        # channel's end without loading what serving requests takes (see the agent's main).
+                        self._process.stdin.close()
                 await self._shut_down(self.stop_grace)
             finally:
                 self._state = _State.STOPPED
@@ -614,8 +648,14 @@ class VmRuntime:
 
     def cpu_seconds(self) -> float:
         """CPU seconds of every process the activity ran, measured from outside the sandbox (see the module doc)."""
-        if self._state is _State.STARTED and self._cgroup is not None:
-            self._cgroup_usage()  # one read of a kernel counter: always current
+        cgroup = self._cgroup
+        if self._state is _State.STARTED and cgroup is not None:
+            try:  # one kernel counter, alone (every debit note asks): always current
+                self._record_cpu(checked_seconds(cgroup.cpu_ns() / 1e9, "the sandbox's control group"))
+            except OSError as exc:
+                _log.debug("vm sandbox %s: no cgroup reading: %s", self.sandbox_pid, exc)
+            except RuntimeFailure as exc:
+                _log.error("vm sandbox %s: %s", self.sandbox_pid, exc)
         return self._cpu
 
     def counters(self) -> Mapping[str, float]:
@@ -645,14 +685,20 @@ class VmRuntime:
         return self._cpu
 
     async def wait_cpu_seconds(self, at_least: float, *, timeout: float) -> float:
-        """Wait until the periodic samples reach ``at_least`` CPU seconds; return the figure.
+        """Wait until the readings (the poller's, or this wait's own of a control group, every
+        :data:`USAGE_INTERVAL` seconds) reach ``at_least`` CPU seconds; return the figure.
 
         For tests and diagnostics. Raises :class:`RuntimeFailure` if it does not happen within ``timeout``.
         """
 
         async def reached() -> None:
             while self._cpu < at_least:
-                await self._cpu_updated.wait()
+                if self._cgroup is None:
+                    await self._cpu_updated.wait()  # the poller's next sample
+                else:  # nothing polls a control group: this wait reads it
+                    self._cgroup_usage()
+                    if self._cpu < at_least:
+                        await asyncio.sleep(USAGE_INTERVAL)
 
         try:
             await asyncio.wait_for(reached(), timeout)
@@ -680,8 +726,17 @@ class VmRuntime:
         self._record_cgroup(usage)
         return usage
 
+    def _recent_usage(self) -> CgroupUsage | None:
+        """The control group's counters as of at most :data:`USAGE_INTERVAL` seconds ago (what a limit did
+        before a command): the last reading when it is that recent, so that a burst of commands reads the
+        group once; ``None`` without one."""
+        if time.monotonic() - self._last_usage_at < USAGE_INTERVAL:
+            return self._last_usage
+        return self._cgroup_usage()
+
     def _record_cgroup(self, usage: CgroupUsage) -> None:
         self._last_usage = usage
+        self._last_usage_at = time.monotonic()
         try:
             self._record_cpu(checked_seconds(usage.cpu_ns / 1e9, "the sandbox's control group"))
         except RuntimeFailure as exc:

@@ -391,3 +391,32 @@ async def test_deploy_refuses_bad_volumes(tmp_path: Path) -> None:
     vm = VmRuntime(Image(), tmp_path / "activity")
     with pytest.raises(RuntimeFailure, match=r"'golem/data' is not an absolute path"):
         await vm.deploy(DeploySettings(volumes=["golem/data"]))
+
+
+@needs_bwrap
+async def test_a_stop_while_the_sandbox_is_being_launched_leaves_no_sandbox_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from golem_local.runtime import vm
+    from golem_local.runtime.launch import Launch
+
+    runtime = VmRuntime(Image(), tmp_path / "activity")
+    await runtime.deploy(DeploySettings())
+    launched: asyncio.Future[Launch] = asyncio.get_running_loop().create_future()
+    go_on = asyncio.Event()
+    real_spawn = vm.spawn  # type: ignore[attr-defined]
+
+    async def spawn_then_wait(*args: object, **kwargs: object) -> Launch:
+        launch = await real_spawn(*args, **kwargs)  # type: ignore[arg-type]
+        launched.set_result(launch)
+        await go_on.wait()  # the stop comes here, while bubblewrap is being started
+        return launch
+
+    monkeypatch.setattr(vm, "spawn", spawn_then_wait)
+    starting = asyncio.create_task(runtime.start([]))
+    bubblewrap = (await launched).process
+    await runtime.stop()
+    go_on.set()
+    with pytest.raises(RuntimeFailure, match="stopped before its sandbox started"):
+        await starting
+    assert bubblewrap.returncode is not None, "the sandbox of a stopped activity was left running"

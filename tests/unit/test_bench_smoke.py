@@ -222,9 +222,17 @@ async def test_the_side_by_side_benchmark_times_one_big_batch_on_both_sides_and_
 async def test_the_real_sandboxes_benchmark_runs_small_next_to_its_floor() -> None:
     from bench.scale import real_sandboxes
 
-    result = await real_sandboxes(1, instances=2)
+    result = await real_sandboxes(1, sizes=(2,))
 
     figures = {figure.name: figure for figure in result.figures}
-    assert list(figures) == ["golem-api time to running", "floor: 2 sandboxes started alone", "ratio", "instances lost"]
-    assert figures["instances lost"].median == 0
-    assert figures["floor: 2 sandboxes started alone"].median > 0
+    assert list(figures) == [
+        "N=2 golem-api time to running",
+        "N=2 floor: sandboxes started alone",
+        "N=2 ratio",
+        "N=2 instances lost",
+        "N=2 memory of a sandbox (PSS of bubblewrap and agent)",
+        "N=2 memory available dropped by",
+    ]
+    assert figures["N=2 instances lost"].median == 0
+    assert figures["N=2 floor: sandboxes started alone"].median > 0
+    assert figures["N=2 memory of a sandbox (PSS of bubblewrap and agent)"].median > 0
