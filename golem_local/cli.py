@@ -45,7 +45,7 @@ from golem_local.runtime.registry import ENTRY_POINT_GROUP, RuntimeContext, Runt
 from golem_shared.errors import GolemError
 from golem_shared.signals import stop_on_signals
 
-__all__ = ["DEFAULT_PORT", "add_commands"]
+__all__ = ["DEFAULT_PORT", "add_commands", "node_config"]
 
 DEFAULT_PORT = 7465
 """The daemon's port, so that clients' default ``YAGNA_API_URL`` (``http://127.0.0.1:7465``) finds the node."""
@@ -303,22 +303,27 @@ def _list_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_config(args: argparse.Namespace) -> LocalNetworkConfig:
+    """The network ``golem-api node`` serves for its parsed arguments ``args``."""
+    config = LocalNetworkConfig.with_providers(
+        args.providers, image_registry=args.registry, runtime_dirs=tuple(args.runtimes_dir)
+    )
+    if args.runtime:
+        providers = tuple(
+            evolve(spec, runtime=args.runtime[index % len(args.runtime)]) for index, spec in enumerate(config.providers)
+        )
+        config = evolve(config, providers=providers)
+    if args.debit_note_interval is not None:
+        interval = args.debit_note_interval
+        config = evolve(
+            config, providers=tuple(evolve(spec, debit_note_interval_sec=interval) for spec in config.providers)
+        )
+    return config
+
+
 def _run_node(args: argparse.Namespace) -> int:
     try:
-        config = LocalNetworkConfig.with_providers(
-            args.providers, image_registry=args.registry, runtime_dirs=tuple(args.runtimes_dir)
-        )
-        if args.runtime:
-            providers = tuple(
-                evolve(spec, runtime=args.runtime[index % len(args.runtime)])
-                for index, spec in enumerate(config.providers)
-            )
-            config = evolve(config, providers=providers)
-        if args.debit_note_interval is not None:
-            interval = args.debit_note_interval
-            providers = tuple(evolve(spec, debit_note_interval_sec=interval) for spec in config.providers)
-            config = evolve(config, providers=providers)
-        return asyncio.run(_serve_node(config, args.port, args.app_key, sys.stdout))
+        return asyncio.run(_serve_node(node_config(args), args.port, args.app_key, sys.stdout))
     except GolemError as exc:
         print(f"golem-api node: error: {exc}", file=sys.stderr)
         return 1
