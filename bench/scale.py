@@ -87,9 +87,11 @@ async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0, idl
     """Time to running of ``instances`` idle-runtime instances, instances lost, and idle CPU / RSS of the
     requestor and of the node while they idle (``idle`` s in windows of ``window`` s, at least ``runs``)."""
     windows = max(runs, round(idle / window))
-    # The floor's windows cover a whole debit-note period at least (the notes of instances started together
-    # come in a burst once a period), so that the floor polls as many documents per second as the requestor.
-    floor_windows = max(1, windows // 6, math.ceil(DEFAULT_DEBIT_NOTE_INTERVAL_SEC / window))
+    floor_windows = max(1, windows // 6)
+    if windows * window >= DEFAULT_DEBIT_NOTE_INTERVAL_SEC:
+        # The floor's windows cover a whole debit-note period too (the notes of instances started together come
+        # in a burst once a period), so that it polls as many documents a second as the requestor did.
+        floor_windows = max(floor_windows, math.ceil(DEFAULT_DEBIT_NOTE_INTERVAL_SEC / window))
     budget = run_budget(instances, _START_BOUND + (windows + floor_windows + 1) * window + _STOP_BOUND)
     async with served_node(instances, "idle", timeout=300, balance=budget) as node:
         extra = ("--node-pid", str(node["pid"]), "--floor-windows", str(floor_windows))
