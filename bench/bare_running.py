@@ -85,7 +85,7 @@ async def run(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         bare = _Bare(session, url)
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         allocation = await bare.call(
             "allocation",
             "POST",
@@ -145,7 +145,8 @@ async def run(
                 task.cancel()
             await asyncio.gather(*started, return_exceptions=True)
         took = time.perf_counter() - began
-    return {"instances": instances, "running_after_s": took, "sent": dict(bare.sent)}
+        cpu = time.process_time() - cpu_began
+    return {"instances": instances, "running_after_s": took, "start_cpu_s": cpu, "sent": dict(bare.sent)}
 
 
 def main(argv: list[str] | None = None) -> None:

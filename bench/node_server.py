@@ -38,11 +38,19 @@ def ledger_summary(ledger: Ledger) -> dict[str, Any]:
 
 
 async def serve(
-    providers: int, runtime: str, port: int, *, ledger: bool = False, balance: Decimal | None = None
+    providers: int,
+    runtime: str,
+    port: int,
+    *,
+    ledger: bool = False,
+    balance: Decimal | None = None,
+    debit_note_interval: int | None = None,
 ) -> None:
-    """Serve the node until standard input reaches its end (the requestor holding ``balance``, if given)."""
+    """Serve the node until standard input reaches its end (the requestor holding ``balance``, if given; the
+    providers billing every ``debit_note_interval`` s, if given)."""
     funds = {} if balance is None else {"requestor_balance": balance}
-    config = LocalNetworkConfig.with_providers(providers, activity_runtime=runtime, **funds)
+    terms = {} if debit_note_interval is None else {"debit_note_interval_sec": debit_note_interval}
+    config = LocalNetworkConfig.with_providers(providers, activity_runtime=runtime, **funds, **terms)
     async with LocalNode(config, port=port) as node:
         info = {"url": node.url, "app_key": node.app_key, "subnet": config.subnet, "pid": os.getpid()}
         print(json.dumps(info), flush=True)
@@ -59,9 +67,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to serve on (default: any free one)")
     parser.add_argument("--ledger", action="store_true", help="print what the ledger holds when stopped")
     parser.add_argument("--balance", type=Decimal, default=None, help="the requestor's funds (default 1000 GLM)")
+    parser.add_argument(
+        "--debit-note-interval", type=int, default=None, help="seconds between debit notes (default: the network's)"
+    )
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.ERROR)
-    asyncio.run(serve(args.providers, args.runtime, args.port, ledger=args.ledger, balance=args.balance))
+    asyncio.run(
+        serve(
+            args.providers,
+            args.runtime,
+            args.port,
+            ledger=args.ledger,
+            balance=args.balance,
+            debit_note_interval=args.debit_note_interval,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from decimal import ROUND_CEILING, Decimal
 
 from bench.processes import NodeInfo, run_json, served_node
 from bench.stats import Figure, Result, Target
-from golem_local.config import LocalNetworkConfig
+from golem_local.config import DEFAULT_DEBIT_NOTE_INTERVAL_SEC, LocalNetworkConfig
 
 __all__ = ["real_sandboxes", "requestor_scale", "run_budget", "running_against_bare", "scale_1000"]
 
@@ -87,6 +88,10 @@ async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0, idl
     requestor and of the node while they idle (``idle`` s in windows of ``window`` s, at least ``runs``)."""
     windows = max(runs, round(idle / window))
     floor_windows = max(1, windows // 6)
+    if windows * window >= DEFAULT_DEBIT_NOTE_INTERVAL_SEC:
+        # The floor's windows cover a whole debit-note period too (the notes of instances started together come
+        # in a burst once a period), so that it polls as many documents a second as the requestor did.
+        floor_windows = max(floor_windows, math.ceil(DEFAULT_DEBIT_NOTE_INTERVAL_SEC / window))
     budget = run_budget(instances, _START_BOUND + (windows + floor_windows + 1) * window + _STOP_BOUND)
     async with served_node(instances, "idle", timeout=300, balance=budget) as node:
         extra = ("--node-pid", str(node["pid"]), "--floor-windows", str(floor_windows))
@@ -141,11 +146,13 @@ async def scale_1000(runs: int, instances: int = 1000, window: float = 10.0, idl
             "above its start, per instance) and of the node process (its last as many windows of its own "
             "sampling in the same windows), the instances not running at the end of a window and the agreements "
             "that ended meanwhile. Flat means the mean of the last third of the windows over that of the middle "
-            f"third near 1. Then, for {floor_windows} more windows (after one of warm-up), `bench.idle_floor` makes "
+            f"third near 1. Then, for {floor_windows} more windows (after one of warm-up; at least one debit-note "
+            f"period of {DEFAULT_DEBIT_NOTE_INTERVAL_SEC} s, yagna's provider default and the local providers'), "
+            "`bench.idle_floor` makes "
             "the same polling in bare aiohttp beside the requestor on the same activities (each one's state every "
             "5 s, the debit-note and invoice events by long-poll, each debit note read and accepted): its CPU is "
             "the requestor's polling floor; what it adds to the node's CPU (over the node's mean of the idle "
-            "windows just before) is the node's. The "
+            "windows just before, as many) is the node's. The "
             f"budget and the node's funds ({budget} GLM) cover every provider's price for the whole run twice "
             "over: the old 1000 GLM ran out some 200 s after 1000 instances were running, and the requestor "
             "ended every agreement (the quiet seen before)."

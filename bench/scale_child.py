@@ -116,10 +116,11 @@ async def measure(
 
     idling = False
     async with Golem(budget=budget, app_key=app_key, api_url=url, event_consumer=count_lost) as golem:
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         cluster = await golem.run_service(Trivial, num_instances=instances)
         await cluster.wait_running(timeout=300)
         running_after = time.perf_counter() - began
+        start_cpu = time.process_time() - cpu_began
         idling = True
         rss: list[float] = []
         cpu: list[float] = []
@@ -144,6 +145,7 @@ async def measure(
     return {
         "instances": instances,
         "running_after_s": running_after,
+        "start_cpu_s": start_cpu,
         "lost": len(lost),
         "lost_reasons": sorted(set(lost))[:5],
         "running": running,

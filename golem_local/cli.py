@@ -1,9 +1,9 @@
 """The local network's commands of ``golem-api``: ``node``, ``image`` and ``runtime``.
 
-``golem-api node [--port N] [--providers N] [--app-key KEY] [--runtime NAME]… [--runtimes-dir DIR]…
-[--registry DIR]`` runs the embedded local Golem network on its own, for code in another process (or another
-language) that talks to a yagna daemon: it prints the URL and app key to export, and runs until Ctrl-C or
-SIGTERM, then stops cleanly.
+``golem-api node [--port N] [--providers N] [--app-key KEY] [--runtime NAME]… [--debit-note-interval SEC]
+[--runtimes-dir DIR]… [--registry DIR]`` runs the embedded local Golem network on its own, for code in another
+process (or another language) that talks to a yagna daemon: it prints the URL and app key to export, and runs
+until Ctrl-C or SIGTERM, then stops cleanly.
 
 ``golem-api runtime list|info NAME|test NAME [--runtimes-dir DIR]…`` lists, describes and self-tests the
 runtimes a local provider can run, runtime programs of descriptor directories included
@@ -33,7 +33,7 @@ from typing import TextIO
 
 from attrs import evolve
 
-from golem_local.config import LocalNetworkConfig
+from golem_local.config import DEFAULT_DEBIT_NOTE_INTERVAL_SEC, LocalNetworkConfig
 from golem_local.images.builder import ENGINES, HOST_CA, build_image
 from golem_local.images.format import COMPRESSIONS, DEFAULT_COMPRESSION, verify_image
 from golem_local.images.registry import ImageRegistry, default_registry_dir, normalize_tag
@@ -45,7 +45,7 @@ from golem_local.runtime.registry import ENTRY_POINT_GROUP, RuntimeContext, Runt
 from golem_shared.errors import GolemError
 from golem_shared.signals import stop_on_signals
 
-__all__ = ["DEFAULT_PORT", "add_commands"]
+__all__ = ["DEFAULT_PORT", "add_commands", "node_config"]
 
 DEFAULT_PORT = 7465
 """The daemon's port, so that clients' default ``YAGNA_API_URL`` (``http://127.0.0.1:7465``) finds the node."""
@@ -65,6 +65,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not positive")
     return value
 
 
@@ -94,6 +101,14 @@ def _add_node_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="NAME",
         help="the runtime the providers run (default vm); given more than once, the providers take them in turn "
         "(see `golem-api runtime list`)",
+    )
+    node.add_argument(
+        "--debit-note-interval",
+        type=_positive_count,
+        default=None,
+        metavar="SEC",
+        help=f"seconds between two debit notes the providers offer (default {DEFAULT_DEBIT_NOTE_INTERVAL_SEC}, "
+        "as yagna's provider; a requestor may propose another)",
     )
     _add_runtimes_dir_option(node)
     _add_registry_option(node, "the image registry the node serves")
@@ -288,18 +303,27 @@ def _list_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_config(args: argparse.Namespace) -> LocalNetworkConfig:
+    """The network ``golem-api node`` serves for its parsed arguments ``args``."""
+    config = LocalNetworkConfig.with_providers(
+        args.providers, image_registry=args.registry, runtime_dirs=tuple(args.runtimes_dir)
+    )
+    if args.runtime:
+        providers = tuple(
+            evolve(spec, runtime=args.runtime[index % len(args.runtime)]) for index, spec in enumerate(config.providers)
+        )
+        config = evolve(config, providers=providers)
+    if args.debit_note_interval is not None:
+        interval = args.debit_note_interval
+        config = evolve(
+            config, providers=tuple(evolve(spec, debit_note_interval_sec=interval) for spec in config.providers)
+        )
+    return config
+
+
 def _run_node(args: argparse.Namespace) -> int:
     try:
-        config = LocalNetworkConfig.with_providers(
-            args.providers, image_registry=args.registry, runtime_dirs=tuple(args.runtimes_dir)
-        )
-        if args.runtime:
-            providers = tuple(
-                evolve(spec, runtime=args.runtime[index % len(args.runtime)])
-                for index, spec in enumerate(config.providers)
-            )
-            config = evolve(config, providers=providers)
-        return asyncio.run(_serve_node(config, args.port, args.app_key, sys.stdout))
+        return asyncio.run(_serve_node(node_config(args), args.port, args.app_key, sys.stdout))
     except GolemError as exc:
         print(f"golem-api node: error: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from golem_shared.errors import ConfigurationError
 from golem_shared.pricing import CPU_SEC, DURATION_SEC, LinearPricing
 
 __all__ = [
+    "DEFAULT_DEBIT_NOTE_INTERVAL_SEC",
     "DEFAULT_STOP_GRACE",
     "MAX_STOP_GRACE",
     "LocalNetworkConfig",
@@ -31,6 +32,12 @@ __all__ = [
 
 MAX_STOP_GRACE = 300.0
 """The longest ``ProviderSpec.stop_grace`` taken, in seconds."""
+
+DEFAULT_DEBIT_NOTE_INTERVAL_SEC = 120
+"""Seconds between two debit notes of an activity that a provider offers by default: yagna's provider offers
+2 minutes (``ya-provider``'s ``--debit-note-interval``, and the interval it bills at when the agreement names
+none) and takes any interval a requestor proposes within its bounds. A thousand providers billing every five
+seconds would send two hundred debit notes a second, which no real network of a thousand does by default."""
 
 
 def _to_decimal(value: Any) -> Any:
@@ -163,7 +170,8 @@ class ProviderSpec:
     ``overcharge`` is not announced: the offer states the honest prices, and the provider multiplies what it
     bills by ``overcharge`` (1 = honest), so that a requestor's checks of debit notes can be exercised.
     The payment terms are announced and enforced as a real provider does: a debit note every
-    ``debit_note_interval_sec``; each must be accepted within ``debit_note_accept_timeout_sec``
+    ``debit_note_interval_sec`` (:data:`DEFAULT_DEBIT_NOTE_INTERVAL_SEC`, yagna's provider default, unless the
+    requestor proposes another); each must be accepted within ``debit_note_accept_timeout_sec``
     (``golem.com.payment.debit-notes.accept-timeout?``) and paid within ``payment_timeout_sec``
     (``golem.com.scheme.payu.payment-timeout-sec?``), or the provider terminates the agreement and offers again.
     ``env`` is added to the environment of every command run in this provider's sandboxes. ``cpu_threads``,
@@ -184,7 +192,7 @@ class ProviderSpec:
     price_duration_sec: Decimal = field(default=Decimal("0.0001"), converter=_to_decimal, validator=_price)
     price_cpu_sec: Decimal = field(default=Decimal("0.0002"), converter=_to_decimal, validator=_price)
     start_price: Decimal = field(default=Decimal("0.001"), converter=_to_decimal, validator=_price)
-    debit_note_interval_sec: int = field(default=5, validator=_positive_int)
+    debit_note_interval_sec: int = field(default=DEFAULT_DEBIT_NOTE_INTERVAL_SEC, validator=_positive_int)
     payment_timeout_sec: int = field(default=120, validator=_positive_int)
     debit_note_accept_timeout_sec: int = field(default=240, validator=_positive_int)
     runtime: str = field(default="vm", validator=_non_empty)

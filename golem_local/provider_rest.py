@@ -80,6 +80,7 @@ _log = logging.getLogger(__name__)
 
 _CALL_TIMEOUT = 30.0  # seconds one ordinary call may take
 _POLL_MARGIN = 10.0  # seconds a long-poll may take beyond the timeout it asked the daemon for
+_REST_POLL_SEC = 5.0  # the longest long-poll asked of a daemon (a provider's offer and agreement events)
 _RETRY_PAUSE = 1.0  # seconds between attempts after the daemon failed to answer
 _SEND_ATTEMPTS = 3  # tries to issue or send one document
 _APPROVE_TIMEOUT = 10.0  # seconds the daemon may take to approve (it tells the requestor)
@@ -270,6 +271,10 @@ class RestProviderMarket:
 
     def now_ms(self) -> int:
         return int(utc_now().timestamp() * 1000)
+
+    @property
+    def longest_poll(self) -> float:
+        return _REST_POLL_SEC
 
     # -- offers -------------------------------------------------------------------------------------------
 

@@ -118,58 +118,71 @@ async def reap(process: asyncio.subprocess.Process) -> None:
         raise
 
 
-async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
-    """Wait until ``event`` is set (``True``) or ``timeout`` seconds have passed (``False``).
+if sys.version_info >= (3, 11):
 
-    Use it instead of ``asyncio.wait_for(event.wait(), timeout)``: before Python 3.12, ``wait_for`` swallows a
-    cancellation that arrives while the event is being set (the inner wait finished, so it returns), and the
-    cancelled task carries on as if nothing happened. A job cancelled right as one of its tasks started, for
-    one, kept waiting for results that would never come. Here the cancellation always goes on.
+    async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+        """Wait until ``event`` is set (``True``) or ``timeout`` seconds have passed (``False``).
 
-    On Python 3.11 and later the wait runs in the caller's task under ``asyncio.timeout`` (no task of its own:
-    a long-poll waits once per request, and a task more per wait was a good part of a short command's cost).
-    """
-    if event.is_set():
-        return True
-    if sys.version_info >= (3, 11):
+        Use it instead of ``asyncio.wait_for(event.wait(), timeout)``: before Python 3.12, ``wait_for`` swallows a
+        cancellation that arrives while the event is being set (the inner wait finished, so it returns), and the
+        cancelled task carries on as if nothing happened. A job cancelled right as one of its tasks started, for
+        one, kept waiting for results that would never come. Here the cancellation always goes on: the wait runs
+        in the caller's task under ``asyncio.timeout``, which tells its own cancellation from any other, and costs
+        no task of its own (a node's providers and long-polls wait thousands of times a minute).
+        """
+        if event.is_set():
+            return True
+        if timeout is None:
+            await event.wait()
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await event.wait()
         except TimeoutError:
-            return event.is_set()
+            return event.is_set()  # set as the time ran out: it came
         return True
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=timeout)
-    finally:
-        fired = waiter.done() and not waiter.cancelled()
-        waiter.cancel()
-    return fired
 
+    async def within(awaitable: Awaitable[T], timeout: float) -> T:
+        """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``timeout`` seconds (it is then cancelled).
 
-async def within(awaitable: Awaitable[T], timeout: float) -> T:
-    """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``timeout`` seconds (it is then cancelled).
-
-    ``asyncio.wait_for`` without its flaw before Python 3.12 (see :func:`wait_event`): a cancellation that arrives
-    as the awaitable finishes is never swallowed, so that a loop polling with it ends when its task is cancelled.
-    On Python 3.11 and later a coroutine runs in the caller's task, under ``asyncio.timeout``.
-    """
-    if sys.version_info >= (3, 11):
+        ``asyncio.wait_for`` without its flaw before Python 3.12 (see :func:`wait_event`): a cancellation that
+        arrives as the awaitable finishes is never swallowed, so that a loop polling with it ends when its task is
+        cancelled. The awaitable runs in the caller's task, under ``asyncio.timeout``.
+        """
         async with asyncio.timeout(timeout):
             return await awaitable
-    task = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-    except asyncio.CancelledError:
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancelled caller will not look at it
-        raise
-    if not done:
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled():
-            return task.result()  # it finished while being cancelled: its result stands
-        raise asyncio.TimeoutError
-    return task.result()
+
+else:  # Python 3.10: no asyncio.timeout (nor Task.cancelling); a helper task per wait
+
+    async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+        """Wait until ``event`` is set (``True``) or ``timeout`` seconds have passed (``False``); a cancellation
+        is never swallowed (see the Python 3.11 version)."""
+        if event.is_set():
+            return True
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            fired = waiter.done() and not waiter.cancelled()
+            waiter.cancel()
+        return fired
+
+    async def within(awaitable: Awaitable[T], timeout: float) -> T:
+        """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``timeout`` seconds (it is then cancelled);
+        a cancellation is never swallowed (see the Python 3.11 version)."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: the cancelled caller will not look at it
+            raise
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled():
+                return task.result()  # it finished while being cancelled: its result stands
+            raise asyncio.TimeoutError
+        return task.result()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json as jsonlib
 import logging
 import math
@@ -18,7 +17,7 @@ import aiohttp
 
 from golem_api._rest import routes
 from golem_api._rest.activity import ActivityApi
-from golem_api._rest.config import ApiConfig
+from golem_api._rest.config import Api, ApiConfig
 from golem_api._rest.gsb import GsbApi
 from golem_api._rest.http_errors import error_for_status, node_message, unreachable_error
 from golem_api._rest.market import MarketApi
@@ -34,15 +33,7 @@ T = TypeVar("T")
 
 _log = logging.getLogger("golem_api._rest")
 _KNOWN_ROUTES = frozenset(ROUTES)
-_KNOWN_ROUTE_IDS = frozenset(id(route) for route in ROUTES)  # the table's own objects: known without hashing
-
-
-@functools.lru_cache(maxsize=64)
-def _path_of(base_url: str) -> str:
-    """The path of an API's base URL (``/activity-api/v1``), for the messages that name a request's path."""
-    return urlsplit(base_url).path
-
-
+_KEPT_TIMEOUTS = 64
 # aiohttp >= 3.10 raises ConnectionTimeoutError when connecting takes too long; 3.9 has no such class.
 _CONNECT_TIMEOUT: type[Exception] = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError)
 
@@ -81,6 +72,7 @@ class RestClient:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._failing_since: float | None = None  # time.monotonic() of the first failure since the last answer
+        self._bases: dict[Api, tuple[str, str]] = {}  # each API's base URL and its path, worked out once
         self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
         self._market = MarketApi(self._request)
         self._payment = PaymentApi(self._request)
@@ -155,10 +147,10 @@ class RestClient:
     def _timeout(self, total: float) -> aiohttp.ClientTimeout:
         key = (total, self.connect_timeout)
         timeout = self._timeouts.get(key)
-        if timeout is None:  # one per distinct wait (a handful): made once, not per request
+        if timeout is None:
             limit = None if math.isinf(total) else total
             timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.connect_timeout)
-            if len(self._timeouts) < 64:
+            if len(self._timeouts) < _KEPT_TIMEOUTS:  # the same few come back: the client's, each long-poll's
                 self._timeouts[key] = timeout
         return timeout
 
@@ -221,17 +213,20 @@ class RestClient:
         self, route: Route, path_args: tuple[str, ...], params: Mapping[str, str | None] | None
     ) -> tuple[str, str, dict[str, str]]:
         """The URL, its path (for messages) and the query of a request; refuses routes outside the table."""
-        if id(route) not in _KNOWN_ROUTE_IDS and route not in _KNOWN_ROUTES:
+        if route not in _KNOWN_ROUTES:
             raise ValueError(f"{route} is not in golem_api._rest.routes.ROUTES")
-        query: dict[str, str] = {}
-        if params:
-            unknown = set(params) - set(route.query)
-            if unknown:
-                raise ValueError(f"{route} has no query parameters {sorted(unknown)}")
-            query = {key: value for key, value in params.items() if value is not None}
-        base = self.config.url_for(route.api)
-        path = route.expand(*path_args)
-        return base + path, _path_of(base) + path, query
+        base = self._bases.get(route.api)
+        if base is None:
+            url = self.config.url_for(route.api)
+            base = self._bases[route.api] = (url, urlsplit(url).path)
+        expanded = route.expand(*path_args)
+        if not params:
+            return base[0] + expanded, base[1] + expanded, {}
+        unknown = set(params) - set(route.query)
+        if unknown:
+            raise ValueError(f"{route} has no query parameters {sorted(unknown)}")
+        query = {key: value for key, value in params.items() if value is not None}
+        return base[0] + expanded, base[1] + expanded, query
 
     def _unreachable(self, route: Route, url: str, exc: BaseException, timed_out: str) -> NodeUnreachableError:
         """The :class:`NodeUnreachableError` for a transport failure ``exc`` (``timed_out`` says how long)."""

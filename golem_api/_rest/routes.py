@@ -8,7 +8,6 @@ client's wire surface; a unit test checks each entry against the official specs.
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -31,13 +30,18 @@ POLL_MARGIN = 10.0
 """Seconds added to a long-poll's own timeout for the HTTP request, so the node answers first."""
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_unreserved = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch  # what percent-encoding leaves as it is
+_templates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
-@functools.cache
-def _template_parts(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A template's literal pieces and, between them, its placeholders' names (each template is split once)."""
-    pieces = _PLACEHOLDER.split(template)  # literal, name, literal, …, name, literal
-    return tuple(pieces[0::2]), tuple(pieces[1::2])
+def _split(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The literal text around a template's placeholders and their names (split once per template: a path is
+    built for every request)."""
+    split = _templates.get(template)
+    if split is None:
+        pieces = _PLACEHOLDER.split(template)
+        split = _templates[template] = (tuple(pieces[0::2]), tuple(pieces[1::2]))
+    return split
 
 
 class _Absent(enum.Enum):
@@ -48,7 +52,7 @@ ABSENT = _Absent.ABSENT
 """Marks a request without a body (``None`` sends the JSON ``null``)."""
 
 
-@frozen
+@frozen(cache_hash=True)
 class Route:
     """One endpoint: ``method`` on ``template`` below the base URL of ``api``, with its query names."""
 
@@ -60,19 +64,20 @@ class Route:
     @property
     def placeholders(self) -> tuple[str, ...]:
         """The names in braces in the template, in order."""
-        return _template_parts(self.template)[1]
+        return _split(self.template)[1]
 
     def expand(self, *args: str) -> str:
         """The template with each placeholder replaced by the matching argument, percent-encoded."""
-        literals, names = _template_parts(self.template)
+        literals, names = _split(self.template)
         if len(args) != len(names):
             raise TypeError(f"{self} takes {len(names)} path arguments, got {len(args)}")
-        pieces = [literals[0]]
+        parts = [literals[0]]
         for name, value, literal in zip(names, args, literals[1:], strict=True):
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"{name} for {self} must be a non-empty string, got {value!r}")
-            pieces += (quote(value, safe=""), literal)
-        return "".join(pieces)
+            parts.append(value if _unreserved(value) else quote(value, safe=""))
+            parts.append(literal)
+        return "".join(parts)
 
     def __str__(self) -> str:
         return f"{self.method} {self.template}"

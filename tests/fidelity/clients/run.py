@@ -74,7 +74,9 @@ async def run_flows(
     # this interpreter's golem-api: the client harnesses run ``golem-api gftp`` with it
     golem_api = shim(work / "bin", "golem-api", "golem_api")
     image_file = ImageRegistry(registry).find(tag=FILE_IMAGE_TAG).path
-    node = await NodeProcess.start(registry)
+    # The flows wait for a debit note of a running activity (within 20 s): providers billing every 5 s, not
+    # yagna's default 120 s.
+    node = await NodeProcess.start(registry, extra=("--debit-note-interval", "5"))
     errors: list[str] = []
     drains = [
         asyncio.create_task(_drain(node.process.stdout, node.lines)),
