@@ -13,6 +13,7 @@ with its file and line and exits 1 if there is any. It reads the source with :mo
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,14 @@ def _top(name: str) -> str:
     return name.split(".", 1)[0]
 
 
+@functools.lru_cache(maxsize=1024)
+def _imports_of(text: str, filename: str, module: str, is_package: bool) -> tuple[tuple[int, str, bool], ...]:
+    """The imports of a module's ``text``: (line, target, lazy) each. Kept by text: the tests check copies of the
+    tree that differ in one file, and parsing every file again was most of their time."""
+    found = _imports(ast.parse(text, filename=filename), module, is_package)
+    return tuple((getattr(node, "lineno", 0), target, lazy) for node, target, lazy in found)
+
+
 def check(root: Path) -> list[Violation]:
     """The contract's violations in the tree at ``root`` (the repository's root)."""
     found: list[Violation] = []
@@ -101,13 +110,12 @@ def check(root: Path) -> list[Violation]:
         for path in sorted((root / package).rglob("*.py")):
             relative = path.relative_to(root)
             module = _module_name(path, root)
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(relative))
             seen: set[tuple[int, str]] = set()
-            for node, target, lazy in _imports(tree, module, path.name == "__init__.py"):
+            text = path.read_text(encoding="utf-8")
+            for line, target, lazy in _imports_of(text, str(relative), module, path.name == "__init__.py"):
                 top = _top(target)
                 if top not in forbidden:
                     continue
-                line = getattr(node, "lineno", 0)
                 if package == REQUESTOR and top == LOCAL and relative == DOOR and lazy:
                     continue
                 key = (line, top)
