@@ -30,6 +30,7 @@ _DEAR = ProviderSpec(
 _BUDGET = Decimal("0.0025")
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_a_budget_that_runs_out_ends_the_instance_with_that_cause_and_the_exit_is_prompt() -> None:
     seen: list[Any] = []
     golem = Golem(

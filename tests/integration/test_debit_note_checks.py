@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 _PAYLOAD = VmPayload(min_mem_gib=0.5, min_storage_gib=1.0)
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_an_overcharging_provider_is_refused_terminated_and_never_paid() -> None:
     network = LocalNetworkConfig(providers=[ProviderSpec(name="greedy", overcharge=2, debit_note_interval_sec=1)])
     refused: list[DocumentRefused] = []
@@ -95,6 +96,7 @@ async def test_an_honest_provider_is_paid_after_the_checks() -> None:
     assert golem.spent <= golem.budget
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_a_service_on_an_overcharging_provider_loses_its_agreement_and_goes_unresponsive() -> None:
     network = LocalNetworkConfig(providers=[ProviderSpec(name="greedy", overcharge=3, debit_note_interval_sec=1)])
     golem = Golem(budget=1.0, local_network=network, health_check_interval=0.2)
@@ -120,6 +122,7 @@ async def test_a_service_on_an_overcharging_provider_loses_its_agreement_and_goe
     assert golem.spent == 0
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_an_invoice_asking_more_than_its_activities_cost_is_refused() -> None:
     network = LocalNetworkConfig(providers=[ProviderSpec(name="honest", debit_note_interval_sec=1)])
     golem = Golem(budget=1.0, local_network=network)

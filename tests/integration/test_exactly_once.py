@@ -53,6 +53,7 @@ async def _run_one_agreement(golem: Golem, seen: list[Any]) -> str:
     return agreement.agreement_id
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_lost_answers_and_5xx_on_acceptance_still_pay_every_document_exactly_once(
     node: LocalNode, proxy: FaultProxy
 ) -> None:
@@ -82,6 +83,7 @@ async def test_lost_answers_and_5xx_on_acceptance_still_pay_every_document_exact
     assert [e for e in seen if isinstance(e, UnpaidAgreementsWarning)] == []
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_the_offer_collector_terminate_and_destroy_survive_faults(node: LocalNode, proxy: FaultProxy) -> None:
     proxy.add(r"^GET /market-api/v1/demands/[^/]+/events", "status", status=500)
     proxy.add(r"^GET /market-api/v1/demands/[^/]+/events", "status", status=400)  # not transient, still survived

@@ -59,6 +59,7 @@ async def test_unreachable_node_fails_fast_and_names_the_url() -> None:
     assert info.value.url.startswith(url)
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_demand_that_no_offer_matches_warns_and_then_fails_clearly() -> None:
     async with Golem(budget=1, local_network=LocalNetworkConfig.with_providers(1)) as golem:
         demand = await golem.create_demand(VmPayload(min_mem_gib=4096), no_offers_warning_after=0.2)

@@ -12,6 +12,7 @@ from golem_api.events import DebitNoteAccepted, InvoiceAccepted
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_agreements_with_all_three_providers_are_paid_once_each() -> None:
     network = LocalNetworkConfig.with_providers(3, debit_note_interval_sec=1)
     accepted: list[InvoiceAccepted] = []

@@ -254,6 +254,7 @@ async def test_a_taken_port_is_a_local_node_error_naming_it(local_node: LocalNod
         await LocalNode(port=local_node.port).start()
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_the_cli_serves_a_node_until_sigterm() -> None:
     node = await NodeProcess.start(providers=2, app_key="cli-test-key", env=os.environ, line_bound=30)
     try:

@@ -31,6 +31,7 @@ _NETWORK = LocalNetworkConfig(
 _DEBIT_ACCEPT = r"^POST /payment-api/v1/debitNotes/[^/]+/accept$"
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_debit_notes_of_several_agreements_are_accepted_at_once_and_each_once() -> None:
     seen: list[Any] = []
     async with LocalNode(_NETWORK) as node, FaultProxy(node.host, node.port) as proxy:

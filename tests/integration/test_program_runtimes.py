@@ -153,6 +153,7 @@ async def test_commands_output_exit_codes_volumes_and_offer(tmp_path: Path) -> N
     assert seen["cpu"] > 0, "the commands' CPU seconds are metered"
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_a_script_timeout_kills_the_command_s_process(tmp_path: Path) -> None:
     token = f"token-{secrets.token_hex(6)}"
 

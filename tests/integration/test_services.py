@@ -122,6 +122,7 @@ class Ticker(_VmService):
         self.daemon_stopped = (await stopped).stdout
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_a_service_runs_a_daemon_reads_its_output_and_stops_cleanly() -> None:
     reads: asyncio.Queue[int] = asyncio.Queue()
     golem = Golem(budget=1.0, local_network=_NETWORK, health_check_interval=0.5)

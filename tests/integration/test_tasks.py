@@ -381,6 +381,7 @@ async def test_a_job_whose_iteration_was_cancelled_still_ends_cleanly() -> None:
     assert set(ended) == {"cancelled"}
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_a_job_that_cannot_finish_in_time_raises_job_timeout_error_saying_why() -> None:
     async def worker(ctx: WorkContext, tasks: AsyncIterator[Task[None, None]]) -> Any:
         async for task in tasks:

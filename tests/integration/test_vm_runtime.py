@@ -145,6 +145,7 @@ async def test_a_command_gets_only_its_three_streams_and_says_why_it_cannot_star
     assert (code, out) == (0, "/tmp\n")
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 @needs_bwrap
 async def test_output_streams_while_the_command_runs(runtime: VmRuntime) -> None:
     output = Output()
@@ -345,6 +346,7 @@ async def test_stop_is_idempotent_and_safe_before_deploy(tmp_path: Path) -> None
 # -- metering ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 @needs_bwrap
 async def test_cpu_seconds_count_commands_and_daemons_after_they_exit(runtime: VmRuntime) -> None:
     assert runtime.cpu_seconds() < 0.25

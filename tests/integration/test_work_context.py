@@ -104,6 +104,7 @@ async def test_a_command_out_of_order_fails_with_the_providers_message(ctx: Work
         await asyncio.wait_for(run, BOUND)
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_the_first_line_reaches_on_stdout_while_the_command_still_runs(ctx: WorkContext) -> None:
     await deployed(ctx)
     first_line = asyncio.Event()

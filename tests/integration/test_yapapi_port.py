@@ -110,6 +110,7 @@ async def test_a_timedelta_timeout_raises_batch_timeout_error_at_the_yield() -> 
     assert "0.3 s" in str(error)
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_wait_for_results_false_resumes_at_once_and_the_results_come_later() -> None:
     checks: list[Any] = []
 

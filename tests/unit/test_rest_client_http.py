@@ -206,6 +206,7 @@ def test_construction_outside_a_loop_creates_no_session() -> None:
     assert client._session is None
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 async def test_more_long_polls_than_aiohttps_default_pool_are_all_in_flight_at_once() -> None:
     # Each starting instance holds a connection for its long-polls; with aiohttp's default pool of 100 the
     # 101st request queued until one of them ended, and its own timeout ran out while it waited (issue 17).

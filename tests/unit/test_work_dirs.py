@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from golem_local.node import LOCK_FILE, WORK_DIR_PREFIX, remove_stale_work_dirs
 
 _HOLDER = """
@@ -31,6 +33,7 @@ def _holder(parent: Path) -> tuple[subprocess.Popen[str], Path]:
     return process, Path(process.stdout.readline().strip())
 
 
+@pytest.mark.slow  # over a second of real processes and waits (the quick run keeps its minute)
 def test_only_the_work_dirs_of_dead_nodes_are_removed(tmp_path: Path) -> None:
     dead, dead_dir = _holder(tmp_path)
     alive, alive_dir = _holder(tmp_path)
