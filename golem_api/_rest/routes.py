@@ -8,6 +8,7 @@ client's wire surface; a unit test checks each entry against the official specs.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -31,17 +32,14 @@ POLL_MARGIN = 10.0
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _unreserved = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch  # what percent-encoding leaves as it is
-_templates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
+@functools.cache
 def _split(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The literal text around a template's placeholders and their names (split once per template: a path is
     built for every request)."""
-    split = _templates.get(template)
-    if split is None:
-        pieces = _PLACEHOLDER.split(template)
-        split = _templates[template] = (tuple(pieces[0::2]), tuple(pieces[1::2]))
-    return split
+    pieces = _PLACEHOLDER.split(template)
+    return tuple(pieces[0::2]), tuple(pieces[1::2])
 
 
 class _Absent(enum.Enum):
