@@ -39,6 +39,7 @@ from attrs import frozen
 from golem_local.config import ProviderSpec
 from golem_local.images.cache import image_from_metadata, unpack_for_sandboxes
 from golem_local.images.registry import ImageRegistry
+from golem_local.pipeline import CHAIN_LIMIT
 from golem_local.runtime.base import DeploySettings, RunProcess
 from golem_local.runtime.image import Image
 from golem_local.runtime.launch import SandboxLimits
@@ -77,6 +78,30 @@ async def agent_round_trips(count: int) -> float:
             began = time.perf_counter()
             for _ in range(count):
                 await runtime.run_command(true, _ignore)
+            return time.perf_counter() - began
+        finally:
+            await runtime.stop()
+
+
+async def agent_chained(count: int) -> float:
+    """Seconds of ``count`` ``true`` commands through the agent of one sandbox as the exe-unit sends a batch of
+    them: as chains of at most :data:`~golem_local.pipeline.CHAIN_LIMIT`, each command started by the agent the
+    moment the one before it exited (:meth:`VmRuntime.run_chain`), every result awaited in turn."""
+    await check_bubblewrap()
+    with tempfile.TemporaryDirectory() as scratch:
+        runtime = VmRuntime(Image(), Path(scratch) / "activity")
+        await runtime.deploy(DeploySettings())
+        await runtime.start([])
+        try:
+            true = RunProcess("true")
+            await runtime.run_command(true, _ignore)  # warm-up
+            began = time.perf_counter()
+            for start in range(0, count, CHAIN_LIMIT):
+                size = min(CHAIN_LIMIT, count - start)
+                chain = await runtime.run_chain([true] * size, [_ignore] * size)
+                for position in range(size):
+                    await chain.result(position)
+                chain.close()
             return time.perf_counter() - began
         finally:
             await runtime.stop()

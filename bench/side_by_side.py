@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.bench_sandbox import agent_round_trips
+from bench.bench_sandbox import agent_chained, agent_round_trips
 from bench.processes import ROOT, run_json, served_node
 from bench.stats import Figure, Result, Target
 
@@ -43,6 +43,7 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100, big: 
             "GOLEM_API_WITH_YAPAPI=1, which creates it)",
         )
     floors: list[float] = []  # seconds of `big` round trips through the agent alone, one per run
+    chained: list[float] = []  # seconds of `big` commands through the agent alone as the node chains them
     ours: list[dict[str, float]] = []
     theirs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="golem-api-bench-") as scratch:
@@ -59,6 +60,7 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100, big: 
                 ours.append(await run_json([sys.executable, "-m", "bench.golem_side", *args], env=env))
                 theirs.append(await run_json([str(YAPAPI_PYTHON), "bench/yapapi_side.py", *args], env=env))
                 floors.append(await agent_round_trips(big))
+                chained.append(await agent_chained(big))
     for side, outcomes in (("golem-api", ours), ("yapapi", theirs)):
         unpaid = [f for f in outcomes if f["invoices"] != f["agreements"] or not f["agreements"]]
         if unpaid:
@@ -80,6 +82,15 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100, big: 
         figures.append(
             Figure(f"{name} ÷ agent floor", "×", [a["big_s"] / f for a, f in zip(ours, floors, strict=True)])
         )
+        figures.append(Figure(f"agent alone, {big} commands chained", "s", chained))
+        for side, outcomes in (("golem-api", ours), ("yapapi", theirs)):
+            figures.append(
+                Figure(
+                    f"{side} {name} ÷ agent alone chained",
+                    "×",
+                    [f["big_s"] / c for f, c in zip(outcomes, chained, strict=True)],
+                )
+            )
     return Result(
         key="yapapi",
         title=title,
@@ -94,7 +105,10 @@ async def side_by_side(runs: int, instances: int = 10, batches: int = 100, big: 
             f"One batch of {big} commands: `run /bin/true` {big} times in one script, from `yield` to resumption "
             f"with every result, after the one-command batches; its floor is {big} `true` round trips through the "
             "agent of one sandbox alone (`bench.bench_sandbox.agent_round_trips`, no HTTP, no requestor), measured "
-            "after each pair. Ratio = golem-api / yapapi per run (below 1: golem-api is faster)."
+            f"after each pair; beside it, the same {big} commands through the agent alone as the node sends such a "
+            "batch, in chains that the agent runs one command after the other by itself "
+            "(`bench.bench_sandbox.agent_chained`): what neither library can go below. "
+            "Ratio = golem-api / yapapi per run (below 1: golem-api is faster)."
         ),
         targets=[
             Target(f"ratio one batch of {big} commands", "at most", 0.5),

@@ -78,8 +78,10 @@ from golem_local.exescript import (
 )
 from golem_local.http import HttpError
 from golem_local.market_model import AgreementRecord, AgreementState, LocalMarketError
+from golem_local.pipeline import BatchChain, chain_length
 from golem_local.provider_port import ProviderPayments
 from golem_local.runtime.base import (
+    ChainRunner,
     Deployment,
     DeploySettings,
     RunProcess,
@@ -90,7 +92,7 @@ from golem_local.runtime.idle import IdleRuntime
 from golem_local.transfer import FileTransfer
 from golem_shared.errors import GolemError, MarketError
 from golem_shared.pricing import CPU_SEC, DURATION_SEC, LinearPricing
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, wait_event
 
 __all__ = [
     "DEBIT_NOTE_INTERVAL",
@@ -254,6 +256,8 @@ class ExeUnitActivity:
         self._created = time_source.monotonic()
         self._queue: asyncio.Queue[Batch] = asyncio.Queue()
         self._current: Batch | None = None
+        self._chain: BatchChain | None = None  # the run commands of the current batch that run as one chain
+        self._chain_runner = runtime if isinstance(runtime, ChainRunner) else None
         self._tasks = TaskSet(f"activity {activity_id}", logger=_log)
         self._worker: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | Literal["in place"] | None = None  # how it ends (see _shutdown)
@@ -518,6 +522,7 @@ class ExeUnitActivity:
             finally:
                 self._current = None
                 batch.finished_at = self._time.monotonic()
+                self._close_chain()
         while not self._queue.empty():  # after a terminate: batches that were queued behind it
             self._queue.get_nowait().abort(_wrong_state(self.state, "exec"))
 
@@ -586,15 +591,12 @@ class ExeUnitActivity:
         return Outcome()
 
     async def _run_process(self, command: RunCommand, batch: Batch) -> Outcome:
-        captures = {
-            "stdout": OutputCapture(command.capture.stdout, limit=self.output_limit),
-            "stderr": OutputCapture(command.capture.stderr, limit=self.output_limit),
-        }
-
-        sink = _BatchSink(batch, command.index, captures)
-        process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
         try:
-            code = await self.runtime.run_command(process, sink)
+            chain = await self._chain_for(command, batch)
+            if chain is not None:
+                code, note, captures = await chain.result(command.index)
+            else:
+                code, note, captures = await self._run_alone(command, batch)
         except (RuntimeFailure, GolemError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the runtime crashed mid-command: the command fails, saying so
@@ -603,7 +605,6 @@ class ExeUnitActivity:
             )
             raise RuntimeFailure(f"the runtime crashed running {command.entry_point}: {exc!r}") from exc
         message = _exit_message(code)
-        note = self.runtime.exit_note()
         if message is not None and note is not None:
             message = f"{message}: {note}"
         if message is not None and self._end_reason is not None:  # ended by the stop grace of an ending activity
@@ -615,6 +616,47 @@ class ExeUnitActivity:
             stderr=captures["stderr"].result(),
         )
 
+    async def _chain_for(self, command: RunCommand, batch: Batch) -> BatchChain | None:
+        """The chain ``command`` runs in: the current one, or a new one from it on when a chain fits; ``None``
+        when it runs alone (see :mod:`golem_local.pipeline`)."""
+        chain = self._chain
+        if chain is not None:
+            if chain.covers(batch, command.index):
+                return chain
+            self._close_chain()
+        if self._chain_runner is None:
+            return None
+        count = chain_length(batch.commands, command.index)
+        if count < 2:
+            return None
+        commands = [c for c in batch.commands[command.index : command.index + count] if isinstance(c, RunCommand)]
+        self._chain = await BatchChain.start(
+            self._chain_runner,
+            batch,
+            commands,
+            output_limit=self.output_limit,
+            sink=lambda run, captures: _BatchSink(batch, run.index, captures, held=True),
+        )
+        return self._chain
+
+    async def _run_alone(
+        self, command: RunCommand, batch: Batch
+    ) -> tuple[int, str | None, Mapping[str, OutputCapture]]:
+        captures = {
+            "stdout": OutputCapture(command.capture.stdout, limit=self.output_limit),
+            "stderr": OutputCapture(command.capture.stderr, limit=self.output_limit),
+        }
+        sink = _BatchSink(batch, command.index, captures)
+        process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
+        code = await self.runtime.run_command(process, sink)
+        return code, self.runtime.exit_note(), captures
+
+    def _close_chain(self) -> None:
+        """Forget the current chain (ending what may still run of it)."""
+        chain, self._chain = self._chain, None
+        if chain is not None:
+            chain.close()
+
 
 def _quiet(task: asyncio.Future[None]) -> None:
     """Retrieve the end of an abandoned stop, so that asyncio does not complain that nobody did."""
@@ -624,22 +666,41 @@ def _quiet(task: asyncio.Future[None]) -> None:
 
 class _BatchSink:
     """A ``run``'s output: kept by its captures, streamed through its batch, which may ask it to wait
-    (:class:`~golem_local.runtime.base.FlowControl`)."""
+    (:class:`~golem_local.runtime.base.FlowControl`).
 
-    def __init__(self, batch: Batch, index: int, captures: Mapping[str, OutputCapture]) -> None:
+    ``held``: the command runs in a chain and may have started before its batch recorded so; its output events are
+    held until :meth:`open` (:mod:`golem_local.pipeline`), and while any are held the runtime reads no further.
+    """
+
+    def __init__(self, batch: Batch, index: int, captures: Mapping[str, OutputCapture], *, held: bool = False) -> None:
         self.batch = batch
         self.index = index
         self.captures = captures
+        self._held: list[tuple[Literal["stdout", "stderr"], str | list[int]]] | None = [] if held else None
+        self._opened: asyncio.Event | None = asyncio.Event() if held else None
 
     def __call__(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
         piece = self.captures[stream].write(data)
-        if piece is not None:
+        if piece is None:
+            return
+        if self._held is not None:
+            self._held.append((stream, piece))
+        else:
             self.batch.command_output(self.index, stream, piece)
 
+    def open(self) -> None:
+        held, self._held = self._held, None
+        for stream, piece in held or ():
+            self.batch.command_output(self.index, stream, piece)
+        if self._opened is not None:
+            self._opened.set()
+
     def congested(self) -> bool:
-        return self.batch.congested()
+        return bool(self._held) or self.batch.congested()
 
     async def wait_room(self) -> None:
+        if self._held and self._opened is not None:  # until the batch has recorded the command's start
+            await wait_event(self._opened, self.batch.congestion_timeout)
         await self.batch.wait_room()
 
 

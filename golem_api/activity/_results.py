@@ -3,7 +3,10 @@
 Polling is the ground truth. :func:`poll_results` asks for command 0, then the first one it has no result of,
 … with ``commandIndex`` and a long-poll ``timeout`` (taking every result an answer holds), so each command is
 known as soon as it ends, until a command fails or the last one is in. (yapapi, too, takes every new result
-of an answer, output included.)
+of an answer, output included.) While results come faster than that, two polls of a batch are at least
+:data:`POLL_SPACING` apart (less while it has few results): every answer holds every result so far, so a poll
+per command of a batch of many short ones cost the node and the requestor the square of its length, on the
+cores its commands run on.
 
 Streaming adds the output as it is written. :class:`EventStreamReader` reads the batch's server-sent events in
 a task it owns and hands ``stdout`` / ``stderr`` pieces to an :class:`OutputRouter`, which cuts them into lines
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, BinaryIO
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTPUT_LIMIT",
+    "POLL_SPACING",
     "POLL_TIMEOUT",
     "STREAMS",
     "BoundedText",
@@ -51,6 +56,13 @@ _log = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 10.0
 """Seconds one long-poll for a command's result waits on the node before it is asked again."""
+
+POLL_SPACING = 0.005
+"""Seconds from one long-poll of a batch to the next at the least, while results come faster (see the module
+docstring): the longest a result waits on the node for the next poll."""
+POLL_SPACING_PER_RESULT = 0.0001
+"""The spacing grows by this much per result the batch has so far, up to :data:`POLL_SPACING`: the answers of a
+batch with few results are small, and its results are not held back."""
 
 STREAMS = ("stdout", "stderr")
 
@@ -328,16 +340,24 @@ async def poll_results(
     on_result: Callable[[ExeScriptCommandResult], Awaitable[bool]],
     *,
     poll_timeout: float = POLL_TIMEOUT,
+    spacing: float = POLL_SPACING,
 ) -> None:
     """Long-poll each of the ``count`` commands of a batch in turn and pass its result to ``on_result``.
 
     Each answer passes on every result it holds from the awaited command on, in order; the next long-poll asks
-    for the first command still missing. Stops after the last command, or when ``on_result`` returns False (a
-    failed command: the batch stops there).
+    for the first command still missing, ``spacing`` s after the last one was sent at the earliest (less for a
+    batch with few results so far: :data:`POLL_SPACING_PER_RESULT` per result). Stops after the last command, or
+    when ``on_result`` returns False (a failed command: the batch stops there).
     """
+    loop = asyncio.get_running_loop()
     index = 0
     missing = 0
+    sent = -math.inf
     while index < count:
+        pause = sent + min(spacing, POLL_SPACING_PER_RESULT * index) - loop.time()
+        if pause > 0:  # the last answer came at once: let more results gather on the node
+            await asyncio.sleep(pause)
+        sent = loop.time()
         try:
             results = await activity.results(batch_id, command_index=index, timeout=poll_timeout, since=index)
         except RequestTimeoutError:

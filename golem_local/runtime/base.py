@@ -6,6 +6,8 @@ The exe-unit (:mod:`golem_local.activity`) owns one runtime per activity and cal
     deploy(settings) -> Deployment      once, on the ExeScript ``deploy`` command
     start(args)                         once, on ``start``; the runtime's environment is up afterwards
     run_command(process, sink) -> int   any number of times, concurrently allowed; returns the exit code
+    run_chain(processes, sinks)         (a ChainRunner only) consecutive commands run one after the other by the
+                                        runtime itself, each the moment the one before it exited with code 0
     exit_note() -> str | None           right after run_command: a limit that ended the command, if one did
     counters() -> {name: value}         any time: the usage counters of its own (beyond duration and CPU)
     kill_command(...)                   by cancelling the ``run_command`` call (kill at once)
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_STOP_GRACE",
+    "ChainRunner",
+    "CommandChain",
     "DeployNetwork",
     "DeploySettings",
     "Deployment",
@@ -256,6 +260,40 @@ class Runtime(Protocol):
     async def self_test(self) -> None:
         """Check that the runtime can work on this machine; raise ``SandboxUnavailableError`` (or another
         ``LocalNodeError``) saying what is missing and how to install it."""
+        ...
+
+
+class CommandChain(Protocol):
+    """Commands that a runtime runs one after the other without waiting for the exe-unit between them
+    (:meth:`ChainRunner.run_chain`): each starts the moment the one before it has exited with code 0; after one
+    that fails (not started, another code, killed) the rest never run."""
+
+    async def result(self, position: int) -> tuple[int, str | None]:
+        """The exit code of the command at ``position`` once it has ended, and its note (as
+        :meth:`Runtime.exit_note` gives it for a command of :meth:`Runtime.run_command`).
+
+        Raises :class:`RuntimeFailure` when it could not be started, when the environment ended under it, or when
+        it never ran (an earlier command of the chain failed). Cancelling the call ends the chain: the running
+        command is killed (confirmed within a bound, as a cancelled :meth:`Runtime.run_command`) and the commands
+        queued behind it never run.
+        """
+        ...
+
+    def close(self) -> None:
+        """Forget the chain; if commands of it may still run (nobody awaited their end), kill the running one and
+        drop the queued ones, without waiting for the confirmation."""
+        ...
+
+
+@runtime_checkable
+class ChainRunner(Protocol):
+    """A runtime that can run consecutive commands as a chain (the ``vm`` runtime's agent does): a batch of many
+    short commands then costs no round trip from the runtime to the exe-unit and back between two commands."""
+
+    async def run_chain(self, processes: Sequence[RunProcess], sinks: Sequence[OutputSink]) -> CommandChain:
+        """Start the chain (``sinks[i]`` takes the output of ``processes[i]``); its first command starts now.
+
+        Raises :class:`RuntimeFailure` when the runtime runs no commands (not started, ended)."""
         ...
 
 

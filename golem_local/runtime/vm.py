@@ -64,6 +64,7 @@ from attrs import evolve, frozen
 
 from golem_local.runtime.base import (
     DEFAULT_STOP_GRACE,
+    CommandChain,
     Deployment,
     DeploySettings,
     FlowControl,
@@ -153,12 +154,113 @@ class _State(enum.Enum):
 
 @frozen
 class _Running:
-    """A command sent to the agent: where its output goes and the future of its exit code."""
+    """A command sent to the agent: where its output goes and the future of its exit code; for a command of a
+    chain, the chain and its place in it."""
 
     program: str
     cwd: str
     sink: OutputSink
     result: asyncio.Future[int]
+    chain: _VmChain | None = None
+    position: int = 0
+
+
+class _VmChain:
+    """A chain of commands handed to the agent at once (:meth:`VmRuntime.run_chain`); implements
+    :class:`~golem_local.runtime.base.CommandChain`.
+
+    The agent starts each command the moment the one before it exited with code 0 and drops the rest after one
+    that failed; the runtime applies the same rule as the exits come in (:meth:`skip_after`), so that nobody
+    waits for a command that will never run. Each command's entry in the runtime's table (its sink, its future)
+    goes when its result is taken, and the rest at :meth:`close`.
+    """
+
+    def __init__(self, runtime: VmRuntime, ids: Sequence[int], before: CgroupUsage | None) -> None:
+        self._runtime = runtime
+        self._ids = tuple(ids)
+        self._skipped_from = len(self._ids)  # the first position that never runs (an earlier one failed)
+        self._before = before  # the control group's counters before the next command (see VmRuntime.run_command)
+
+    def skip_after(self, position: int) -> None:
+        """The command at ``position`` failed: the ones after it never run (the agent drops them too)."""
+        if position + 1 < self._skipped_from:
+            for command_id in self._ids[position + 1 : self._skipped_from]:
+                self._runtime._commands.pop(command_id, None)
+            self._skipped_from = position + 1
+
+    async def result(self, position: int) -> tuple[int, str | None]:
+        """See :meth:`~golem_local.runtime.base.CommandChain.result`."""
+        runtime = self._runtime
+        command_id = self._ids[position]
+        running = runtime._commands.get(command_id)
+        if running is None:
+            if position >= self._skipped_from:
+                raise RuntimeFailure("not run: an earlier command of its chain failed")
+            raise RuntimeFailure(runtime._not_running("the chained command did not run"))
+        try:
+            code = await running.result
+        except asyncio.CancelledError:
+            await self._end(position)
+            raise
+        except RuntimeFailure:
+            runtime._commands.pop(command_id, None)
+            raise
+        runtime._commands.pop(command_id, None)
+        if code == 0:
+            runtime._exit_note = None
+            self._before = runtime._recent_usage()
+        else:
+            runtime._exit_note = runtime._note_for(self._before, code)
+        return code, runtime._exit_note
+
+    async def _end(self, position: int) -> None:
+        """The caller awaiting ``position`` was cancelled: kill the chain and wait (at most :data:`KILL_TIMEOUT`)
+        until every command of it that may have started is confirmed ended."""
+        runtime = self._runtime
+        loop = asyncio.get_running_loop()
+        for command_id in self._ids[position : self._skipped_from]:
+            running = runtime._commands.get(command_id)
+            if running is not None and running.result.cancelled():  # cancelled with the call: a fresh one
+                runtime._commands[command_id] = evolve(running, result=loop.create_future())
+        if self._unfinished(position) and runtime._state is _State.STARTED:
+            runtime._wake_flow_control()
+            with contextlib.suppress(RuntimeFailure):
+                await runtime._send({"op": "kill", "id": self._ids[-1]})  # any command of it ends the whole chain
+            deadline = loop.time() + KILL_TIMEOUT
+            for current in range(position, len(self._ids)):
+                running = runtime._commands.get(self._ids[current])
+                if current >= self._skipped_from or running is None:
+                    continue
+                await asyncio.wait({running.result}, timeout=max(deadline - loop.time(), 0))
+                if not running.result.done():
+                    _log.warning(
+                        "vm sandbox %s: command %d was not confirmed dead after a kill", runtime.sandbox_pid, current
+                    )
+                    break
+        self._forget()
+
+    def _unfinished(self, position: int = 0) -> bool:
+        runtime = self._runtime
+        for command_id in self._ids[position : self._skipped_from]:
+            running = runtime._commands.get(command_id)
+            if running is not None and not running.result.done():
+                return True
+        return False
+
+    def _forget(self) -> None:
+        for command_id in self._ids:
+            running = self._runtime._commands.pop(command_id, None)
+            if running is not None and running.result.done() and not running.result.cancelled():
+                running.result.exception()  # retrieved: nobody else will look at it
+
+    def close(self) -> None:
+        """See :meth:`~golem_local.runtime.base.CommandChain.close`."""
+        runtime = self._runtime
+        if self._unfinished() and runtime._state is _State.STARTED:
+            runtime._wake_flow_control()
+            with contextlib.suppress(RuntimeFailure):
+                runtime._send_nowait({"op": "kill", "id": self._ids[-1]})
+        self._forget()
 
 
 def _chown_tree(root: Path, owner: tuple[int, int]) -> None:
@@ -575,9 +677,7 @@ class VmRuntime:
         try:
             await self._send(request)
             code = await result  # not shielded (a step less per command): a cancellation is handled below
-            self._exit_note = self._limit_note(before, self._cgroup_usage(), code) if code != 0 else None
-            if self._exit_note is None and code != 0 and self._storage and storage_full(self.work_dir):
-                self._exit_note = self._storage_note()
+            self._exit_note = self._note_for(before, code) if code != 0 else None
             return code
         except asyncio.CancelledError:
             if result.cancelled():  # cancelled with this call: the agent's answer comes to a fresh future
@@ -587,6 +687,48 @@ class VmRuntime:
             raise
         finally:
             self._commands.pop(command_id, None)
+
+    async def run_chain(self, processes: Sequence[RunProcess], sinks: Sequence[OutputSink]) -> CommandChain:
+        """Hand ``processes`` to the agent as one chain (see :class:`~golem_local.runtime.base.ChainRunner`): it
+        starts each the moment the one before it exited with code 0, without waiting for the node.
+
+        The commands get the environment and working directory :meth:`run_command` would give them; their output
+        goes to ``sinks`` (one per command) as it comes. Raises :class:`RuntimeFailure` when the sandbox does
+        not run.
+        """
+        if self._state is not _State.STARTED:
+            raise RuntimeFailure(self._not_running(f"cannot run {processes[0].entry_point!r}"))
+        if len(processes) != len(sinks):
+            raise ValueError(f"{len(processes)} commands but {len(sinks)} sinks")
+        self._commanded = True
+        loop = asyncio.get_running_loop()
+        env = self._environment()
+        ids = [next(self._ids) for _ in processes]
+        chain = _VmChain(self, ids, self._recent_usage())
+        commands: list[dict[str, Any]] = []
+        for position, (command_id, process, sink) in enumerate(zip(ids, processes, sinks, strict=True)):
+            cwd = process.cwd or self.image.working_dir
+            self._commands[command_id] = _Running(
+                process.entry_point, cwd, sink, loop.create_future(), chain=chain, position=position
+            )
+            command: dict[str, Any] = {"id": command_id, "argv": [process.entry_point, *process.args], "cwd": cwd}
+            if process.env:
+                command["env"] = {**env, **{str(key): str(value) for key, value in process.env.items()}}
+            commands.append(command)
+        self._exit_note = None
+        try:
+            await self._send({"op": "chain", "env": env, "commands": commands})
+        except BaseException:
+            chain._forget()
+            raise
+        return chain
+
+    def _note_for(self, before: CgroupUsage | None, code: int) -> str | None:
+        """Why a command that ended with ``code`` (not 0) ended, when a limit explains it (see :meth:`exit_note`)."""
+        note = self._limit_note(before, self._cgroup_usage(), code)
+        if note is None and self._storage and storage_full(self.work_dir):
+            note = self._storage_note()
+        return note
 
     async def stop(self) -> None:
         """End the sandbox and everything in it (grace :data:`STOP_GRACE`, then SIGKILL); remove ``work_dir``.
@@ -823,7 +965,9 @@ class VmRuntime:
         text = self._stderr_tail.decode(errors="replace").strip()
         return f"; it said: {text}" if text else ""
 
-    async def _send(self, request: Mapping[str, Any]) -> None:
+    def _send_nowait(self, request: Mapping[str, Any]) -> asyncio.StreamWriter:
+        """Write ``request`` to the agent (what the pipe does not take at once is sent by the loop later); the
+        writer. :class:`RuntimeFailure` when the agent cannot be reached."""
         process = self._process
         if self._state is not _State.STARTED or process is None or process.stdin is None:
             raise RuntimeFailure(self._not_running("cannot reach the sandbox"))
@@ -831,16 +975,24 @@ class VmRuntime:
             # the agent is gone: writing would only pile up "pipe closed" warnings in asyncio's log
             raise RuntimeFailure(self._not_running("cannot reach the sandbox (its agent has exited)"))
         process.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
-        if not process.stdin.transport.get_write_buffer_size():
+        return process.stdin
+
+    def _wake_flow_control(self) -> None:
+        """A reader waiting for a congested sink reads on, so that the agent hears a kill."""
+        killing, self._killing = self._killing, asyncio.Event()
+        killing.set()
+
+    async def _send(self, request: Mapping[str, Any]) -> None:
+        stdin = self._send_nowait(request)
+        if not stdin.transport.get_write_buffer_size():
             return  # the pipe took it all (as it nearly always does): nothing to wait for, no task for a drain
         try:
-            await asyncio.wait_for(process.stdin.drain(), _SEND_TIMEOUT)
+            await asyncio.wait_for(stdin.drain(), _SEND_TIMEOUT)
         except (ConnectionError, asyncio.TimeoutError) as exc:
             raise RuntimeFailure(self._not_running(f"cannot reach the sandbox ({exc!r})")) from None
 
     async def _kill(self, command_id: int, result: asyncio.Future[int]) -> None:
-        killing, self._killing = self._killing, asyncio.Event()
-        killing.set()  # a reader waiting for a congested sink reads on, so that the agent hears the kill
+        self._wake_flow_control()
         if not result.done() and self._state is _State.STARTED:
             with contextlib.suppress(RuntimeFailure):
                 await self._send({"op": "kill", "id": command_id})
@@ -913,6 +1065,8 @@ class VmRuntime:
                 raise ValueError(f"exit code {code} is out of range")
             if running is not None and not running.result.done():
                 running.result.set_result(code)
+            if running is not None and running.chain is not None and code != 0:
+                running.chain.skip_after(running.position)
         elif kind == "failed":
             running = self._commands.get(_whole(event["id"], "id"))
             if running is not None and not running.result.done():
@@ -922,6 +1076,8 @@ class VmRuntime:
                         f"(working directory {running.cwd})"
                     )
                 )
+            if running is not None and running.chain is not None:
+                running.chain.skip_after(running.position)
         elif kind == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
@@ -958,6 +1114,8 @@ class VmRuntime:
         for running in self._commands.values():
             if not running.result.done():
                 running.result.set_exception(failure)
+                if running.chain is not None:
+                    running.result.exception()  # a queued command's end may never be awaited: no warning for it
 
     async def _poll_usage(self) -> None:
         while self._state is _State.STARTED:

@@ -395,3 +395,93 @@ async def test_batches_of_one_activity_run_one_after_another(exe: Exe) -> None:
     assert results[0]["stdout"] == "first\nsecond\n"
     assert len(await exe.finished(first, 3)) == 3
     assert (await exe.state())["state"] == ["Ready", None]
+
+
+async def test_runs_in_a_row_keep_their_events_in_order_and_a_failure_stops_the_rest(
+    exe: Exe, http: aiohttp.ClientSession
+) -> None:
+    """Runs in a row go to the sandbox as one chain (golem_local.pipeline): each starts the moment the one before it
+    ended well, and still every command's events come between its own started and finished, output whole."""
+    big = 2_500_000  # three pieces of the agent's output: the later ones come while the chain has moved on
+    batch = await exe.exec(
+        [
+            *DEPLOY_START,
+            run("echo a; echo 1 >> /golem/work/log", stdout=STREAM),
+            run(f"head -c {big} /dev/zero | tr '\\0' x; echo b >&2", stdout=STREAM, stderr=STREAM),
+            run("printf c; echo 3 >> /golem/work/log", stdout=AT_END),
+            run("echo d; exit 4", stdout=STREAM),
+            run("echo never >> /golem/work/log", stdout=STREAM),
+        ]
+    )
+    async with http.get(f"{exe.path}/exec/{batch}", headers={"Accept": "text/event-stream"}) as response:
+        frames = [data async for _, data, _ in read_sse(response)]
+    results = await exe.finished(batch, 7)
+
+    assert [(r["index"], r["result"], r["isBatchFinished"]) for r in results] == [
+        (0, "Ok", False),
+        (1, "Ok", False),
+        (2, "Ok", False),
+        (3, "Ok", False),
+        (4, "Ok", False),
+        (5, "Error", True),
+    ]
+    assert results[5]["message"] == "ExeScript command exited with code 4"
+    assert (results[2]["stdout"], results[4]["stdout"]) == ("a\n", "c")
+    assert results[3]["stdout"].startswith("xxx")  # kept within the node's bound; the events carry it all
+    dates = [parse_timestamp(r["eventDate"]) for r in results]
+    assert dates == sorted(dates)
+
+    order: list[tuple[int, str]] = []
+    for frame in frames:
+        step = (frame["index"], next(iter(frame["kind"])))
+        if not order or order[-1] != step:  # output comes in pieces: one step each
+            order.append(step)
+    assert order == [
+        (0, "started"),
+        (0, "finished"),
+        (1, "started"),
+        (1, "finished"),
+        (2, "started"),
+        (2, "stdout"),
+        (2, "finished"),
+        (3, "started"),
+        (3, "stdout"),
+        (3, "stderr"),
+        (3, "finished"),
+        (4, "started"),
+        (4, "finished"),
+        (5, "started"),
+        (5, "stdout"),
+        (5, "finished"),
+    ]
+    streamed = "".join(frame["kind"].get("stdout", "") for frame in frames if frame["index"] == 3)
+    assert streamed == "x" * big
+    stamps = [frame["timestamp"] for frame in frames]
+    assert stamps == sorted(stamps)
+
+    log = await exe.exec([run("cat /golem/work/log", stdout=AT_END)])
+    assert (await exe.finished(log, 1))[0]["stdout"] == "1\n3\n"  # the command after the failure never ran
+
+
+async def test_destroying_the_activity_mid_chain_kills_the_running_command_and_runs_nothing_queued(
+    exe: Exe, http: aiohttp.ClientSession
+) -> None:
+    batch = await exe.exec(
+        [*DEPLOY_START, run("echo started; exec sleep 30", stdout=STREAM), run("echo never", stdout=STREAM)]
+    )
+    async with http.get(f"{exe.path}/exec/{batch}", headers={"Accept": "text/event-stream"}) as response:
+        async for _, data, _ in read_sse(response):
+            if data["kind"].get("stdout") == "started\n":
+                break
+    running = (await call(http, "GET", f"{exe.path}/command"))[1]
+    assert running[0]["params"] == ["/bin/sh", "-c", "echo started; exec sleep 30"]
+
+    assert (await call(http, "DELETE", exe.path))[0] == 200
+    results = await exe.finished(batch, 4)
+    assert [(r["index"], r["result"], r["isBatchFinished"]) for r in results] == [
+        (0, "Ok", False),
+        (1, "Ok", False),
+        (2, "Error", True),
+    ]
+    assert "destroyed by the requestor" in results[2]["message"]
+    assert (await exe.state())["state"] == ["Terminated", None]

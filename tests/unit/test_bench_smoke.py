@@ -217,6 +217,8 @@ async def test_the_side_by_side_benchmark_times_one_big_batch_on_both_sides_and_
         assert figures[name].median > 0
     assert "ratio one batch of 5 commands" in figures
     assert "one batch of 5 commands ÷ agent floor" in figures
+    assert figures["agent alone, 5 commands chained"].median > 0
+    assert "yapapi one batch of 5 commands ÷ agent alone chained" in figures
 
 
 async def test_the_real_sandboxes_benchmark_runs_small_next_to_its_floor() -> None:

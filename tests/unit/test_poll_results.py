@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -88,3 +90,28 @@ async def test_answers_without_the_awaited_command_are_an_error_after_three() ->
 
     with pytest.raises(ActivityError, match="without its result"):
         await poll_results(cast(Any, activity), "batch", 3, on_result)
+
+
+async def test_results_that_come_at_once_are_polled_for_at_most_once_per_spacing() -> None:
+    """A batch of many short commands: every answer comes at once with a few more results; the next poll waits
+    for the spacing (counted from the last poll's start), so more results gather on the node for each answer."""
+    loop = asyncio.get_running_loop()
+    answers = [[result(i) for i in range(end)] for end in (300, 600, 900, 1000)]
+    activity = FakeActivity(answers)
+    polled: list[float] = []
+    original = activity.results
+
+    async def timed(*args: Any, **kwargs: Any) -> list[ExeScriptCommandResult]:
+        polled.append(loop.time())
+        return await original(*args, **kwargs)
+
+    activity.results = timed  # type: ignore[method-assign]
+
+    async def on_result(item: ExeScriptCommandResult) -> bool:
+        return True
+
+    await poll_results(cast(Any, activity), "batch", 1000, on_result, spacing=0.02)
+
+    assert activity.asked == [0, 300, 600, 900]
+    clock = 0.002  # asyncio may run a timer this much early (its clock's resolution, and then some)
+    assert all(later - earlier >= 0.02 - clock for earlier, later in itertools.pairwise(polled)), polled
