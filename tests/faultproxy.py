@@ -61,6 +61,7 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._hit = asyncio.Event()
+        self._seen = asyncio.Event()
         self._released = asyncio.Event()
 
     @property
@@ -111,6 +112,22 @@ class FaultProxy:
 
         await asyncio.wait_for(until(), timeout)
 
+    async def wait_requests(self, pattern: str, count: int, timeout: float) -> list[str]:
+        """Wait until ``count`` requests matching ``pattern`` (``METHOD path``) came (at most ``timeout`` s);
+        all those that came."""
+        regex = re.compile(pattern)
+
+        def matching() -> list[str]:
+            return [request for request in self.requests if regex.search(request)]
+
+        async def until() -> None:
+            while len(matching()) < count:
+                self._seen.clear()
+                await self._seen.wait()
+
+        await asyncio.wait_for(until(), timeout)
+        return matching()
+
     def _record(self, action: str, request: str) -> None:
         self.hits.append((action, request))
         self._hit.set()
@@ -152,6 +169,7 @@ class FaultProxy:
                 if found is not None:
                     request = f"{found.group(1).decode()} {found.group(2).decode()}"
                     self.requests.append(request)
+                    self._seen.set()
                     fault = self._match(request)
                     if fault is not None and fault.action == "drop":
                         self._record("drop", request)

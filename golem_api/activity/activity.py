@@ -35,6 +35,7 @@ class Activity:
         self._destroying = asyncio.Lock()
         self.end_reason: str | None = None
         """Why the requestor ends (or ended) the activity, once it was asked to."""
+        self._long_polls = 0  # results long-polls in flight
 
     @classmethod
     async def create(cls, agreement: Agreement, rest: RestClient, bus: EventBus) -> Activity:
@@ -53,6 +54,17 @@ class Activity:
     def destroyed(self) -> bool:
         """True once the node confirmed that the activity was destroyed."""
         return self._destroyed
+
+    @property
+    def long_polled(self) -> bool:
+        """True while a results long-poll of this activity is in flight.
+
+        Such a poll is itself a bounded question to the provider about this activity: it is answered (a
+        result, or the node's "not yet" at its timeout), or it fails within ``timeout`` plus a margin, and a
+        failed poll fails its script. The instance's health check skips its state query meanwhile (a starting
+        instance waiting for a busy provider's sandbox asks nothing more than its poll).
+        """
+        return self._long_polls > 0
 
     @property
     def ending(self) -> bool:
@@ -86,9 +98,17 @@ class Activity:
         ``RequestTimeoutError`` when ``command_index`` did not finish within ``timeout`` s. ``since`` leaves out
         (unparsed) the results of the commands before that index.
         """
-        return await self._rest.activity.get_exec_batch_results(
-            self.activity_id, batch_id, command_index=command_index, timeout=timeout, since=since
-        )
+        if timeout is None:
+            return await self._rest.activity.get_exec_batch_results(
+                self.activity_id, batch_id, command_index=command_index, since=since
+            )
+        self._long_polls += 1
+        try:
+            return await self._rest.activity.get_exec_batch_results(
+                self.activity_id, batch_id, command_index=command_index, timeout=timeout, since=since
+            )
+        finally:
+            self._long_polls -= 1
 
     def stream(self, batch_id: str) -> AbstractAsyncContextManager[AsyncIterator[RuntimeEvent]]:
         """The batch's runtime events as they happen: ``async with activity.stream(b) as events: async for …``.

@@ -15,6 +15,7 @@ turns it into an agreement.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Collection, Mapping
@@ -52,7 +53,7 @@ from golem_api.events import (
 )
 from golem_api.market.agreement import Agreement
 from golem_api.market.strategy import MarketStrategy, Offer
-from golem_shared.tasks import TaskSet, wait_event
+from golem_shared.tasks import TaskSet, within
 from golem_shared.timestamps import utc_now
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ class Demand:
         # provider id -> the offer our counter answered, when the node took the counter but its id was lost
         self._lost_counters: dict[str, Offer] = {}
         self._drafts: list[_Draft] = []
-        self._draft_arrived = asyncio.Event()
+        # agreement() calls waiting for a Draft, oldest first: a new Draft wakes one, not every one of them
+        self._draft_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._engaged: set[str] = set()  # providers with a live agreement from this demand
         self._stats = _Stats()
         self._tasks = TaskSet("demand", logger=_log)
@@ -206,7 +208,7 @@ class Demand:
             raise
         except BaseException as exc:  # a fault of ours, not of the node: agreement() says so
             self._failure = exc
-            self._draft_arrived.set()
+            self._wake_waiters(None)
             raise
 
     def _warn_no_offers(self) -> None:
@@ -239,7 +241,7 @@ class Demand:
                 # The Draft carries the provider's final terms; those are what the agreement holds.
                 draft_offer = Offer(proposal.proposal_id, proposal.issuer_id, proposal.properties)
                 self._drafts.append(_Draft(proposal.proposal_id, draft_offer))
-                self._draft_arrived.set()
+                self._wake_waiters(1)
         elif isinstance(event, ProposalRejectedEvent):
             offer = self._counters.pop(event.proposal_id, None)
             if offer is not None:
@@ -347,8 +349,32 @@ class Demand:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise asyncio.TimeoutError
-            self._draft_arrived.clear()
-            await wait_event(self._draft_arrived, remaining)  # the deadline is checked above
+            waiter = loop.create_future()
+            self._draft_waiters.append(waiter)
+            try:
+                await within(waiter, remaining)
+            except asyncio.TimeoutError:
+                pass  # the deadline is checked above, after a last look at the drafts
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_waiters(1)  # woken for a Draft as it was cancelled: the next waiter takes it
+                raise
+            finally:
+                waiter.cancel()  # nothing when it was woken; else _wake_waiters passes over it
+
+    def _wake_waiters(self, count: int | None) -> None:
+        """Wake ``count`` of the agreement() calls waiting for a Draft (every one with ``None``), oldest first.
+
+        One per new Draft: each woken call takes the best Draft at hand, so waking them all (a thousand
+        instances waiting at the start) had all but one look at the drafts and wait again, for every Draft.
+        """
+        waiters = self._draft_waiters
+        while waiters and (count is None or count > 0):
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if count is not None:
+                    count -= 1
 
     async def agreement(self, timeout: float = 60.0, *, avoid: Collection[str] = ()) -> Agreement:
         """The next approved agreement, best-scored provider first; :class:`~golem_api.errors.MarketTimeoutError`

@@ -13,13 +13,14 @@ An :class:`InstanceRunner` owns one task per instance (the cluster owns the runn
    VPN and terminates the agreement (``terminated``).
 
 The health check is a second owned task: every ``health_check_interval`` seconds it asks the provider for the
-activity's state (with a bound). When the activity is ``Unresponsive``, ``Terminated`` without our asking, or
-its state cannot be read, or the agreement was ended (say, by the payment checks), the instance is lost: the
-handler is cancelled, the instance goes ``unresponsive`` and its activity and agreement are ended. A lost
-instance stays ``unresponsive`` unless it was still starting, in which case it is respawned like a failed start.
-When the requestor ended the agreement for a fault of its own making (the budget ran out:
-``Agreement.failure``), the check wakes at once and the instance ends ``terminated`` with that failure as its
-cause (``exc_info``), not ``unresponsive``.
+activity's state (with a bound), except while a script's results long-poll is in flight (that poll is the check
+then: it is answered or fails within its own bound, and a failed poll fails the script). When the activity is
+``Unresponsive``, ``Terminated`` without our asking, or its state cannot be read, or the agreement was ended
+(say, by the payment checks), the instance is lost: the handler is cancelled, the instance goes ``unresponsive``
+and its activity and agreement are ended. A lost instance stays ``unresponsive`` unless it was still starting, in
+which case it is respawned like a failed start. When the requestor ended the agreement for a fault of its own
+making (the budget ran out: ``Agreement.failure``), the check wakes at once and the instance ends ``terminated``
+with that failure as its cause (``exc_info``), not ``unresponsive``.
 
 A script cut short may leave its batch running on the provider (the activity API cannot kill a batch). Before
 ``shutdown`` runs, such a batch may finish within the shutdown's bound (``shutdown_timeout``, which the wait
@@ -384,6 +385,11 @@ class InstanceRunner:
             elif activity.ending:  # the requestor ended it (a script's timeout): a failure, not the provider's
                 reason = f"{activity!r} was ended: {activity.end_reason}"
                 self._cause = ActivityError(reason)
+            elif activity.long_polled:
+                # A script's results long-poll is in flight: a bounded question to the provider about this
+                # activity, whose failure fails the script. No state query beside it (a start waiting for its
+                # turn on a busy provider would otherwise ask both every interval).
+                pass
             else:
                 try:
                     state = await within(activity.state(), timeout)
