@@ -54,6 +54,7 @@ from golem_shared.gftp import (
     GET_METADATA,
     UPLOAD_CHUNK,
     UPLOAD_FINISHED,
+    ChunkFrame,
     GftpMessageError,
     GsbRequest,
     GsbResponse,
@@ -64,6 +65,7 @@ from golem_shared.gftp import (
     gftp_url,
 )
 from golem_shared.tasks import TaskSet
+from golem_shared.wsframes import HEADROOM, masked_sender
 
 if TYPE_CHECKING:
     from golem_api._rest.client import RestClient
@@ -118,6 +120,7 @@ class _Service:
         self._tasks.spawn(self._serve(self._ws), name=f"gftp {self.file_id}")
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
+        sender = masked_sender(ws)  # chunks sent without aiohttp's copies where it can be
         try:
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.BINARY:
@@ -129,20 +132,24 @@ class _Service:
                     _log.warning("%r: %s", self, exc)
                     continue
                 self.requests += 1
-                await ws.send_bytes(await self._answer(request))
+                answer = await self._answer(request, HEADROOM if sender is not None else 0)
+                if isinstance(answer, ChunkFrame) and sender is not None:
+                    await sender.send(answer.buffer, answer.start)  # masked in place, no copy
+                else:
+                    await ws.send_bytes(answer.frame if isinstance(answer, ChunkFrame) else answer)
         except (aiohttp.ClientError, ConnectionError) as exc:
             _log.debug("%r: the WebSocket broke: %s", self, exc)
         finally:
             self._disconnected()
 
-    async def _answer(self, request: GsbRequest) -> bytes:
-        """The frame that answers ``request``."""
+    async def _answer(self, request: GsbRequest, headroom: int) -> bytes | ChunkFrame:
+        """The frame that answers ``request`` (a chunk's with ``headroom`` bytes before it)."""
         try:
             payload = await self._handle(request.component, request.payload)
             if isinstance(payload, _Chunk):  # the content read straight into the answer's frame
-                frame = chunk_response(request.id, payload.offset, payload.size)
+                frame = chunk_response(request.id, payload.offset, payload.size, headroom=headroom)
                 payload.fill(frame.content)
-                return frame.frame
+                return frame
         except _GftpFailure as failure:
             return encode_response(GsbResponse(id=request.id, error={failure.variant: str(failure)}))
         except Exception as exc:  # a bug here must not kill the service silently: tell the provider
