@@ -78,14 +78,24 @@ class MaskedSender:
         self._transport = transport
         self._protocol = protocol
 
-    async def send(self, buffer: bytearray, start: int) -> None:
-        """Send ``buffer[start:]`` as one binary frame; ``buffer`` is masked in place (do not reuse it); waits while
-        the transport's buffer is full. ``ConnectionResetError`` when the connection is closing."""
+    @staticmethod
+    def prepare(buffer: bytearray, start: int) -> memoryview:
+        """``buffer[start:]`` made a frame with a fresh random mask (in place: do not reuse ``buffer``); what
+        :meth:`write` sends. Any thread may prepare."""
+        return mask_frame(buffer, start, secrets.token_bytes(4))
+
+    async def write(self, frame: memoryview) -> None:
+        """Send a frame :meth:`prepare` made; waits while the transport's buffer is full. ``ConnectionResetError``
+        when the connection is closing."""
         if self._transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
-        self._transport.write(mask_frame(buffer, start, secrets.token_bytes(4)))
+        self._transport.write(frame)
         if getattr(self._protocol, "_paused", False):
             await self._protocol._drain_helper()
+
+    async def send(self, buffer: bytearray, start: int) -> None:
+        """:meth:`prepare` and :meth:`write` ``buffer[start:]``."""
+        await self.write(self.prepare(buffer, start))
 
 
 def masked_sender(ws: Any) -> MaskedSender | None:
