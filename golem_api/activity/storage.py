@@ -79,9 +79,9 @@ S = TypeVar("S", bound="_Service")
 _HASH_BLOCK = 1024 * 1024  # bytes read at a time when hashing a received file
 _READ_MAX = 0x7FFFF000  # the most one read(2) returns on Linux
 
-ANSWERS_AHEAD = 4
-"""Answers of one service being prepared or waiting to be sent at most (the local node asks for 4 chunks of 4 MiB
-at once); the next request is read once one of them is sent."""
+ANSWERS_AHEAD = 2
+"""Answers of one service being prepared or waiting to be sent at most: the next chunk is read while one is on
+the wire (the local node asks for 4 chunks of 4 MiB at once); the next request is read once one is sent."""
 
 HASH_BACKLOG = 8
 """Received chunks queued for writing or hashing at most; beyond it, the next one is answered only once the
@@ -101,7 +101,9 @@ class _Service:
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._tasks = TaskSet(f"gftp service {file_id}", logger=_log)
         self._closed = False
-        self._preparing: set[asyncio.Future[_Wire]] = set()  # answers being built in a thread
+        self._preparing: set[asyncio.Future[_Wire]] = set()  # answers being built in the reading thread
+        # one thread (so one arena of the C allocator, whose freed frames the next ones reuse), started on first use
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gftp-read-{file_id[:8]}")
         self.requests = 0
 
     def __repr__(self) -> str:
@@ -127,7 +129,7 @@ class _Service:
         """Read requests and queue their answers in order; a chunk's frame is read, built and masked in a thread
         while earlier answers are on the wire (:meth:`_send`), at most :data:`ANSWERS_AHEAD` at once."""
         sender = masked_sender(ws)  # chunks sent without aiohttp's copies where it can be
-        outbox: asyncio.Queue[asyncio.Future[_Wire] | None] = asyncio.Queue(ANSWERS_AHEAD)
+        outbox: asyncio.Queue[asyncio.Future[_Wire] | None] = asyncio.Queue(ANSWERS_AHEAD - 1)  # + the one sent
         sending = asyncio.ensure_future(self._send(ws, sender, outbox))
         try:
             async for message in ws:
@@ -176,7 +178,7 @@ class _Service:
         try:
             payload = await self._handle(request.component, request.payload)
             if isinstance(payload, _Chunk):  # the content read straight into the answer's frame
-                preparing = loop.run_in_executor(None, self._chunk_answer, request.id, payload, sender)
+                preparing = loop.run_in_executor(self._reader, self._chunk_answer, request.id, payload, sender)
                 self._preparing.add(preparing)  # it reads the file: awaited before the file is closed
                 preparing.add_done_callback(self._preparing.discard)
                 return preparing
@@ -232,6 +234,7 @@ class _Service:
         """Let the work the service started end, once it no longer answers (before :meth:`_release`): the
         answers still being built (one chunk's read each, soon over)."""
         await asyncio.gather(*self._preparing, return_exceptions=True)
+        self._reader.shutdown(wait=False)
 
     def _release(self) -> None:
         """Free what the service holds (files) once it no longer answers."""
