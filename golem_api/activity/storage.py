@@ -149,7 +149,9 @@ class _Service:
             _log.debug("%r: the WebSocket broke: %s", self, exc)
         finally:
             sending.cancel()  # what is still queued cannot be sent any more: the socket is gone
-            await asyncio.gather(sending, return_exceptions=True)
+            (ended,) = await asyncio.gather(sending, return_exceptions=True)
+            if isinstance(ended, Exception):  # a bug: the provider's calls then time out, so say why here
+                _log.error("%r: sending answers failed", self, exc_info=ended)
             self._disconnected()
 
     async def _send(
