@@ -20,15 +20,14 @@ package's builder makes for the same values.
 
 from __future__ import annotations
 
-import ctypes
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
 from flatbuffers import flexbuffers
 
 from golem_shared import flexread
+from golem_shared.allocator import grow
 from golem_shared.errors import GolemError
 
 __all__ = [
@@ -117,36 +116,6 @@ class _Room:
 
 _SLACK = 256  # bytes beyond a room kept allocated, so that the small writes after it do not move the buffer
 _UNWRITTEN = 64 * 1024  # rooms of this size or more are made without zeroing them first
-_ZEROS = [memoryview(b"")]
-
-
-def _zeros(size: int) -> memoryview:
-    """``size`` zero bytes to extend a buffer with: one kept block, made anew only when a larger one is asked
-    (a fresh ``bytes(size)`` per chunk cost a mebibyte of zeroed memory each time)."""
-    zeros = _ZEROS[0]  # once: threads build frames too
-    if len(zeros) < size:
-        zeros = _ZEROS[0] = memoryview(bytes(size))
-    return zeros[:size]
-
-
-def _resizer() -> Callable[[bytearray, int], None] | None:
-    """CPython's ``PyByteArray_Resize``: grows a bytearray without writing its new bytes (they are filled in
-    place afterwards: a chunk's room, read into from a file), or None elsewhere."""
-    try:
-        resize = ctypes.pythonapi.PyByteArray_Resize
-    except (AttributeError, OSError):  # pragma: no cover - not CPython
-        return None
-    resize.argtypes = (ctypes.py_object, ctypes.c_ssize_t)
-    resize.restype = ctypes.c_int
-
-    def grow(buffer: bytearray, size: int) -> None:
-        if resize(buffer, size) != 0:  # pragma: no cover - out of memory: ctypes has raised MemoryError already
-            raise MemoryError(f"a bytearray of {size} bytes")
-
-    return grow
-
-
-_grow = _resizer()
 
 
 class _Builder(flexbuffers.Builder):  # type: ignore[misc]  # the package has no type hints
@@ -176,10 +145,10 @@ class _Builder(flexbuffers.Builder):  # type: ignore[misc]  # the package has no
         self._Write(flexbuffers.U, data.size, byte_width)
         buf: bytearray = self._buf
         self.room = len(buf)
-        if _grow is not None and data.size >= _UNWRITTEN:  # room whose bytes are never written before its fill
-            _grow(buf, self.room + data.size + _SLACK)
+        if data.size >= _UNWRITTEN:  # room whose bytes are never written before its fill
+            grow(buf, self.room + data.size + _SLACK)
         else:
-            buf.extend(_zeros(data.size + _SLACK))
+            buf.extend(bytes(data.size + _SLACK))
         del buf[-_SLACK:]  # the allocation stays: what follows (a few small vectors) fits in it
         self._stack.append(flexbuffers.Value(self.room, type_, bit_width))
         return self.room

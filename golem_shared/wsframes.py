@@ -23,10 +23,13 @@ say so and the caller uses aiohttp's own ``send_bytes`` and ``receive``.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import struct
 from collections.abc import Callable
 from typing import Any
+
+from golem_shared.allocator import grow
 
 __all__ = ["HEADROOM", "BinarySplitter", "MaskedSender", "install_splitter", "masked_sender"]
 
@@ -129,7 +132,8 @@ class BinarySplitter:
         self._limit = limit
         self._state = _HEAD
         self._head = b""
-        self._pieces: list[bytes | memoryview] = []
+        self._payload = bytearray()  # the current frame of ours, filled in place
+        self._filled = 0
         self._left = 0  # payload bytes of the current frame still to come
         self._key = b""
         self._header = b""
@@ -154,6 +158,8 @@ class BinarySplitter:
                     self._header = bytes(view[at : at + size])
                     self._key = self._header[-4:]
                     self._state, self._left, at = _OURS, length, at + size
+                    self._payload, self._filled = bytearray(), 0
+                    grow(self._payload, length)  # every byte is written by the reads that follow
                 else:
                     self._state, self._left = _THEIRS, size + length  # the header goes to aiohttp with the rest
                 if self._left == 0:  # an empty frame of ours
@@ -161,11 +167,9 @@ class BinarySplitter:
                 continue
             take = min(self._left, end - at)
             if self._state == _OURS:
-                self._pieces.append(view[at : at + take])
-                self._left -= take
+                self._payload[self._filled : self._filled + take] = view[at : at + take]
                 at += take
-                if not self._left:
-                    self._deliver()
+                self.filled(take)
             else:
                 piece = data if take == len(data) and view.obj is data else bytes(view[at : at + take])
                 eof, tail = self._inner.feed_data(piece)
@@ -201,9 +205,22 @@ class BinarySplitter:
         ours = first == _FIN | _BINARY and masked and length <= self._limit
         return length, size, ours
 
+    def room(self) -> memoryview | None:
+        """Where the next bytes read go straight into the frame being received, if one is (then call
+        :meth:`filled` with how many were read there)."""
+        if self._state != _OURS or not self._left:
+            return None
+        return memoryview(self._payload)[self._filled :]
+
+    def filled(self, count: int) -> None:
+        """``count`` more bytes of the current frame of ours are in place."""
+        self._filled += count
+        self._left -= count
+        if not self._left:
+            self._deliver()
+
     def _deliver(self) -> None:
-        payload = bytearray().join(self._pieces)
-        self._pieces.clear()
+        payload, self._payload = self._payload, bytearray()
         self._state = _HEAD
         if _mask_in_place is not None:
             _mask_in_place(self._key, payload)
@@ -213,12 +230,56 @@ class BinarySplitter:
             self._inner.feed_data(self._header + payload)
 
 
+_SCRATCH = 256 * 1024  # bytes read at a time outside frames of ours (as asyncio's own reads)
+
+
+class _ReadingInPlace(asyncio.BufferedProtocol):
+    """Stands between a connection's transport and aiohttp's protocol: the socket is read straight into the frame
+    a :class:`BinarySplitter` is receiving; other bytes are read into a scratch buffer and given to aiohttp's
+    protocol as it would have got them (which feeds them to the splitter). Everything else is aiohttp's."""
+
+    def __init__(self, protocol: Any, splitter: BinarySplitter) -> None:
+        self._protocol = protocol
+        self._splitter = splitter
+        self._scratch = bytearray(_SCRATCH)
+        self._into: memoryview | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        self._into = self._splitter.room()
+        return self._scratch if self._into is None else self._into
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._into is not None:
+            self._into = None
+            self._splitter.filled(nbytes)
+        else:
+            self._protocol.data_received(bytes(self._scratch[:nbytes]))
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._protocol.eof_received()
+        return result
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._protocol.resume_writing()
+
+
 def install_splitter(request: Any, on_binary: Callable[[bytearray], bool], limit: int) -> bool:
     """Parse the frames of the aiohttp server connection of ``request`` (after its WebSocket handshake) through a
-    :class:`BinarySplitter`; False when this aiohttp's objects are not as expected (nothing changed then)."""
+    :class:`BinarySplitter`, reading the frames of ours straight into place where the transport allows it; False
+    when this aiohttp's objects are not as expected (nothing changed then)."""
     protocol = getattr(request, "protocol", None)
     inner = getattr(protocol, "_payload_parser", None)
     if _mask_in_place is None or protocol is None or inner is None or not hasattr(inner, "feed_data"):
         return False
-    protocol._payload_parser = BinarySplitter(inner, on_binary, limit)
+    splitter = BinarySplitter(inner, on_binary, limit)
+    protocol._payload_parser = splitter
+    transport = getattr(protocol, "transport", None)
+    if transport is not None and transport.get_protocol() is protocol and not transport.is_closing():
+        transport.set_protocol(_ReadingInPlace(protocol, splitter))
     return True

@@ -121,6 +121,38 @@ def test_whole_binary_frames_are_ours_and_every_other_frame_goes_to_aiohttp_byte
     assert _run([small_part[i : i + 1] for i in range(len(small_part))]) == ([small], theirs[0] + theirs[1])
 
 
+def test_read_in_place_as_the_connection_does_the_frames_split_the_same() -> None:
+    """The connection reads into the frame being received when there is one (``room``/``filled``), into a scratch
+    buffer otherwise: the same frames come out either way, however the reads fall."""
+    generator = random.Random(11)
+    payloads = [os.urandom(n) for n in (70_000, 0, 300, 1 << 20, 126)]
+    ping = _client_frame(b"ping", opcode=0x9)
+    stream = b"".join(_client_frame(p) + ping for p in payloads)
+    for _ in range(5):
+        ours: list[bytes] = []
+        inner = _Inner()
+
+        def keep(payload: bytearray, ours: list[bytes] = ours) -> bool:
+            ours.append(bytes(payload))
+            return True
+
+        splitter = BinarySplitter(inner, keep, 1 << 21)
+        at = 0
+        while at < len(stream):
+            size = generator.choice([1, 3, 100, 5000, 300_000])
+            room = splitter.room()
+            if room is not None:
+                take = min(size, len(room), len(stream) - at)
+                room[:take] = stream[at : at + take]
+                splitter.filled(take)
+            else:
+                take = min(size, len(stream) - at)
+                splitter.feed_data(stream[at : at + take])
+            at += take
+        assert ours == payloads
+        assert bytes(inner.fed) == ping * len(payloads)
+
+
 def test_a_frame_the_callback_refuses_goes_to_aiohttp_as_it_came() -> None:
     bad, good = b"not a gsb frame", os.urandom(1000)
     stream = _client_frame(bad) + _client_frame(good)
@@ -158,6 +190,7 @@ async def test_through_aiohttp_frames_sent_masked_in_place_reach_the_splitter_an
     got: list[bytes] = []
     through_aiohttp: list[tuple[str, Any]] = []
     installed: list[bool] = []
+    reading_in_place: list[str] = []
 
     def keep(payload: bytearray) -> bool:
         got.append(bytes(payload))
@@ -167,6 +200,7 @@ async def test_through_aiohttp_frames_sent_masked_in_place_reach_the_splitter_an
         socket = web.WebSocketResponse(max_msg_size=1 << 24)
         await socket.prepare(request)
         installed.append(install_splitter(request, keep, 1 << 24))
+        reading_in_place.append(type(request.transport.get_protocol()).__name__)  # type: ignore[union-attr]
         async for message in socket:
             through_aiohttp.append((message.type.name, message.data))
             if message.type is aiohttp.WSMsgType.TEXT:
@@ -196,5 +230,6 @@ async def test_through_aiohttp_frames_sent_masked_in_place_reach_the_splitter_an
     finally:
         await runner.cleanup()
     assert installed == [True]
+    assert reading_in_place == ["_ReadingInPlace"]
     assert got == [*chunks, b"via aiohttp"]
     assert through_aiohttp == [("TEXT", "hello")]
