@@ -101,9 +101,7 @@ class _Service:
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._tasks = TaskSet(f"gftp service {file_id}", logger=_log)
         self._closed = False
-        self._preparing: set[asyncio.Future[_Wire]] = set()  # answers being built in the reading thread
-        # one thread (so one arena of the C allocator, whose freed frames the next ones reuse), started on first use
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gftp-read-{file_id[:8]}")
+        self._preparing: set[asyncio.Future[_Wire]] = set()  # answers being built in the storage's reading thread
         self.requests = 0
 
     def __repr__(self) -> str:
@@ -180,7 +178,8 @@ class _Service:
         try:
             payload = await self._handle(request.component, request.payload)
             if isinstance(payload, _Chunk):  # the content read straight into the answer's frame
-                preparing = loop.run_in_executor(self._reader, self._chunk_answer, request.id, payload, sender)
+                reader = self._storage._reader
+                preparing = loop.run_in_executor(reader, self._chunk_answer, request.id, payload, sender)
                 self._preparing.add(preparing)  # it reads the file: awaited before the file is closed
                 preparing.add_done_callback(self._preparing.discard)
                 return preparing
@@ -236,7 +235,6 @@ class _Service:
         """Let the work the service started end, once it no longer answers (before :meth:`_release`): the
         answers still being built (one chunk's read each, soon over)."""
         await asyncio.gather(*self._preparing, return_exceptions=True)
-        self._reader.shutdown(wait=False)
 
     def _release(self) -> None:
         """Free what the service holds (files) once it no longer answers."""
@@ -545,6 +543,9 @@ class GsbStorage:
         self._node_id: str | None = None
         self._services: set[_Service] = set()
         self._closed = False
+        # the thread that reads the chunks served (started on first use): one for every published item, so one
+        # arena of the C allocator, whose freed frames the next ones reuse (a thread per item made an arena each)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gftp-read")
 
     def __repr__(self) -> str:
         return f"<GsbStorage {len(self._services)} open>"
@@ -565,6 +566,7 @@ class GsbStorage:
         self._closed = True
         for service in list(self._services):
             await service.aclose()
+        self._reader.shutdown(wait=False)  # every read has ended: each service awaited its own
 
     async def node_id(self) -> str:
         """The requestor's node id, the host part of its ``gftp://`` URLs (``GET /me``, asked once)."""
