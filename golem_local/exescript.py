@@ -21,6 +21,7 @@ Capture follows the daemon's semantics, in :class:`OutputCapture`:
 from __future__ import annotations
 
 import codecs
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -416,39 +417,45 @@ DEFAULT_OUTPUT_LIMIT = 1 << 20
 """Bytes of each output stream of a command the node keeps for its result, at most (``output_limit``)."""
 
 
+_SMALL = 64 * 1024  # pieces below this are copied together into one buffer; larger ones are kept as they are
+
+
 class _Ring:
-    """The last ``size`` bytes written, in a fixed buffer (no copying of what stays), allocated on the first write:
-    most commands print little or nothing, and zeroing a megabyte per stream cost each command a quarter of a
-    millisecond."""
+    """The last ``size`` bytes written, kept as the pieces that hold them and joined only when :meth:`value` is
+    asked: a large piece (the agent sends output a mebibyte at a time) is kept by reference, not copied (bytes do
+    not change), and small ones are gathered into buffers of up to :data:`_SMALL` bytes (so that many tiny writes
+    do not make many objects). It holds at most ``size`` bytes more than it keeps, and nothing for a command that
+    prints nothing."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._buffer = bytearray()
-        self._length = 0
-        self._end = 0
+        self._pieces: deque[bytes | bytearray] = deque()
+        self._held = 0  # bytes in _pieces
 
     def write(self, data: bytes) -> None:
         if not self.size or not data:
             return
-        if not self._buffer:
-            self._buffer = bytearray(self.size)
-        view = memoryview(data)  # slices of it copy nothing: each byte kept is copied once, into the buffer
-        if len(view) >= self.size:
-            view = view[-self.size :]
-        first = min(len(view), self.size - self._end)
-        self._buffer[self._end : self._end + first] = view[:first]
-        self._buffer[: len(view) - first] = view[first:]
-        self._end = (self._end + len(view)) % self.size
-        self._length = min(self._length + len(view), self.size)
+        if len(data) >= self.size:
+            self._pieces.clear()
+            self._held = 0
+            data = data[-self.size :] if len(data) > self.size else data
+        pieces = self._pieces
+        if len(data) >= _SMALL or not isinstance(data, (bytes, bytearray)):
+            pieces.append(bytes(data) if not isinstance(data, bytes) else data)
+        elif pieces and isinstance(pieces[-1], bytearray) and len(pieces[-1]) < _SMALL:
+            pieces[-1] += data
+        else:
+            pieces.append(bytearray(data))
+        self._held += len(data)
+        while self._held - len(pieces[0]) >= self.size:  # the oldest piece is not needed any more
+            self._held -= len(pieces.popleft())
 
     def __len__(self) -> int:
-        return self._length
+        return min(self._held, self.size)
 
     def value(self) -> bytes:
-        start = (self._end - self._length) % self.size if self.size else 0
-        if start + self._length <= self.size:
-            return bytes(self._buffer[start : start + self._length])
-        return bytes(self._buffer[start:]) + bytes(self._buffer[: self._end])
+        whole = b"".join(self._pieces)
+        return whole[len(whole) - len(self) :] if len(whole) > self.size else whole
 
 
 class OutputCapture:

@@ -36,10 +36,12 @@ from golem_shared.gftp import (
     GSB_SUBPROTOCOL,
     GftpMessageError,
     GsbRequest,
+    GsbResponse,
     decode_response,
     encode_request,
 )
 from golem_shared.tasks import wait_event
+from golem_shared.wsframes import install_splitter
 
 __all__ = [
     "GSB_PREFIX",
@@ -205,6 +207,16 @@ class GsbRouter:
                     _CLOSE_TIMEOUT,
                 )
         services.connected.set()
+
+        def binary(frame: bytearray) -> bool:  # a whole frame from the splitter, as it is read: no queue, no copy
+            try:
+                response = decode_response(frame, views=True, frozen=True)
+            except GftpMessageError:
+                return False  # then it comes through the loop below, which closes the socket
+            self._settle(services, response)
+            return True
+
+        install_splitter(request, binary, _MAX_FRAME)
         try:
             async for message in socket:
                 if message.type is not WSMsgType.BINARY:
@@ -219,24 +231,28 @@ class GsbRouter:
                     reason = str(exc).encode("ascii", "replace")[:120]
                     await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
                     break
-                waiting = services.pending.get(response.id)
-                if waiting is None:
-                    _log.debug("GSB service %s: answer to unknown call %s ignored", services.on, response.id)
-                    continue
-                future = waiting[1]
-                if future.done():
-                    continue
-                if response.error is not None:
-                    detail = "; ".join(f"{k}: {v}" for k, v in response.error.items()) or "(no detail)"
-                    future.set_exception(GsbCallError(f"the GSB service on {services.on} answered an error: {detail}"))
-                else:
-                    future.set_result(response.payload)
+                self._settle(services, response)
         finally:
             if services.socket is socket:
                 services.socket = None
                 services.connected.clear()
             services.fail_pending(f"the WebSocket of the GSB service on {services.on} closed before answering", socket)
         return socket
+
+    @staticmethod
+    def _settle(services: _Services, response: GsbResponse) -> None:
+        waiting = services.pending.get(response.id)
+        if waiting is None:
+            _log.debug("GSB service %s: answer to unknown call %s ignored", services.on, response.id)
+            return
+        future = waiting[1]
+        if future.done():
+            return
+        if response.error is not None:
+            detail = "; ".join(f"{k}: {v}" for k, v in response.error.items()) or "(no detail)"
+            future.set_exception(GsbCallError(f"the GSB service on {services.on} answered an error: {detail}"))
+        else:
+            future.set_result(response.payload)
 
 
 class _GsbRoutes:

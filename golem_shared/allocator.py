@@ -23,8 +23,9 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from typing import Any
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "grow", "keep_freed_memory"]
 
 MMAP_THRESHOLD = 16 * 1024 * 1024
 """Blocks below this many bytes come from the heap (glibc's default starts at 128 KiB and follows the largest
@@ -64,3 +65,29 @@ def _tune() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def _resizer() -> Any:
+    """CPython's ``PyByteArray_Resize``, or None elsewhere."""
+    try:
+        resize = ctypes.pythonapi.PyByteArray_Resize
+    except (AttributeError, OSError):  # pragma: no cover - not CPython
+        return None
+    resize.argtypes = (ctypes.py_object, ctypes.c_ssize_t)
+    resize.restype = ctypes.c_int
+    return resize
+
+
+_resize = _resizer()
+
+
+def grow(buffer: bytearray, size: int) -> None:
+    """Make ``buffer`` ``size`` bytes long (at least as long as it is) without writing the new bytes where CPython
+    allows it (``PyByteArray_Resize``: what they hold is arbitrary), with zeros elsewhere: for a buffer filled in
+    place right after (a file or a socket read into it), which writing zeros first would cost a pass over it."""
+    if size < len(buffer):
+        raise ValueError(f"grow makes a buffer longer: {size} < {len(buffer)} bytes")
+    if _resize is None:  # pragma: no cover - not CPython
+        buffer.extend(bytes(size - len(buffer)))
+    elif _resize(buffer, size) != 0:  # pragma: no cover - ctypes raises the error CPython set
+        raise MemoryError(f"a bytearray of {size} bytes")

@@ -35,10 +35,11 @@ _FLOATS = {4: struct.Struct("<f"), 8: struct.Struct("<d")}
 
 
 class _Reader:
-    def __init__(self, buf: bytes | bytearray | memoryview, views: bool = False) -> None:
+    def __init__(self, buf: bytes | bytearray | memoryview, views: bool = False, frozen: bool = False) -> None:
         self.raw = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)  # for find()
-        self.buf = memoryview(self.raw)
-        self.views = views and isinstance(self.raw, bytes)  # a view of a buffer that may change would change
+        self.buf = memoryview(self.raw).toreadonly()
+        # a view of a buffer that may change would change: views of bytes, or of a bytearray nothing changes
+        self.views = views and (isinstance(self.raw, bytes) or frozen)
 
     def uint(self, at: int, width: int) -> int:
         if at < 0 or at + width > len(self.buf):
@@ -137,12 +138,13 @@ class _Reader:
         return [self.indirect(at + i * width, width, kind) for i in range(size)]
 
 
-def loads(buf: bytes | bytearray | memoryview, *, views: bool = False) -> Any:
+def loads(buf: bytes | bytearray | memoryview, *, views: bool = False, frozen: bool = False) -> Any:
     """The value in the FlexBuffers buffer ``buf``; ``ValueError`` when it is not one. ``views``: blobs of a
-    ``bytes`` buffer as read-only ``memoryview`` slices of it (no copy)."""
+    ``bytes`` buffer (or, ``frozen``, of a ``bytearray`` the caller never changes again) as read-only
+    ``memoryview`` slices of it (no copy)."""
     if len(buf) < 3:
         raise ValueError(f"a FlexBuffers buffer has at least 3 bytes, this one {len(buf)}")
-    reader = _Reader(buf, views)
+    reader = _Reader(buf, views, frozen)
     width = reader.buf[-1]
     if width not in (1, 2, 4, 8) or width + 2 > len(buf):
         raise ValueError(f"a FlexBuffers root of byte width {width} does not fit a {len(buf)}-byte buffer")

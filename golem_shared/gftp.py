@@ -27,6 +27,7 @@ from attrs import frozen
 from flatbuffers import flexbuffers
 
 from golem_shared import flexread
+from golem_shared.allocator import grow
 from golem_shared.errors import GolemError
 
 __all__ = [
@@ -79,9 +80,11 @@ class GsbResponse:
     error: dict[str, str] | None = None
 
 
-def _decode_map(frame: bytes | bytearray | memoryview, what: str, views: bool = False) -> dict[str, Any]:
+def _decode_map(
+    frame: bytes | bytearray | memoryview, what: str, views: bool = False, frozen: bool = False
+) -> dict[str, Any]:
     try:
-        value = flexread.loads(frame, views=views)
+        value = flexread.loads(frame, views=views, frozen=frozen)
     except (ValueError, RecursionError, UnicodeDecodeError, struct.error) as exc:
         raise GftpMessageError(f"a GSB {what} frame of {len(frame)} bytes is not FlexBuffers: {exc}") from None
     if not isinstance(value, dict) or not isinstance(value.get("id"), str):
@@ -112,6 +115,7 @@ class _Room:
 
 
 _SLACK = 256  # bytes beyond a room kept allocated, so that the small writes after it do not move the buffer
+_UNWRITTEN = 64 * 1024  # rooms of this size or more are made without zeroing them first
 
 
 class _Builder(flexbuffers.Builder):  # type: ignore[misc]  # the package has no type hints
@@ -141,7 +145,10 @@ class _Builder(flexbuffers.Builder):  # type: ignore[misc]  # the package has no
         self._Write(flexbuffers.U, data.size, byte_width)
         buf: bytearray = self._buf
         self.room = len(buf)
-        buf.extend(bytes(data.size + _SLACK))
+        if data.size >= _UNWRITTEN:  # room whose bytes are never written before its fill
+            grow(buf, self.room + data.size + _SLACK)
+        else:
+            buf.extend(bytes(data.size + _SLACK))
         del buf[-_SLACK:]  # the allocation stays: what follows (a few small vectors) fits in it
         self._stack.append(flexbuffers.Value(self.room, type_, bit_width))
         return self.room
@@ -149,19 +156,24 @@ class _Builder(flexbuffers.Builder):  # type: ignore[misc]  # the package has no
 
 class ChunkFrame:
     """A frame built with room for a chunk's content: send :attr:`frame` once :attr:`content` (a writable view
-    of the room, as long as the chunk) is filled."""
+    of the room, as long as the chunk) is filled. The frame is ``buffer[start:]``: ``start`` bytes before it are
+    free (a WebSocket header can be written there, see :func:`golem_shared.wsframes.mask_frame`)."""
 
-    def __init__(self, frame: bytearray, room: int, size: int) -> None:
-        self.content = memoryview(frame)[room : room + size]
+    def __init__(self, buffer: bytearray, start: int, room: int, size: int) -> None:
+        self.buffer = buffer
+        self.start = start
+        self.content = memoryview(buffer)[room : room + size]
         # a bytearray: a WebSocket sends it as well as bytes (and aiohttp's types say bytes)
-        self.frame: bytes = frame  # type: ignore[assignment]
+        self.frame: bytes = buffer if not start else memoryview(buffer)[start:]  # type: ignore[assignment]
 
 
-def _room_frame(value: Any, size: int) -> ChunkFrame:
+def _room_frame(value: Any, size: int, headroom: int) -> ChunkFrame:
     builder = _Builder()
+    if headroom:  # a multiple of 8: every alignment the builder makes, and so every byte, stays the same
+        builder._buf = bytearray(headroom)
     builder.Add(value)
-    frame: bytearray = builder.Finish()
-    return ChunkFrame(frame, builder.room, size)
+    buffer: bytearray = builder.Finish()
+    return ChunkFrame(buffer, headroom, builder.room, size)
 
 
 def _dumps(value: Any) -> bytes:
@@ -178,17 +190,18 @@ def encode_request(request: GsbRequest) -> bytes:
     return _dumps({"id": request.id, "component": request.component, "payload": payload})
 
 
-def chunk_request(call_id: str, offset: int, size: int) -> ChunkFrame:
+def chunk_request(call_id: str, offset: int, size: int, *, headroom: int = 0) -> ChunkFrame:
     """An ``UploadChunk`` request frame for ``size`` bytes at ``offset``; fill its ``content`` before sending.
-    The same bytes as ``encode_request`` makes for the same chunk."""
+    The same bytes as ``encode_request`` makes for the same chunk, ``headroom`` (a multiple of 8) free bytes
+    before them."""
     value = {"id": call_id, "component": UPLOAD_CHUNK, "payload": {"chunk": {"offset": offset, "content": _Room(size)}}}
-    return _room_frame(value, size)
+    return _room_frame(value, size, headroom)
 
 
-def chunk_response(call_id: str, offset: int, size: int) -> ChunkFrame:
+def chunk_response(call_id: str, offset: int, size: int, *, headroom: int = 0) -> ChunkFrame:
     """A ``GetChunk`` answer frame for ``size`` bytes at ``offset``; fill its ``content`` before sending.
-    The same bytes as ``encode_response`` makes for the same chunk."""
-    return _room_frame({"id": call_id, "payload": {"offset": offset, "content": _Room(size)}}, size)
+    The same bytes as ``encode_response`` makes for the same chunk (``headroom``: as for :func:`chunk_request`)."""
+    return _room_frame({"id": call_id, "payload": {"offset": offset, "content": _Room(size)}}, size, headroom)
 
 
 def decode_request(frame: bytes | bytearray | memoryview, *, views: bool = False) -> GsbRequest:
@@ -208,10 +221,11 @@ def encode_response(response: GsbResponse) -> bytes:
     return _dumps({"id": response.id, "payload": response.payload})
 
 
-def decode_response(frame: bytes | bytearray | memoryview, *, views: bool = False) -> GsbResponse:
+def decode_response(frame: bytes | bytearray | memoryview, *, views: bool = False, frozen: bool = False) -> GsbResponse:
     """Parse a response frame; raises :class:`GftpMessageError` when it is not one (``views``: as for
-    :func:`decode_request`)."""
-    value = _decode_map(frame, "response", views)
+    :func:`decode_request`; ``frozen``: the frame is a ``bytearray`` that nothing changes any more, so its blobs
+    may be views too)."""
+    value = _decode_map(frame, "response", views, frozen)
     error = value.get("error")
     if error is not None and not isinstance(error, dict):
         error = {"Error": str(error)}

@@ -64,12 +64,13 @@ from golem_shared.gftp import (
     gftp_url,
 )
 from golem_shared.tasks import TaskSet
+from golem_shared.wsframes import HEADROOM, MaskedSender, masked_sender
 
 if TYPE_CHECKING:
     from golem_api._rest.client import RestClient
     from golem_api._rest.gsb import GsbServices
 
-__all__ = ["HASH_BACKLOG", "GsbStorage", "Published", "Receiving"]
+__all__ = ["ANSWERS_AHEAD", "HASH_BACKLOG", "GsbStorage", "Published", "Receiving"]
 
 _log = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ S = TypeVar("S", bound="_Service")
 
 _HASH_BLOCK = 1024 * 1024  # bytes read at a time when hashing a received file
 _READ_MAX = 0x7FFFF000  # the most one read(2) returns on Linux
+
+ANSWERS_AHEAD = 2
+"""Answers of one service being prepared or waiting to be sent at most: the next chunk is read while one is on
+the wire (the local node asks for 4 chunks of 4 MiB at once); the next request is read once one is sent."""
 
 HASH_BACKLOG = 8
 """Received chunks queued for writing or hashing at most; beyond it, the next one is answered only once the
@@ -96,6 +101,7 @@ class _Service:
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._tasks = TaskSet(f"gftp service {file_id}", logger=_log)
         self._closed = False
+        self._preparing: set[asyncio.Future[_Wire]] = set()  # answers being built in the storage's reading thread
         self.requests = 0
 
     def __repr__(self) -> str:
@@ -118,6 +124,11 @@ class _Service:
         self._tasks.spawn(self._serve(self._ws), name=f"gftp {self.file_id}")
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
+        """Read requests and queue their answers in order; a chunk's frame is read, built and masked in a thread
+        while earlier answers are on the wire (:meth:`_send`), at most :data:`ANSWERS_AHEAD` at once."""
+        sender = masked_sender(ws)  # chunks sent without aiohttp's copies where it can be
+        outbox: asyncio.Queue[asyncio.Future[_Wire] | None] = asyncio.Queue(ANSWERS_AHEAD - 1)  # + the one sent
+        sending = asyncio.ensure_future(self._send(ws, sender, outbox))
         try:
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.BINARY:
@@ -129,27 +140,71 @@ class _Service:
                     _log.warning("%r: %s", self, exc)
                     continue
                 self.requests += 1
-                await ws.send_bytes(await self._answer(request))
+                await outbox.put(await self._answer(request, sender))
+                if sending.done():
+                    break
         except (aiohttp.ClientError, ConnectionError) as exc:
             _log.debug("%r: the WebSocket broke: %s", self, exc)
         finally:
+            sending.cancel()  # what is still queued cannot be sent any more: the socket is gone
+            (ended,) = await asyncio.gather(sending, return_exceptions=True)
+            if isinstance(ended, Exception):  # a bug: the provider's calls then time out, so say why here
+                _log.error("%r: sending answers failed", self, exc_info=ended)
             self._disconnected()
 
-    async def _answer(self, request: GsbRequest) -> bytes:
-        """The frame that answers ``request``."""
+    async def _send(
+        self,
+        ws: aiohttp.ClientWebSocketResponse[bool],
+        sender: MaskedSender | None,
+        outbox: asyncio.Queue[asyncio.Future[_Wire] | None],
+    ) -> None:
+        """Send the answers in the order they were asked for, each once it is ready."""
+        try:
+            while (answer := await outbox.get()) is not None:
+                masked, data = await answer
+                if masked and sender is not None and isinstance(data, memoryview):
+                    await sender.write(data)
+                else:
+                    await ws.send_bytes(data)  # type: ignore[arg-type]  # a bytearray or view: sent as bytes
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            _log.debug("%r: the WebSocket broke: %s", self, exc)
+        finally:
+            while not outbox.empty():  # a reader waiting for room goes on (and sees that this ended)
+                outbox.get_nowait()
+
+    async def _answer(self, request: GsbRequest, sender: MaskedSender | None) -> asyncio.Future[_Wire]:
+        """The answer to ``request``: a future of its frame (a chunk's is read into its frame in a thread)."""
+        loop = asyncio.get_running_loop()
         try:
             payload = await self._handle(request.component, request.payload)
             if isinstance(payload, _Chunk):  # the content read straight into the answer's frame
-                frame = chunk_response(request.id, payload.offset, payload.size)
-                payload.fill(frame.content)
-                return frame.frame
+                reader = self._storage._reader
+                preparing = loop.run_in_executor(reader, self._chunk_answer, request.id, payload, sender)
+                self._preparing.add(preparing)  # it reads the file: awaited before the file is closed
+                preparing.add_done_callback(self._preparing.discard)
+                return preparing
+            frame = encode_response(GsbResponse(id=request.id, payload=payload))
         except _GftpFailure as failure:
-            return encode_response(GsbResponse(id=request.id, error={failure.variant: str(failure)}))
+            frame = _error_frame(request.id, failure)
         except Exception as exc:  # a bug here must not kill the service silently: tell the provider
             _log.exception("%r: failed to answer %s", self, request.component)
-            error = {"InternalError": f"{type(exc).__name__}: {exc}"}
-            return encode_response(GsbResponse(id=request.id, error=error))
-        return encode_response(GsbResponse(id=request.id, payload=payload))
+            frame = _error_frame(request.id, exc)
+        ready: asyncio.Future[_Wire] = loop.create_future()
+        ready.set_result((False, frame))
+        return ready
+
+    def _chunk_answer(self, call_id: str, chunk: _Chunk, sender: MaskedSender | None) -> _Wire:
+        """In a thread: the chunk's frame, its content read into it and, with ``sender``, masked for it."""
+        try:
+            frame = chunk_response(call_id, chunk.offset, chunk.size, headroom=HEADROOM if sender else 0)
+            chunk.fill(frame.content)
+        except Exception as exc:  # the file cut short (a _GftpFailure), or a bug: tell the provider
+            if not isinstance(exc, _GftpFailure):
+                _log.exception("%r: failed to answer GetChunk", self)
+            return False, _error_frame(call_id, exc)
+        if sender is None:
+            return False, frame.frame
+        return True, sender.prepare(frame.buffer, frame.start)
 
     async def _handle(self, component: str, payload: Any) -> Any:
         raise _GftpFailure("InternalError", f"{component} is not served here")
@@ -177,10 +232,22 @@ class _Service:
         self._release()
 
     async def _quiesce(self) -> None:
-        """Let the work the service started end, once it no longer answers (before :meth:`_release`)."""
+        """Let the work the service started end, once it no longer answers (before :meth:`_release`): the
+        answers still being built (one chunk's read each, soon over)."""
+        await asyncio.gather(*self._preparing, return_exceptions=True)
 
     def _release(self) -> None:
         """Free what the service holds (files) once it no longer answers."""
+
+
+_Wire = tuple[bool, "bytes | memoryview"]
+"""An answer ready to send: (masked already, its bytes)."""
+
+
+def _error_frame(call_id: str, exc: Exception) -> bytes:
+    if isinstance(exc, _GftpFailure):
+        return encode_response(GsbResponse(id=call_id, error={exc.variant: str(exc)}))
+    return encode_response(GsbResponse(id=call_id, error={"InternalError": f"{type(exc).__name__}: {exc}"}))
 
 
 class _Chunk:
@@ -407,6 +474,7 @@ class Receiving(_Service):
     async def _quiesce(self) -> None:
         """The writes and hashes still queued end (at most HASH_BACKLOG chunks each: soon over) before the file
         is closed; then the threads go."""
+        await super()._quiesce()
         jobs, self._jobs = list(self._jobs), deque()
         await asyncio.gather(*jobs, return_exceptions=True)
         self._hasher.shutdown(wait=False)
@@ -475,6 +543,9 @@ class GsbStorage:
         self._node_id: str | None = None
         self._services: set[_Service] = set()
         self._closed = False
+        # the thread that reads the chunks served (started on first use): one for every published item, so one
+        # arena of the C allocator, whose freed frames the next ones reuse (a thread per item made an arena each)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gftp-read")
 
     def __repr__(self) -> str:
         return f"<GsbStorage {len(self._services)} open>"
@@ -495,6 +566,7 @@ class GsbStorage:
         self._closed = True
         for service in list(self._services):
             await service.aclose()
+        self._reader.shutdown(wait=False)  # every read has ended: each service awaited its own
 
     async def node_id(self) -> str:
         """The requestor's node id, the host part of its ``gftp://`` URLs (``GET /me``, asked once)."""

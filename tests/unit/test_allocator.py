@@ -26,3 +26,17 @@ def test_golem_malloc_defaults_leaves_the_allocator_as_it_is() -> None:
     env = {**os.environ, "GOLEM_MALLOC_DEFAULTS": "1"}
     said = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, env=env).stdout
     assert said.split() == ["False", "False"]
+
+
+def test_a_buffer_grows_to_the_size_asked_keeping_what_it_held_and_never_shrinks() -> None:
+    from golem_shared.allocator import grow
+
+    buffer = bytearray(b"head")
+    grow(buffer, 1 << 20)
+    assert len(buffer) == 1 << 20
+    assert buffer[:4] == b"head"
+    buffer[4:] = bytes((1 << 20) - 4)  # filled in place afterwards, as a chunk's room is
+    assert buffer.count(0) == (1 << 20) - 4
+    with pytest.raises(ValueError, match="longer"):
+        grow(buffer, 10)
+    assert len(buffer) == 1 << 20

@@ -217,12 +217,28 @@ def test_the_node_keeps_a_bounded_head_and_tail_with_a_note() -> None:
     assert "bytes of output left out here" in str(streamed.result())
 
 
-def test_an_output_ring_takes_its_memory_only_when_something_is_written() -> None:
+def test_an_output_ring_keeps_the_last_bytes_of_any_writes_holding_little_more_than_that() -> None:
+    import random
+
     from golem_local.exescript import _Ring
 
     ring = _Ring(1 << 20)
-    assert len(ring._buffer) == 0  # a command that prints nothing costs no megabyte to zero
     assert ring.value() == b""
+    assert len(ring) == 0
     ring.write(b"abc")
     assert ring.value() == b"abc"
-    assert len(ring._buffer) == 1 << 20
+    generator = random.Random(3)
+    for size in (1 << 20, 1000, 7):
+        ring, written = _Ring(size), bytearray()
+        for _ in range(400):
+            piece = generator.randbytes(generator.choice([1, 10, 5000, 70_000, (1 << 20) + 5]))
+            ring.write(piece)
+            written += piece
+            assert len(ring) == min(len(written), size)
+            assert ring._held <= 2 * size + 70_000  # what it holds beyond what it keeps: at most one piece
+        assert ring.value() == bytes(written[-size:])
+    big = bytes(1 << 20)
+    ring = _Ring(1 << 20)
+    ring.write(big)
+    assert ring._pieces[0] is big  # a piece of the ring's size is kept, not copied
+    assert _Ring(0).value() == b""

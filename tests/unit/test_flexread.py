@@ -99,6 +99,14 @@ def test_a_chunk_frame_filled_in_place_is_the_frame_the_package_builds_for_the_s
     answer = GsbResponse(id=call_id, payload={"offset": offset, "content": content})
     assert bytes(response.frame) == bytes(encode_response(answer))
     assert bytes(response.frame) == bytes(flexbuffers.Dumps({"id": call_id, "payload": answer.payload}))
+    # with room for a WebSocket header before it: the same frame, after that room
+    roomy = chunk_response(call_id, offset, size, headroom=16)
+    roomy.content[:] = content
+    assert roomy.start == 16
+    assert bytes(roomy.buffer[16:]) == bytes(roomy.frame) == bytes(response.frame)
+    roomy_request = chunk_request(call_id, offset, size, headroom=16)
+    roomy_request.content[:] = content
+    assert bytes(roomy_request.frame) == bytes(request.frame)
 
 
 def test_decoding_with_views_gives_a_chunk_as_a_read_only_view_of_the_frame() -> None:
@@ -113,6 +121,13 @@ def test_decoding_with_views_gives_a_chunk_as_a_read_only_view_of_the_frame() ->
     assert decode_request(bytes(encode_request(request)), views=True) == request
     # a buffer that may change is copied from, views or not
     assert isinstance(decode_response(bytearray(frame), views=True).payload["content"], bytes)
+    # unless its owner says nothing changes it any more: then a read-only view of it
+    owned = bytearray(frame)
+    viewed = decode_response(owned, views=True, frozen=True).payload["content"]
+    assert isinstance(viewed, memoryview)
+    assert viewed.readonly
+    assert viewed.obj is owned
+    assert viewed == content
 
 
 def test_a_damaged_frame_is_refused_as_not_flexbuffers_never_with_another_error() -> None:
