@@ -27,7 +27,7 @@ import asyncio
 import secrets
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from golem_shared.allocator import grow
 
@@ -41,11 +41,27 @@ _BINARY = 0x2
 _FIN = 0x80
 _MASKED = 0x80
 
-_mask_in_place: Callable[[bytes, bytearray], None] | None
-try:  # aiohttp's masking function (C where its extensions are built): (mask: bytes, data: bytearray) -> None
-    from aiohttp._websocket.helpers import websocket_mask as _mask_in_place
-except ImportError:  # pragma: no cover - an aiohttp without it: its own send and receive are used
-    _mask_in_place = None
+
+def _find_masking() -> Callable[[bytes, bytearray], None] | None:
+    """aiohttp's masking function, ``(mask: bytes, data: bytearray) -> None`` (C where its extensions are built):
+    in ``aiohttp._websocket.helpers`` from 3.11 on, in ``aiohttp.http_websocket`` before; None when neither has it
+    (then each end uses aiohttp's own send and receive)."""
+    try:
+        from aiohttp._websocket.helpers import websocket_mask
+
+        return cast("Callable[[bytes, bytearray], None]", websocket_mask)
+    except ImportError:
+        pass
+    try:  # aiohttp 3.10
+        from aiohttp import http_websocket
+
+        found = getattr(http_websocket, "_websocket_mask", None)
+    except ImportError:  # pragma: no cover
+        return None
+    return cast("Callable[[bytes, bytearray], None]", found) if callable(found) else None
+
+
+_mask_in_place = _find_masking()
 
 
 def _header(length: int) -> bytes:
