@@ -5,7 +5,8 @@ a process of its own (:mod:`bench.node_server`), through ``WorkContext.run_scrip
 default capture (the provider streams the output; the result keeps its start and end) and with
 ``run(stdout_file=…)`` (the requestor reads the batch's event stream and writes all of it to the file). Each
 comes with the growth of the requestor's and the node's peak resident memory over it and the longest stall
-of the requestor's event loop (a 10 ms ticker's worst lateness). The floor, in the same run: the same
+of the requestor's event loop (a 10 ms ticker's worst lateness), and the CPU time the requestor and the node
+used per MB (``/proc/<pid>/stat``: less noisy than the rate on a busy machine). The floor, in the same run: the same
 command on the host, its output read by this process through a pipe.
 
 Run: ``.venv/bin/python -m bench.bench_output [MB]`` (needs bubblewrap).
@@ -26,6 +27,13 @@ from bench.processes import NodeInfo
 from golem_api import WorkContext
 
 __all__ = ["host_pipe", "main", "measure", "shell_command"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) ``pid`` has used so far, from ``/proc/<pid>/stat``."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def shell_command(megabytes: int) -> str:
@@ -66,9 +74,11 @@ async def _one(ctx: WorkContext, node: NodeInfo, megabytes: int, options: dict[s
     theirs.start()
     ticker = asyncio.create_task(_ticker(worst))
     try:
+        cpu_mine, cpu_theirs = cpu_seconds(os.getpid()), cpu_seconds(int(node["pid"]))
         began = time.perf_counter()
         await ctx.run_script(script)
         took = time.perf_counter() - began
+        cpu_mine, cpu_theirs = cpu_seconds(os.getpid()) - cpu_mine, cpu_seconds(int(node["pid"])) - cpu_theirs
     finally:
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
@@ -76,7 +86,9 @@ async def _one(ctx: WorkContext, node: NodeInfo, megabytes: int, options: dict[s
     if not result.stdout:
         raise RuntimeError("the command's result has no stdout")
     return {"MB/s": megabytes / took, "requestor +": mine.growth_mb(), "node +": theirs.growth_mb()} | {
-        "stall ms": worst[0] * 1000
+        "stall ms": worst[0] * 1000,
+        "requestor CPU ms/MB": cpu_mine * 1000 / megabytes,
+        "node CPU ms/MB": cpu_theirs * 1000 / megabytes,
     }
 
 

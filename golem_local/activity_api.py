@@ -30,7 +30,7 @@ from golem_local.activity import ActivityHub, ExeUnitActivity
 from golem_local.batch import Batch
 from golem_local.exescript import ExeScriptError, parse_exescript
 from golem_local.http import HttpError, json_bytes_response, json_response, query_seconds, read_json
-from golem_shared.jsontext import dumps_str
+from golem_shared.jsontext import escape_str
 
 __all__ = [
     "ACTIVITY_PREFIX",
@@ -96,12 +96,13 @@ def _sse_frame(event: dict[str, Any], event_id: int) -> bytes:
     pieces = list(kind.items()) if isinstance(kind, dict) else []
     if len(pieces) == 1 and isinstance(pieces[0][1], str) and list(event)[-1] == "kind":
         # a piece of output (the bulk of a stream): its text escaped by str.replace, not by json's encoder
-        # character by character; the same bytes as json.dumps writes
+        # character by character; the same bytes as json.dumps writes. The text is copied twice (encoded, then
+        # joined with the frame's start and end), not four times as a str frame would.
         rest = json.dumps({key: value for key, value in event.items() if key != "kind"}, separators=(",", ":"))
         stream, text = json.dumps(pieces[0][0]), pieces[0][1]
-        data = f'{rest[:-1]}{"," if len(rest) > 2 else ""}"kind":{{{stream}:{dumps_str(text)}}}}}'
-    else:
-        data = json.dumps(event, separators=(",", ":"), allow_nan=False)
+        start = f'event: runtime\ndata: {rest[:-1]}{"," if len(rest) > 2 else ""}"kind":{{{stream}:"'
+        return b"".join((start.encode(), escape_str(text).encode(), f'"}}}}\nid: {event_id}\n\n'.encode()))
+    data = json.dumps(event, separators=(",", ":"), allow_nan=False)
     return f"event: runtime\ndata: {data}\nid: {event_id}\n\n".encode()
 
 

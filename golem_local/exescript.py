@@ -429,7 +429,7 @@ class _Ring:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._pieces: deque[bytes | bytearray] = deque()
+        self._pieces: deque[bytes | bytearray | memoryview] = deque()
         self._held = 0  # bytes in _pieces
 
     def write(self, data: bytes) -> None:
@@ -438,6 +438,12 @@ class _Ring:
         if len(data) >= self.size:
             self._pieces.clear()
             self._held = 0
+            if self.size < len(data) <= 2 * self.size and isinstance(data, bytes):
+                # the end of a piece a little larger than the ring (the agent's mebibyte, the default ring 15/16
+                # of it) is kept as a view of it, not copied: it holds the piece, at most ``size`` bytes more
+                self._pieces.append(memoryview(data)[-self.size :])
+                self._held = self.size
+                return
             data = data[-self.size :] if len(data) > self.size else data
         pieces = self._pieces
         if len(data) >= _SMALL or not isinstance(data, (bytes, bytearray)):

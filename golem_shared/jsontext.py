@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["dumps_str", "loads_str"]
+__all__ = ["dumps_str", "escape_str", "loads_str"]
 
 # what ``json.dumps`` writes for each character it escapes in ASCII text (the rest of 0x00-0x1f, and 0x7f: \u00XX)
 _ESCAPES = {chr(code): f"\\u{code:04x}" for code in (*range(0x20), 0x7F)}
@@ -27,12 +27,20 @@ def dumps_str(text: str) -> str:
     """``json.dumps(text)``: the JSON string of ``text``, quotes included."""
     if not text.isascii():  # an O(1) check: str knows whether it is ASCII
         return json.dumps(text)
+    return '"' + escape_str(text) + '"'
+
+
+def escape_str(text: str) -> str:
+    """The JSON string of ``text`` without its quotes (``json.dumps(text)[1:-1]``): for a caller that writes the
+    quotes with what surrounds them, sparing a copy of the text (``text`` itself when nothing needs escaping)."""
+    if not text.isascii():
+        return json.dumps(text)[1:-1]
     if "\\" in text:
         text = text.replace("\\", "\\\\")  # first: the escapes added below bring backslashes of their own
     for char in _ESCAPED:
         if char in text:
             text = text.replace(char, _ESCAPES[char])
-    return '"' + text + '"'
+    return text
 
 
 def loads_str(body: str) -> str:

@@ -592,12 +592,14 @@ async def spawn(
     limits: SandboxLimits,
     sandbox_id: str,
     stream_limit: int,
+    stdout: int | None = None,
     prefix: Sequence[str] = (),
     pass_fds: Sequence[int] = (),
 ) -> Launch:
     """Start bubblewrap for ``command`` with ``options``, blocked until :meth:`Launch.release` (module doc).
 
-    The sandbox runs as ``identity`` (``None``: as this process's user); stdin, stdout and stderr are pipes.
+    The sandbox runs as ``identity`` (``None``: as this process's user); stdin, stdout and stderr are pipes
+    (``stdout``: that file descriptor instead, a pipe's end the caller reads itself).
     ``prefix`` runs first, with this process's privileges (``nsenter --net=…`` for an activity in a VPN, a root
     file system's mount wrapper), inheriting ``pass_fds``.
     Raises :class:`RuntimeFailure` (bubblewrap missing, a cgroup that cannot be made).
@@ -629,7 +631,7 @@ async def spawn(
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if stdout is None else stdout,
             stderr=asyncio.subprocess.PIPE,
             limit=stream_limit,
             pass_fds=(info_write, block_read, *pass_fds),

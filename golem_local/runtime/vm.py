@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from attrs import evolve, frozen
 
+from golem_local.runtime.agent_channel import AgentChannel, BadEvent
 from golem_local.runtime.base import (
     DEFAULT_STOP_GRACE,
     CommandChain,
@@ -362,6 +363,7 @@ class VmRuntime:
         self._deploy_env: dict[str, str] = {}
         self._hostname = DEFAULT_HOSTNAME
         self._process: asyncio.subprocess.Process | None = None
+        self._channel: AgentChannel | None = None
         self._tasks = TaskSet("vm runtime", logger=_log)
         self._ready: asyncio.Future[None] | None = None
         self._commands: dict[int, _Running] = {}
@@ -586,6 +588,7 @@ class VmRuntime:
             agent += ["--rlimits", mapping_of_ints(rlimits)]
         network_prefix = self._network.argv_prefix if self._network is not None else []
         self._state = _State.STARTED
+        events_read, events_write = os.pipe()  # the agent's stdout, read by an AgentChannel
         try:
             launch = await spawn(
                 self.bwrap,
@@ -598,14 +601,38 @@ class VmRuntime:
                 prefix=[*network_prefix, *command.prefix],
                 pass_fds=command.pass_fds,
                 stream_limit=_LINE_LIMIT,
+                stdout=events_write,
             )
         except RuntimeFailure as exc:
+            os.close(events_read)
             self._state = _State.ENDED
             if "is not installed" in str(exc):
                 raise RuntimeFailure(f"{MISSING_MESSAGE} (looked for {self.bwrap!r})") from None
             raise
+        except BaseException:
+            os.close(events_read)
+            raise
+        finally:
+            os.close(events_write)
         process = launch.process
+        events = os.fdopen(events_read, "rb", buffering=0)  # its transport closes it
+        try:
+            _, channel = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: AgentChannel(line_limit=_LINE_LIMIT, output_limit=_OUTPUT_LIMIT), events
+            )
+        except BaseException:
+            events.close()
+            launch.close()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            if launch.cgroup is not None:
+                await asyncio.to_thread(launch.cgroup.remove)
+            self._state = _State.ENDED
+            raise
+        self._channel = channel
         if self._stopping:  # stopped while bubblewrap was being started: its sandbox never runs
+            channel.close()
             launch.close()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -613,13 +640,12 @@ class VmRuntime:
             if launch.cgroup is not None:
                 await asyncio.to_thread(launch.cgroup.remove)
             raise RuntimeFailure("the activity was stopped before its sandbox started")
-        assert process.stdout is not None
         assert process.stderr is not None
         self._process = process
         self._cgroup = launch.cgroup
         self.sandbox_pid = process.pid
         self._ready = asyncio.get_running_loop().create_future()
-        reader = self._tasks.spawn(self._read_events(process.stdout), name=f"vm agent events {process.pid}")
+        reader = self._tasks.spawn(self._read_events(channel), name=f"vm agent events {process.pid}")
         errors = self._tasks.spawn(self._read_stderr(process.stderr), name=f"vm sandbox stderr {process.pid}")
         self._tasks.spawn(self._watch(process, reader, errors), name=f"vm sandbox watch {process.pid}")
         try:
@@ -1002,28 +1028,16 @@ class VmRuntime:
         elif self._state is _State.STARTED:
             _log.warning("vm sandbox %s: command %d was not confirmed dead after a kill", self.sandbox_pid, command_id)
 
-    async def _read_events(self, stdout: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                line = await stdout.readline()
-            except ValueError:  # a line over the limit: the agent never writes one; skip it
-                _log.error("vm sandbox %s: an agent line exceeded %d bytes", self.sandbox_pid, _LINE_LIMIT)
+    async def _read_events(self, channel: AgentChannel) -> None:
+        while (item := await channel.next_event()) is not None:
+            if isinstance(item, BadEvent):
+                _log.error("vm sandbox %s: unreadable agent event %r: %s", self.sandbox_pid, item.line, item)
                 continue
-            if not line:
-                return
+            event, payload = item
             try:
-                event = json.loads(line)
-                payload = b""
-                if isinstance(event, dict) and event.get("ev") == "out":
-                    size = _whole(event["size"], "size")
-                    if not 0 < size <= _OUTPUT_LIMIT:
-                        raise ValueError(f"an output event of {size} bytes (at most {_OUTPUT_LIMIT})")
-                    payload = await stdout.readexactly(size)
                 self._dispatch(event, payload)
-            except asyncio.IncompleteReadError:
-                return  # the agent ended mid-event: the channel is over
             except (ValueError, KeyError, TypeError) as exc:
-                _log.error("vm sandbox %s: unreadable agent event %r: %s", self.sandbox_pid, line[:200], exc)
+                _log.error("vm sandbox %s: unreadable agent event %r: %s", self.sandbox_pid, event, exc)
                 continue
             await self._flow_control(event)
 
@@ -1149,6 +1163,8 @@ class VmRuntime:
             except asyncio.TimeoutError:
                 _log.error("vm sandbox %s did not end within %s s of SIGKILL", process.pid, _REAP_TIMEOUT)
         await self._tasks.aclose()
+        if self._channel is not None:
+            self._channel.close()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeFailure("the sandbox was stopped before its agent was ready"))
         if self._ready is not None and not self._ready.cancelled():

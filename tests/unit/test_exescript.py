@@ -241,4 +241,9 @@ def test_an_output_ring_keeps_the_last_bytes_of_any_writes_holding_little_more_t
     ring = _Ring(1 << 20)
     ring.write(big)
     assert ring._pieces[0] is big  # a piece of the ring's size is kept, not copied
+    ring = _Ring(1000)
+    ring.write(bytes(range(200)) * 6)
+    kept = ring._pieces[0]
+    assert isinstance(kept, memoryview)  # a piece up to twice the ring's size: its end as a view, not a copy
+    assert ring.value() == (bytes(range(200)) * 6)[-1000:]
     assert _Ring(0).value() == b""

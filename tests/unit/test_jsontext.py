@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from golem_shared.jsontext import dumps_str, loads_str
+from golem_shared.jsontext import dumps_str, escape_str, loads_str
 
 _ALPHABET = 'ab \n\r\t\b\f"\\/u0\x00\x01\x1f\x7fé€😀'
 
@@ -23,6 +23,7 @@ def _texts() -> list[str]:
 def test_dumps_str_writes_what_json_dumps_writes() -> None:
     for text in _texts():
         assert dumps_str(text) == json.dumps(text), repr(text)
+        assert escape_str(text) == json.dumps(text)[1:-1], repr(text)
 
 
 def test_loads_str_reads_what_json_loads_reads_from_json_and_from_hand_written_escapes() -> None:
