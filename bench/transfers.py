@@ -31,11 +31,13 @@ def _unit(name: str) -> str:
         return "MB"
     if name.endswith("stall ms"):
         return "ms"
+    if name.endswith("CPU ms/MB"):
+        return "ms per MB"
     return "MB/s"
 
 
 def _clean(name: str) -> str:
-    return name.removesuffix(": MB/s").removesuffix(" MB/s").removesuffix(" ms")
+    return name.removesuffix(": MB/s").removesuffix(" MB/s").removesuffix(" ms/MB").removesuffix(" ms")
 
 
 async def transfers(runs: int, *, sizes: Sequence[int] = (64, 256, 1000), output_mb: int = 100) -> Result:
