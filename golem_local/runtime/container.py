@@ -375,10 +375,11 @@ class ContainerRuntime(IdleRuntime):
             await asyncio.gather(pump(child.stdout, "stdout"), pump(child.stderr, "stderr"))
             code = await child.wait()
         except asyncio.CancelledError:
-            self._kill_marked(mark)
+            killed = self._kill_marked(mark)
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
             await child.wait()
+            await _ended(killed, KILL_BOUND)  # a signal is delivered when the process next runs: wait for that
             raise
         self._read_cpu()
         if self._oom_kills() > oom_before:
@@ -393,17 +394,28 @@ class ContainerRuntime(IdleRuntime):
             )
         return code
 
-    def _kill_marked(self, mark: str) -> None:
-        """SIGKILL the container's processes carrying ``mark`` (one killed command's)."""
+    def _kill_marked(self, mark: str) -> list[int]:
+        """SIGKILL the container's processes carrying ``mark`` (one killed command's); a pidfd of each signalled
+        one (the caller closes them: :func:`_ended`)."""
         group = self._groups.get("pids") or self._groups.get("")
         if group is None:
-            return
+            return []
         needle = f"{_MARK}={mark}".encode()
+        killed: list[int] = []
         with contextlib.suppress(OSError):
             for pid in (group / "cgroup.procs").read_text().split():
                 with contextlib.suppress(OSError):
-                    if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                        os.kill(int(pid), signal.SIGKILL)
+                    if needle not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                        continue
+                    # through a pidfd, so that a pid reused meanwhile is never signalled nor waited for
+                    fd = os.pidfd_open(int(pid))
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    except OSError:
+                        os.close(fd)
+                        continue
+                    killed.append(fd)
+        return killed
 
     # -- metering ------------------------------------------------------------------------------------------
 
@@ -467,3 +479,35 @@ class ContainerRuntime(IdleRuntime):
     async def self_test(self) -> None:
         """Raise :class:`SandboxUnavailableError` when no engine answers (what to install or start)."""
         await find_engine(self._wanted)
+
+
+KILL_BOUND = 5.0
+"""Seconds a killed command's processes are waited for to end before the call that killed them gives up waiting."""
+
+
+async def _ended(pidfds: Sequence[int], bound: float) -> None:
+    """Wait (at most ``bound`` s) until the process of each pidfd has ended, then close them all.
+
+    A pidfd becomes readable when its process ends (a zombie included); SIGKILL takes effect only when the
+    process is next scheduled, which on a busy machine can come after the killer's next command has started.
+    """
+    loop = asyncio.get_running_loop()
+    waits: list[asyncio.Future[None]] = []
+    try:
+        for fd in pidfds:
+            done: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _settle, done)
+            waits.append(done)
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=bound)
+            if pending:
+                _log.warning("%d killed process(es) of a command had not ended after %g s", len(pending), bound)
+    finally:
+        for fd in pidfds:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
