@@ -622,23 +622,13 @@ class VmRuntime:
             )
         except BaseException:
             events.close()
-            launch.close()
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            if launch.cgroup is not None:
-                await asyncio.to_thread(launch.cgroup.remove)
+            await _abandon(launch, process)
             self._state = _State.ENDED
             raise
         self._channel = channel
         if self._stopping:  # stopped while bubblewrap was being started: its sandbox never runs
             channel.close()
-            launch.close()
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            if launch.cgroup is not None:
-                await asyncio.to_thread(launch.cgroup.remove)
+            await _abandon(launch, process)
             raise RuntimeFailure("the activity was stopped before its sandbox started")
         assert process.stderr is not None
         self._process = process
@@ -1183,3 +1173,14 @@ if TYPE_CHECKING:
 
     def _implements_runtime(runtime: VmRuntime) -> Runtime:
         return runtime  # mypy proves here that VmRuntime satisfies the Runtime protocol
+
+
+async def _abandon(launch: Launch, process: asyncio.subprocess.Process) -> None:
+    """Undo a launch whose sandbox will not be used: its descriptors closed, bubblewrap killed and reaped, its
+    control group removed."""
+    launch.close()
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
+    if launch.cgroup is not None:
+        await asyncio.to_thread(launch.cgroup.remove)
