@@ -217,6 +217,7 @@ def test_the_node_keeps_a_bounded_head_and_tail_with_a_note() -> None:
     assert "bytes of output left out here" in str(streamed.result())
 
 
+@pytest.mark.slow  # 1.8 s of random writes checked against a reference
 def test_an_output_ring_keeps_the_last_bytes_of_any_writes_holding_little_more_than_that() -> None:
     import random
 
