@@ -78,13 +78,12 @@ from golem_local.exescript import (
 )
 from golem_local.http import HttpError
 from golem_local.market_model import AgreementRecord, AgreementState, LocalMarketError
-from golem_local.pipeline import BatchChain, chain_length
+from golem_local.pipeline import BatchChain, chain_length, prepare_run
 from golem_local.provider_port import ProviderPayments
 from golem_local.runtime.base import (
     ChainRunner,
     Deployment,
     DeploySettings,
-    RunProcess,
     Runtime,
     RuntimeFailure,
 )
@@ -642,13 +641,8 @@ class ExeUnitActivity:
     async def _run_alone(
         self, command: RunCommand, batch: Batch
     ) -> tuple[int, str | None, Mapping[str, OutputCapture]]:
-        captures = {
-            "stdout": OutputCapture(command.capture.stdout, limit=self.output_limit),
-            "stderr": OutputCapture(command.capture.stderr, limit=self.output_limit),
-        }
-        sink = _BatchSink(batch, command.index, captures)
-        process = RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
-        code = await self.runtime.run_command(process, sink)
+        captures, process = prepare_run(command, self.output_limit)
+        code = await self.runtime.run_command(process, _BatchSink(batch, command.index, captures))
         return code, self.runtime.exit_note(), captures
 
     def _close_chain(self) -> None:

@@ -33,7 +33,7 @@ from golem_local.runtime.base import ChainRunner, CommandChain, OutputSink, RunP
 if TYPE_CHECKING:
     from golem_local.batch import Batch
 
-__all__ = ["CHAIN_LIMIT", "BatchChain", "GatedSink", "chain_length", "chainable"]
+__all__ = ["CHAIN_LIMIT", "BatchChain", "GatedSink", "chain_length", "chainable", "prepare_run"]
 
 CHAIN_LIMIT = 256
 """Commands of one chain at most: a longer run of them goes as several chains (one round trip each), so that one
@@ -51,6 +51,16 @@ class GatedSink(OutputSink, Protocol):
 
 
 SinkFactory = Callable[[RunCommand, Captures], GatedSink]
+
+
+def prepare_run(command: RunCommand, output_limit: int) -> tuple[Captures, RunProcess]:
+    """What the exe-unit needs to run ``command``, alone or in a chain: the captures that keep its output (at
+    most ``output_limit`` each) and the process to hand to the runtime."""
+    captures = {
+        "stdout": OutputCapture(command.capture.stdout, limit=output_limit),
+        "stderr": OutputCapture(command.capture.stderr, limit=output_limit),
+    }
+    return captures, RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env))
 
 
 def chainable(command: Command) -> bool:
@@ -107,13 +117,10 @@ class BatchChain:
         processes = []
         sinks: list[GatedSink] = []
         for command in commands:
-            kept = {
-                "stdout": OutputCapture(command.capture.stdout, limit=output_limit),
-                "stderr": OutputCapture(command.capture.stderr, limit=output_limit),
-            }
+            kept, process = prepare_run(command, output_limit)
             captures.append(kept)
             sinks.append(sink(command, kept))
-            processes.append(RunProcess(entry_point=command.entry_point, args=command.args, env=dict(command.env)))
+            processes.append(process)
         chain = await runtime.run_chain(processes, sinks)
         return cls(batch, commands, captures, sinks, chain)
 
