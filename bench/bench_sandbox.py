@@ -30,7 +30,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
@@ -65,46 +65,45 @@ async def _median_ms(runs: int, once: Callable[[], Awaitable[object]]) -> float:
     return statistics.median(times) * 1000
 
 
-async def agent_round_trips(count: int) -> float:
-    """Seconds of ``count`` ``true`` commands sent one after the other through the agent of one sandbox."""
+@contextlib.asynccontextmanager
+async def _warm_sandbox() -> AsyncIterator[VmRuntime]:
+    """One started sandbox of the default image, one ``true`` already run through its agent; stopped after."""
     await check_bubblewrap()
     with tempfile.TemporaryDirectory() as scratch:
         runtime = VmRuntime(Image(), Path(scratch) / "activity")
         await runtime.deploy(DeploySettings())
         await runtime.start([])
         try:
-            true = RunProcess("true")
-            await runtime.run_command(true, _ignore)  # warm-up
-            began = time.perf_counter()
-            for _ in range(count):
-                await runtime.run_command(true, _ignore)
-            return time.perf_counter() - began
+            await runtime.run_command(RunProcess("true"), _ignore)  # warm-up
+            yield runtime
         finally:
             await runtime.stop()
+
+
+async def agent_round_trips(count: int) -> float:
+    """Seconds of ``count`` ``true`` commands sent one after the other through the agent of one sandbox."""
+    async with _warm_sandbox() as runtime:
+        true = RunProcess("true")
+        began = time.perf_counter()
+        for _ in range(count):
+            await runtime.run_command(true, _ignore)
+        return time.perf_counter() - began
 
 
 async def agent_chained(count: int) -> float:
     """Seconds of ``count`` ``true`` commands through the agent of one sandbox as the exe-unit sends a batch of
     them: as chains of at most :data:`~golem_local.pipeline.CHAIN_LIMIT`, each command started by the agent the
     moment the one before it exited (:meth:`VmRuntime.run_chain`), every result awaited in turn."""
-    await check_bubblewrap()
-    with tempfile.TemporaryDirectory() as scratch:
-        runtime = VmRuntime(Image(), Path(scratch) / "activity")
-        await runtime.deploy(DeploySettings())
-        await runtime.start([])
-        try:
-            true = RunProcess("true")
-            await runtime.run_command(true, _ignore)  # warm-up
-            began = time.perf_counter()
-            for start in range(0, count, CHAIN_LIMIT):
-                size = min(CHAIN_LIMIT, count - start)
-                chain = await runtime.run_chain([true] * size, [_ignore] * size)
-                for position in range(size):
-                    await chain.result(position)
-                chain.close()
-            return time.perf_counter() - began
-        finally:
-            await runtime.stop()
+    async with _warm_sandbox() as runtime:
+        true = RunProcess("true")
+        began = time.perf_counter()
+        for start in range(0, count, CHAIN_LIMIT):
+            size = min(CHAIN_LIMIT, count - start)
+            chain = await runtime.run_chain([true] * size, [_ignore] * size)
+            for position in range(size):
+                await chain.result(position)
+            chain.close()
+        return time.perf_counter() - began
 
 
 @frozen
