@@ -106,22 +106,23 @@ _DEFAULT_SIGNALS: tuple[int, ...] = ()  # what Python ignores and a command gets
 
 
 def _emit(event: dict[str, Any], payload: bytes = b"") -> None:
-    """Write one event line to stdout, and ``payload`` after it, all of it (stdout stays blocking: the runtime
-    always reads)."""
-    line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
-    written = os.writev(_STDOUT, [line, payload])
-    if written < len(line) + len(payload):  # a signal came mid-write: the rest, from where it stopped
-        view = memoryview(line + payload)[written:]
-        while view:
-            view = view[os.write(_STDOUT, view) :]
+    """Write one event line to stdout, and ``payload`` after it."""
+    _write_event((json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8"), payload)
 
 
 def _emit_exit(command_id: int, code: int) -> None:
     """The exit event of a command, written without ``json`` (nothing but numbers in it)."""
-    line = b'{"ev":"exit","id":%d,"code":%d}\n' % (command_id, code)
-    written = os.write(_STDOUT, line)
-    while written < len(line):  # a signal came mid-write
-        written += os.write(_STDOUT, line[written:])
+    _write_event(b'{"ev":"exit","id":%d,"code":%d}\n' % (command_id, code))
+
+
+def _write_event(line: bytes, payload: bytes = b"") -> None:
+    """Write an event's ``line`` and ``payload`` to stdout, all of it (stdout stays blocking: the runtime
+    always reads)."""
+    written = os.writev(_STDOUT, [line, payload]) if payload else os.write(_STDOUT, line)
+    if written < len(line) + len(payload):  # a signal came mid-write: the rest, from where it stopped
+        view = memoryview(line + payload)[written:]
+        while view:
+            view = view[os.write(_STDOUT, view) :]
 
 
 def _grow_pipe(fd: int) -> None:
