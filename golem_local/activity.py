@@ -674,13 +674,16 @@ class _BatchSink:
         self._opened: asyncio.Event | None = asyncio.Event() if held else None
 
     def __call__(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
-        piece = self.captures[stream].write(data)
+        piece = self.captures[stream].write(data, read=None if self._held is not None else self._reads)
         if piece is None:
             return
         if self._held is not None:
             self._held.append((stream, piece))
         else:
             self.batch.command_output(self.index, stream, piece)
+
+    def _reads(self, size: int) -> bool:
+        return self.batch.reads(self.index, size)
 
     def open(self) -> None:
         held, self._held = self._held, None

@@ -163,13 +163,16 @@ class Batch:
         self._kept_output: dict[int, int] = {}
         self._listeners: set[Listener] = set()
         self._room = asyncio.Event()
-        # Swapped for a fresh one on every change: a waiter holds the one that was current when it looked.
+        # Swapped for a fresh one on every new result and at the end: a waiter holds the one that was current when
+        # it looked.
         self._changed = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<Batch {self.batch_id} of {len(self.commands)} commands, {len(self.results)} done>"
 
     def _notify(self) -> None:
+        # Only for a new result or the batch's end: the results long-polls wait for nothing else (an event per
+        # piece of output woke each of them to look and wait again).
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -186,7 +189,6 @@ class Batch:
             self._kept_output[index] = self._kept_output.get(index, 0) + size
         for listener in self._listeners:
             listener.offer(event, size)
-        self._notify()
 
     def listen(self) -> Listener:
         """A new reader of the batch's events: it gets the kept ones first, then every new one (bounded)."""
@@ -236,8 +238,21 @@ class Batch:
         self._event(command.index, {"started": {"command": dict(command.raw)}})
 
     def command_output(self, index: int, stream: Literal["stdout", "stderr"], piece: str | list[int]) -> None:
-        """A piece of stream-mode output of the running command."""
+        """A piece of stream-mode output of the running command (``""``: one nobody reads, see :meth:`reads`)."""
+        if piece == "":
+            self._sequence += 1  # its event is missed as one dropped for a full reader is: a gap in the ids
+            return
         self._event(index, {stream: piece}, max(len(piece), 1))
+
+    def reads(self, index: int, size: int) -> bool:
+        """Whether anyone would read a piece of ``size`` bytes of command ``index``'s output now: a stream
+        reading the batch, or the events kept for a late one (a piece's text has at least a quarter of its
+        bytes' length in characters, less a character cut at its end)."""
+        if self._listeners:
+            return True
+        if self.released:
+            return False
+        return self._kept_output.get(index, 0) + max((size - 3) // 4, 1) <= self.output_limit
 
     def command_finished(self, command: Command, outcome: Outcome) -> None:
         """``command`` ended: a ``finished`` event and its result; a failure or the last command ends the batch."""
@@ -259,6 +274,7 @@ class Batch:
         self._event(
             command.index, {"finished": {"return_code": outcome.return_code, "message": outcome.message}}, moment=now
         )
+        self._notify()
 
     def abort(self, reason: str) -> None:
         """End the batch now: the running command (or, if none ran yet, the next one) fails with ``reason``."""
@@ -270,6 +286,7 @@ class Batch:
             self.command_started(command)
         self.command_finished(command, Outcome.error(reason))
         self.finished = True
+        self._notify()
 
     # -- reading ------------------------------------------------------------------------------------------
 

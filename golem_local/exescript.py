@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import codecs
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from attrs import field, frozen
@@ -464,6 +464,15 @@ class _Ring:
         return whole[len(whole) - len(self) :] if len(whole) > self.size else whole
 
 
+def _last_character_start(data: bytes) -> int:
+    """Where the last UTF-8 character of ``data`` begins: the last byte that is not a continuation byte, looked
+    for among the last four (0 when there is none)."""
+    for at in range(len(data) - 1, max(len(data) - 5, -1), -1):
+        if data[at] & 0xC0 != 0x80:
+            return at
+    return max(len(data) - 4, 0)
+
+
 class OutputCapture:
     """What one output stream of a running command keeps, and the pieces it streams (see the module docstring).
 
@@ -497,8 +506,12 @@ class OutputCapture:
         """Bytes of the output the result does not hold."""
         return self.total - len(self._head) - len(self._tail)
 
-    def write(self, data: bytes) -> str | list[int] | None:
-        """Keep what the mode (and the limit) keep of ``data``; return the event payload to stream, if any."""
+    def write(self, data: bytes, *, read: Callable[[int], bool] | None = None) -> str | list[int] | None:
+        """Keep what the mode (and the limit) keep of ``data``; return the event payload to stream, if any.
+
+        ``read(size)`` false: nobody would read a payload of a piece of ``size`` bytes (no one listens, the batch
+        keeps no more output), so it is not made; ``""`` stands for it (the batch still counts its event).
+        """
         mode = self.mode
         if mode is None or not data:
             return None
@@ -512,10 +525,17 @@ class OutputCapture:
         self._streamed += len(piece)
         if not piece:
             return None
+        unread = read is not None and not read(len(piece))
         if mode.format == "bin":
-            return list(piece)
+            return "" if unread else list(piece)
         if self._decoder is None:
             self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if unread:
+            # Decoding 100 MB nobody reads was 13 % of the node's time. The decoder is left as if it had
+            # decoded the piece: holding the start of a character the piece ends within, if any.
+            self._decoder.reset()
+            self._decoder.decode(piece[_last_character_start(piece) :])
+            return ""
         text = self._decoder.decode(piece)
         return text or None
 

@@ -6,6 +6,11 @@ copied three times on the node besides the pipe read itself: into the reader's b
 ``readexactly`` and, with the rest of the buffer, to its front. :class:`AgentChannel` is the pipe's protocol
 instead: it keeps views of the pieces the pipe gave and joins a payload once, when it is whole.
 
+The agent sends what a command's pipe held at each of its reads, often 16 KiB; output events of one command's
+one stream that wait for the reader one after the other are joined into one (up to ``output_limit`` bytes),
+so the exe-unit handles a piece per pipe read of the node, not per read of the agent: most of the node's cost
+of a large output was per event, not per byte.
+
 Its events wait in :meth:`AgentChannel.next_event` order for the runtime's reader; while the ones waiting hold
 more than :data:`HIGH_WATER` bytes (the reader waits for a congested sink), the pipe is not read, so the agent,
 then the command, wait on their full pipes, as they did with the stream reader's own limit.
@@ -37,6 +42,18 @@ AgentEvent = tuple[Any, bytes]
 """An event as decoded from its line, and the output bytes after it (empty but for an ``out`` event)."""
 
 
+class _Output:
+    """An output event waiting for the reader, its bytes still in the pieces the pipe gave (joined when taken);
+    the next piece of the same command's same stream joins it while it waits (see :meth:`AgentChannel._put_output`)."""
+
+    __slots__ = ("event", "pieces", "size")
+
+    def __init__(self, event: Any, pieces: list[memoryview], size: int) -> None:
+        self.event = event
+        self.pieces = pieces
+        self.size = size
+
+
 class AgentChannel(asyncio.Protocol):
     """Protocol of the agent's stdout pipe (``loop.connect_read_pipe``): parses its events as they arrive.
 
@@ -51,7 +68,7 @@ class AgentChannel(asyncio.Protocol):
         self._event: Any = None  # the event whose output is being read
         self._needed = 0  # bytes of its output still to come
         self._pieces: list[memoryview] = []  # the ones that came
-        self._ready: collections.deque[AgentEvent | BadEvent] = collections.deque()
+        self._ready: collections.deque[AgentEvent | BadEvent | _Output] = collections.deque()
         self._waiting_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.ReadTransport | None = None
@@ -75,17 +92,14 @@ class AgentChannel(asyncio.Protocol):
                 at += take
                 self._needed -= take
                 if not self._needed:
-                    pieces, self._pieces = self._pieces, []
-                    payload = b"".join(pieces)
-                    self._put((self._event, payload), len(payload))
-                    self._event = None
+                    self._put_output()
                 continue
             newline = data.find(b"\n", at)
             stop = end if newline < 0 else newline + 1
             if not self._skipping:
                 self._line += view[at:stop]
                 if len(self._line) > self._line_limit:
-                    self._put(BadEvent(f"an agent line exceeded {self._line_limit} bytes", bytes(self._line[:200])), 0)
+                    self._put(BadEvent(f"an agent line exceeded {self._line_limit} bytes", bytes(self._line[:200])))
                     self._line.clear()
                     self._skipping = True
             at = stop
@@ -120,8 +134,9 @@ class AgentChannel(asyncio.Protocol):
             finally:
                 self._waiter = None
         item = self._ready.popleft()
-        if not isinstance(item, BadEvent):
-            self._waiting_bytes -= len(item[1])
+        if isinstance(item, _Output):
+            self._waiting_bytes -= item.size
+            item = item.event, b"".join(item.pieces)
         if self._paused and self._waiting_bytes <= HIGH_WATER // 2 and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
@@ -148,14 +163,30 @@ class AgentChannel(asyncio.Protocol):
                 self._needed = size
                 return
         except (ValueError, KeyError, TypeError) as exc:
-            self._put(BadEvent(str(exc), bytes(line[:200])), 0)
+            self._put(BadEvent(str(exc), bytes(line[:200])))
             return
-        self._put((event, b""), 0)
+        self._put((event, b""))
 
-    def _put(self, item: AgentEvent | BadEvent, size: int) -> None:
+    def _put(self, item: AgentEvent | BadEvent | _Output) -> None:
         self._ready.append(item)
-        self._waiting_bytes += size
         self._wake()
+
+    def _put_output(self) -> None:
+        event, pieces, size = self._event, self._pieces, self._event["size"]
+        self._event, self._pieces = None, []
+        self._waiting_bytes += size
+        last = self._ready[-1] if self._ready else None
+        if (
+            isinstance(last, _Output)
+            and last.size + size <= self._output_limit
+            and last.event["id"] == event["id"]
+            and last.event["fd"] == event["fd"]
+        ):
+            last.pieces += pieces
+            last.size += size
+            last.event["size"] = last.size
+            return
+        self._put(_Output(event, pieces, size))
 
     def _end(self) -> None:
         self._ended = True

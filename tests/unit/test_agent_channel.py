@@ -110,3 +110,30 @@ async def test_the_pipe_is_not_read_while_the_reader_lags_behind() -> None:
     made.close()
     assert pipe.closed
     assert await drain(made) == [({"ev": "out", "id": 1, "fd": 1, "size": 1 << 20}, b"x" * (1 << 20))]
+
+
+async def test_pieces_of_one_stream_that_wait_together_reach_the_reader_as_one() -> None:
+    """The agent sends what a command's pipe held at each read (often 16 KiB); the ones that wait for the reader
+    at once are joined, up to an event's limit, and never across another event or stream."""
+    made, _ = channel(output_limit=10)
+    stream = out(1, b"ab") + out(1, b"cd") + out(1, b"efgh") + out(1, b"ijklm")  # 2 + 2 + 4 = 8; + 5 > 10
+    stream += out(2, b"n") + b'{"ev":"ready"}\n' + out(2, b"o")
+    stream += json.dumps({"ev": "out", "id": 2, "fd": 2, "size": 1}).encode() + b"\n" + b"p"
+    made.data_received(stream)
+    made.connection_lost(None)
+    assert await drain(made) == [
+        ({"ev": "out", "id": 1, "fd": 1, "size": 8}, b"abcdefgh"),
+        ({"ev": "out", "id": 1, "fd": 1, "size": 5}, b"ijklm"),
+        ({"ev": "out", "id": 2, "fd": 1, "size": 1}, b"n"),
+        ({"ev": "ready"}, b""),
+        ({"ev": "out", "id": 2, "fd": 1, "size": 1}, b"o"),
+        ({"ev": "out", "id": 2, "fd": 2, "size": 1}, b"p"),
+    ]
+
+
+async def test_a_piece_taken_by_the_reader_is_not_joined_to_afterwards() -> None:
+    made, _ = channel()
+    made.data_received(out(1, b"first"))
+    assert await made.next_event() == ({"ev": "out", "id": 1, "fd": 1, "size": 5}, b"first")
+    made.data_received(out(1, b"second") + out(1, b"third"))
+    assert await made.next_event() == ({"ev": "out", "id": 1, "fd": 1, "size": 11}, b"secondthird")

@@ -45,3 +45,23 @@ async def test_a_full_reader_that_was_left_behind_misses_pieces_and_holds_at_mos
     events = await listener.take(timeout=1)
     held = sum(len(event["kind"].get("stdout", "")) for _sequence, event in events)
     assert LISTENER_BUFFER <= held <= LISTENER_BUFFER + (1 << 20)
+
+
+async def test_output_nobody_would_read_is_counted_but_not_kept() -> None:
+    """With no stream reading, the batch keeps output for a late reader up to its limit; past it, a piece's event
+    is not made, but its id is used, so the late reader sees the gap."""
+    commands = parse_exescript('[{"run": {"entry_point": "/bin/true", "capture": {"stdout": {"stream": {}}}}}]')
+    batch = Batch("activity", commands, output_limit=100)
+    batch.command_started(batch.commands[0])
+    assert batch.reads(0, 400)  # 400 bytes are at least 100 characters: they may fit
+    assert not batch.reads(0, 408)
+    batch.command_output(0, "stdout", "x" * 90)
+    assert batch.reads(0, 40)
+    assert not batch.reads(0, 48)
+    batch.command_output(0, "stdout", "")  # a piece nobody reads
+    batch.command_output(0, "stdout", "y" * 10)
+    listener = batch.listen()
+    assert batch.reads(0, 1 << 20)  # a reader now: everything is read
+    events = await listener.take(timeout=1)
+    assert [sequence for sequence, _event in events] == [0, 1, 3]
+    assert events[-1][1]["kind"] == {"stdout": "y" * 10}

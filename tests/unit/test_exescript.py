@@ -192,6 +192,23 @@ def test_streamed_output_is_sent_and_kept_up_to_the_limit() -> None:
     assert feed({"stream": {}}, "é".encode()[:1], "é".encode()[1:]) == (["é"], "é")
 
 
+def test_a_piece_nobody_reads_is_not_decoded_and_the_next_one_starts_where_it_should() -> None:
+    capture = OutputCapture(capture_of({"stream": {}}))
+    text = "naïve café — 日本語 🙂 done"
+    data = text.encode()
+    for cut in range(1, len(data)):  # a first piece nobody reads, cut anywhere (within a character too)
+        capture = OutputCapture(capture_of({"stream": {}}))
+        assert capture.write(data[:cut], read=lambda size: False) == ""
+        second = capture.write(data[cut:], read=lambda size: True)
+        whole = OutputCapture(capture_of({"stream": {}}))
+        first = whole.write(data[:cut]) or ""
+        assert second == text[len(first) :]  # what decoding every piece would have sent for the second
+        assert capture.result() == text  # the result keeps all of it either way
+    binary = OutputCapture(capture_of({"stream": {"format": "bin"}}))
+    assert binary.write(b"\x01\x02", read=lambda size: size < 2) == ""
+    assert binary.write(b"\x03", read=lambda size: size < 2) == [3]
+
+
 @given(st.lists(st.binary(max_size=40), max_size=8), st.integers(min_value=0, max_value=60))
 def test_head_tail_keeps_the_ends_of_the_output(pieces: list[bytes], size: int) -> None:
     _, kept = feed({"atEnd": {"headTail": size, "format": "bin"}}, *pieces)
