@@ -61,8 +61,6 @@ control groups to limit the sandbox) sets those limits on the agent, so on every
 
 A command's stdout pipe (and the agent's own stdout) is grown to ``PIPE_SIZE`` where the kernel allows it, and
 read ``CHUNK`` bytes at a time: a command that prints a lot then costs one event per mebibyte, not per 64 KiB.
-Where both ends are pipes and Python has ``os.splice`` (3.10+), the bytes a command's pipe holds (``FIONREAD``)
-are moved to the agent's stdout by ``splice(2)`` after their event line instead of being read and written.
 """
 
 from __future__ import annotations
@@ -79,7 +77,6 @@ if TYPE_CHECKING:  # loaded by _load_machinery() once the first request comes (s
     import selectors
     import signal
     import subprocess
-    import termios
     import time
     from typing import Any
 
@@ -126,11 +123,6 @@ def _write_event(line: bytes, payload: bytes = b"") -> None:
         view = memoryview(line + payload)[written:]
         while view:
             view = view[os.write(_STDOUT, view) :]
-
-
-def _readable(fd: int) -> int:
-    """Bytes a pipe holds (``FIONREAD``)."""
-    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
 
 
 def _grow_pipe(fd: int) -> None:
@@ -240,9 +232,6 @@ class Agent:
         self.running = True
         self.childless = False  # set by _reap when the agent has no child left: the sandbox is empty
         self.ending_at: float | None = None  # the end of the stop grace, once an exit with a grace came
-        # Output moves from a command's pipe to the runtime's with splice(2) when both are pipes (Python 3.10+):
-        # the kernel passes the pipe's pages on instead of copying them into the agent and out again.
-        self.splice = hasattr(os, "splice") and os.fstat(_STDOUT).st_mode & 0o170000 == 0o010000  # S_IFIFO
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(wake_write, False)
@@ -417,18 +406,13 @@ class Agent:
 
     def _read_pipe(self, fd: int) -> bool:
         """Forward (or, for an orphaned pipe, discard) one read; return whether more may be readable now."""
-        owner = self._owner(fd)
-        if owner is not None and self.splice:
-            size = min(_readable(fd), CHUNK)
-            if size:  # else the pipe has ended (or nothing came after all): read below
-                self._splice_out(fd, owner, size)
-                return True
         try:
             data = os.read(fd, CHUNK)
         except BlockingIOError:
             return False
         except OSError:
             data = b""
+        owner = self._owner(fd)
         if not data:
             self.selector.unregister(fd)
             os.close(fd)
@@ -439,23 +423,6 @@ class Agent:
         if owner is not None:
             _emit({"ev": "out", "id": owner.command_id, "fd": owner.pipes[fd], "size": len(data)}, data)
         return True
-
-    def _splice_out(self, fd: int, owner: _Command, size: int) -> None:
-        """An output event of ``size`` bytes that ``fd`` holds now, moved to stdout by ``splice``; where splice
-        fails (it should not), the rest is copied, and copied from then on."""
-        _write_event(b'{"ev":"out","id":%d,"fd":%d,"size":%d}\n' % (owner.command_id, owner.pipes[fd], size))
-        left = size
-        while left and self.splice:
-            try:
-                moved = os.splice(fd, _STDOUT, left)
-            except OSError:
-                moved = 0
-            self.splice = moved > 0
-            left -= moved
-        while left:  # the agent is the pipe's only reader: the bytes FIONREAD counted are there
-            data = os.read(fd, left)
-            _write_event(data)
-            left -= len(data)
 
     def _reap(self) -> None:
         """Collect every child that ended: commands' main processes and orphans (the agent is PID 1)."""
@@ -550,13 +517,12 @@ def set_rlimits(setting: str) -> None:
 def _load_machinery() -> None:
     """Import what serving requests takes (``json`` alone brings ``re`` and ``enum``, ``subprocess`` brings
     ``threading`` and ``locale``): together they were half the agent's start-up, 20–25 ms of CPU of 45."""
-    global contextlib, json, selectors, signal, subprocess, termios, time, _DEFAULT_SIGNALS
+    global contextlib, json, selectors, signal, subprocess, time, _DEFAULT_SIGNALS
     import contextlib
     import json
     import selectors
     import signal
     import subprocess
-    import termios
     import time
 
     _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
