@@ -180,6 +180,7 @@ class ContainerRuntime(IdleRuntime):
             except ValueError as exc:
                 raise RuntimeFailure(str(exc)) from None
         host = self._host if self._host is not None else default_sandbox_host()
+        self.work_dir.mkdir(parents=True, exist_ok=True)  # the container's monitor runs there (see start)
         if host.storage_quota and self.limits.storage_bytes is not None:
             await make_storage(self.work_dir, self.limits.storage_bytes, 0)
             self._storage = True
@@ -244,7 +245,9 @@ class ContainerRuntime(IdleRuntime):
                     _log.warning("container runtime: %s", self.layer_note)
             else:
                 self._layer = moved
-        code, said = await engine.call("start", self.name)
+        # podman's conmon, which watches the container from here on, writes a file named ``oom`` into its working
+        # directory when a process of the container is killed for memory: the activity's, not the node's
+        code, said = await engine.call("start", self.name, cwd=self.work_dir)
         if code != 0:
             raise RuntimeFailure(f"the container could not be started ({' '.join(main)}): {said[-500:]}")
         self._started = True

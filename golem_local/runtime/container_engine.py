@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+from pathlib import Path
 
 from attrs import frozen
 
@@ -45,8 +46,9 @@ class ContainerEngine:
             return None
         return {**os.environ, "DOCKER_HOST": self.host}
 
-    async def call(self, *args: str, timeout: float = QUERY_TIMEOUT) -> tuple[int, str]:
-        """Run ``<program> args…`` to its end (killed after ``timeout``: code -1); ``(exit code, its output)``."""
+    async def call(self, *args: str, timeout: float = QUERY_TIMEOUT, cwd: Path | None = None) -> tuple[int, str]:
+        """Run ``<program> args…`` to its end (killed after ``timeout``: code -1), in ``cwd`` when given (else
+        this process's working directory); ``(exit code, its output)``."""
         process = await asyncio.create_subprocess_exec(
             self.program,
             *args,
@@ -54,6 +56,7 @@ class ContainerEngine:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env(),
+            cwd=cwd,
         )
         try:
             out, _ = await asyncio.wait_for(process.communicate(), timeout)

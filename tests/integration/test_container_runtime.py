@@ -144,7 +144,12 @@ async def test_commands_run_in_the_image_without_network_with_volumes_on_the_hos
     assert not (tmp_path / "a").exists(), "stop removes the volumes"
 
 
-async def test_a_command_over_the_memory_limit_is_killed_and_says_so(image: Image, tmp_path: Path, engine: str) -> None:
+async def test_a_command_over_the_memory_limit_is_killed_and_says_so(
+    image: Image, tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    monkeypatch.chdir(node_dir)  # the node's working directory
     limits = SandboxLimits(memory_bytes=32 * MIB, processes=64, cpu_threads=1)
     async with started(image, tmp_path / "m", limits=limits) as runtime:
         code, _out = await run(runtime, "dd if=/dev/zero bs=64M count=1 of=/dev/null")
@@ -152,6 +157,7 @@ async def test_a_command_over_the_memory_limit_is_killed_and_says_so(image: Imag
         assert runtime.exit_note() == "killed: memory limit 32 MiB of the container reached"
         code, out = await run(runtime, "echo still here")
         assert (code, out, runtime.exit_note()) == (0, "still here\n", None)
+    assert not list(node_dir.iterdir()), "nothing of the activity's is left where the node runs (podman wrote `oom`)"
 
 
 async def test_a_killed_command_is_killed_inside_the_container(image: Image, tmp_path: Path, engine: str) -> None:
