@@ -16,7 +16,9 @@ again, so a command cannot print faster than its readers read; a reader that has
 :data:`CONGESTION_TIMEOUT` seconds misses output events, and sees a gap in the ids. The batch keeps,
 for a client that connects late, every ``started`` / ``finished`` event but only the first ``output_limit``
 bytes of each command's output events, and lets even those go (:meth:`Batch.release`) once the requestor
-has fetched the batch's last result, or the activity has ended.
+has fetched the batch's last result, or the activity has ended. A piece of output that would reach nobody (no
+stream reading, the kept events full: :meth:`Batch.reads`) is not made into an event at all, but its id is
+used, so that a late reader sees the gap there too.
 
 :func:`run_batch` drives the commands through an ``execute`` callable (the activity's exe-unit) and turns
 what it returns into results and events. When the activity stops under a running batch, the activity
