@@ -73,7 +73,9 @@ async def transfers(runs: int, *, sizes: Sequence[int] = (64, 256, 1000), output
         f"into an activity (`upload_file`) and back (`download_file`), {big} into memory (`download_bytes`), and "
         f'prints {out} (`head -c … /dev/zero | tr`) with `run`\'s default capture ("streamed": the provider streams '
         "it, the result keeps its start and end) and into `run(stdout_file=…)` (the requestor reads the event "
-        'stream and writes all of it). "requestor +" and "node +" are the growth of each process\'s peak '
+        "stream and writes all of it), after one unmeasured run of 1 MB (the activity's first command pays once "
+        "for the sandbox's first start of the shell and the programs, which the floor has warm). "
+        '"requestor +" and "node +" are the growth of each process\'s peak '
         "resident memory over the transfer (`VmHWM` reset before it, less `VmRSS` then); for `download_bytes` "
         "its ratio to the size (the bytes it returns are 1.0). Floors of the same round: one loopback TCP "
         "connection, a host copy (`shutil.copyfile`), SHA3-256 alone on one core, the same command's output "
