@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "reap", "wait_event", "within"]
+__all__ = ["TaskSet", "reap", "set_once", "wait_event", "within"]
 
 T = TypeVar("T")
 
@@ -99,6 +99,13 @@ class TaskSet:
                 break
         if reopen:
             self._closing = False
+
+
+def set_once(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it is done already: a callback for ``loop.add_reader`` and the like, which may
+    fire again before the waiter has taken the result."""
+    if not future.done():
+        future.set_result(None)
 
 
 async def reap(process: asyncio.subprocess.Process) -> None:

@@ -63,6 +63,7 @@ from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.sandbox import DEFAULT_HOSTNAME
 from golem_local.runtime.storage import make_storage, remove_storage, storage_full
 from golem_local.safefs import VolumeFiles
+from golem_shared.tasks import set_once
 
 __all__ = ["STOP_GRACE", "ContainerRuntime"]
 
@@ -499,7 +500,7 @@ async def _ended(pidfds: Sequence[int], bound: float) -> None:
     try:
         for fd in pidfds:
             done: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _settle, done)
+            loop.add_reader(fd, set_once, done)
             waits.append(done)
         if waits:
             _, pending = await asyncio.wait(waits, timeout=bound)
@@ -509,8 +510,3 @@ async def _ended(pidfds: Sequence[int], bound: float) -> None:
         for fd in pidfds:
             loop.remove_reader(fd)
             os.close(fd)
-
-
-def _settle(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)

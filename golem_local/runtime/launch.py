@@ -53,6 +53,7 @@ from golem_local.runtime.base import RuntimeFailure
 from golem_local.runtime.cgroups import CgroupHost, CgroupLimits, SandboxCgroup, detect_cgroups
 from golem_local.runtime.gate import StartGate, default_start_slots
 from golem_local.runtime.rootfs import image_uid_range
+from golem_shared.tasks import set_once
 
 __all__ = [
     "GIB",
@@ -544,7 +545,7 @@ class Launch:
         data = b""
         while b"}" not in data:
             readable: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _set_once, readable)
+            loop.add_reader(fd, set_once, readable)
             try:
                 await readable
             finally:
@@ -575,11 +576,6 @@ class Launch:
         fd, self._block_fd = self._block_fd, None
         if fd is not None:
             os.close(fd)
-
-
-def _set_once(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 async def spawn(

@@ -378,11 +378,12 @@ class ProgramRuntime:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=2 * _CHUNK)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        flow = sink if isinstance(sink, FlowControl) else None  # found once: a Protocol's isinstance is slow
         try:
             while data := await reader.read(_CHUNK):
                 sink(stream, data)
-                if isinstance(sink, FlowControl) and sink.congested():
-                    await sink.wait_room()
+                if flow is not None and flow.congested():
+                    await flow.wait_room()
         finally:
             transport.close()
 
