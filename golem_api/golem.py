@@ -128,6 +128,13 @@ def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def _count(name: str, value: object) -> int:
+    """A whole number, 1 or more, or ``ConfigurationError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a whole number, 1 or more, got {value!r}")
+    return value
+
+
 def _budget(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise ConfigurationError(f"budget must be a number (e.g. 1.0 or '1.0'), got {value!r}")
@@ -176,8 +183,10 @@ class Golem:
     offers (default :class:`LeastExpensiveLinearPayu`); ``local_network`` configures the embedded network when
     it is used; ``invoice_timeout`` bounds the wait for invoices on exit; ``event_consumer`` replaces the default
     summary log (``None`` for none).
-    ``health_check_interval`` is how often (seconds) each service instance's activity is checked for life
-    (``run_service`` may override it); ``shutdown_timeout`` bounds each instance's ``shutdown`` handler when
+    ``health_check_interval`` is how often (seconds) each service instance's activity is checked for life and
+    ``health_check_retries`` how many checks in a row left unanswered (a busy or unreachable node) lose the
+    instance (yapapi's meaning and default, 3; an answer that the activity is gone loses it at once;
+    ``run_service`` may override both); ``shutdown_timeout`` bounds each instance's ``shutdown`` handler when
     a cluster stops. ``price_tolerance`` (relative, default 0.01) is how much more than the agreed price of
     the reported usage a debit note or invoice may ask before it is refused. Without ``local_network``, the
     embedded network takes ``subnet_tag`` and the payment platform from these parameters. Create it anywhere,
@@ -210,6 +219,7 @@ class Golem:
         invoice_timeout: float = 30.0,
         event_consumer: Consumer | str | None = "default",
         health_check_interval: float = 5.0,
+        health_check_retries: int = 3,
         shutdown_timeout: float = 15.0,
         price_tolerance: float | Decimal | str = Decimal("0.01"),
     ) -> None:
@@ -224,6 +234,7 @@ class Golem:
         if invoice_timeout < 0:
             raise ConfigurationError(f"invoice_timeout must not be negative, got {invoice_timeout!r}")
         self.health_check_interval = _seconds("health_check_interval", health_check_interval)
+        self.health_check_retries = _count("health_check_retries", health_check_retries)
         self.shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
         self.price_tolerance = _tolerance(price_tolerance)
         self.subnet_tag = subnet_tag
@@ -597,6 +608,7 @@ class Golem:
         *,
         stream_output: bool = False,
         health_check_interval: float | None = None,
+        health_check_retries: int | None = None,
         respawn_unstarted_instances: bool = True,
         start_attempts: int = 3,
         agreement_timeout: float = 300.0,
@@ -611,7 +623,8 @@ class Golem:
         :class:`Cluster` at once; instances get agreements and start in the background.
 
         ``stream_output`` streams commands' output to the event bus as it comes; ``health_check_interval``
-        (default: the one given to ``Golem``) is how often each activity is checked for life; an instance whose
+        and ``health_check_retries`` (default: those given to ``Golem``) are how often each activity is checked
+        for life and how many checks in a row left unanswered lose its instance; an instance whose
         ``start`` fails is respawned on another provider up to ``start_attempts`` tries in all (once only
         with ``respawn_unstarted_instances=False``); an instance gives up waiting for an agreement after
         ``agreement_timeout`` s. Handlers that are not asynchronous generators raise ``TypeError``; other bad
@@ -635,13 +648,15 @@ class Golem:
                 network_id=network.network_id,
             )
         addresses = check_network_addresses(network, network_addresses, len(planned))
-        if isinstance(start_attempts, bool) or not isinstance(start_attempts, int) or start_attempts < 1:
-            raise ConfigurationError(f"start_attempts must be a whole number, 1 or more, got {start_attempts!r}")
+        start_attempts = _count("start_attempts", start_attempts)
         settings = InstanceSettings(
             stream_output=bool(stream_output),
             health_check_interval=self.health_check_interval
             if health_check_interval is None
             else _seconds("health_check_interval", health_check_interval),
+            health_check_retries=self.health_check_retries
+            if health_check_retries is None
+            else _count("health_check_retries", health_check_retries),
             start_attempts=start_attempts if respawn_unstarted_instances else 1,
             agreement_timeout=_seconds("agreement_timeout", agreement_timeout),
             shutdown_timeout=self.shutdown_timeout,

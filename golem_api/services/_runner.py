@@ -14,10 +14,13 @@ An :class:`InstanceRunner` owns one task per instance (the cluster owns the runn
 
 The health check is a second owned task: every ``health_check_interval`` seconds it asks the provider for the
 activity's state (with a bound), except while a script's results long-poll is in flight (that poll is the check
-then: it is answered or fails within its own bound, and a failed poll fails the script). When the activity is
-``Unresponsive``, ``Terminated`` without our asking, or its state cannot be read, or the agreement was ended
-(say, by the payment checks), the instance is lost: the handler is cancelled, the instance goes ``unresponsive``
-and its activity and agreement are ended. A lost instance stays ``unresponsive`` unless it was still starting, in
+then: it is answered or fails within its own bound, and a failed poll fails the script). A check that gets no
+answer (none within the bound, no connection, a server error: a busy or restarting node) is a miss, logged as a
+warning; ``health_check_retries`` misses in a row, as in yapapi, lose the instance, and any answer starts the
+count again. An answer that says the activity is gone loses it at once: ``Unresponsive``, ``Terminated``
+without our asking, or a client error such as 404; as does an agreement that was ended (say, by the payment
+checks). A lost instance's handler is cancelled, it goes ``unresponsive`` and its activity and agreement are
+ended. A lost instance stays ``unresponsive`` unless it was still starting, in
 which case it is respawned like a failed start. When the requestor ended the agreement for a fault of its own
 making (the budget ran out: ``Agreement.failure``), the check wakes at once and the instance ends ``terminated``
 with that failure as its cause (``exc_info``), not ``unresponsive``.
@@ -44,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import frozen
 
+from golem_api._retry import is_transient
 from golem_api.activity.work_context import UNFINISHED_GRACE
 from golem_api.errors import ActivityError, GolemError
 from golem_api.events import EventBus, ServiceRespawned
@@ -75,6 +79,7 @@ class InstanceSettings:
 
     stream_output: bool = False
     health_check_interval: float = 5.0
+    health_check_retries: int = 3
     start_attempts: int = 3
     agreement_timeout: float = 300.0
     shutdown_timeout: float = 15.0
@@ -369,14 +374,18 @@ class InstanceRunner:
     # --- health -----------------------------------------------------------------------------------
 
     async def _watch(self, activity: Activity, agreement: Agreement) -> None:
-        """Every interval, check that the activity is alive; on the first sign it is not, mark it lost."""
+        """Every interval, check that the activity is alive; when it is gone, or the provider left
+        ``health_check_retries`` checks in a row unanswered, mark it lost."""
         interval = self._settings.health_check_interval
+        allowed = self._settings.health_check_retries
         timeout = max(interval, _MIN_STATE_TIMEOUT)
+        misses = 0
         while True:
             # A period, cut short when the agreement ends (the payment checks may end it at any moment).
             with contextlib.suppress(asyncio.TimeoutError):
                 await within(agreement.wait_ending(), interval)
             reason: str | None = None
+            miss: str | None = None
             if agreement.failure is not None:
                 self._cause = agreement.failure
                 reason = str(agreement.failure)
@@ -394,14 +403,31 @@ class InstanceRunner:
                 try:
                     state = await within(activity.state(), timeout)
                 except asyncio.TimeoutError:
-                    reason = f"the provider did not report the activity's state within {timeout:g} s"
+                    miss = f"the provider did not report the activity's state within {timeout:g} s"
                 except GolemError as exc:
-                    reason = f"the activity's state could not be read: {exc}"
+                    if is_transient(exc):
+                        miss = f"the activity's state could not be read: {exc}"
+                    else:
+                        reason = f"the activity's state could not be read: {exc}"
                 else:
+                    misses = 0
                     ended = state.state == "Terminated" and self.service.state.id != "stopping"
                     if state.state == "Unresponsive" or ended:
                         why = state.reason or state.error_message or "no reason given"
                         reason = f"activity {activity.activity_id} is {state.state}: {why}"
+            if miss is not None:
+                misses += 1
+                if misses >= allowed:
+                    reason = f"{miss} (health check missed {misses} times in a row)" if misses > 1 else miss
+                else:
+                    _log.warning(
+                        "%r on %r: health check missed (%d of %d in a row): %s",
+                        self.service,
+                        agreement.provider_name,
+                        misses,
+                        allowed,
+                        miss,
+                    )
             if reason is not None:
                 _log.warning("%r on %r is lost: %s", self.service, agreement.provider_name, reason)
                 self._lost = reason
