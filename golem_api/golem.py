@@ -184,8 +184,8 @@ class Golem:
     it is used; ``invoice_timeout`` bounds the wait for invoices on exit; ``event_consumer`` replaces the default
     summary log (``None`` for none).
     ``health_check_interval`` is how often (seconds) each service instance's activity is checked for life and
-    ``health_check_retries`` how many checks in a row left unanswered (a busy or unreachable node) lose the
-    instance (yapapi's meaning and default, 3; an answer that the activity is gone loses it at once;
+    ``health_check_retries`` how many checks in a row that fail (no answer in time, a busy or unreachable
+    node) lose the instance (3, yapapi's default; an answer that the activity is gone loses it at once;
     ``run_service`` may override both); ``shutdown_timeout`` bounds each instance's ``shutdown`` handler when
     a cluster stops. ``price_tolerance`` (relative, default 0.01) is how much more than the agreed price of
     the reported usage a debit note or invoice may ask before it is refused. Without ``local_network``, the
@@ -624,7 +624,7 @@ class Golem:
 
         ``stream_output`` streams commands' output to the event bus as it comes; ``health_check_interval``
         and ``health_check_retries`` (default: those given to ``Golem``) are how often each activity is checked
-        for life and how many checks in a row left unanswered lose its instance; an instance whose
+        for life and how many checks in a row that fail lose its instance; an instance whose
         ``start`` fails is respawned on another provider up to ``start_attempts`` tries in all (once only
         with ``respawn_unstarted_instances=False``); an instance gives up waiting for an agreement after
         ``agreement_timeout`` s. Handlers that are not asynchronous generators raise ``TypeError``; other bad
@@ -754,11 +754,8 @@ class Golem:
                 f"payload must have demand_properties() and demand_constraints() (e.g. await vm.repo(…)), "
                 f"got {payload!r}"
             )
-        workers = DEFAULT_MAX_WORKERS if max_workers is None else max_workers
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigurationError(f"max_workers must be a whole number, 1 or more, got {max_workers!r}")
-        if isinstance(task_attempts, bool) or not isinstance(task_attempts, int) or task_attempts < 1:
-            raise ConfigurationError(f"task_attempts must be a whole number, 1 or more, got {task_attempts!r}")
+        workers = _count("max_workers", DEFAULT_MAX_WORKERS if max_workers is None else max_workers)
+        task_attempts = _count("task_attempts", task_attempts)
         if not isinstance(implicit_init, bool):
             raise ConfigurationError(f"implicit_init must be True or False, got {implicit_init!r}")
         if timeout is None:

@@ -14,16 +14,16 @@ An :class:`InstanceRunner` owns one task per instance (the cluster owns the runn
 
 The health check is a second owned task: every ``health_check_interval`` seconds it asks the provider for the
 activity's state (with a bound), except while a script's results long-poll is in flight (that poll is the check
-then: it is answered or fails within its own bound, and a failed poll fails the script). A check that gets no
-answer (none within the bound, no connection, a server error: a busy or restarting node) is a miss, logged as a
-warning; ``health_check_retries`` misses in a row, as in yapapi, lose the instance, and any answer starts the
-count again. An answer that says the activity is gone loses it at once: ``Unresponsive``, ``Terminated``
-without our asking, or a client error such as 404; as does an agreement that was ended (say, by the payment
-checks). A lost instance's handler is cancelled, it goes ``unresponsive`` and its activity and agreement are
-ended. A lost instance stays ``unresponsive`` unless it was still starting, in
-which case it is respawned like a failed start. When the requestor ended the agreement for a fault of its own
-making (the budget ran out: ``Agreement.failure``), the check wakes at once and the instance ends ``terminated``
-with that failure as its cause (``exc_info``), not ``unresponsive``.
+then: it is answered or fails within its own bound, and a failed poll fails the script). A check that fails (no
+answer within the bound, no connection, an error other than 404 or 410: a busy or restarting node) is a miss,
+logged as a warning; ``health_check_retries`` misses in a row (3 by default, as in yapapi) lose the instance, and
+an answered check or a long-poll in flight starts the count again. An answer that the activity is gone loses it at
+once: ``Unresponsive``, ``Terminated`` without our asking, 404 or 410; as does an agreement that was ended (say, by
+the payment checks). A lost instance's handler is cancelled, it goes ``unresponsive`` and its activity and
+agreement are ended. A lost instance stays ``unresponsive`` unless it was still starting, in which case it is
+respawned like a failed start. When the requestor ended the agreement for a fault of its own making (the budget ran
+out: ``Agreement.failure``), the check wakes at once and the instance ends ``terminated`` with that failure as its
+cause (``exc_info``), not ``unresponsive``.
 
 A script cut short may leave its batch running on the provider (the activity API cannot kill a batch). Before
 ``shutdown`` runs, such a batch may finish within the shutdown's bound (``shutdown_timeout``, which the wait
@@ -47,9 +47,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import frozen
 
-from golem_api._retry import is_transient
 from golem_api.activity.work_context import UNFINISHED_GRACE
-from golem_api.errors import ActivityError, GolemError
+from golem_api.errors import ActivityError, GolemError, GoneError, NotFoundError
 from golem_api.events import EventBus, ServiceRespawned
 from golem_api.services.service import Service
 from golem_shared.tasks import within
@@ -374,8 +373,8 @@ class InstanceRunner:
     # --- health -----------------------------------------------------------------------------------
 
     async def _watch(self, activity: Activity, agreement: Agreement) -> None:
-        """Every interval, check that the activity is alive; when it is gone, or the provider left
-        ``health_check_retries`` checks in a row unanswered, mark it lost."""
+        """Every interval, check that the activity is alive; when it is gone, or ``health_check_retries`` checks
+        in a row failed, mark it lost."""
         interval = self._settings.health_check_interval
         allowed = self._settings.health_check_retries
         timeout = max(interval, _MIN_STATE_TIMEOUT)
@@ -384,56 +383,63 @@ class InstanceRunner:
             # A period, cut short when the agreement ends (the payment checks may end it at any moment).
             with contextlib.suppress(asyncio.TimeoutError):
                 await within(agreement.wait_ending(), interval)
-            reason: str | None = None
-            miss: str | None = None
-            if agreement.failure is not None:
-                self._cause = agreement.failure
-                reason = str(agreement.failure)
-            elif agreement.terminated or agreement.end_reason is not None:
-                reason = f"agreement {agreement.agreement_id} was terminated: {agreement.end_reason or 'no reason'}"
-            elif activity.ending:  # the requestor ended it (a script's timeout): a failure, not the provider's
-                reason = f"{activity!r} was ended: {activity.end_reason}"
-                self._cause = ActivityError(reason)
-            elif activity.long_polled:
+            reason = self._ended(activity, agreement)
+            if reason is None and activity.long_polled:
                 # A script's results long-poll is in flight: a bounded question to the provider about this
                 # activity, whose failure fails the script. No state query beside it (a start waiting for its
                 # turn on a busy provider would otherwise ask both every interval).
-                pass
-            else:
+                misses = 0
+            elif reason is None:
+                miss: str | None = None
                 try:
                     state = await within(activity.state(), timeout)
+                except (NotFoundError, GoneError) as exc:
+                    reason = f"the activity's state could not be read: {exc}"
+                except GolemError as exc:  # before TimeoutError: a 408 is both, and says what the node answered
+                    miss = f"the activity's state could not be read: {exc}"
                 except asyncio.TimeoutError:
                     miss = f"the provider did not report the activity's state within {timeout:g} s"
-                except GolemError as exc:
-                    if is_transient(exc):
-                        miss = f"the activity's state could not be read: {exc}"
-                    else:
-                        reason = f"the activity's state could not be read: {exc}"
                 else:
                     misses = 0
                     ended = state.state == "Terminated" and self.service.state.id != "stopping"
                     if state.state == "Unresponsive" or ended:
                         why = state.reason or state.error_message or "no reason given"
                         reason = f"activity {activity.activity_id} is {state.state}: {why}"
-            if miss is not None:
-                misses += 1
-                if misses >= allowed:
-                    reason = f"{miss} (health check missed {misses} times in a row)" if misses > 1 else miss
-                else:
-                    _log.warning(
-                        "%r on %r: health check missed (%d of %d in a row): %s",
-                        self.service,
-                        agreement.provider_name,
-                        misses,
-                        allowed,
-                        miss,
-                    )
+                # Ended by this side while the query was out (its answer then says gone, or nothing): say so.
+                reason = self._ended(activity, agreement) or reason
+                if reason is None and miss is not None:
+                    misses += 1
+                    if misses >= allowed:
+                        reason = f"{miss} (health check failed {misses} times in a row)" if misses > 1 else miss
+                    else:
+                        _log.warning(
+                            "%r on %r: health check failed (%d of %d in a row): %s",
+                            self.service,
+                            agreement.provider_name,
+                            misses,
+                            allowed,
+                            miss,
+                        )
             if reason is not None:
                 _log.warning("%r on %r is lost: %s", self.service, agreement.provider_name, reason)
                 self._lost = reason
                 if self._step is not None:
                     self._step.cancel()
                 return
+
+    def _ended(self, activity: Activity, agreement: Agreement) -> str | None:
+        """Why the instance is lost when its agreement or activity was ended (else ``None``); a failure of the
+        requestor's own making (the budget, a script's timeout) becomes its cause."""
+        if agreement.failure is not None:
+            self._cause = agreement.failure
+            return str(agreement.failure)
+        if agreement.terminated or agreement.end_reason is not None:
+            return f"agreement {agreement.agreement_id} was terminated: {agreement.end_reason or 'no reason'}"
+        if activity.ending:  # the requestor ended it (a script's timeout): a failure, not the provider's
+            reason = f"{activity!r} was ended: {activity.end_reason}"
+            self._cause = ActivityError(reason)
+            return reason
+        return None
 
     async def _stop_watch(self) -> None:
         health, self._health = self._health, None

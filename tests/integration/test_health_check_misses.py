@@ -1,10 +1,10 @@
-"""A health check left unanswered is a miss; only ``health_check_retries`` misses in a row lose the instance.
+"""A failed health check is a miss; only ``health_check_retries`` misses in a row lose the instance.
 
 A node busy starting hundreds of sandboxes, or restarting, may answer a state query late or with a 503 now and
 then; an instance that was lost on the first such miss (as before) was a running service thrown away for a
-moment's load. As in yapapi (three misses by default), the check now counts misses in a row and any answer
-starts the count again, while an answer that says the activity is gone (a 404 here; ``Unresponsive`` or
-``Terminated`` in ``test_services.py``) still loses the instance at once.
+moment's load. As in yapapi (three misses by default), the check now counts misses in a row and an answered
+check starts the count again, while an answer that says the activity is gone (a 404 or 410 here;
+``Unresponsive`` from a killed sandbox in ``test_services.py``) still loses the instance at once.
 
 A fault proxy between the requestor and the node answers chosen state queries itself; the instances run on the
 idle runtime and check every 0.05 s, so each test waits on the proxy's hits and the instance's events, not time.
@@ -71,26 +71,31 @@ def _state_queries(proxy: FaultProxy) -> int:
     return sum(1 for request in proxy.requests if re.search(_STATE, request))
 
 
-async def test_two_unanswered_checks_in_a_row_leave_a_running_instance_running(
+async def test_failed_checks_short_of_the_limit_leave_a_running_instance_running(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="golem_api")
     async with _running() as (proxy, cluster, lost):
         proxy.add(_STATE, "status", times=2, status=503)
         await proxy.wait_hits("status", 2, timeout=20)
-        # Three more checks after the two misses, answered: the instance is still running and checked.
+        await proxy.wait_requests(_STATE, _state_queries(proxy) + 1, timeout=20)  # one answered: the count restarts
+        proxy.add(_STATE, "status", times=1, status=408)  # an error answer other than "gone" is a miss too
+        proxy.add(_STATE, "status", times=1, status=500)
+        await proxy.wait_hits("status", 4, timeout=20)
+        # Three more checks after the misses, answered: the instance is still running and checked.
         await proxy.wait_requests(_STATE, _state_queries(proxy) + 3, timeout=20)
         (instance,) = cluster.instances
         assert instance.state.id == "running"
         assert not lost.seen
-    missed = [r.getMessage() for r in caplog.records if "health check missed" in r.getMessage()]
-    assert len(missed) == 2, missed
-    assert "(1 of 3 in a row)" in missed[0]
-    assert "(2 of 3 in a row)" in missed[1]
-    assert "503" in missed[0], "the warning says what the node answered"
+    failed = [r.getMessage() for r in caplog.records if "health check failed" in r.getMessage()]
+    assert len(failed) == 4, failed
+    assert ["(1 of 3 in a row)" in m for m in failed] == [True, False, True, False]
+    assert ["(2 of 3 in a row)" in m for m in failed] == [False, True, False, True]
+    assert "503" in failed[0], "the warning says what the node answered"
+    assert "408" in failed[2]
 
 
-async def test_three_unanswered_checks_in_a_row_lose_the_instance_and_say_why() -> None:
+async def test_three_failed_checks_in_a_row_lose_the_instance_and_say_why() -> None:
     async with _running() as (proxy, cluster, lost):
         proxy.add(_STATE, "status", times=3, status=503)
         event = await lost.wait()
@@ -98,10 +103,10 @@ async def test_three_unanswered_checks_in_a_row_lose_the_instance_and_say_why() 
         assert instance.state.id == "unresponsive"
     assert len(proxy.hits_of("status")) == 3
     assert "503" in (event.reason or "")
-    assert "missed 3 times in a row" in (event.reason or "")
+    assert "failed 3 times in a row" in (event.reason or "")
 
 
-async def test_run_service_may_lose_an_instance_on_its_first_unanswered_check() -> None:
+async def test_run_service_may_lose_an_instance_on_its_first_failed_check() -> None:
     async with _running(health_check_retries=1) as (proxy, cluster, lost):
         proxy.add(_STATE, "status", times=1, status=503)
         event = await lost.wait()
@@ -111,21 +116,28 @@ async def test_run_service_may_lose_an_instance_on_its_first_unanswered_check() 
     assert "in a row" not in (event.reason or "")
 
 
-async def test_an_answer_that_the_activity_is_gone_loses_the_instance_at_once() -> None:
+@pytest.mark.parametrize("status", [404, 410])
+async def test_an_answer_that_the_activity_is_gone_loses_the_instance_at_once(status: int) -> None:
     async with _running() as (proxy, cluster, lost):
-        proxy.add(_STATE, "status", times=1, status=404)
+        proxy.add(_STATE, "status", times=1, status=status)
         event = await lost.wait()
         assert cluster.instances[0].state.id == "unresponsive"
     assert len(proxy.hits_of("status")) == 1
-    assert "404" in (event.reason or "")
+    assert str(status) in (event.reason or "")
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
-async def test_a_bad_health_check_retries_is_named(bad: object) -> None:
-    with pytest.raises(
-        ConfigurationError, match=rf"health_check_retries must be a whole number, 1 or more, got {bad!r}"
-    ):
-        Golem(budget=1, health_check_retries=bad)  # type: ignore[arg-type]
+_BAD = [0, -1, 1.5, True, "3"]
+
+
+async def test_a_bad_health_check_retries_is_named() -> None:
+    for bad in _BAD:
+        with pytest.raises(
+            ConfigurationError, match=rf"health_check_retries must be a whole number, 1 or more, got {bad!r}"
+        ):
+            Golem(budget=1, health_check_retries=bad)  # type: ignore[arg-type]
     async with LocalNode(_NETWORK) as node, Golem(budget=1, app_key=node.app_key, api_url=node.url) as golem:
-        with pytest.raises(ConfigurationError, match="health_check_retries"):
-            await golem.run_service(Trivial, health_check_retries=bad)  # type: ignore[arg-type]
+        for bad in _BAD:
+            with pytest.raises(ConfigurationError, match=rf"health_check_retries .*got {bad!r}"):
+                await golem.run_service(Trivial, health_check_retries=bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="start_attempts must be a whole number, 1 or more, got 0"):
+            await golem.run_service(Trivial, start_attempts=0)
