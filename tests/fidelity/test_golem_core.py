@@ -51,9 +51,15 @@ needs_golem_core = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def golem_core(tmp_path_factory: pytest.TempPathFactory) -> FlowRun:
+def core_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The program's ``TMPDIR``: what is left in it after the run, the program (or golem-core) left behind."""
+    return tmp_path_factory.mktemp("golem-core-tmp")
+
+
+@pytest.fixture(scope="module")
+def golem_core(tmp_path_factory: pytest.TempPathFactory, core_temp: Path) -> FlowRun:
     work = tmp_path_factory.mktemp("golem-core")
-    return asyncio.run(run_flows(work, [str(CORE_PYTHON), str(PROGRAM)], RUN_BOUND))
+    return asyncio.run(run_flows(work, [str(CORE_PYTHON), str(PROGRAM)], RUN_BOUND, env={"TMPDIR": str(core_temp)}))
 
 
 @needs_golem_core
@@ -66,6 +72,8 @@ def test_a_golem_core_flow_works_on_the_local_node(golem_core: FlowRun, flow: st
 
 @needs_golem_core
 @pytest.mark.timeout(900)
-def test_golem_core_ends_well(golem_core: FlowRun) -> None:
+def test_golem_core_ends_well(golem_core: FlowRun, core_temp: Path) -> None:
     assert golem_core.returncode == 0, golem_core.stdout + golem_core.stderr[-3000:]
     assert set(golem_core.flows) == set(FLOWS), "the program's flows and this module's list differ"
+    left = sorted(path.name for path in core_temp.iterdir())
+    assert left == [], f"golem-core's run left temporary files behind: {left}"

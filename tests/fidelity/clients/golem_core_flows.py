@@ -197,8 +197,6 @@ async def main() -> int:
     logging.basicConfig(level=logging.DEBUG if os.environ.get("VERBOSE") == "1" else logging.CRITICAL)
     logging.getLogger().addHandler(WARNINGS)
     print(f"# golem-core flows against {API_URL} (registry {REGISTRY_URL})", flush=True)
-    os.environ["PATH"] = f"{gftp_shim()}{os.pathsep}{os.environ.get('PATH', '')}"
-
     image: dict[str, Any] = {}
 
     async def info() -> str:
@@ -566,6 +564,11 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    code = asyncio.run(main())
+    shim = gftp_shim()
+    os.environ["PATH"] = f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        code = asyncio.run(main())
+    finally:
+        shutil.rmtree(shim, ignore_errors=True)  # before os._exit, which skips every clean-up
     sys.stdout.flush()
     os._exit(min(code, 100))  # without waiting for golem-core's leftover tasks
