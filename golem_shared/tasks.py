@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "reap", "set_once", "wait_event", "within"]
+__all__ = ["TaskSet", "finish_first", "reap", "set_once", "wait_event", "within"]
 
 T = TypeVar("T")
 
@@ -99,6 +99,26 @@ class TaskSet:
                 break
         if reopen:
             self._closing = False
+
+
+async def finish_first(clean_up: Coroutine[Any, Any, T]) -> T:
+    """Await ``clean_up`` to its end even when the awaiting task is cancelled meanwhile (once or many times),
+    then let the cancellation through: for clean-up that must not stop half-way (a sandbox's kill, its
+    unmount, its uid's release) and that is bounded by itself."""
+    task = asyncio.ensure_future(clean_up)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():  # the clean-up itself was cancelled (nobody else holds it): nothing left to wait for
+                raise
+            cancelled = True
+        else:
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 def set_once(future: asyncio.Future[None]) -> None:

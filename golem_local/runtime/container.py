@@ -63,7 +63,7 @@ from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.sandbox import DEFAULT_HOSTNAME
 from golem_local.runtime.storage import make_storage, remove_storage, storage_full
 from golem_local.safefs import VolumeFiles
-from golem_shared.tasks import set_once
+from golem_shared.tasks import finish_first, set_once
 
 __all__ = ["STOP_GRACE", "ContainerRuntime"]
 
@@ -310,6 +310,11 @@ class ContainerRuntime(IdleRuntime):
         if self._stopped:
             return
         self._stopped = True
+        # Never left half-done by a cancellation (an activity gives up waiting for a stop that overran its
+        # bound): a container, a mount or a VPN link skipped then would stay behind.
+        await finish_first(self._end())
+
+    async def _end(self) -> None:
         self._read_cpu()
         engine = self._engine
         if self._started and engine is not None:
@@ -384,6 +389,9 @@ class ContainerRuntime(IdleRuntime):
                 child.kill()
             await child.wait()
             await _ended(killed, KILL_BOUND)  # a signal is delivered when the process next runs: wait for that
+            # A process in the middle of an exec has no environment to read for a moment (`sh -c "…; exec sleep"`
+            # cancelled right after its first output): the first look missed it, a second one finds it.
+            await _ended(self._kill_marked(mark), KILL_BOUND)
             raise
         self._read_cpu()
         if self._oom_kills() > oom_before:

@@ -65,6 +65,7 @@ from golem_local.runtime.image import check_sandbox_path, volume_of
 from golem_local.runtime.registry import RuntimeContext, RuntimeDescriptor
 from golem_local.safefs import VolumeFiles
 from golem_shared.errors import LocalNodeError
+from golem_shared.tasks import finish_first
 
 if TYPE_CHECKING:
     from golem_local.runtime.base import Runtime
@@ -498,6 +499,9 @@ class ProgramRuntime:
         if self._state == "stopped":
             return
         self._state = "stopped"
+        await finish_first(self._end())  # never left half-done by a cancellation: no process or file left behind
+
+    async def _end(self) -> None:
         groups = {pgid for pgid in self._groups if _group_alive(pgid)}
         for pgid in groups:
             _signal_group(pgid, signal.SIGTERM)

@@ -110,7 +110,7 @@ from golem_local.runtime.sandbox import (
 from golem_local.runtime.storage import make_storage, remove_storage, storage_full
 from golem_local.safefs import VolumeFiles
 from golem_shared.errors import SandboxUnavailableError
-from golem_shared.tasks import TaskSet
+from golem_shared.tasks import TaskSet, finish_first
 
 __all__ = [
     "KILL_TIMEOUT",
@@ -778,10 +778,23 @@ class VmRuntime:
             finally:
                 self._state = _State.STOPPED
                 self._fail_all(RuntimeFailure("the activity was stopped before the command finished"))
-                await self._release_resources()
-                if self._network is not None:  # after the sandbox: nothing may still hold its namespace
-                    await self._network.release()
-                await asyncio.to_thread(_remove_tree, self.work_dir, self._root_fs)
+                # Never left half-done by a cancellation: an activity gives up waiting for a stop that overran
+                # its bound (a thousand sandboxes stopping at once on two cores, their releases queued on a
+                # few threads), and a kill or an unmount skipped then would stay behind.
+                await finish_first(self._give_back())
+
+    async def _give_back(self) -> None:
+        """Kill the sandbox if a cancelled stop left it running, end the runtime's tasks (again: harmless after a
+        whole stop), then give back what the sandbox held."""
+        process = self._process
+        if process is not None and process.returncode is None:  # the grace was cut short: none left
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await self._shut_down()
+        await self._release_resources()
+        if self._network is not None:  # after the sandbox: nothing may still hold its namespace
+            await self._network.release()
+        await asyncio.to_thread(_remove_tree, self.work_dir, self._root_fs)
 
     async def _release_resources(self) -> None:
         """The last reading, then the control group and the uid go back (every process of the sandbox is gone)."""

@@ -422,3 +422,55 @@ async def test_a_stop_while_the_sandbox_is_being_launched_leaves_no_sandbox_behi
     with pytest.raises(RuntimeFailure, match="stopped before its sandbox started"):
         await starting
     assert bubblewrap.returncode is not None, "the sandbox of a stopped activity was left running"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has: it waits for its parent to collect it)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2 :].split()[0] != "Z"
+
+
+def _held(vm: VmRuntime, pids: list[int], stage: Path) -> list[str]:
+    """What a stopped sandbox still holds on the host: processes, directories, its uid, its mount."""
+    held = [f"process {pid}" for pid in pids if _alive(pid)]
+    held += [f"directory {path}" for path in (vm.work_dir, stage) if path.exists()]
+    if vm.identity is not None:
+        held.append(f"uid {vm.identity}")
+    if str(vm.work_dir) in Path("/proc/self/mountinfo").read_text():
+        held.append(f"the mount of {vm.work_dir}")
+    return held
+
+
+async def test_a_stop_cancelled_again_and_again_still_kills_the_sandbox_and_gives_back_what_it_held(
+    tmp_path: Path,
+) -> None:
+    """An activity gives up waiting for a stop that overran its bound and cancels it (774 of 1000 sandboxes
+    stopping at once on the 2-core machine); a cancellation that came during the release left a storage mounted
+    and a loop device held. Cancelled at every step of the loop here, the stop still ends everything."""
+    from golem_local.runtime.launch import SandboxLimits
+
+    vm = VmRuntime(Image(), tmp_path / "activity", limits=SandboxLimits(storage_bytes=16 * 1024 * 1024))
+    await vm.deploy(DeploySettings())
+    await vm.start([])
+    sandbox_pid = vm.sandbox_pid
+    assert sandbox_pid is not None
+    pids = [sandbox_pid, *_sandbox_processes(sandbox_pid)]
+    stage = vm.host.stage_dir(vm._sandbox_id)
+    stopping = asyncio.create_task(vm.stop())
+    cancels = 0
+
+    async def cancel_until_done() -> None:
+        nonlocal cancels
+        while not stopping.done():
+            stopping.cancel()
+            cancels += 1
+            await asyncio.sleep(0)  # one step of the loop: the stop goes on until its next wait
+
+    await asyncio.wait_for(cancel_until_done(), 60)
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert cancels >= 1
+    assert _held(vm, pids, stage) == []

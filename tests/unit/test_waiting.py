@@ -1,5 +1,6 @@
 """``wait_event`` and ``within``: bounded waits that never lose a cancellation (``asyncio.wait_for`` does before
-Python 3.12 when the event is set as the cancellation arrives: a cancelled job then went on waiting)."""
+Python 3.12 when the event is set as the cancellation arrives: a cancelled job then went on waiting); and
+``finish_first``: clean-up that a cancellation cannot cut half-way, the cancellation kept for after it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from golem_shared.tasks import wait_event, within
+from golem_shared.tasks import finish_first, wait_event, within
 
 
 async def _until_waiting(event: asyncio.Event) -> None:
@@ -63,3 +64,51 @@ async def test_within_gives_the_result_times_out_and_never_loses_a_cancellation(
     waiting.cancel()  # … as the cancellation arrives
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_finish_first_ends_the_clean_up_despite_cancellations_and_then_lets_them_through() -> None:
+    release = asyncio.Event()
+    steps: list[str] = []
+
+    async def clean_up() -> None:
+        steps.append("began")
+        await release.wait()
+        steps.append("ended")
+
+    task = asyncio.create_task(finish_first(clean_up()))
+    await _until_waiting(release)
+    for _ in range(3):  # cancelled again and again, as an impatient owner would
+        task.cancel()
+        await asyncio.sleep(0)
+    assert not task.done(), "a cancellation cut the clean-up short"
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert steps == ["began", "ended"]
+
+
+async def test_finish_first_gives_the_result_or_the_error_when_not_cancelled() -> None:
+    async def five() -> int:
+        return 5
+
+    async def broken() -> None:
+        raise OSError("umount: target is busy")
+
+    assert await finish_first(five()) == 5
+    with pytest.raises(OSError, match="busy"):
+        await finish_first(broken())
+
+
+async def test_a_bound_around_finish_first_becomes_a_timeout_once_the_clean_up_ended() -> None:
+    release = asyncio.Event()
+
+    async def clean_up() -> None:
+        await release.wait()
+
+    # due at once: the clean-up's waiter is cancelled at its first wait, and waits for it
+    task = asyncio.create_task(within(finish_first(clean_up()), 0))
+    await _until_waiting(release)
+    assert not task.done()
+    release.set()
+    with pytest.raises(asyncio.TimeoutError):
+        await task
