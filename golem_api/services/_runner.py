@@ -405,7 +405,8 @@ class InstanceRunner:
                     if state.state == "Unresponsive" or ended:
                         why = state.reason or state.error_message or "no reason given"
                         reason = f"activity {activity.activity_id} is {state.state}: {why}"
-                # Ended by this side while the query was out (its answer then says gone, or nothing): say so.
+                # The agreement, or the activity by this side, ended while the query was out: say that rather
+                # than what the query got (gone, or nothing).
                 reason = self._ended(activity, agreement) or reason
                 if reason is None and miss is not None:
                     misses += 1
