@@ -137,12 +137,7 @@ async def reap(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
-    waiting = asyncio.ensure_future(process.wait())
-    try:
-        await asyncio.shield(waiting)
-    except asyncio.CancelledError:
-        await waiting  # a kill is answered at once: finish reaping, then let the cancellation go on
-        raise
+    await finish_first(process.wait())  # a kill is answered at once: reaped, then the cancellation goes on
 
 
 if sys.version_info >= (3, 11):

@@ -63,7 +63,7 @@ from golem_local.runtime.network import SandboxNetwork
 from golem_local.runtime.sandbox import DEFAULT_HOSTNAME
 from golem_local.runtime.storage import make_storage, remove_storage, storage_full
 from golem_local.safefs import VolumeFiles
-from golem_shared.tasks import finish_first, set_once
+from golem_shared.tasks import finish_first, reap, set_once
 
 __all__ = ["STOP_GRACE", "ContainerRuntime"]
 
@@ -385,9 +385,7 @@ class ContainerRuntime(IdleRuntime):
             code = await child.wait()
         except asyncio.CancelledError:
             killed = self._kill_marked(mark)
-            with contextlib.suppress(ProcessLookupError):
-                child.kill()
-            await child.wait()
+            await reap(child)
             await _ended(killed, KILL_BOUND)  # a signal is delivered when the process next runs: wait for that
             # A process in the middle of an exec has no environment to read for a moment (`sh -c "…; exec sleep"`
             # cancelled right after its first output): the first look missed it, a second one finds it.

@@ -110,7 +110,7 @@ from golem_local.runtime.sandbox import (
 from golem_local.runtime.storage import make_storage, remove_storage, storage_full
 from golem_local.safefs import VolumeFiles
 from golem_shared.errors import SandboxUnavailableError
-from golem_shared.tasks import TaskSet, finish_first
+from golem_shared.tasks import TaskSet, finish_first, reap
 
 __all__ = [
     "KILL_TIMEOUT",
@@ -786,10 +786,8 @@ class VmRuntime:
     async def _give_back(self) -> None:
         """Kill the sandbox if a cancelled stop left it running, end the runtime's tasks (again: harmless after a
         whole stop), then give back what the sandbox held."""
-        process = self._process
-        if process is not None and process.returncode is None:  # the grace was cut short: none left
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+        if self._process is not None:  # killed at once if the grace was cut short
+            await reap(self._process)
         await self._shut_down()
         await self._release_resources()
         if self._network is not None:  # after the sandbox: nothing may still hold its namespace
