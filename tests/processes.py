@@ -66,6 +66,15 @@ def gftp_shim(bin_dir: Path) -> Path:
     return shim(bin_dir, "gftp", "golem_api._cli gftp")
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` has not ended (a zombie has: it only waits for its parent to collect it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 async def kill(process: asyncio.subprocess.Process, bound: float = EXIT_BOUND) -> None:
     """Make sure ``process`` is gone (after a failed check)."""
     if process.returncode is None:

@@ -24,6 +24,7 @@ from golem_local.runtime.registry import RuntimeContext
 from golem_shared.errors import LocalNodeError
 from tests.integration.agreements import new_activity
 from tests.integration.test_local_activity_exec import Exe
+from tests.processes import running
 
 pytestmark = pytest.mark.integration
 
@@ -101,14 +102,6 @@ def _pids_with(token: str) -> list[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 async def _until(condition: Any, what: str) -> None:
     """Look at ``condition()`` until it holds, at most BOUND seconds (the kernel tells of no process's end)."""
     loop = asyncio.get_running_loop()
@@ -168,7 +161,7 @@ async def test_a_script_timeout_kills_the_command_s_process(tmp_path: Path) -> N
 
     seen = await serve(network(install(tmp_path / "runtimes")), body)
     assert seen["error"] == "BatchTimeoutError"
-    await _until(lambda: not [pid for pid in _pids_with(token) if _running(pid)], "the killed command still runs")
+    await _until(lambda: not [pid for pid in _pids_with(token) if running(pid)], "the killed command still runs")
 
 
 async def test_stop_gives_a_background_process_its_grace_and_kills_one_ignoring_sigterm(tmp_path: Path) -> None:
@@ -185,8 +178,8 @@ async def test_stop_gives_a_background_process_its_grace_and_kills_one_ignoring_
     graceful_pid, ignoring_pid = seen["pids"]
     assert graceful.read_text() == "terminated gracefully\n", "the background process got SIGTERM and its grace"
     assert not ignoring.exists()
-    await _until(lambda: not _running(ignoring_pid), "the process ignoring SIGTERM outlived the grace")
-    assert not _running(graceful_pid)
+    await _until(lambda: not running(ignoring_pid), "the process ignoring SIGTERM outlived the grace")
+    assert not running(graceful_pid)
 
 
 async def test_deploy_answers_that_are_refused_say_why(tmp_path: Path) -> None:
@@ -238,11 +231,11 @@ async def test_output_streams_and_a_cancelled_command_s_process_group_is_killed(
         command = asyncio.create_task(runtime.run_command(RunProcess("sleep", (token,)), sink))
         await asyncio.wait_for(first.wait(), BOUND)
         assert bytes(out) == f"sleeping {token}\n".encode(), "output arrives while the command runs"
-        (pid,) = [pid for pid in _pids_with(token) if _running(pid)]
+        (pid,) = [pid for pid in _pids_with(token) if running(pid)]
         command.cancel()
         with pytest.raises(asyncio.CancelledError):
             await command
-        assert not _running(pid)
+        assert not running(pid)
     finally:
         await runtime.stop()
     assert not (tmp_path / "activity").exists(), "stop removes the activity's directory"

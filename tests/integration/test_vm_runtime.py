@@ -19,6 +19,7 @@ from golem_local.runtime.base import DeploySettings, RunProcess, RuntimeFailure
 from golem_local.runtime.image import Image
 from golem_local.runtime.sandbox import check_bubblewrap
 from golem_local.runtime.vm import VmRuntime
+from tests.processes import running
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
@@ -424,18 +425,9 @@ async def test_a_stop_while_the_sandbox_is_being_launched_leaves_no_sandbox_behi
     assert bubblewrap.returncode is not None, "the sandbox of a stopped activity was left running"
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a process that has not ended (a zombie has: it waits for its parent to collect it)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2 :].split()[0] != "Z"
-
-
 def _held(vm: VmRuntime, pids: list[int], stage: Path) -> list[str]:
     """What a stopped sandbox still holds on the host: processes, directories, its uid, its mount."""
-    held = [f"process {pid}" for pid in pids if _alive(pid)]
+    held = [f"process {pid}" for pid in pids if running(pid)]
     held += [f"directory {path}" for path in (vm.work_dir, stage) if path.exists()]
     if vm.identity is not None:
         held.append(f"uid {vm.identity}")
